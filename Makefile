@@ -1,0 +1,27 @@
+# The README's commands.  `make install` is the shared first step.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PLUGINS := plugins/whatap plugins/oci plugins/spaceone_sink
+HOST ?= 127.0.0.1
+PORT ?= 8080
+
+.PHONY: install run test bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: setup.cfg pyproject.toml $(addsuffix /setup.cfg,$(PLUGINS))
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]' $(addprefix -e ,$(PLUGINS))
+	touch $@
+
+run: install
+	$(BIN)/gateway db upgrade
+	$(BIN)/gateway serve --host $(HOST) --port $(PORT)
+
+test: install
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) instance

@@ -1,0 +1,27 @@
+"""Alert integration gateway.  What a plugin imports comes from here."""
+from gateway.contracts import (
+    SEVERITIES,
+    STATUSES,
+    Alert,
+    Delivery,
+    DeliveryError,
+    Headers,
+    InboundRequest,
+    PermanentError,
+    Rejected,
+    Reply,
+    Resource,
+    RetryableError,
+    SinkOptions,
+    SinkType,
+    SourceOptions,
+    SourceType,
+)
+from gateway.fields import Duration
+from gateway.hookspecs import hookimpl
+
+__all__ = [
+    "SEVERITIES", "STATUSES", "Alert", "Delivery", "DeliveryError", "Duration", "Headers",
+    "InboundRequest", "PermanentError", "Rejected", "Reply", "Resource", "RetryableError",
+    "SinkOptions", "SinkType", "SourceOptions", "SourceType", "hookimpl",
+]

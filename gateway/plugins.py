@@ -1,0 +1,140 @@
+"""Builds the plugin manager and the registry of source and sink types.
+
+Every plugin, the bundled ones and the built-in incident store included, is found the
+same way: through the ``gateway`` entry-point group.  Loading happens once per app in
+``create_app``, never per request.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import os
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Iterable
+
+import pluggy
+
+from gateway import hookspecs
+from gateway.contracts import SinkType, SourceType
+
+log = logging.getLogger(__name__)
+
+
+class PluginError(Exception):
+    """A plugin could not be loaded or registered; start-up stops with this message."""
+
+
+@dataclass
+class PluginInfo:
+    name: str
+    distribution: str
+    version: str
+    source_types: list[str] = field(default_factory=list)
+    sink_types: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "distribution": self.distribution,
+            "version": self.version,
+            "source_types": self.source_types,
+            "sink_types": self.sink_types,
+        }
+
+
+@dataclass
+class Registry:
+    """Source and sink types by name, and which plugin registered each."""
+
+    source_types: dict[str, type[SourceType]] = field(default_factory=dict)
+    sink_types: dict[str, type[SinkType]] = field(default_factory=dict)
+    plugins: list[PluginInfo] = field(default_factory=list)
+
+
+def _distributions() -> dict[str, importlib.metadata.Distribution]:
+    """Entry-point name -> the distribution that declares it."""
+    owners = {}
+    for dist in importlib.metadata.distributions():
+        for ep in dist.entry_points:
+            if ep.group == hookspecs.NAME:
+                owners[ep.name] = dist
+    return owners
+
+
+def _load_entry_points(pm: pluggy.PluginManager, blocked: set[str]) -> dict[str, PluginInfo]:
+    infos = {}
+    for name, dist in sorted(_distributions().items()):
+        dist_name = dist.metadata["Name"]
+        if name in blocked:
+            log.info("plugin %s (%s) disabled by GATEWAY_DISABLE_PLUGINS", name, dist_name)
+            continue
+        ep = next(ep for ep in dist.entry_points if ep.group == hookspecs.NAME and ep.name == name)
+        try:
+            module = ep.load()
+        except Exception as exc:
+            raise PluginError(
+                f"plugin {name!r} from distribution {dist_name} {dist.version} "
+                f"failed to import ({ep.value}): {exc.__class__.__name__}: {exc}"
+            ) from exc
+        _register(pm, module, name, dist_name)
+        infos[name] = PluginInfo(name, dist_name, dist.version)
+    return infos
+
+
+def _register(pm: pluggy.PluginManager, module: object, name: str, dist_name: str) -> None:
+    try:
+        pm.register(module, name=name)
+    except (ValueError, pluggy.PluginValidationError) as exc:
+        raise PluginError(f"plugin {name!r} from distribution {dist_name}: {exc}") from exc
+
+
+def build_registry(extra_plugins: Iterable[ModuleType | object] = ()) -> Registry:
+    """Load entry points (plus ``extra_plugins``, registered the same way) and collect types.
+
+    ``GATEWAY_DISABLE_PLUGINS=a,b`` skips entry points by name.
+    """
+    pm = pluggy.PluginManager(hookspecs.NAME)
+    pm.add_hookspecs(hookspecs)
+    blocked = {n.strip() for n in os.environ.get("GATEWAY_DISABLE_PLUGINS", "").split(",") if n.strip()}
+    infos = _load_entry_points(pm, blocked)
+    for plugin in extra_plugins:
+        name = getattr(plugin, "__name__", type(plugin).__name__)
+        _register(pm, plugin, name, "(registered in process)")
+        infos[name] = PluginInfo(name, "(registered in process)", "")
+    pm.check_pending()
+
+    registry = Registry(plugins=list(infos.values()))
+    for plugin_name, _ in pm.list_name_plugin():
+        info = infos[plugin_name]
+        others = [p for n, p in pm.list_name_plugin() if n != plugin_name]
+        # One plugin at a time, so that every registered type is attributed to its plugin.
+        pm.subset_hook_caller("register_source_types", others)(
+            register=_registrar(registry, "source_types", info, SourceType)
+        )
+        pm.subset_hook_caller("register_sink_types", others)(
+            register=_registrar(registry, "sink_types", info, SinkType)
+        )
+    return registry
+
+
+def _registrar(registry: Registry, attr: str, info: PluginInfo, base: type):
+    table: dict = getattr(registry, attr)
+    kind = attr.split("_")[0]
+
+    def register(cls: type) -> None:
+        if not (isinstance(cls, type) and issubclass(cls, base)):
+            raise PluginError(f"plugin {info.name!r} ({info.distribution}) registered {cls!r}, not a {base.__name__}")
+        type_name = getattr(cls, "name", None)
+        if not type_name or not isinstance(type_name, str):
+            raise PluginError(f"plugin {info.name!r} ({info.distribution}): {cls.__name__} has no name")
+        if type_name in table:
+            owner = next(p for p in registry.plugins if type_name in getattr(p, attr))
+            raise PluginError(
+                f"{kind} type {type_name!r} is registered twice: by plugin {owner.name!r} "
+                f"({owner.distribution}) and by plugin {info.name!r} ({info.distribution})"
+            )
+        table[type_name] = cls
+        getattr(info, attr).append(type_name)
+
+    return register
