@@ -1,0 +1,101 @@
+"""Engines, transactions and migrations for SQLite (embedded default) and PostgreSQL."""
+from __future__ import annotations
+
+import logging
+import random
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator, TypeVar
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def make_engine(url: str) -> Engine:
+    """An engine tuned per backend.
+
+    SQLite: WAL (readers never block the writer), a busy timeout, and ``BEGIN IMMEDIATE``
+    so a transaction takes the write lock up front instead of failing to upgrade it
+    half-way (the classic "database is locked" under concurrent writers).
+    """
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+
+
+def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Errors a retried transaction can get past: lost races, deadlocks, busy SQLite."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None)
+    if sqlstate in ("40001", "40P01", "23505"):  # serialization, deadlock, unique violation
+        return True
+    return isinstance(exc, OperationalError) and "locked" in str(exc.orig).lower()
+
+
+def run_in_transaction(engine: Engine, work: Callable[[Connection], T], *, attempts: int = 8) -> T:
+    """Run ``work`` in one transaction, retrying it whole when it loses a race.
+
+    ``work`` must be safe to re-run: it sees a fresh transaction every time.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            with engine.begin() as conn:
+                return work(conn)
+        except DBAPIError as exc:
+            if attempt == attempts or not is_transient(exc):
+                raise
+            log.debug("transaction retry %d after %s", attempt, exc.__class__.__name__)
+            time.sleep(random.uniform(0, 0.005 * attempt))
+    raise AssertionError("unreachable")
+
+
+@contextmanager
+def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
+    with factory() as session, session.begin():
+        yield session
+
+
+def alembic_config(url: str):
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["database_url"] = url
+    return cfg
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    """Apply migrations (``gateway db upgrade``)."""
+    from alembic import command
+
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    command.upgrade(alembic_config(url), revision)

@@ -1,0 +1,241 @@
+"""The database schema (SQLAlchemy 2 typed ORM).  Alembic migrations in ``migrations/`` create it.
+
+Every hot-path query has an index here: ingest looks rows up by (source, external id),
+by open-incident fingerprint and by outbox claim order, never by scanning.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+OPEN_STATUSES = ("triggered", "acknowledged")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC datetimes on every backend (SQLite keeps no zone of its own)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: Optional[datetime], dialect) -> Optional[datetime]:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database; use timezone-aware UTC")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Optional[datetime], dialect) -> Optional[datetime]:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON}
+
+
+class RawRequest(Base):
+    """A webhook exactly as received: the API calls these *events*."""
+
+    __tablename__ = "raw_requests"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source_key: Mapped[str] = mapped_column(String(64))
+    source_type: Mapped[str] = mapped_column(String(64))
+    method: Mapped[str] = mapped_column(String(8))
+    path: Mapped[str] = mapped_column(String(512))
+    headers: Mapped[dict[str, Any]]
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    content_type: Mapped[Optional[str]] = mapped_column(String(255))
+    remote_addr: Mapped[Optional[str]] = mapped_column(String(64))
+    received_at: Mapped[datetime]
+    external_id: Mapped[Optional[str]] = mapped_column(String(255))
+    alert_count: Mapped[int] = mapped_column(default=0)
+
+    __table_args__ = (
+        Index("ix_raw_requests_source_key_id", "source_key", "id"),
+        Index("ix_raw_requests_received_at", "received_at"),
+        # The idempotency guard: one accepted request per (source, vendor delivery id).
+        Index("uq_raw_requests_source_key_external_id", "source_key", "external_id", unique=True),
+    )
+
+
+class AlertRow(Base):
+    """A normalized alert, linked to the request it came in and the incident it joined."""
+
+    __tablename__ = "alerts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    raw_request_id: Mapped[Optional[int]] = mapped_column(ForeignKey("raw_requests.id", ondelete="SET NULL"))
+    source_key: Mapped[str] = mapped_column(String(64))
+    source_type: Mapped[str] = mapped_column(String(64))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    external_id: Mapped[Optional[str]] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16))
+    severity: Mapped[str] = mapped_column(String(16))
+    title: Mapped[str] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(Text, default="")
+    resource_id: Mapped[str] = mapped_column(String(512), default="")
+    resource_name: Mapped[str] = mapped_column(String(512), default="")
+    resource_type: Mapped[str] = mapped_column(String(128), default="")
+    occurred_at: Mapped[datetime]
+    labels: Mapped[dict[str, Any]]
+    origin: Mapped[str] = mapped_column(String(16), default="webhook")
+    incident_id: Mapped[Optional[int]] = mapped_column(ForeignKey("incidents.id"))
+    received_at: Mapped[datetime]
+
+    __table_args__ = (
+        Index("ix_alerts_raw_request_id", "raw_request_id"),
+        Index("ix_alerts_incident_id", "incident_id"),
+    )
+
+
+class Incident(Base):
+    """One problem, deduplicated by fingerprint: triggered → acknowledged → resolved → closed."""
+
+    __tablename__ = "incidents"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    source_key: Mapped[str] = mapped_column(String(64))
+    source_type: Mapped[str] = mapped_column(String(64))
+    title: Mapped[str] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(Text, default="")
+    severity: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    resource_id: Mapped[str] = mapped_column(String(512), default="")
+    resource_name: Mapped[str] = mapped_column(String(512), default="")
+    resource_type: Mapped[str] = mapped_column(String(128), default="")
+    event_count: Mapped[int] = mapped_column(default=1)
+    first_seen_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]
+    created_at: Mapped[datetime]
+    last_event_at: Mapped[datetime]
+    acknowledged_at: Mapped[Optional[datetime]]
+    resolved_at: Mapped[Optional[datetime]]
+    closed_at: Mapped[Optional[datetime]]
+
+    __table_args__ = (
+        # Exactly one open incident per fingerprint, enforced by the database itself.
+        Index(
+            "uq_incidents_open_fingerprint",
+            "fingerprint",
+            unique=True,
+            sqlite_where=text("status IN ('triggered', 'acknowledged')"),
+            postgresql_where=text("status IN ('triggered', 'acknowledged')"),
+        ),
+        Index("ix_incidents_fingerprint_resolved_at", "fingerprint", "resolved_at"),
+        Index("ix_incidents_status_last_event_at", "status", "last_event_at"),
+        Index("ix_incidents_last_event_at", "last_event_at"),
+    )
+
+
+class TimelineEntry(Base):
+    """An incident's history, in order: created, webhook_received, status_changed, commented, reopened."""
+
+    __tablename__ = "timeline_entries"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id"))
+    kind: Mapped[str] = mapped_column(String(32))
+    at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(String(255))
+    from_status: Mapped[Optional[str]] = mapped_column(String(16))
+    to_status: Mapped[Optional[str]] = mapped_column(String(16))
+    note: Mapped[Optional[str]] = mapped_column(Text)
+    raw_request_id: Mapped[Optional[int]] = mapped_column(ForeignKey("raw_requests.id", ondelete="SET NULL"))
+
+    __table_args__ = (Index("ix_timeline_entries_incident_id_id", "incident_id", "id"),)
+
+
+class Delivery(Base):
+    """The outbox: one row per (alert, external sink), delivered by the dispatcher."""
+
+    __tablename__ = "deliveries"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    alert_id: Mapped[int] = mapped_column(ForeignKey("alerts.id"))
+    sink_name: Mapped[str] = mapped_column(String(64))
+    ordering_key: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime]
+    claimed_by: Mapped[Optional[str]] = mapped_column(String(128))
+    claimed_until: Mapped[Optional[datetime]]
+    last_error: Mapped[Optional[str]] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    finished_at: Mapped[Optional[datetime]]
+
+    __table_args__ = (
+        Index("ix_deliveries_sink_name_status_next_attempt_at", "sink_name", "status", "next_attempt_at"),
+        Index("ix_deliveries_sink_name_ordering_key_status", "sink_name", "ordering_key", "status"),
+        Index("ix_deliveries_status", "status"),
+    )
+
+
+class DeliveryAttempt(Base):
+    """Every try of a delivery: when, how long, what came back."""
+
+    __tablename__ = "delivery_attempts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    delivery_id: Mapped[int] = mapped_column(ForeignKey("deliveries.id"))
+    started_at: Mapped[datetime]
+    duration_ms: Mapped[int] = mapped_column(Integer)
+    outcome: Mapped[str] = mapped_column(String(16))
+    status_code: Mapped[Optional[int]]
+    error: Mapped[Optional[str]] = mapped_column(Text)
+    worker: Mapped[str] = mapped_column(String(128))
+
+    __table_args__ = (Index("ix_delivery_attempts_delivery_id", "delivery_id"),)
+
+
+class RuntimeSource(Base):
+    """A source created through the API rather than declared in gateway.yaml."""
+
+    __tablename__ = "sources"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    type: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(255))
+    enabled: Mapped[bool] = mapped_column(default=True)
+    options: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class Handshake(Base):
+    """A protocol exchange a source answered itself (an OCI subscription confirmation)."""
+
+    __tablename__ = "handshakes"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source_key: Mapped[str] = mapped_column(String(64))
+    raw_request_id: Mapped[Optional[int]] = mapped_column(ForeignKey("raw_requests.id", ondelete="SET NULL"))
+    received_at: Mapped[datetime]
+    status: Mapped[int]
+    record: Mapped[dict[str, Any]]
+
+    __table_args__ = (Index("ix_handshakes_source_key_id", "source_key", "id"),)
