@@ -1,0 +1,227 @@
+"""Forwards alerts to a SpaceONE (Cloudforet) monitoring webhook as api-direct events.
+
+The SpaceONE webhook must use ``plugin-api-direct-mon-webhook``: the HTTP body we POST
+becomes the plugin's ``data`` and is taken as one ``EventInfo``.  SpaceONE dedupes by
+``event_key`` and resolves an open alert on a ``RECOVERY`` with the same key, so the
+key is the core's incident fingerprint, shared by an alert and its recovery.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from typing import Any, Mapping, Optional
+from urllib.parse import urlsplit
+
+import requests
+from marshmallow import ValidationError, fields, validate
+from requests.adapters import HTTPAdapter
+
+from gateway import (
+    Alert,
+    Delivery,
+    Duration,
+    PermanentError,
+    RetryableError,
+    SinkOptions,
+    SinkType,
+)
+
+log = logging.getLogger(__name__)
+
+SEVERITY = {"critical": "CRITICAL", "error": "ERROR", "warning": "WARNING", "info": "INFO"}
+"""Normalized severity -> SpaceONE severity; anything else is ``NOT_AVAILABLE``."""
+
+EVENT_TYPE = {"firing": "ALERT", "resolved": "RECOVERY"}
+
+WEBHOOK_PATH = re.compile(r"^/monitoring/v1/webhook/(?P<webhook_id>[^/]+)/(?P<access_key>[^/]+)/events/?$")
+"""The path SpaceONE returns as ``webhook_url`` when a webhook is created."""
+
+RESPONSE_LIMIT = 2000
+"""Characters of a response body kept on a delivery error."""
+
+POOL_SIZE = 10
+"""Connections kept per sink: one host, used by several dispatcher threads at most."""
+
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+def _validate_url(url: str) -> None:
+    """Reject what can never work; only warn about an unusual path (proxies may rewrite it)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise ValidationError(f"must be an http(s) URL, got scheme {parts.scheme or '(none)'!r}")
+    if not parts.hostname:
+        raise ValidationError("must name a host, e.g. https://monitoring-webhook.example.com/...")
+    if not WEBHOOK_PATH.match(parts.path):
+        log.warning(
+            "spaceone sink url path %r does not look like "
+            "/monitoring/v1/webhook/<webhook_id>/<access_key>/events",
+            _redact_path(parts.path),
+        )
+
+
+def _validate_headers(headers: Mapping[str, str]) -> None:
+    """Catch header values ``requests`` would refuse at send time, so config check reports them."""
+    for name, value in headers.items():
+        if not _HEADER_NAME.match(name):
+            raise ValidationError(f"{name!r} is not a valid header name")
+        if "\r" in value or "\n" in value:
+            raise ValidationError(f"header {name!r} must not contain a line break")
+
+
+class SpaceoneOptions(SinkOptions):
+    url = fields.String(required=True, validate=_validate_url, metadata={"secret": True})
+    timeout = Duration(load_default=10.0, validate=validate.Range(min=0, min_inclusive=False))
+    headers = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict,
+                          validate=_validate_headers)
+    verify_tls = fields.Boolean(load_default=True)
+    forward_manual_resolve = fields.Boolean(load_default=False)
+    account = fields.String(load_default=None, allow_none=True)
+    image_url = fields.String(load_default=None, allow_none=True)
+
+
+def _redact_path(path: str) -> str:
+    """Hide the access key (or, for an unknown path shape, the whole path)."""
+    match = WEBHOOK_PATH.match(path)
+    if match:
+        return f"/monitoring/v1/webhook/{match['webhook_id']}/***/events"
+    return "/***" if path not in ("", "/") else path
+
+
+def _text(value: Any) -> str:
+    """SpaceONE keeps additional_info as string->string; JSON-encode structured values."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bool, int, float, list, tuple, dict)):
+        return json.dumps(value, ensure_ascii=False, default=str)
+    return str(value)
+
+
+def _occurred_at(alert: Alert) -> str:
+    """ISO 8601 in UTC; a naive time is taken as UTC, a missing one as now."""
+    when = alert.occurred_at or datetime.now(timezone.utc)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when.astimezone(timezone.utc).isoformat()
+
+
+def event_body(alert: Alert, *, account: Optional[str] = None, image_url: Optional[str] = None) -> dict:
+    """The api-direct ``EventInfo`` for an alert; ``account``/``image_url`` come from options."""
+    additional_info = {k: _text(v) for k, v in alert.labels.items() if v is not None}
+    additional_info.update(
+        source_key=alert.source_key, source_type=alert.source_type, origin=alert.origin
+    )
+    body = {
+        "event_key": alert.fingerprint,
+        "event_type": EVENT_TYPE[alert.status],
+        "title": alert.title,
+        "description": alert.description,
+        "severity": SEVERITY.get(alert.severity, "NOT_AVAILABLE"),
+        "resource": {
+            "resource_id": alert.resource.id or "",
+            "name": alert.resource.name or "",
+            "resource_type": alert.resource.type or "",
+        },
+        "rule": alert.labels.get("query") or alert.labels.get("metric_name") or alert.title,
+        "occurred_at": _occurred_at(alert),
+        "additional_info": additional_info,
+        "provider": alert.source_type,
+    }
+    if account:
+        body["account"] = account
+    if image_url:
+        body["image_url"] = image_url
+    return body
+
+
+def parse_retry_after(value: Optional[str], now: Optional[float] = None) -> Optional[float]:
+    """``Retry-After`` as seconds from now: delta-seconds or an HTTP-date; ``None`` if unusable."""
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if seconds != seconds or seconds in (float("inf"), float("-inf")):
+        return None
+    return max(0.0, seconds)
+
+
+class SpaceoneSink(SinkType):
+    """Outbox sink: one POST per delivery; the core retries on ``RetryableError``."""
+
+    name = "spaceone"
+    options_schema = SpaceoneOptions
+
+    def __init__(self, name: str, options: Mapping[str, Any]):
+        super().__init__(name, options)
+        parts = urlsplit(self.options["url"])
+        self._redacted_url = f"{parts.scheme}://{parts.netloc}{_redact_path(parts.path)}"
+        self._secrets = [s for s in (self.options["url"], parts.path, parts.query) if s and s != "/"]
+        self._session = requests.Session()
+        # max_retries=0: one attempt per deliver; retries and backoff belong to the core.
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=POOL_SIZE, max_retries=0)
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+
+    def accepts(self, alert: Alert) -> bool:
+        if alert.origin == "manual":
+            return bool(self.options.get("forward_manual_resolve"))
+        return alert.origin == "webhook"
+
+    def event_body(self, alert: Alert) -> dict:
+        return event_body(alert, account=self.options.get("account"), image_url=self.options.get("image_url"))
+
+    def deliver(self, delivery: Delivery) -> None:
+        headers = {**self.options.get("headers", {}), "X-Gateway-Delivery-Id": str(delivery.id)}
+        timeout = self.options["timeout"]
+        try:
+            response = self._session.post(
+                self.options["url"],
+                json=self.event_body(delivery.alert),
+                headers=headers,
+                timeout=timeout,
+                verify=self.options["verify_tls"],
+                allow_redirects=False,
+            )
+        except requests.Timeout as exc:
+            raise RetryableError(f"SpaceONE did not answer within {timeout:g}s ({self._redacted_url}): "
+                                 f"{self._redact(exc)}") from None
+        except requests.RequestException as exc:
+            raise RetryableError(f"could not reach SpaceONE ({self._redacted_url}): "
+                                 f"{self._redact(exc)}") from None
+
+        status = response.status_code
+        if 200 <= status < 300:
+            return
+        text = response.text[:RESPONSE_LIMIT]
+        message = f"SpaceONE answered {status}: {text[:200] or '(empty body)'}"
+        if status == 429 or status >= 500:
+            raise RetryableError(
+                message,
+                retry_after=parse_retry_after(response.headers.get("Retry-After")),
+                status_code=status,
+                response=text,
+            )
+        raise PermanentError(message, status_code=status, response=text)
+
+    def _redact(self, exc: Exception) -> str:
+        """``requests`` errors quote the URL, whose path carries the webhook's access key."""
+        text = f"{exc.__class__.__name__}: {exc}"
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def close(self) -> None:
+        self._session.close()

@@ -1,0 +1,103 @@
+"""The event body: what SpaceONE's api-direct webhook plugin stores and dedupes on."""
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from gateway import Alert
+from gateway_spaceone import event_body
+
+
+def test_firing_alert_exact_body(make_alert):
+    assert event_body(make_alert()) == {
+        "event_key": "9f2c1e0b7a4d4c1e8b3f6a2d5c7e9f01",
+        "event_type": "ALERT",
+        "title": "CPU 사용률 임계값 초과",
+        "description": "web-01 CPU 95% (임계값 90%)",
+        "severity": "CRITICAL",
+        "resource": {"resource_id": "agent-7", "name": "web-01", "resource_type": "whatap.Agent"},
+        "rule": "cpu",
+        "occurred_at": "2024-01-15T10:30:00.123000+00:00",
+        "additional_info": {
+            "pcode": "12345",
+            "metric_name": "cpu",
+            "metric_value": "95.0",
+            "source_key": "whatap-prod",
+            "source_type": "whatap",
+            "origin": "webhook",
+        },
+        "provider": "whatap",
+    }
+
+
+def test_recovery_shares_event_key_and_keeps_severity(make_alert):
+    """SpaceONE resolves only an open alert with the same event_key; a mismatch is skipped."""
+    firing, resolved = make_alert(), make_alert(status="resolved", severity="warning")
+    assert event_body(resolved)["event_key"] == event_body(firing)["event_key"]
+    assert event_body(resolved)["event_type"] == "RECOVERY"
+    assert event_body(resolved)["severity"] == "WARNING"
+
+
+@pytest.mark.parametrize("severity, expected", [
+    ("critical", "CRITICAL"), ("error", "ERROR"), ("warning", "WARNING"), ("info", "INFO"),
+    ("fatal", "NOT_AVAILABLE"), ("", "NOT_AVAILABLE"),
+])
+def test_severity_mapping(make_alert, severity, expected):
+    assert event_body(make_alert(severity=severity))["severity"] == expected
+
+
+def test_additional_info_is_strings_only(make_alert):
+    """SpaceONE rejects non-string additional_info values, whatever a source put in labels."""
+    alert = make_alert(labels={"n": 3, "f": 0.5, "b": True, "d": {"k": "값"}, "none": None, "s": "x"})
+    info = event_body(alert)["additional_info"]
+    assert info == {
+        "n": "3", "f": "0.5", "b": "true", "d": '{"k": "값"}', "s": "x",
+        "source_key": "whatap-prod", "source_type": "whatap", "origin": "webhook",
+    }
+    assert all(isinstance(v, str) for v in info.values())
+
+
+def test_core_fields_win_over_colliding_labels(make_alert):
+    info = event_body(make_alert(labels={"origin": "forged", "source_key": "other"}))["additional_info"]
+    assert (info["origin"], info["source_key"]) == ("webhook", "whatap-prod")
+
+
+def test_rule_prefers_query_then_metric_name_then_title(make_alert):
+    oci = make_alert(labels={"query": "CpuUtilization[1m].mean() > 80", "metric_name": "cpu"})
+    assert event_body(oci)["rule"] == "CpuUtilization[1m].mean() > 80"
+    assert event_body(make_alert(labels={"metric_name": "cpu"}))["rule"] == "cpu"
+    assert event_body(make_alert(labels={}))["rule"] == "CPU 사용률 임계값 초과"
+
+
+def test_empty_resource_keeps_all_three_string_keys():
+    body = event_body(Alert(status="firing", severity="info", title="t", fingerprint="ab"))
+    assert body["resource"] == {"resource_id": "", "name": "", "resource_type": ""}
+
+
+def test_occurred_at_is_converted_to_utc(make_alert):
+    seoul = timezone(timedelta(hours=9))
+    body = event_body(make_alert(occurred_at=datetime(2024, 1, 15, 19, 30, tzinfo=seoul)))
+    assert body["occurred_at"] == "2024-01-15T10:30:00+00:00"
+
+
+def test_naive_occurred_at_is_taken_as_utc(make_alert):
+    body = event_body(make_alert(occurred_at=datetime(2024, 1, 15, 10, 30)))
+    assert body["occurred_at"] == "2024-01-15T10:30:00+00:00"
+
+
+def test_missing_occurred_at_falls_back_to_now(make_alert):
+    before = datetime.now(timezone.utc)
+    sent = datetime.fromisoformat(event_body(make_alert(occurred_at=None))["occurred_at"])
+    assert sent.tzinfo is not None
+    assert before <= sent <= datetime.now(timezone.utc)
+
+
+def test_account_and_image_url_only_when_set(make_alert):
+    assert "account" not in event_body(make_alert())
+    assert "image_url" not in event_body(make_alert())
+    body = event_body(make_alert(), account="prod-account", image_url="https://example.com/i.png")
+    assert (body["account"], body["image_url"]) == ("prod-account", "https://example.com/i.png")
+
+
+def test_sink_event_body_uses_options(make_sink, make_alert):
+    sink = make_sink(url="https://so.example.com/monitoring/v1/webhook/w/k/events", account="acc-1")
+    assert sink.event_body(make_alert())["account"] == "acc-1"
