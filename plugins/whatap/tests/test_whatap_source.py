@@ -124,8 +124,9 @@ def test_optional_keys_may_be_null_or_absent(name):
 
 
 def test_numbers_sent_as_numbers_or_strings_give_the_same_labels():
-    as_numbers = parse(with_fields("warning", pcode="1234", metricValue=99.99, metricThreshold=90, oid="1234567890"))
-    assert as_numbers.labels == parse(load("warning")).labels
+    other_types = with_fields("warning", pcode=" 1234", metricValue=99.99, metricThreshold=90, oid="1234567890")
+    assert parse(other_types).labels == parse(load("warning")).labels
+    assert fingerprint(other_types) == fingerprint(load("warning"))
 
 
 def test_time_as_numeric_string_is_accepted():
