@@ -1,0 +1,64 @@
+"""The ``oci`` source type: OCI Notifications (ONS) HTTPS subscriptions carrying Monitoring alarms."""
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+from typing import Any, Mapping, Optional
+
+from gateway import Alert, InboundRequest, Rejected, Reply, SourceType
+from gateway_oci.alarm import to_alert
+from gateway_oci.confirm import confirm, confirmation_url
+from gateway_oci.options import OciOptions
+from gateway_oci.signature import CertificateCache, verify_signature
+
+_CHALLENGE = {"WWW-Authenticate": 'Basic realm="gateway"'}
+
+
+class OciSource(SourceType):
+    """One configured OCI subscription endpoint; stateless apart from the certificate cache."""
+
+    name = "oci"
+    options_schema = OciOptions
+
+    def __init__(self, key: str, options: Mapping[str, Any]):
+        super().__init__(key, options)
+        self._certificates = CertificateCache(timeout=self.options["confirm_timeout"])
+
+    def verify(self, request: InboundRequest) -> None:
+        """Basic auth first (cheap, and keeps strangers from triggering certificate fetches), then the signature."""
+        if self.options.get("username"):
+            self._check_basic_auth(request)
+        if self.options["verify_signature"]:
+            verify_signature(request, self._certificates, self.options["confirm_hosts"])
+
+    def handshake(self, request: InboundRequest) -> Optional[Reply]:
+        is_confirmation, url = confirmation_url(request)
+        if not is_confirmation:
+            return None
+        return confirm(request, url, allowed_hosts=self.options["confirm_hosts"],
+                       timeout=self.options["confirm_timeout"])
+
+    def parse(self, request: InboundRequest) -> list[Alert]:
+        alert = to_alert(request.payload, received_at=request.received_at,
+                         message_id=request.headers.get("X-OCI-NS-MessageId"))
+        return [alert] if alert else []
+
+    def fingerprint(self, alert: Alert) -> str:
+        """dedupeKey is stable across FIRING/REPEAT/OK/RESET; the flat form only has the alarm id."""
+        dedupe_key = alert.labels.get("dedupe_key")
+        return f"oci:dedupe:{dedupe_key}" if dedupe_key else f"oci:alarm:{alert.labels['alarm_id']}"
+
+    def _check_basic_auth(self, request: InboundRequest) -> None:
+        scheme, _, encoded = request.headers.get("Authorization", "").strip().partition(" ")
+        if scheme.lower() != "basic" or not encoded.strip():
+            raise Rejected.unauthorized("HTTP Basic credentials required", headers=_CHALLENGE)
+        try:
+            user, _, password = base64.b64decode(encoded.strip(), validate=True).decode("utf-8").partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            user, password = "", ""
+        # Both comparisons always run, so the timing does not tell which half was wrong.
+        user_ok = hmac.compare_digest(user.encode(), self.options["username"].encode())
+        password_ok = hmac.compare_digest(password.encode(), self.options["password"].encode())
+        if not (user_ok and password_ok):
+            raise Rejected.unauthorized("invalid credentials", code="invalid_credentials", headers=_CHALLENGE)
