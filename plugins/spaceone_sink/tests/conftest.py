@@ -29,6 +29,7 @@ class Scripted:
     headers: dict[str, str] = field(default_factory=dict)
     body: str = "{}"
     delay: float = 0.0
+    drop: bool = False
 
 
 class FakeSpaceone:
@@ -47,7 +48,8 @@ class FakeSpaceone:
                 raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 fake.requests.append(Recorded(self.path, dict(self.headers), json.loads(raw)))
                 reply = fake._script.popleft() if fake._script else Scripted()
-                if reply.delay and fake._stop.wait(reply.delay):
+                if reply.drop or (reply.delay and fake._stop.wait(reply.delay)):
+                    self.close_connection = True
                     return
                 payload = reply.body.encode()
                 self.send_response(reply.status)
@@ -77,8 +79,9 @@ class FakeSpaceone:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}{WEBHOOK_PATH}"
 
-    def respond(self, status=200, headers=None, body="{}", delay=0.0) -> None:
-        self._script.append(Scripted(status, dict(headers or {}), body, delay))
+    def respond(self, status=200, headers=None, body="{}", delay=0.0, drop=False) -> None:
+        """Queue one answer; ``delay`` sleeps before it, ``drop`` hangs up without one."""
+        self._script.append(Scripted(status, dict(headers or {}), body, delay, drop))
 
     def stop(self) -> None:
         self._stop.set()

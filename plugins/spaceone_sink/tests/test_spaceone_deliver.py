@@ -1,14 +1,13 @@
 """deliver() against a real HTTP server: one attempt, classified for the core's retry loop."""
 import socket
 import time
-from email.utils import format_datetime
 from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
 
 import pytest
 
 from gateway import Delivery, PermanentError, RetryableError
 from gateway_spaceone import event_body
-
 from gateway_spaceone.sink import parse_retry_after
 
 
@@ -139,6 +138,20 @@ def test_connection_refused_is_retryable_and_hides_the_access_key(make_sink, mak
         make_sink(url=url).deliver(delivery(make_alert()))
     assert "AccessKey16chars" not in str(info.value)
     assert "webhook-abc/***/events" in str(info.value)
+
+
+def test_dropped_connection_is_retryable(spaceone, make_sink, make_alert):
+    spaceone.respond(drop=True)
+    with pytest.raises(RetryableError, match="could not reach SpaceONE"):
+        make_sink(url=spaceone.url).deliver(delivery(make_alert()))
+    assert len(spaceone.requests) == 1
+
+
+def test_no_urllib3_retries(make_sink):
+    """A hidden retry layer would multiply the core's max_attempts and skew its backoff."""
+    sink = make_sink(url="https://so.example.com/monitoring/v1/webhook/w/k/events")
+    for prefix in ("http://", "https://"):
+        assert sink._session.get_adapter(prefix).max_retries.total == 0
 
 
 def test_close_releases_the_pool(spaceone, make_sink, make_alert):
