@@ -1,0 +1,230 @@
+"""Alarm payloads in every accepted form become the same normalized alerts."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+
+from gateway import Alert, Rejected, Resource
+
+ALARM_ID = "ocid1.alarm.oc1.ap-seoul-1.aaaaaaaa3cpu7x5qk2hzmlj4w6rbyunowhh2iqjmsx7ew5e2rs4kfzwg6c3a"
+INSTANCE_ID = "ocid1.instance.oc1.ap-seoul-1.anuwgljr5kmzb2qczhk3yyc2ngq6ol6bzn4xwkc7ulmmtgbrcc5wcyxe3tza"
+DEDUPE_KEY = "7e4f5a1c-3b2d-4c8e-9f10-2a6b8c0d4e5f"
+QUERY = 'CpuUtilization[1m]{resourceId = "' + INSTANCE_ID + '"}.mean() > 80'
+MESSAGE_ID = "5d2c4b1a-9e8f-4a7b-8c6d-1e2f3a4b5c6d"
+
+
+@pytest.fixture
+def parse(make_source, make_request, load_payload):
+    """The alerts one payload file gives, with optional ONS headers."""
+    source = make_source()
+    return lambda name, headers=None: source.parse(make_request(load_payload(name), headers))
+
+
+@pytest.fixture
+def source(make_source):
+    return make_source()
+
+
+def test_real_alarm_body_maps_every_field(parse):
+    [alert] = parse("ok_to_firing.json", {"X-OCI-NS-MessageId": MESSAGE_ID})
+
+    assert alert == Alert(
+        status="firing",
+        severity="critical",
+        title="High CPU on web-server-01",
+        description="CPU utilisation above 80% for 1 minute. Runbook: https://wiki.example.com/runbooks/cpu",
+        resource=Resource(id=INSTANCE_ID, name="web-server-01", type="oci_computeagent"),
+        occurred_at=dt.datetime(2025, 10, 27, 11, 4, 0, 123000, tzinfo=dt.timezone.utc),
+        labels={
+            "namespace": "oci_computeagent",
+            "query": QUERY,
+            "alarm_url": f"https://cloud.oracle.com/monitoring/alarms/{ALARM_ID}?region=ap-seoul-1",
+            "region": "ap-seoul-1",
+            "alarm_id": ALARM_ID,
+            "alarm_status": "FIRING",
+            "oci_type": "OK_TO_FIRING",
+            "dedupe_key": DEDUPE_KEY,
+            f"metric.{QUERY.removesuffix(' > 80')}": "92.47",
+        },
+        external_id=MESSAGE_ID,
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "status", "reset"),
+    [
+        ("ok_to_firing.json", "firing", None),
+        ("repeat.json", "firing", None),
+        ("firing_to_ok.json", "resolved", None),
+        ("reset.json", "resolved", "true"),
+    ],
+)
+def test_message_type_sets_status_and_marks_reset(parse, name, status, reset):
+    [alert] = parse(name)
+    assert (alert.status, alert.labels.get("reset")) == (status, reset)
+
+
+def test_one_alarm_shares_one_fingerprint_across_its_lifecycle(parse, source):
+    names = ["ok_to_firing.json", "repeat.json", "firing_to_ok.json", "reset.json"]
+    fingerprints = {source.fingerprint(parse(name)[0]) for name in names}
+    assert fingerprints == {f"oci:dedupe:{DEDUPE_KEY}"}
+
+
+def test_recovery_without_dimensions_still_resolves_the_alarm(parse):
+    """FIRING_TO_OK may carry no dimensions: nothing about resolving may depend on them."""
+    [alert] = parse("firing_to_ok.json")
+    assert alert.status == "resolved"
+    assert alert.resource == Resource(type="oci_computeagent")
+    assert alert.labels["region"] == "ap-seoul-1"  # from the alarm OCID, not a dimension
+    assert not any(label.startswith("metric.") for label in alert.labels)
+
+
+@pytest.mark.parametrize(
+    ("name", "occurred_at", "resource"),
+    [
+        (
+            "firing_no_millis.json",
+            dt.datetime(2025, 10, 27, 11, 5, tzinfo=dt.timezone.utc),
+            Resource(INSTANCE_ID, "web-server-01", "oci_computeagent"),  # resourceID / resourceDisplayname
+        ),
+        (
+            "firing_resource_name_offset.json",
+            dt.datetime(2025, 10, 27, 11, 6, tzinfo=dt.timezone.utc),  # 20:06+09:00
+            Resource(INSTANCE_ID, "db-primary", "oci_computeagent"),  # resourceName
+        ),
+    ],
+)
+def test_timestamp_and_dimension_variants(parse, name, occurred_at, resource):
+    [alert] = parse(name)
+    assert (alert.occurred_at, alert.occurred_at.utcoffset(), alert.resource) == (occurred_at, dt.timedelta(0), resource)
+
+
+def test_older_message_without_body_falls_back_to_empty_description(parse):
+    """Version 1.3 has neither body nor alarmSummary."""
+    [alert] = parse("firing_no_millis.json")
+    assert alert.description == ""
+    assert alert.labels["region"] == "ap-seoul-1"  # a "Region" dimension, read case-insensitively
+
+
+def test_envelope_around_the_real_body_gives_the_same_alert(parse, source, load_payload):
+    envelope = load_payload("envelope_raw.json")
+    assert json.loads(envelope["message"]) == load_payload("ok_to_firing.json")
+
+    [wrapped] = parse("envelope_raw.json")
+    [raw] = parse("ok_to_firing.json", {"X-OCI-NS-MessageId": envelope["messageId"]})
+    assert wrapped == raw
+    assert source.fingerprint(wrapped) == source.fingerprint(raw)
+
+
+def test_header_message_id_wins_over_the_envelope(parse):
+    [alert] = parse("envelope_raw.json", {"x-oci-ns-messageid": "from-header"})
+    assert alert.external_id == "from-header"
+
+
+def test_spec_flat_form_in_envelope(parse, source):
+    [alert] = parse("envelope_flat.json")
+
+    assert alert == Alert(
+        status="firing",
+        severity="critical",
+        title="High CPU Usage Alert",
+        resource=Resource(id=INSTANCE_ID, name="web-server-01", type="oci_computeagent"),
+        occurred_at=dt.datetime(2024, 1, 15, 10, 30, tzinfo=dt.timezone.utc),
+        labels={
+            "namespace": "oci_computeagent",
+            "query": "CpuUtilization[1m].mean() > 80",
+            "region": "ap-seoul-1",
+            "alarm_id": ALARM_ID,
+            "alarm_status": "FIRING",
+            "compartment_id": "ocid1.compartment.oc1..aaaaaaaaq4kf3q7pcyhxbxmfsbszmxwvqpd2ymzc5d5g4fdbrfmxvxx2cq2a",
+            "metric.CpuUtilization": "85.5",
+        },
+        external_id="12345678-1234-1234-1234-123456789012",
+    )
+    assert source.fingerprint(alert) == f"oci:alarm:{ALARM_ID}"
+
+
+def test_flat_ok_resolves_with_the_firing_fingerprint(source, make_request, load_payload):
+    envelope = load_payload("envelope_flat.json")
+    flat = json.loads(envelope["message"])
+    flat_ok = {**flat, "status": "OK", "metricData": []}
+    [firing] = source.parse(make_request(envelope))
+    [resolved] = source.parse(make_request({**envelope, "message": json.dumps(flat_ok)}))
+    assert resolved.status == "resolved"
+    assert source.fingerprint(resolved) == source.fingerprint(firing)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {},  # the fixture's own type, RULE_CHANGE
+        {"type": None, "alarmMetaData": [{"id": ALARM_ID, "status": "INSUFFICIENT_DATA"}]},
+    ],
+    ids=["rule-change", "no-alarm-state"],
+)
+def test_messages_that_are_not_alarm_states_give_no_alert(source, make_request, load_payload, change, caplog):
+    caplog.set_level("INFO", logger="gateway_oci.alarm")
+    payload = {**load_payload("rule_change.json"), **change}
+    assert source.parse(make_request(payload)) == []
+    assert "ignored" in caplog.text
+
+
+def test_missing_identity_and_title_are_named(source, make_request, load_payload):
+    payload = load_payload("ok_to_firing.json")
+    for name in ("dedupeKey", "title"):
+        del payload[name]
+    del payload["alarmMetaData"][0]["id"]
+
+    with pytest.raises(Rejected) as refused:
+        source.parse(make_request(payload))
+    assert (refused.value.status, refused.value.code) == (422, "invalid_payload")
+    assert set(refused.value.fields) == {"dedupeKey", "title"}
+
+
+def test_alarm_id_alone_is_enough_to_fingerprint(source, make_request, load_payload):
+    payload = load_payload("ok_to_firing.json")
+    del payload["dedupeKey"]
+    [alert] = source.parse(make_request(payload))
+    assert source.fingerprint(alert) == f"oci:alarm:{ALARM_ID}"
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"type": "Notification", "messageId": "m-1", "message": "{not json"}, "message"),
+        ({"type": "Notification", "messageId": "m-1", "message": "[1, 2]"}, "message"),
+        ({"type": "Notification", "messageId": "m-1"}, "message"),
+        ([{"dedupeKey": DEDUPE_KEY}], "body"),
+    ],
+    ids=["message-not-json", "message-not-object", "message-missing", "body-not-object"],
+)
+def test_malformed_envelope_is_422_naming_the_field(source, make_request, payload, field):
+    with pytest.raises(Rejected) as refused:
+        source.parse(make_request(payload))
+    assert refused.value.status == 422
+    assert list(refused.value.fields) == [field]
+
+
+@pytest.mark.parametrize(
+    ("severity", "expected"),
+    [("CRITICAL", "critical"), ("ERROR", "error"), ("WARNING", "warning"), ("INFO", "info"), ("FATAL", "warning"), (None, "warning")],
+)
+def test_severity_is_lowercased_and_unknown_is_warning(source, make_request, load_payload, severity, expected):
+    payload = {**load_payload("ok_to_firing.json"), "severity": severity}
+    payload["alarmMetaData"][0]["severity"] = severity
+    assert source.parse(make_request(payload))[0].severity == expected
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "epoch_millis", "expected"),
+    [
+        ("garbled", 1761563040123, dt.datetime(2025, 10, 27, 11, 4, 0, 123000, tzinfo=dt.timezone.utc)),
+        (None, 1761563040123, dt.datetime(2025, 10, 27, 11, 4, 0, 123000, tzinfo=dt.timezone.utc)),
+        (None, None, dt.datetime(2025, 10, 27, 11, 4, 5, tzinfo=dt.timezone.utc)),  # the request's received_at
+    ],
+)
+def test_occurred_at_falls_back_to_epoch_millis_then_receipt(source, make_request, load_payload, timestamp, epoch_millis, expected):
+    payload = {**load_payload("ok_to_firing.json"), "timestamp": timestamp, "timestampEpochMillis": epoch_millis}
+    assert source.parse(make_request(payload))[0].occurred_at == expected
