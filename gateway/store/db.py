@@ -50,8 +50,14 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
+class RetryTransaction(Exception):
+    """Raised inside a transaction that found its rows changed under it: run it again."""
+
+
 def is_transient(exc: BaseException) -> bool:
     """Errors a retried transaction can get past: lost races, deadlocks, busy SQLite."""
+    if isinstance(exc, RetryTransaction):
+        return True
     if not isinstance(exc, DBAPIError):
         return False
     sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None)
@@ -69,7 +75,7 @@ def run_in_transaction(engine: Engine, work: Callable[[Connection], T], *, attem
         try:
             with engine.begin() as conn:
                 return work(conn)
-        except DBAPIError as exc:
+        except (DBAPIError, RetryTransaction) as exc:
             if attempt == attempts or not is_transient(exc):
                 raise
             log.debug("transaction retry %d after %s", attempt, exc.__class__.__name__)

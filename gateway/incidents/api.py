@@ -1,0 +1,137 @@
+"""/api/incidents: list, detail with timeline, lifecycle actions and comments."""
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify, request
+from marshmallow import Schema, fields, validate
+from sqlalchemy import case, or_, select
+
+from gateway.contracts import SEVERITIES, Rejected
+from gateway.incidents import service
+from gateway.pipeline.ingest import forward_manual_resolve
+from gateway.store.db import run_in_transaction
+from gateway.store.models import Incident, TimelineEntry
+from gateway.web.auth import actor, require_admin
+from gateway.web.pagination import Page, paginate
+
+bp = Blueprint("incidents", __name__, url_prefix="/api/incidents")
+bp.before_request(require_admin)
+
+STATUSES = ("triggered", "acknowledged", "resolved", "closed")
+SORTS = {
+    "-last_event_at": Incident.last_event_at.desc(), "last_event_at": Incident.last_event_at.asc(),
+    "-created_at": Incident.created_at.desc(), "created_at": Incident.created_at.asc(),
+    "-event_count": Incident.event_count.desc(),
+    "severity": case({name: rank for rank, name in enumerate(SEVERITIES)}, value=Incident.severity),
+}
+
+
+class IncidentQuery(Page):
+    status = fields.String(validate=validate.OneOf(STATUSES))
+    severity = fields.String(validate=validate.OneOf(SEVERITIES))
+    source = fields.String()
+    q = fields.String()
+    sort = fields.String(load_default="-last_event_at", validate=validate.OneOf(list(SORTS)))
+
+
+class NoteBody(Schema):
+    note = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=10_000))
+
+
+class CommentBody(Schema):
+    body = fields.String(required=True, validate=validate.Length(min=1, max=10_000))
+
+
+def incident_json(row) -> dict:
+    return {
+        "id": row.id, "fingerprint": row.fingerprint, "source": row.source_key, "source_type": row.source_type,
+        "title": row.title, "description": row.description, "severity": row.severity, "status": row.status,
+        "resource": {"id": row.resource_id, "name": row.resource_name, "type": row.resource_type},
+        "event_count": row.event_count, "created_at": _iso(row.created_at),
+        "acknowledged_at": _iso(row.acknowledged_at), "resolved_at": _iso(row.resolved_at),
+        "closed_at": _iso(row.closed_at), "first_seen_at": _iso(row.first_seen_at),
+        "last_seen_at": _iso(row.last_seen_at), "last_event_at": _iso(row.last_event_at),
+        "allowed_actions": service.allowed_actions(row.status),
+    }
+
+
+def entry_json(row) -> dict:
+    return {
+        "id": row.id, "kind": row.kind, "at": _iso(row.at), "actor": row.actor,
+        "from_status": row.from_status, "to_status": row.to_status, "note": row.note,
+        "raw_url": f"/api/events/{row.raw_request_id}/raw" if row.raw_request_id else None,
+    }
+
+
+def _iso(value):
+    return value.isoformat() if value is not None else None
+
+
+def _json_body(schema: Schema) -> dict:
+    data = request.get_json(silent=True)
+    if data is None and request.get_data():
+        raise Rejected(400, "invalid_json", "body is not valid JSON")
+    return schema.load(data or {})
+
+
+@bp.get("")
+def list_incidents():
+    args = IncidentQuery().load(request.args)
+    query = select(Incident.__table__)
+    for column, key in ((Incident.status, "status"), (Incident.severity, "severity"), (Incident.source_key, "source")):
+        if key in args:
+            query = query.where(column == args[key])
+    if args.get("q"):
+        like = f"%{args['q']}%"
+        query = query.where(or_(Incident.title.ilike(like), Incident.description.ilike(like),
+                                Incident.resource_name.ilike(like)))
+    query = query.order_by(SORTS[args["sort"]], Incident.id.desc())
+    return jsonify(paginate(query, args, incident_json))
+
+
+@bp.get("/<int:incident_id>")
+def get_incident(incident_id: int):
+    with current_app.extensions["gateway"].engine.connect() as conn:
+        row = conn.execute(select(Incident.__table__).where(Incident.id == incident_id)).first()
+        if row is None:
+            raise Rejected(404, "not_found", f"no incident {incident_id}")
+        entries = conn.execute(
+            select(TimelineEntry.__table__).where(TimelineEntry.incident_id == incident_id).order_by(TimelineEntry.id)
+        ).all()
+    return jsonify({**incident_json(row), "timeline": [entry_json(e) for e in entries]})
+
+
+@bp.post("/<int:incident_id>/<any(acknowledge, resolve, close):action>")
+def change_status(incident_id: int, action: str):
+    note = _json_body(NoteBody())["note"]
+    gateway = current_app.extensions["gateway"]
+    snapshot = gateway.runtime.snapshot
+    who = actor()
+
+    def work(conn):
+        row = service.transition(conn, incident_id, action, who, note)
+        if action == "resolve":
+            forward_manual_resolve(conn, snapshot, row, who, note)
+        return conn.execute(select(Incident.__table__).where(Incident.id == incident_id)).one()
+
+    try:
+        row = run_in_transaction(gateway.engine, work)
+    except LookupError as exc:
+        raise Rejected(404, "not_found", str(exc)) from None
+    except service.TransitionRefused as exc:
+        raise Rejected(409, "transition_not_allowed", str(exc)) from None
+    if action == "resolve":
+        gateway.runtime.notify_deliveries()
+    return jsonify(incident_json(row))
+
+
+@bp.post("/<int:incident_id>/comments")
+def comment(incident_id: int):
+    body = _json_body(CommentBody())["body"]
+    gateway = current_app.extensions["gateway"]
+    try:
+        entry_id = run_in_transaction(gateway.engine, lambda conn: service.add_comment(conn, incident_id, actor(), body))
+    except LookupError as exc:
+        raise Rejected(404, "not_found", str(exc)) from None
+    with gateway.engine.connect() as conn:
+        entry = conn.execute(select(TimelineEntry.__table__).where(TimelineEntry.id == entry_id)).one()
+    return jsonify(entry_json(entry)), 201

@@ -1,0 +1,175 @@
+"""The ITMS incident store: dedupe by fingerprint, the lifecycle, and the timeline.
+
+Every function works on a connection inside the caller's transaction, so an alert's
+incident effect commits (or rolls back) together with the webhook that carried it.
+Races between processes are settled by the database: the partial unique index on open
+fingerprints, row locks (``FOR UPDATE`` on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite)
+and ``RetryTransaction`` when a conditional update finds the row changed under it.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any, Optional
+
+from sqlalchemy import Connection, insert, select, update
+
+from gateway.contracts import SEVERITIES, Alert
+from gateway.store.db import RetryTransaction
+from gateway.store.models import OPEN_STATUSES, Incident, TimelineEntry, utcnow
+
+incidents = Incident.__table__
+timeline = TimelineEntry.__table__
+
+TRANSITIONS = {
+    "acknowledge": ({"triggered"}, "acknowledged", "acknowledged_at"),
+    "resolve": ({"triggered", "acknowledged"}, "resolved", "resolved_at"),
+    "close": ({"resolved"}, "closed", "closed_at"),
+}
+"""action -> (statuses it is allowed from, the status it leads to, the timestamp it sets)."""
+
+
+class TransitionRefused(Exception):
+    def __init__(self, incident_id: int, action: str, status: str):
+        allowed = allowed_actions(status)
+        super().__init__(
+            f"incident {incident_id} is {status}: cannot {action}; "
+            + (f"allowed: {', '.join(allowed)}" if allowed else f"{status} is final")
+        )
+        self.allowed = allowed
+
+
+def allowed_actions(status: str) -> list[str]:
+    return [action for action, (sources, _, _) in TRANSITIONS.items() if status in sources]
+
+
+def _higher(a: str, b: str) -> str:
+    return a if SEVERITIES.index(a) <= SEVERITIES.index(b) else b
+
+
+def _entry(conn: Connection, incident_id: int, kind: str, actor: str, at: datetime, **fields: Any) -> None:
+    conn.execute(insert(timeline).values(incident_id=incident_id, kind=kind, actor=actor, at=at, **fields))
+
+
+def _open_incident(conn: Connection, fingerprint: str):
+    return conn.execute(
+        select(incidents)
+        .where(incidents.c.fingerprint == fingerprint, incidents.c.status.in_(OPEN_STATUSES))
+        .with_for_update()
+    ).first()
+
+
+def _last_resolved(conn: Connection, fingerprint: str):
+    return conn.execute(
+        select(incidents)
+        .where(incidents.c.fingerprint == fingerprint, incidents.c.resolved_at.is_not(None))
+        .order_by(incidents.c.resolved_at.desc())
+        .limit(1)
+        .with_for_update()
+    ).first()
+
+
+def apply_alert(
+    conn: Connection, alert: Alert, raw_request_id: Optional[int], reopen_window: Optional[float]
+) -> Optional[int]:
+    """Record one alert's effect; returns the incident it joined, or None (stored as an event only)."""
+    now = utcnow()
+    actor = f"source:{alert.source_key}"
+    occurred = alert.occurred_at or now
+    current = _open_incident(conn, alert.fingerprint)
+
+    if alert.status == "resolved":
+        if current is None or occurred < current.first_seen_at:
+            return None  # nothing open, or the recovery of an earlier, already-ended incident
+        conn.execute(
+            update(incidents)
+            .where(incidents.c.id == current.id)
+            .values(
+                status="resolved",
+                resolved_at=max(occurred, current.first_seen_at),
+                event_count=incidents.c.event_count + 1,
+                last_event_at=now,
+            )
+        )
+        _entry(conn, current.id, "status_changed", actor, now, from_status=current.status,
+               to_status="resolved", note=f"recovered: {alert.title}", raw_request_id=raw_request_id)
+        return current.id
+
+    if current is not None:
+        _count_event(conn, current, alert, now, occurred)
+        _entry(conn, current.id, "webhook_received", actor, now, raw_request_id=raw_request_id)
+        return current.id
+
+    previous = _last_resolved(conn, alert.fingerprint)
+    if previous is not None and occurred <= previous.resolved_at:
+        # Late or out-of-order delivery: it happened before the incident was resolved.
+        _count_event(conn, previous, alert, now, occurred)
+        _entry(conn, previous.id, "webhook_received", actor, now, raw_request_id=raw_request_id,
+               note="arrived after the incident was resolved; it happened before, so nothing reopens")
+        return previous.id
+    if (
+        previous is not None
+        and previous.status == "resolved"
+        and reopen_window is not None
+        and occurred - previous.resolved_at <= timedelta(seconds=reopen_window)
+    ):
+        reopened = conn.execute(
+            update(incidents)
+            .where(incidents.c.id == previous.id, incidents.c.status == "resolved")
+            .values(status="triggered", resolved_at=None, acknowledged_at=None,
+                    severity=alert.severity, event_count=incidents.c.event_count + 1,
+                    last_seen_at=max(previous.last_seen_at, occurred), last_event_at=now)
+        )
+        if reopened.rowcount != 1:
+            raise RetryTransaction("incident changed while reopening")
+        _entry(conn, previous.id, "reopened", actor, now, from_status="resolved", to_status="triggered",
+               raw_request_id=raw_request_id)
+        return previous.id
+
+    incident_id = conn.execute(
+        insert(incidents)
+        .values(
+            fingerprint=alert.fingerprint, source_key=alert.source_key, source_type=alert.source_type,
+            title=alert.title, description=alert.description, severity=alert.severity, status="triggered",
+            resource_id=alert.resource.id, resource_name=alert.resource.name,
+            resource_type=alert.resource.type, event_count=1, first_seen_at=occurred,
+            last_seen_at=occurred, created_at=now, last_event_at=now,
+        )
+        .returning(incidents.c.id)
+    ).scalar_one()
+    _entry(conn, incident_id, "created", actor, now, raw_request_id=raw_request_id)
+    return incident_id
+
+
+def _count_event(conn: Connection, row, alert: Alert, now: datetime, occurred: datetime) -> None:
+    values: dict[str, Any] = {
+        "event_count": incidents.c.event_count + 1,
+        "last_event_at": now,
+        "last_seen_at": max(row.last_seen_at, occurred),
+    }
+    if row.status in OPEN_STATUSES:
+        values["severity"] = _higher(row.severity, alert.severity)
+    conn.execute(update(incidents).where(incidents.c.id == row.id).values(**values))
+
+
+def transition(conn: Connection, incident_id: int, action: str, actor: str, note: Optional[str]):
+    """Move an incident by a person's action; raises LookupError or TransitionRefused."""
+    allowed_from, target, stamp = TRANSITIONS[action]
+    row = conn.execute(select(incidents).where(incidents.c.id == incident_id).with_for_update()).first()
+    if row is None:
+        raise LookupError(f"no incident {incident_id}")
+    if row.status not in allowed_from:
+        raise TransitionRefused(incident_id, action, row.status)
+    now = utcnow()
+    conn.execute(update(incidents).where(incidents.c.id == incident_id).values(status=target, **{stamp: now}))
+    _entry(conn, incident_id, "status_changed", actor, now, from_status=row.status, to_status=target, note=note)
+    return row
+
+
+def add_comment(conn: Connection, incident_id: int, actor: str, body: str) -> int:
+    if conn.execute(select(incidents.c.id).where(incidents.c.id == incident_id)).first() is None:
+        raise LookupError(f"no incident {incident_id}")
+    return conn.execute(
+        insert(timeline)
+        .values(incident_id=incident_id, kind="commented", actor=actor, at=utcnow(), note=body)
+        .returning(timeline.c.id)
+    ).scalar_one()

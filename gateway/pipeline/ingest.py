@@ -1,0 +1,241 @@
+"""POST /hooks/<type>/<key>/: verify, parse, fingerprint, route and store in ONE transaction.
+
+Nothing is acknowledged before the commit, and nothing external is called on this
+path except a source's own handshake.  Errors are ``Rejected`` (a client error with a
+JSON body); a database failure is ``Unavailable`` (503, nothing stored).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterator, Mapping, Optional
+
+from sqlalchemy import Connection, insert
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
+
+from gateway import metrics
+from gateway.contracts import SEVERITIES, STATUSES, Alert, Headers, InboundRequest, Rejected, Reply, Resource
+from gateway.pipeline.runtime import ActiveSource, Runtime, Snapshot
+from gateway.store.db import run_in_transaction
+from gateway.store.models import AlertRow, Delivery, Handshake, RawRequest, utcnow
+
+log = logging.getLogger(__name__)
+
+SECRET_HEADERS = frozenset({"authorization", "x-webhook-token", "cookie"})
+"""Stored as "[redacted]": the raw journal must not become a second copy of credentials."""
+
+
+class Unavailable(Exception):
+    """The database could not take the request; the sender should retry."""
+
+
+@dataclass
+class Outcome:
+    status: int
+    body: Mapping[str, Any]
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+def namespaced_fingerprint(source_key: str, plugin_fingerprint: str) -> str:
+    """Two sources never merge incidents, however alike their alerts."""
+    return hashlib.sha256(f"{source_key}\n{plugin_fingerprint}".encode()).hexdigest()
+
+
+BodyReader = Callable[[int], bytes]
+"""Reads the request body up to a byte limit, raising Rejected(413) past it."""
+
+
+def receive(runtime: Runtime, source_type: str, source_key: str, method: str, path: str,
+            headers: Mapping[str, str], read_body: BodyReader, remote_addr: str) -> Outcome:
+    """Handle one webhook; raises Rejected or Unavailable, counted in metrics either way."""
+    started = time.perf_counter()
+    source = runtime.find_source(source_key)
+    label = source.key if source is not None else "unknown"
+    metrics.WEBHOOKS_RECEIVED.labels(label).inc()
+    try:
+        outcome = _receive(runtime, source, source_type, source_key, method, path, headers, read_body, remote_addr)
+    except Rejected as exc:
+        metrics.WEBHOOKS_REJECTED.labels(label, exc.code).inc()
+        raise
+    except Unavailable:
+        metrics.WEBHOOKS_REJECTED.labels(label, "database_unavailable").inc()
+        raise
+    metrics.WEBHOOKS_ACCEPTED.labels(label, outcome.body.get("status", "reply")).inc()
+    metrics.INGEST_SECONDS.observe(time.perf_counter() - started)
+    return outcome
+
+
+def _receive(runtime: Runtime, source: Optional[ActiveSource], source_type: str, source_key: str,
+             method: str, path: str, headers: Mapping[str, str], read_body: BodyReader,
+             remote_addr: str) -> Outcome:
+    if source is None or source.type != source_type:
+        raise Rejected(404, "unknown_source", f"no {source_type} source with key {source_key!r}")
+    if not source.enabled:
+        raise Rejected(403, "source_disabled", f"source {source_key!r} is disabled")
+    snapshot = runtime.snapshot
+    body = read_body(snapshot.config.max_body_size)
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise Rejected(400, "invalid_json", f"body is not valid JSON: {exc}") from None
+
+    request = InboundRequest(method, path, Headers(headers), body, payload, remote_addr, utcnow())
+    with _plugin_guard(source):
+        source.plugin.verify(request)
+        reply = source.plugin.handshake(request)
+    if reply is not None:
+        _store_handshake(runtime, source, request, reply)
+        return Outcome(reply.status, reply.body, reply.headers)
+
+    with _plugin_guard(source):
+        alerts = [_complete(source, alert) for alert in source.plugin.parse(request)]
+    routed = [_route(snapshot, source, alert) for alert in alerts]
+    try:
+        ids = run_in_transaction(runtime.engine, lambda conn: _store(conn, snapshot, source, request, routed))
+    except SQLAlchemyError as exc:
+        log.error("could not store webhook for %s: %s", source.key, exc)
+        raise Unavailable("the database is unavailable; nothing was stored, retry later") from exc
+    if ids is None:
+        return Outcome(200, {"status": "duplicate"})
+    if any(outbox for _, _, outbox in routed):
+        runtime.notify_deliveries()
+    return Outcome(202, {"status": "accepted", "alerts": ids})
+
+
+@contextmanager
+def _plugin_guard(source: ActiveSource) -> Iterator[None]:
+    """A plugin that crashes on a payload answers 422, not 500: the sender learns it was refused."""
+    try:
+        yield
+    except Rejected:
+        raise
+    except Exception as exc:
+        log.exception("source plugin %s failed on a request to %s", source.type, source.key)
+        raise Rejected(422, "unprocessable_payload",
+                       f"the {source.type} plugin could not process this payload ({exc.__class__.__name__})") from exc
+
+
+def _complete(source: ActiveSource, alert: Alert) -> Alert:
+    """Check what the plugin produced and add what only the core knows."""
+    problems = {}
+    if alert.status not in STATUSES:
+        problems["status"] = f"must be one of {', '.join(STATUSES)}, got {alert.status!r}"
+    if alert.severity not in SEVERITIES:
+        problems["severity"] = f"must be one of {', '.join(SEVERITIES)}, got {alert.severity!r}"
+    if not isinstance(alert.title, str) or not alert.title:
+        problems["title"] = "missing"
+    if problems:
+        raise Rejected.invalid(problems)
+    occurred = alert.occurred_at or utcnow()
+    if occurred.tzinfo is None:
+        occurred = occurred.replace(tzinfo=timezone.utc)
+    labels = {str(k): str(v) for k, v in alert.labels.items() if v is not None}
+    return alert.replace(
+        source_key=source.key, source_type=source.type, occurred_at=occurred, labels=labels,
+        fingerprint=namespaced_fingerprint(source.key, source.plugin.fingerprint(alert)),
+    )
+
+
+def _route(snapshot: Snapshot, source: ActiveSource, alert: Alert):
+    """(alert, inline sinks with their settings, names of outbox sinks) for one alert."""
+    decision = snapshot.router.decide(alert.source_key, alert.source_type, alert.severity, alert.status)
+    settings = {"reopen_window": decision.reopen_window if decision.reopen_window is not None
+                else source.reopen_window}
+    inline, outbox = [], []
+    for name in decision.sinks:
+        sink = snapshot.sinks[name]
+        if sink.accepts(alert):
+            (inline if sink.inline else outbox).append(name)
+    return alert, [(snapshot.sinks[name], settings) for name in inline], outbox
+
+
+def _insert_ignoring_duplicate(conn: Connection, table, values: dict, index: list[str]):
+    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    stmt = dialect_insert(table).values(**values).on_conflict_do_nothing(index_elements=index)
+    return conn.execute(stmt.returning(table.c.id)).scalar()
+
+
+def _raw_values(source: ActiveSource, request: InboundRequest, external_id: Optional[str], count: int) -> dict:
+    headers = {k: ("[redacted]" if k in SECRET_HEADERS else v) for k, v in request.headers.items()}
+    return dict(
+        source_key=source.key, source_type=source.type, method=request.method, path=request.path,
+        headers=headers, body=request.body, content_type=request.headers.get("content-type"),
+        remote_addr=request.remote_addr, received_at=request.received_at, external_id=external_id,
+        alert_count=count,
+    )
+
+
+def _store(conn: Connection, snapshot: Snapshot, source: ActiveSource, request: InboundRequest, routed) -> Optional[list[int]]:
+    ids = [alert.external_id for alert, _, _ in routed]
+    external_id = "|".join(ids) if ids and all(ids) else None
+    raw = RawRequest.__table__
+    raw_id = _insert_ignoring_duplicate(
+        conn, raw, _raw_values(source, request, external_id, len(routed)), ["source_key", "external_id"]
+    )
+    if raw_id is None:
+        return None  # this (source, external id) was accepted before: change nothing
+    return [record_alert(conn, alert.replace(raw_request_id=raw_id), inline, outbox)
+            for alert, inline, outbox in routed]
+
+
+def record_alert(conn: Connection, alert: Alert, inline, outbox: list[str], incident_id: Optional[int] = None) -> int:
+    """Apply inline sinks, store the alert and queue one outbox row per external sink."""
+    for sink, settings in inline:
+        incident_id = sink.apply(conn, alert, settings) or incident_id
+    alert_id = conn.execute(
+        insert(AlertRow.__table__)
+        .values(
+            raw_request_id=alert.raw_request_id, source_key=alert.source_key, source_type=alert.source_type,
+            fingerprint=alert.fingerprint, external_id=alert.external_id, status=alert.status,
+            severity=alert.severity, title=alert.title, description=alert.description or "",
+            resource_id=alert.resource.id or "", resource_name=alert.resource.name or "",
+            resource_type=alert.resource.type or "", occurred_at=alert.occurred_at, labels=alert.labels,
+            origin=alert.origin, incident_id=incident_id, received_at=utcnow(),
+        )
+        .returning(AlertRow.id)
+    ).scalar_one()
+    if outbox:
+        now = utcnow()
+        conn.execute(
+            insert(Delivery.__table__),
+            [dict(alert_id=alert_id, sink_name=name, ordering_key=alert.fingerprint, status="pending",
+                  attempts=0, next_attempt_at=now, created_at=now) for name in outbox],
+        )
+    return alert_id
+
+
+def _store_handshake(runtime: Runtime, source: ActiveSource, request: InboundRequest, reply: Reply) -> None:
+    def work(conn: Connection) -> None:
+        raw_id = conn.execute(
+            insert(RawRequest.__table__).values(**_raw_values(source, request, None, 0)).returning(RawRequest.id)
+        ).scalar_one()
+        conn.execute(insert(Handshake.__table__).values(
+            source_key=source.key, raw_request_id=raw_id, received_at=request.received_at,
+            status=reply.status, record=dict(reply.record or {}),
+        ))
+
+    try:
+        run_in_transaction(runtime.engine, work)
+    except SQLAlchemyError as exc:
+        raise Unavailable("the database is unavailable; the handshake was not recorded") from exc
+
+
+def forward_manual_resolve(conn: Connection, snapshot: Snapshot, incident, actor: str, note: Optional[str]) -> int:
+    """A person resolved an incident: tell the outbox sinks that opted in, through the same routes."""
+    labels = {"resolved_by": actor, **({"note": note} if note else {})}
+    alert = Alert(
+        status="resolved", severity=incident.severity, title=incident.title, description=incident.description,
+        resource=Resource(incident.resource_id, incident.resource_name, incident.resource_type),
+        occurred_at=utcnow(), labels=labels, source_key=incident.source_key, source_type=incident.source_type,
+        fingerprint=incident.fingerprint, origin="manual",
+    )
+    decision = snapshot.router.decide(alert.source_key, alert.source_type, alert.severity, alert.status)
+    outbox = [name for name in decision.sinks
+              if not snapshot.sinks[name].inline and snapshot.sinks[name].accepts(alert)]
+    return record_alert(conn, alert, [], outbox, incident_id=incident.id)

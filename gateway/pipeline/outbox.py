@@ -1,0 +1,194 @@
+"""The delivery outbox dispatcher: external sinks never run on the request path.
+
+Each outbox sink gets its own thread, so a slow or failing destination never delays
+another.  Rows are claimed with a lease (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; one
+atomic UPDATE under SQLite's single writer), so any number of dispatchers in any number
+of processes share one database without delivering a row twice at once, and rows held
+by a crashed worker are taken up again when their lease runs out.  Within a sink, a row
+waits while an earlier row with the same ordering key (the alert's fingerprint) is
+still pending: a recovery is never delivered before the alert it follows.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import threading
+import time
+from datetime import datetime, timedelta
+from typing import Optional
+
+from sqlalchemy import Connection, and_, exists, insert, select, update
+from sqlalchemy.orm import aliased
+
+from gateway import metrics
+from gateway.contracts import Alert, Delivery as DeliveryTask, PermanentError, Resource, RetryableError, SinkType
+from gateway.pipeline.runtime import Runtime
+from gateway.store.db import run_in_transaction
+from gateway.store.models import AlertRow, Delivery, DeliveryAttempt, utcnow
+
+log = logging.getLogger(__name__)
+deliveries = Delivery.__table__
+MAX_RETRY_AFTER = 3600.0
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+
+
+def backoff_delay(attempt: int, initial: float, maximum: float) -> float:
+    """Exponential backoff with jitter: half the delay is fixed, half random, so retries spread out."""
+    delay = min(maximum, initial * 2 ** max(0, attempt - 1))
+    return delay / 2 + random.uniform(0, delay / 2)
+
+
+def alert_from_row(row) -> Alert:
+    return Alert(
+        status=row.status, severity=row.severity, title=row.title, description=row.description,
+        resource=Resource(row.resource_id, row.resource_name, row.resource_type),
+        occurred_at=row.occurred_at, labels=dict(row.labels or {}), external_id=row.external_id,
+        source_key=row.source_key, source_type=row.source_type, fingerprint=row.fingerprint,
+        raw_request_id=row.raw_request_id, id=row.id, origin=row.origin,
+    )
+
+
+class Dispatcher:
+    def __init__(self, runtime: Runtime, *, lease: float = 120.0, batch: int = 20, poll: float = 1.0):
+        self.runtime = runtime
+        self.lease = lease
+        self.batch = batch
+        self.poll = poll
+        self.stopping = threading.Event()
+        self._threads: dict[str, threading.Thread] = {}
+
+    # -- claiming and finishing rows -------------------------------------------------
+    def claim(self, sink_name: str, worker: str) -> list:
+        now = utcnow()
+        earlier = aliased(Delivery)
+        candidates = (
+            select(Delivery.id)
+            .where(
+                Delivery.sink_name == sink_name,
+                Delivery.status == "pending",
+                Delivery.next_attempt_at <= now,
+                (Delivery.claimed_until.is_(None)) | (Delivery.claimed_until < now),
+                ~exists().where(and_(
+                    earlier.sink_name == Delivery.sink_name,
+                    earlier.ordering_key == Delivery.ordering_key,
+                    earlier.status == "pending",
+                    earlier.id < Delivery.id,
+                )),
+            )
+            .order_by(Delivery.id)
+            .limit(self.batch)
+            .with_for_update(skip_locked=True)
+        )
+        stmt = (
+            update(deliveries)
+            .where(deliveries.c.id.in_(candidates.scalar_subquery()))
+            .values(claimed_by=worker, claimed_until=now + timedelta(seconds=self.lease),
+                    attempts=deliveries.c.attempts + 1)
+            .returning(deliveries.c.id, deliveries.c.alert_id, deliveries.c.attempts)
+        )
+        rows = run_in_transaction(self.runtime.engine, lambda conn: conn.execute(stmt).all())
+        return sorted(rows, key=lambda r: r.id)
+
+    def _finish(self, conn: Connection, row, worker: str, started: datetime, seconds: float,
+                outcome: str, values: dict, error: Optional[str] = None, status_code: Optional[int] = None) -> None:
+        conn.execute(insert(DeliveryAttempt.__table__).values(
+            delivery_id=row.id, started_at=started, duration_ms=int(seconds * 1000), outcome=outcome,
+            status_code=status_code, error=error, worker=worker,
+        ))
+        done = conn.execute(
+            update(deliveries)
+            .where(deliveries.c.id == row.id, deliveries.c.claimed_by == worker)
+            .values(claimed_by=None, claimed_until=None, last_error=error, **values)
+        )
+        if done.rowcount != 1:
+            log.warning("delivery %s: lease lost before the outcome was recorded", row.id)
+
+    def deliver_one(self, sink: SinkType, row, worker: str) -> str:
+        with self.runtime.engine.connect() as conn:
+            alert = alert_from_row(conn.execute(select(AlertRow.__table__).where(AlertRow.id == row.alert_id)).one())
+        started = utcnow()
+        clock = time.perf_counter()
+        error: Optional[str] = None
+        status_code: Optional[int] = None
+        retry_after: Optional[float] = None
+        try:
+            sink.deliver(DeliveryTask(row.id, row.attempts, sink.name, alert))
+            outcome = "delivered"
+        except PermanentError as exc:
+            outcome, error, status_code = "dead", _describe(exc), exc.status_code
+        except RetryableError as exc:
+            outcome, error, status_code, retry_after = "retry", _describe(exc), exc.status_code, exc.retry_after
+        except Exception as exc:  # a plugin bug must not kill the dispatcher; retry like a transient error
+            log.exception("sink %s raised unexpectedly on delivery %s", sink.name, row.id)
+            outcome, error = "retry", f"{exc.__class__.__name__}: {exc}"
+        seconds = time.perf_counter() - clock
+        now = utcnow()
+
+        if outcome == "retry" and row.attempts >= sink.options.get("max_attempts", 8):
+            outcome, error = "dead", f"gave up after {row.attempts} attempts; last error: {error}"
+        if outcome == "delivered":
+            values = {"status": "delivered", "finished_at": now}
+        elif outcome == "dead":
+            values = {"status": "dead", "finished_at": now}
+        else:
+            delay = (min(retry_after, MAX_RETRY_AFTER) if retry_after is not None else backoff_delay(
+                row.attempts, sink.options.get("backoff_initial", 1.0), sink.options.get("backoff_max", 300.0)))
+            values = {"next_attempt_at": now + timedelta(seconds=delay)}
+        run_in_transaction(self.runtime.engine, lambda conn: self._finish(
+            conn, row, worker, started, seconds, outcome, values, error, status_code))
+        metrics.DELIVERY_ATTEMPTS.labels(sink.name, outcome).inc()
+        return outcome
+
+    def run_once(self, sink_name: str, worker: Optional[str] = None) -> int:
+        """Claim and deliver one batch for one sink; returns how many rows were tried."""
+        sink = self.runtime.snapshot.sinks.get(sink_name)
+        if sink is None or sink.inline:
+            return 0
+        worker = worker or worker_name()
+        rows = self.claim(sink_name, worker)
+        for row in rows:
+            self.deliver_one(sink, row, worker)
+        return len(rows)
+
+    # -- threads -----------------------------------------------------------------
+    def _sink_loop(self, sink_name: str) -> None:
+        worker = worker_name()
+        while not self.stopping.is_set() and sink_name in self.runtime.snapshot.sinks:
+            try:
+                tried = self.run_once(sink_name, worker)
+            except Exception:
+                log.exception("dispatcher for sink %s failed; retrying after a pause", sink_name)
+                tried = 0
+            if not tried:
+                self.runtime.wait_for_deliveries(self.poll)
+        self._threads.pop(sink_name, None)
+
+    def start(self) -> None:
+        """Keep one daemon thread per configured outbox sink (new sinks appear after a reload)."""
+
+        def supervise() -> None:
+            while not self.stopping.is_set():
+                for name, sink in self.runtime.snapshot.sinks.items():
+                    if not sink.inline and name not in self._threads:
+                        thread = threading.Thread(target=self._sink_loop, args=(name,), daemon=True,
+                                                  name=f"dispatch-{name}")
+                        self._threads[name] = thread
+                        thread.start()
+                self.stopping.wait(self.poll)
+
+        threading.Thread(target=supervise, daemon=True, name="dispatch-supervisor").start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.runtime.notify_deliveries()
+
+
+def _describe(exc: Exception) -> str:
+    text = str(exc)
+    response = getattr(exc, "response", None)
+    return f"{text} | response: {response}" if response and response not in text else text

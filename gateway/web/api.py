@@ -1,0 +1,273 @@
+"""/api: sources, stored events (raw requests), the delivery outbox and the config."""
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from marshmallow import Schema, fields, validate
+from sqlalchemy import func, insert, select, update
+
+from gateway.config import redacted, secret_fields, validate_source
+from gateway.contracts import Rejected
+from gateway.store.db import run_in_transaction
+from gateway.store.models import Delivery, DeliveryAttempt, Handshake, RawRequest, RuntimeSource, utcnow
+from gateway.web.auth import require_admin
+from gateway.web.pagination import Page, paginate
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+bp.before_request(require_admin)
+
+
+def _gateway():
+    return current_app.extensions["gateway"]
+
+
+def _iso(value):
+    return value.isoformat() if value is not None else None
+
+
+def _json() -> dict:
+    data = request.get_json(silent=True)
+    if data is None and request.get_data():
+        raise Rejected(400, "invalid_json", "body is not valid JSON")
+    if data is not None and not isinstance(data, dict):
+        raise Rejected(400, "invalid_json", "body must be a JSON object")
+    return data or {}
+
+
+# -- sources -----------------------------------------------------------------------
+
+def _source_json(key: str, type_: str, name: str, enabled: bool, options: dict, origin: str) -> dict:
+    cls = _gateway().registry.source_types.get(type_)
+    hidden = secret_fields(cls.options_schema) if cls else set()
+    shown = {k: ("***" if k in hidden and v else v) for k, v in options.items()}
+    return {"key": key, "type": type_, "name": name, "enabled": enabled, "origin": origin,
+            "webhook_url": f"{request.host_url}hooks/{type_}/{key}/", "options": shown,
+            "read_only": origin == "file"}
+
+
+def _file_sources() -> list[dict]:
+    return [_source_json(s.key, s.type, s.name, s.enabled, s.options, "file")
+            for s in _gateway().runtime.snapshot.config.sources.values()]
+
+
+def _db_source(key: str):
+    with _gateway().engine.connect() as conn:
+        return conn.execute(select(RuntimeSource.__table__).where(RuntimeSource.key == key)).first()
+
+
+@bp.get("/sources")
+def list_sources():
+    with _gateway().engine.connect() as conn:
+        rows = conn.execute(select(RuntimeSource.__table__).order_by(RuntimeSource.key)).all()
+    items = _file_sources() + [_source_json(r.key, r.type, r.name, r.enabled, r.options, "api") for r in rows]
+    return jsonify({"items": items, "total": len(items), "page": 1})
+
+
+@bp.get("/sources/<key>")
+def get_source(key: str):
+    found = [s for s in _file_sources() if s["key"] == key]
+    if found:
+        return jsonify(found[0])
+    row = _db_source(key)
+    if row is None:
+        raise Rejected(404, "not_found", f"no source {key!r}")
+    return jsonify(_source_json(row.key, row.type, row.name, row.enabled, row.options, "api"))
+
+
+@bp.post("/sources")
+def create_source():
+    data = _json()
+    # Without an explicit key the key is unguessable: with no token set, the key is the secret.
+    data.setdefault("key", secrets.token_urlsafe(18))
+    if data["key"] in _gateway().runtime.snapshot.config.sources:
+        raise Rejected(409, "source_exists", f"source {data['key']!r} is declared in gateway.yaml")
+    config = validate_source(_gateway().registry, data, origin="api")
+    options = {k: v for k, v in data.items() if k not in ("key", "type", "name", "enabled")}
+    now = utcnow()
+
+    def work(conn):
+        if conn.execute(select(RuntimeSource.key).where(RuntimeSource.key == config.key)).first():
+            raise Rejected(409, "source_exists", f"source {config.key!r} already exists")
+        conn.execute(insert(RuntimeSource.__table__).values(
+            key=config.key, type=config.type, name=config.name, enabled=config.enabled, options=options,
+            created_at=now, updated_at=now))
+
+    run_in_transaction(_gateway().engine, work)
+    body = _source_json(config.key, config.type, config.name, config.enabled, options, "api")
+    if options.get("token"):
+        body["token"] = options["token"]  # shown once, to the creator
+    return jsonify(body), 201
+
+
+class SourcePatch(Schema):
+    enabled = fields.Boolean()
+    name = fields.String(validate=validate.Length(min=1, max=255))
+    rotate_token = fields.Boolean()
+    token = fields.String(allow_none=True)
+
+
+@bp.patch("/sources/<key>")
+def patch_source(key: str):
+    if key in _gateway().runtime.snapshot.config.sources:
+        raise Rejected(409, "read_only", f"source {key!r} is declared in gateway.yaml; edit the file instead")
+    change = SourcePatch().load(_json())
+    row = _db_source(key)
+    if row is None:
+        raise Rejected(404, "not_found", f"no source {key!r}")
+    options = dict(row.options)
+    new_token = None
+    if change.get("rotate_token"):
+        new_token = options["token"] = secrets.token_urlsafe(24)
+    elif "token" in change:
+        options["token"] = change["token"]
+    name = change.get("name", row.name)
+    enabled = change.get("enabled", row.enabled)
+    validate_source(_gateway().registry, {"key": key, "type": row.type, "name": name, "enabled": enabled, **options})
+    run_in_transaction(_gateway().engine, lambda conn: conn.execute(
+        update(RuntimeSource.__table__).where(RuntimeSource.key == key)
+        .values(name=name, enabled=enabled, options=options, updated_at=utcnow())))
+    body = _source_json(key, row.type, name, enabled, options, "api")
+    if new_token:
+        body["token"] = new_token
+    return jsonify(body)
+
+
+@bp.get("/sources/<key>/handshakes")
+def list_handshakes(key: str):
+    args = Page().load(request.args)
+    query = select(Handshake.__table__).where(Handshake.source_key == key).order_by(Handshake.id.desc())
+    return jsonify(paginate(query, args, lambda r: {
+        "id": r.id, "received_at": _iso(r.received_at), "status": r.status, "record": r.record,
+        "raw_url": f"/api/events/{r.raw_request_id}/raw" if r.raw_request_id else None}))
+
+
+# -- events (raw requests) -----------------------------------------------------------
+
+class EventQuery(Page):
+    source = fields.String()
+    external_id = fields.String()
+
+
+def _event_json(row) -> dict:
+    return {"id": row.id, "source": row.source_key, "source_type": row.source_type, "method": row.method,
+            "path": row.path, "headers": row.headers, "content_type": row.content_type,
+            "remote_addr": row.remote_addr, "received_at": _iso(row.received_at),
+            "external_id": row.external_id, "alert_count": row.alert_count, "size": row.size,
+            "raw_url": f"/api/events/{row.id}/raw"}
+
+
+_EVENT_COLUMNS = [c for c in RawRequest.__table__.c if c.name != "body"]
+
+
+@bp.get("/events")
+def list_events():
+    args = EventQuery().load(request.args)
+    query = select(*_EVENT_COLUMNS, func.length(RawRequest.body).label("size")).order_by(RawRequest.id.desc())
+    if "source" in args:
+        query = query.where(RawRequest.source_key == args["source"])
+    if "external_id" in args:
+        query = query.where(RawRequest.external_id == args["external_id"])
+    return jsonify(paginate(query, args, _event_json))
+
+
+@bp.get("/events/<int:event_id>/raw")
+def raw_event(event_id: int):
+    with _gateway().engine.connect() as conn:
+        row = conn.execute(select(RawRequest.body, RawRequest.content_type).where(RawRequest.id == event_id)).first()
+    if row is None:
+        raise Rejected(404, "not_found", f"no stored event {event_id} (it may have been purged)")
+    return Response(row.body, content_type=row.content_type or "application/octet-stream")
+
+
+# -- deliveries ---------------------------------------------------------------------
+
+class DeliveryQuery(Page):
+    status = fields.String(validate=validate.OneOf(("pending", "delivered", "dead")))
+    sink = fields.String()
+
+
+def _delivery_json(row) -> dict:
+    return {"id": row.id, "alert_id": row.alert_id, "sink": row.sink_name, "status": row.status,
+            "attempts": row.attempts, "next_attempt_at": _iso(row.next_attempt_at),
+            "last_error": row.last_error, "created_at": _iso(row.created_at),
+            "finished_at": _iso(row.finished_at), "ordering_key": row.ordering_key}
+
+
+@bp.get("/deliveries")
+def list_deliveries():
+    args = DeliveryQuery().load(request.args)
+    query = select(Delivery.__table__).order_by(Delivery.id.desc())
+    if "status" in args:
+        query = query.where(Delivery.status == args["status"])
+    if "sink" in args:
+        query = query.where(Delivery.sink_name == args["sink"])
+    return jsonify(paginate(query, args, _delivery_json))
+
+
+@bp.get("/deliveries/<int:delivery_id>")
+def get_delivery(delivery_id: int):
+    with _gateway().engine.connect() as conn:
+        row = conn.execute(select(Delivery.__table__).where(Delivery.id == delivery_id)).first()
+        if row is None:
+            raise Rejected(404, "not_found", f"no delivery {delivery_id}")
+        attempts = conn.execute(select(DeliveryAttempt.__table__)
+                                .where(DeliveryAttempt.delivery_id == delivery_id)
+                                .order_by(DeliveryAttempt.id)).all()
+    return jsonify({**_delivery_json(row), "attempt_log": [
+        {"started_at": _iso(a.started_at), "duration_ms": a.duration_ms, "outcome": a.outcome,
+         "status_code": a.status_code, "error": a.error, "worker": a.worker} for a in attempts]})
+
+
+def _redrive(where) -> int:
+    """Put dead rows back in the queue with a fresh attempt budget (their attempt log stays)."""
+    stmt = (update(Delivery.__table__).where(Delivery.status == "dead", where)
+            .values(status="pending", attempts=0, next_attempt_at=utcnow(), finished_at=None,
+                    claimed_by=None, claimed_until=None))
+    count = run_in_transaction(_gateway().engine, lambda conn: conn.execute(stmt).rowcount)
+    _gateway().runtime.notify_deliveries()
+    return count
+
+
+@bp.post("/deliveries/<int:delivery_id>/retry")
+def retry_delivery(delivery_id: int):
+    if not _redrive(Delivery.id == delivery_id):
+        with _gateway().engine.connect() as conn:
+            status = conn.execute(select(Delivery.status).where(Delivery.id == delivery_id)).scalar()
+        if status is None:
+            raise Rejected(404, "not_found", f"no delivery {delivery_id}")
+        raise Rejected(409, "not_dead", f"delivery {delivery_id} is {status}; only dead deliveries are retried")
+    return get_delivery(delivery_id)
+
+
+class BulkRetry(Schema):
+    sink = fields.String(required=True)
+
+
+@bp.post("/deliveries/retry")
+def retry_dead_of_sink():
+    sink = BulkRetry().load(_json())["sink"]
+    return jsonify({"sink": sink, "requeued": _redrive(Delivery.sink_name == sink)})
+
+
+# -- config ------------------------------------------------------------------------
+
+@bp.get("/config")
+def show_config():
+    runtime = _gateway().runtime
+    return jsonify({"config": redacted(runtime.snapshot.config), "last_reload_ok": runtime.reload_ok,
+                    "last_reload_error": runtime.reload_error,
+                    "loaded_at": _iso(runtime.snapshot.config.loaded_at)})
+
+
+@bp.post("/config/reload")
+def reload_config():
+    runtime = _gateway().runtime
+    if not runtime.reload():
+        raise Rejected(422, "invalid_config", f"config not applied; the previous one stays:\n{runtime.reload_error}")
+    if current_app.config.get("SERVED_BY_GUNICORN"):
+        os.kill(os.getppid(), signal.SIGHUP)  # the master passes it on to every worker
+    return jsonify({"status": "reloaded", "loaded_at": _iso(runtime.snapshot.config.loaded_at)})
+

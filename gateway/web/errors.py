@@ -1,0 +1,47 @@
+"""Every error is JSON ``{"error": {"code": ..., "message": ...}}``, whatever raised it."""
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify
+from marshmallow import ValidationError
+from werkzeug.exceptions import HTTPException
+
+from gateway.contracts import Rejected
+from gateway.pipeline.ingest import Unavailable
+
+log = logging.getLogger(__name__)
+
+
+def error_response(status: int, code: str, message: str, *, headers=None, fields=None):
+    error = {"code": code, "message": message}
+    if fields:
+        error["fields"] = fields
+    response = jsonify({"error": error})
+    response.status_code = status
+    response.headers.update(headers or {})
+    return response
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(Rejected)
+    def rejected(exc: Rejected):
+        return error_response(exc.status, exc.code, exc.message, headers=exc.headers, fields=exc.fields)
+
+    @app.errorhandler(ValidationError)
+    def invalid(exc: ValidationError):
+        return error_response(422, "invalid_request", "request rejected: see fields", fields=exc.messages)
+
+    @app.errorhandler(Unavailable)
+    def unavailable(exc: Unavailable):
+        return error_response(503, "unavailable", str(exc), headers={"Retry-After": "5"})
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        code = (exc.name or "error").lower().replace(" ", "_")
+        return error_response(exc.code or 500, code, exc.description or exc.name)
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception):
+        log.exception("unhandled error")
+        return error_response(500, "internal_error", "unexpected server error; it has been logged")

@@ -1,0 +1,34 @@
+"""The webhook endpoint: POST /hooks/<type>/<key>/ (trailing slash optional)."""
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify, request
+
+from gateway.contracts import Rejected
+from gateway.pipeline import ingest
+
+bp = Blueprint("hooks", __name__)
+
+
+def _headers() -> dict[str, str]:
+    # WSGI hands header values over as latin-1; vendors send UTF-8.
+    return {k: v.encode("latin-1", "replace").decode("utf-8", "replace") for k, v in request.headers.items()}
+
+
+def _read_body(limit: int) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        raise Rejected(413, "body_too_large", f"body is {request.content_length} bytes; the limit is {limit}")
+    body = request.stream.read(limit + 1)
+    if len(body) > limit:
+        raise Rejected(413, "body_too_large", f"body exceeds the limit of {limit} bytes")
+    return body
+
+
+@bp.post("/hooks/<source_type>/<source_key>/", strict_slashes=False)
+def receive(source_type: str, source_key: str):
+    runtime = current_app.extensions["gateway"].runtime
+    outcome = ingest.receive(runtime, source_type, source_key, request.method, request.path,
+                             _headers(), _read_body, request.remote_addr or "")
+    response = jsonify(outcome.body)
+    response.status_code = outcome.status
+    response.headers.update(outcome.headers)
+    return response
