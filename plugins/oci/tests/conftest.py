@@ -82,7 +82,7 @@ class LocalServer:
         self._httpd = _Server(("127.0.0.1", 0), _Handler)
         self._httpd.owner = self
         self.port = self._httpd.server_address[1]
-        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+        threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
 
     def stop(self) -> None:
         self._httpd.shutdown()
@@ -91,9 +91,9 @@ class LocalServer:
     def url(self, path_and_query: str) -> str:
         return f"http://127.0.0.1:{self.port}{path_and_query}"
 
-    def route(self, path: str, *answers: Answer) -> None:
-        """Answer ``path`` with ``answers`` in turn; the last one repeats."""
-        self._routes[path] = list(answers)
+    def route(self, path: str, *answers: int | dict) -> None:
+        """Answer ``path`` with ``answers`` in turn (a status, or ``Answer`` fields); the last one repeats."""
+        self._routes[path] = [Answer(a) if isinstance(a, int) else Answer(**a) for a in answers]
 
     def next_answer(self, path: str) -> Answer:
         with self._lock:
