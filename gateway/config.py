@@ -54,6 +54,9 @@ class Options(dict):
 
 @dataclass(frozen=True)
 class SourceConfig:
+    """A source from the file (``origin="file"``) or the API; build it with ``validate_source``
+    so that ``options`` knows its secrets."""
+
     key: str
     type: str
     name: str
@@ -248,13 +251,12 @@ class _Loader(yaml.SafeLoader):
 
 
 def _construct_map(loader: _Loader, node: yaml.MappingNode) -> _Map:
-    explicit = len(node.value)
+    explicit = {id(key_node) for key_node, _ in node.value if key_node.tag != "tag:yaml.org,2002:merge"}
     loader.flatten_mapping(node)  # `<<: *anchor` merges come first; explicit keys may override them
-    first_explicit = len(node.value) - explicit
     result = _Map()
     result.line, result.lines, result.duplicates = node.start_mark.line + 1, {}, []
     seen: dict = {}
-    for index, (key_node, value_node) in enumerate(node.value):
+    for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
         try:
             hash(key)
@@ -263,7 +265,7 @@ def _construct_map(loader: _Loader, node: yaml.MappingNode) -> _Map:
                 "while constructing a mapping", node.start_mark, "found unhashable key", key_node.start_mark
             ) from None
         line = key_node.start_mark.line + 1
-        if index >= first_explicit:
+        if id(key_node) in explicit:
             if key in seen:
                 result.duplicates.append((key, line, seen[key]))
             seen[key] = line
