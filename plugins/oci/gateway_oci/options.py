@@ -23,3 +23,11 @@ class OciOptions(SourceOptions):
     def _credentials_come_in_pairs(self, data, **kwargs):
         if bool(data.get("username")) != bool(data.get("password")):
             raise ValidationError("username and password must be given together", "username")
+
+    @validates_schema
+    def _no_token(self, data, **kwargs):
+        """A token would be silently unchecked: OCI can send neither a custom header nor a query string."""
+        if data.get("token"):
+            raise ValidationError(
+                "OCI cannot send a token (no custom headers, no query parameters); use username/password", "token"
+            )

@@ -35,8 +35,9 @@ def test_password_is_marked_secret():
         ({"password": "pw"}, "username"),
         ({"confirm_hosts": ["*.oraclecloud.com", ""]}, "confirm_hosts"),
         ({"confirm_timeout": "0s"}, "confirm_timeout"),
+        ({"token": "abc"}, "token"),
     ],
-    ids=["username-alone", "password-alone", "empty-host-pattern", "zero-timeout"],
+    ids=["username-alone", "password-alone", "empty-host-pattern", "zero-timeout", "token"],
 )
 def test_invalid_options_are_refused(options, field):
     with pytest.raises(ValidationError) as refused:
