@@ -72,6 +72,7 @@ class Runtime:
         self._runtime_sources: dict[tuple[str, datetime], ActiveSource] = {}
         self._lock = threading.Lock()
         metrics.CONFIG_RELOAD_OK.set(1)
+        metrics.CONFIG_RELOAD_TIME.set_to_current_time()
 
     def reload(self) -> bool:
         """Re-read gateway.yaml; an invalid file is logged and not applied."""

@@ -1,0 +1,179 @@
+"""The ``gateway`` command: serve, worker, db, config, routes, plugins, purge."""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import sys
+import tempfile
+import threading
+from datetime import timedelta
+
+import click
+from sqlalchemy import delete
+
+from gateway.config import ConfigError, load_config, summary
+
+
+def _registry():
+    from gateway.plugins import PluginError, build_registry
+
+    try:
+        return build_registry()
+    except PluginError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _config_path(path: str | None) -> str:
+    return path or os.environ.get("GATEWAY_CONFIG", "config/gateway.yaml")
+
+
+def _app():
+    from gateway.app import create_app
+
+    try:
+        return create_app()
+    except ConfigError as exc:
+        raise click.ClickException(f"refusing to start: the config is invalid\n{exc}") from None
+
+
+@click.group()
+def main():
+    """Alert integration gateway: vendor webhooks in, incidents and forwarded events out."""
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=int)
+@click.option("--workers", default=2, show_default=True, type=int, help="gunicorn worker processes")
+@click.option("--no-dispatcher", is_flag=True, help="deliver nothing here; run `gateway worker` instead")
+def serve(host: str, port: int, workers: int, no_dispatcher: bool):
+    """Serve webhooks, the API, /health and /metrics through gunicorn."""
+    config_path = _config_path(None)
+    try:
+        config = load_config(config_path, _registry())
+    except ConfigError as exc:
+        raise click.ClickException(f"refusing to start: {config_path} is invalid\n{exc}") from None
+    env = dict(os.environ)
+    if not env.get("GATEWAY_ADMIN_TOKEN"):
+        env["GATEWAY_ADMIN_TOKEN"] = secrets.token_urlsafe(24)
+        click.echo("GATEWAY_ADMIN_TOKEN was not set; generated one for this run (set it to keep it stable).")
+    env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="gateway-metrics-")
+    env["GATEWAY_SERVED_BY_GUNICORN"] = "1"
+    env["GATEWAY_DISPATCHER"] = "0" if no_dispatcher else "1"
+    base = f"http://{host}:{port}"
+    click.echo(f"Gateway on {base}  ({summary(config)})")
+    for source in config.sources.values():
+        state = "" if source.enabled else "  (disabled)"
+        click.echo(f"  webhook {source.key}: POST {base}/hooks/{source.type}/{source.key}/{state}")
+    click.echo(f"  API: curl -H 'Authorization: Bearer {env['GATEWAY_ADMIN_TOKEN']}' {base}/api/incidents")
+    click.echo(f"  health: {base}/health   metrics: {base}/metrics")
+    sys.stdout.flush()
+    argv = [sys.executable, "-m", "gunicorn", "--config", "python:gateway.web.gunicorn_conf",
+            "--bind", f"{host}:{port}", "--workers", str(workers), "gateway.app:create_app()"]
+    os.execvpe(sys.executable, argv, env)
+
+
+@main.command()
+@click.option("--threads", default=1, show_default=True, type=int, help="dispatchers in this process")
+def worker(threads: int):
+    """Deliver outbox rows without serving HTTP; run as many as you like on one PostgreSQL."""
+    from gateway.pipeline.outbox import Dispatcher
+
+    app = _app()
+    runtime = app.extensions["gateway"].runtime
+    dispatchers = [Dispatcher(runtime) for _ in range(threads)]
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGHUP, lambda *_: runtime.reload())
+    for dispatcher in dispatchers:
+        dispatcher.start()
+    click.echo(f"worker delivering for sinks: {', '.join(n for n, s in runtime.snapshot.sinks.items() if not s.inline) or '(none)'}")
+    while not stop.wait(1):
+        pass
+    for dispatcher in dispatchers:
+        dispatcher.stop()
+
+
+@main.group()
+def db():
+    """Database schema."""
+
+
+@db.command("upgrade")
+def db_upgrade():
+    """Apply Alembic migrations to GATEWAY_DATABASE_URL (default: SQLite in instance/)."""
+    from gateway.store.db import upgrade
+
+    url = os.environ.get("GATEWAY_DATABASE_URL") or f"sqlite:///{os.path.abspath('instance/gateway.db')}"
+    upgrade(url)
+    click.echo(f"database at head: {url.split('@')[-1]}")
+
+
+@main.group()
+def config():
+    """The operator's gateway.yaml."""
+
+
+@config.command("check")
+@click.argument("file", required=False)
+def config_check(file: str | None):
+    """Print every problem as FILE:LINE: path: message, or a summary; exit 1 on error."""
+    path = _config_path(file)
+    try:
+        loaded = load_config(path, _registry())
+    except ConfigError as exc:
+        click.echo(f"{path}: FAILED", err=True)
+        click.echo(str(exc), err=True)
+        sys.exit(1)
+    click.echo(f"{path}: {summary(loaded)}")
+
+
+@main.group()
+def routes():
+    """The routing tree."""
+
+
+@routes.command("test")
+@click.option("--source", "source_key", required=True, help="source key")
+@click.option("--config", "file", default=None, help="config file (default GATEWAY_CONFIG)")
+@click.argument("labels", nargs=-1)
+def routes_test(source_key: str, file: str | None, labels: tuple[str, ...]):
+    """Print the sinks an alert would reach: gateway routes test --source KEY severity=critical status=firing"""
+    from gateway.pipeline.router import Router
+
+    loaded = load_config(_config_path(file), _registry())
+    given = dict(label.split("=", 1) for label in labels if "=" in label)
+    unknown = set(given) - {"severity", "status", "source_type"}
+    if unknown:
+        raise click.UsageError(f"unknown label(s): {', '.join(sorted(unknown))} (use severity=, status=, source_type=)")
+    source = loaded.sources.get(source_key)
+    source_type = given.get("source_type") or (source.type if source else "")
+    decision = Router(loaded.route).decide(source_key, source_type, given.get("severity", "critical"),
+                                           given.get("status", "firing"))
+    click.echo(",".join(decision.sinks))
+
+
+@main.command()
+def plugins():
+    """Installed plugins: distribution, version and the types each registers (JSON)."""
+    click.echo(json.dumps([p.as_dict() for p in _registry().plugins], indent=2))
+
+
+@main.command()
+@click.option("--older-than", default=None, help="override global.retention, e.g. 7d")
+def purge(older_than: str | None):
+    """Delete raw requests older than the retention period (alerts and incidents stay)."""
+    from gateway.fields import parse_duration
+    from gateway.store.db import run_in_transaction
+    from gateway.store.models import RawRequest, utcnow
+
+    app = _app()
+    gateway = app.extensions["gateway"]
+    seconds = parse_duration(older_than) if older_than else gateway.runtime.snapshot.config.retention
+    cutoff = utcnow() - timedelta(seconds=seconds)
+    removed = run_in_transaction(gateway.engine, lambda conn: conn.execute(
+        delete(RawRequest.__table__).where(RawRequest.received_at < cutoff)).rowcount)
+    click.echo(f"purged {removed} raw requests received before {cutoff.isoformat()}")
