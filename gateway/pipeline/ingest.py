@@ -55,7 +55,13 @@ def receive(runtime: Runtime, source_type: str, source_key: str, method: str, pa
             headers: Mapping[str, str], read_body: BodyReader, remote_addr: str) -> Outcome:
     """Handle one webhook; raises Rejected or Unavailable, counted in metrics either way."""
     started = time.perf_counter()
-    source = runtime.find_source(source_key)
+    try:
+        source = runtime.find_source(source_key)
+    except SQLAlchemyError as exc:  # an API-created source is looked up in the database
+        metrics.WEBHOOKS_RECEIVED.labels("unknown").inc()
+        metrics.WEBHOOKS_REJECTED.labels("unknown", "database_unavailable").inc()
+        log.error("could not look up source %r: %s", source_key, exc)
+        raise Unavailable("the database is unavailable; nothing was stored, retry later") from exc
     label = source.key if source is not None else "unknown"
     metrics.WEBHOOKS_RECEIVED.labels(label).inc()
     try:
@@ -78,6 +84,9 @@ def _receive(runtime: Runtime, source: Optional[ActiveSource], source_type: str,
         raise Rejected(404, "unknown_source", f"no {source_type} source with key {source_key!r}")
     if not source.enabled:
         raise Rejected(403, "source_disabled", f"source {source_key!r} is disabled")
+    if method != "POST":
+        raise Rejected(405, "method_not_allowed", f"webhooks are POSTed, not sent with {method}",
+                       headers={"Allow": "POST"})
     snapshot = runtime.snapshot
     body = read_body(snapshot.config.max_body_size)
     try:

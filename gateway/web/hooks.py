@@ -23,8 +23,10 @@ def _read_body(limit: int) -> bytes:
     return body
 
 
-@bp.post("/hooks/<source_type>/<source_key>/", strict_slashes=False)
+@bp.route("/hooks/<source_type>/<source_key>/", strict_slashes=False,
+          methods=["POST", "GET", "PUT", "PATCH", "DELETE"])
 def receive(source_type: str, source_key: str):
+    """Other methods than POST reach ingest too, so their 405 is counted like any refusal."""
     runtime = current_app.extensions["gateway"].runtime
     outcome = ingest.receive(runtime, source_type, source_key, request.method, request.path,
                              _headers(), _read_body, request.remote_addr or "")
