@@ -16,7 +16,10 @@ from gateway import (
 
 
 class EchoSource(SourceType):
-    """Payload: {"id", "title", "problem", "status", "severity", "at"?, "alerts"?: [...]}."""
+    """Payload: {"id", "title", "problem", "status", "severity", "at"?, "alerts"?: [...]}.
+
+    ``{"crash": true}`` makes ``parse`` fail the way a buggy plugin would (not ``Rejected``).
+    """
 
     name = "testsrc"
 
@@ -34,6 +37,8 @@ class EchoSource(SourceType):
         payload = request.payload
         if not isinstance(payload, dict):
             raise Rejected.invalid({"$": "expected a JSON object"})
+        if payload.get("crash"):
+            raise KeyError("a plugin bug")
         items = payload.get("alerts", [payload])
         missing = {name: "missing" for name in ("id", "title") if any(not item.get(name) for item in items)}
         if missing:
@@ -92,3 +97,56 @@ def register_source_types(register):
 @hookimpl
 def register_sink_types(register):
     register(HttpSink)
+
+
+# -- helpers for tests that need more than fixtures (other processes, other distributions) --
+
+
+def write_distribution(directory, name: str, entry_points: dict[str, str], modules: dict[str, str] | None = None):
+    """Make ``directory`` hold an installed distribution (``*.dist-info``), as pip would leave it.
+
+    ``entry_points`` maps names in the ``gateway`` group to modules; ``modules`` maps module
+    names to their source.  Put ``directory`` on ``sys.path`` (or ``PYTHONPATH``) to install it.
+    """
+    from pathlib import Path
+
+    directory = Path(directory)
+    info = directory / f"{name.replace('-', '_')}-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    lines = "".join(f"{ep} = {module}\n" for ep, module in entry_points.items())
+    (info / "entry_points.txt").write_text(f"[gateway]\n{lines}")
+    for module, source in (modules or {}).items():
+        (directory / f"{module}.py").write_text(source)
+    return directory
+
+
+def install_testkit(directory):
+    """Install this module as the distribution ``gateway-testkit``, for ``gateway`` subprocesses and the CLI."""
+    return write_distribution(directory, "gateway-testkit", {"testkit": "testkit"})
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """One sample's value from Prometheus text (0 when absent: counters start unseen)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return sample.value
+    return 0.0
+
+
+def post_when_released(database_url: str, config_path: str, barrier, results, path: str, body: dict) -> None:
+    """Run in a spawned process: build an app of its own, wait for the others, then POST once."""
+    import sys
+
+    from gateway.app import create_app
+
+    app = create_app({"DATABASE_URL": database_url, "CONFIG": config_path, "TESTING": True},
+                     extra_plugins=[sys.modules[__name__]])
+    client = app.test_client()
+    barrier.wait(timeout=60)
+    response = client.post(path, json=body)
+    results.put((response.status_code, response.get_json()))
+    app.extensions["gateway"].engine.dispose()
