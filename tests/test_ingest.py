@@ -1,0 +1,302 @@
+"""POST /hooks/<type>/<key>/: every refusal, the accepted path, idempotency, atomicity and routing."""
+from __future__ import annotations
+
+import io
+import json
+import multiprocessing
+
+import pytest
+import testkit
+from sqlalchemy import create_engine, func, select, text
+
+from gateway.app import create_app
+from gateway.pipeline.outbox import Dispatcher
+from gateway.store.models import AlertRow, Delivery, Incident, RawRequest, TimelineEntry
+
+CONFIG = """
+global:
+  max_body_size: 1KiB
+sources:
+  - key: src
+    type: testsrc
+  - key: paused
+    type: testsrc
+    enabled: false
+  - key: locked
+    type: testsrc
+    token: s3cret
+sinks:
+  - name: itms
+    type: itms
+route:
+  sinks: [itms]
+"""
+
+ALERT = {"id": "evt-1", "title": "disk full", "severity": "critical"}
+TABLES = (RawRequest, AlertRow, Incident, TimelineEntry, Delivery)
+
+
+def counts(engine) -> dict[str, int]:
+    with engine.connect() as conn:
+        return {t.__tablename__: conn.execute(select(func.count()).select_from(t)).scalar_one() for t in TABLES}
+
+
+@pytest.fixture
+def gw(make_app):
+    return make_app(CONFIG)
+
+
+@pytest.fixture
+def engine(gw):
+    return gw.extensions["gateway"].engine
+
+
+def rejected_total(client, source: str, reason: str) -> float:
+    return testkit.metric(client.get("/metrics").get_data(as_text=True),
+                          "gateway_webhooks_rejected_total", source=source, reason=reason)
+
+
+REFUSALS = {
+    "unknown key": dict(path="/hooks/testsrc/nope/", json=ALERT,
+                        expect=(404, "unknown_source", "unknown")),
+    "type differs from the URL": dict(path="/hooks/whatap/src/", json=ALERT,
+                                      expect=(404, "unknown_source", "src")),
+    "disabled source": dict(path="/hooks/testsrc/paused/", json=ALERT, expect=(403, "source_disabled", "paused")),
+    "too large, Content-Length": dict(path="/hooks/testsrc/src/", data=json.dumps({"pad": "x" * 1024}),
+                                      content_type="application/json", expect=(413, "body_too_large", "src")),
+    "too large, chunked": dict(path="/hooks/testsrc/src/",
+                               streamed=json.dumps({"pad": "x" * 1024}).encode(),
+                               headers={"Transfer-Encoding": "chunked", "Content-Type": "application/json"},
+                               environ_overrides={"wsgi.input_terminated": True},  # what gunicorn sets
+                               expect=(413, "body_too_large", "src")),
+    "unparseable JSON": dict(path="/hooks/testsrc/src/", data=b'{"id": ', content_type="application/json",
+                             expect=(400, "invalid_json", "src")),
+    "failed verify": dict(path="/hooks/testsrc/locked/", json=ALERT, headers={"X-Test-Token": "guess"},
+                          expect=(401, "unauthorized", "locked")),
+    "parse rejection": dict(path="/hooks/testsrc/src/", json={"severity": "critical"},
+                            expect=(422, "invalid_payload", "src")),
+    "plugin produced an invalid alert": dict(path="/hooks/testsrc/src/", json={**ALERT, "severity": "urgent"},
+                                             expect=(422, "invalid_payload", "src")),
+    "plugin crashed": dict(path="/hooks/testsrc/src/", json={**ALERT, "crash": True},
+                           expect=(422, "unprocessable_payload", "src")),
+    "GET": dict(method="GET", path="/hooks/testsrc/src/", expect=(405, "method_not_allowed", "src")),
+}
+
+
+@pytest.mark.parametrize("case", REFUSALS.values(), ids=REFUSALS.keys())
+def test_refusal_is_json_counted_and_stores_nothing(gw, engine, case):
+    case = dict(case)
+    status, code, label = case.pop("expect")
+    if "streamed" in case:  # no Content-Length: the limit must hold while reading
+        case["input_stream"] = io.BytesIO(case.pop("streamed"))
+    client = gw.test_client()
+    before = rejected_total(client, label, code)
+    response = client.open(method=case.pop("method", "POST"), **case)
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == "application/json"
+    assert response.json["error"]["code"] == code
+    assert response.json["error"]["message"]
+    assert rejected_total(client, label, code) == before + 1
+    assert counts(engine) == dict.fromkeys(counts(engine), 0)
+
+
+def test_parse_rejection_names_each_field(gw):
+    response = gw.test_client().post("/hooks/testsrc/src/", json={"severity": "urgent"})
+    assert response.status_code == 422
+    assert response.json["error"]["fields"] == {"id": "missing", "title": "missing"}
+    assert response.json["error"]["message"] == "payload rejected: id (missing), title (missing)"
+
+
+def test_method_not_allowed_names_post(gw):
+    response = gw.test_client().put("/hooks/testsrc/src")
+    assert (response.status_code, response.headers["Allow"]) == (405, "POST")
+
+
+@pytest.mark.parametrize("path", ["/hooks/testsrc/src/", "/hooks/testsrc/src"])
+def test_trailing_slash_is_optional(gw, engine, path):
+    response = gw.test_client().post(path, json=ALERT)
+    assert response.status_code == 202, response.json
+    assert counts(engine)["raw_requests"] == 1
+
+
+def test_accepted_request_is_stored_exactly_with_secrets_redacted(gw, engine):
+    body = '{"id": "evt-7",  "title": "디스크 가득 참", "severity": "error"}'.encode()
+    response = gw.test_client().post(
+        "/hooks/testsrc/src/", data=body, content_type="application/json; charset=utf-8",
+        headers={"Authorization": "Bearer vendor-secret", "X-Webhook-Token": "hook-secret", "X-Trace": "t-1"},
+        environ_base={"REMOTE_ADDR": "10.1.2.3"},
+    )
+    assert response.status_code == 202
+    with engine.connect() as conn:
+        alert = conn.execute(select(AlertRow.__table__)).one()
+        raw = conn.execute(select(RawRequest.__table__)).one()
+    assert response.json == {"status": "accepted", "alerts": [alert.id]}
+    assert (alert.raw_request_id, alert.external_id, alert.title, alert.severity) == (
+        raw.id, "evt-7", "디스크 가득 참", "error")
+    assert (raw.body, raw.content_type, raw.remote_addr, raw.external_id, raw.method, raw.path) == (
+        body, "application/json; charset=utf-8", "10.1.2.3", "evt-7", "POST", "/hooks/testsrc/src/")
+    assert raw.headers["authorization"] == raw.headers["x-webhook-token"] == "[redacted]"
+    assert raw.headers["x-trace"] == "t-1"
+    assert "vendor-secret" not in json.dumps(raw.headers) and "hook-secret" not in json.dumps(raw.headers)
+
+
+def test_multi_alert_request(gw, engine):
+    payload = {"alerts": [{"id": "a", "title": "cpu", "problem": "cpu"},
+                          {"id": "b", "title": "mem", "problem": "mem", "status": "resolved"}]}
+    response = gw.test_client().post("/hooks/testsrc/src/", json=payload)
+    assert response.status_code == 202
+    with engine.connect() as conn:
+        rows = conn.execute(select(AlertRow.id, AlertRow.external_id, AlertRow.status).order_by(AlertRow.id)).all()
+        raw = conn.execute(select(RawRequest.alert_count, RawRequest.external_id)).one()
+    assert response.json["alerts"] == [r.id for r in rows]
+    assert [(r.external_id, r.status) for r in rows] == [("a", "firing"), ("b", "resolved")]
+    assert tuple(raw) == (2, "a|b")
+
+
+def test_duplicate_changes_nothing(gw, engine):
+    client = gw.test_client()
+    assert client.post("/hooks/testsrc/src/", json=ALERT).status_code == 202
+    stored = counts(engine)
+    assert stored == {"raw_requests": 1, "alerts": 1, "incidents": 1, "timeline_entries": stored["timeline_entries"],
+                      "deliveries": 0}
+    second = client.post("/hooks/testsrc/src/", json={**ALERT, "title": "changed"})
+    assert (second.status_code, second.json) == (200, {"status": "duplicate"})
+    assert counts(engine) == stored
+    with engine.connect() as conn:
+        assert conn.execute(select(Incident.event_count, Incident.title)).one() == (1, "disk full")
+
+
+def test_concurrent_copies_in_separate_processes_accept_exactly_one(database_url, write_config):
+    """Workers of one server are processes: the database alone must decide which copy wins."""
+    processes = 3
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(processes), ctx.Queue()
+    config = write_config(CONFIG)
+    workers = [ctx.Process(target=testkit.post_when_released,
+                           args=(database_url, config, barrier, results, "/hooks/testsrc/src/", ALERT))
+               for _ in range(processes)]
+    for worker in workers:
+        worker.start()
+    answers = sorted((results.get(timeout=60) for _ in workers), key=lambda a: a[0])
+    for worker in workers:
+        worker.join(timeout=30)
+    assert [status for status, _ in answers] == [200] * (processes - 1) + [202]
+    assert all(body == {"status": "duplicate"} for _, body in answers[:-1])
+    engine = create_engine(database_url)
+    assert counts(engine) | {"timeline_entries": 0} == {"raw_requests": 1, "alerts": 1, "incidents": 1,
+                                                        "timeline_entries": 0, "deliveries": 0}
+    engine.dispose()
+
+
+@pytest.fixture
+def refusing_alert_inserts(engine):
+    """The database refuses every alerts INSERT, i.e. after the raw request and the incident were written."""
+    if engine.dialect.name == "sqlite":
+        create = ["CREATE TRIGGER refuse_alerts BEFORE INSERT ON alerts BEGIN SELECT RAISE(ABORT, 'refused'); END"]
+        drop = ["DROP TRIGGER refuse_alerts"]
+    else:
+        create = ["CREATE FUNCTION refuse_alerts() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'refused'; END $$"
+                  " LANGUAGE plpgsql",
+                  "CREATE TRIGGER refuse_alerts BEFORE INSERT ON alerts FOR EACH ROW EXECUTE FUNCTION refuse_alerts()"]
+        drop = ["DROP TRIGGER refuse_alerts ON alerts", "DROP FUNCTION refuse_alerts()"]
+
+    def run(statements):
+        with engine.begin() as conn:
+            for statement in statements:
+                conn.exec_driver_sql(statement)
+
+    run(create)
+    yield lambda: run(drop)
+    with engine.connect() as conn:
+        still_there = conn.execute(text(
+            "SELECT count(*) FROM sqlite_master WHERE name = 'refuse_alerts'" if engine.dialect.name == "sqlite"
+            else "SELECT count(*) FROM pg_trigger WHERE tgname = 'refuse_alerts'")).scalar()
+    if still_there:
+        run(drop)
+
+
+def test_failure_mid_ingest_stores_nothing_and_answers_503(make_app, receiver, refusing_alert_inserts):
+    gw = make_app(CONFIG.replace("route:", f"  - name: web\n    type: testhttp\n    url: {receiver.url}\nroute:")
+                  .replace("sinks: [itms]", "sinks: [itms, web]"))
+    client, engine = gw.test_client(), gw.extensions["gateway"].engine
+    before = rejected_total(client, "src", "database_unavailable")
+    response = client.post("/hooks/testsrc/src/", json=ALERT)
+    assert response.status_code == 503
+    assert response.json["error"]["code"] == "unavailable"
+    assert response.headers["Retry-After"] == "5"
+    assert counts(engine) == dict.fromkeys(counts(engine), 0)
+    assert rejected_total(client, "src", "database_unavailable") == before + 1
+    refusing_alert_inserts()
+    retried = client.post("/hooks/testsrc/src/", json=ALERT)
+    assert retried.status_code == 202  # the failed attempt left no duplicate marker behind
+    assert {k: v for k, v in counts(engine).items() if k != "timeline_entries"} == {
+        "raw_requests": 1, "alerts": 1, "incidents": 1, "deliveries": 1}
+
+
+@pytest.fixture
+def database_down(write_config):
+    app = create_app({"DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:1/x", "CONFIG": write_config(CONFIG),
+                      "TESTING": True}, extra_plugins=[testkit])
+    yield app
+    app.extensions["gateway"].engine.dispose()
+
+
+def test_health_reports_the_database_down(database_down):
+    response = database_down.test_client().get("/health")
+    assert response.status_code == 503
+    assert response.json["status"] == "unavailable"
+    assert response.json["database"] == {"ok": False, "error": "OperationalError", "backend": "postgresql"}
+
+
+@pytest.mark.parametrize("key", ["src", "api-created-maybe"])
+def test_webhook_answers_503_with_the_database_down(database_down, key):
+    response = database_down.test_client().post(f"/hooks/testsrc/{key}/", json=ALERT)
+    assert response.status_code == 503
+    assert response.json["error"]["code"] == "unavailable"
+
+
+def test_handshake_answers_the_plugin_reply_and_is_recorded(gw, engine):
+    api = gw.test_client()
+    api.environ_base["HTTP_AUTHORIZATION"] = "Bearer test-admin-token"
+    response = gw.test_client().post("/hooks/testsrc/src/", json={"hello": "x"})
+    assert (response.status_code, response.json) == (200, {"status": "hello"})
+    listed = api.get("/api/sources/src/handshakes").json
+    assert listed["total"] == 1
+    entry = listed["items"][0]
+    assert (entry["status"], entry["record"]) == (200, {"kind": "hello", "from": "x"})
+    assert api.get(entry["raw_url"]).json == {"hello": "x"}
+    assert {k: v for k, v in counts(engine).items()} == {
+        "raw_requests": 1, "alerts": 0, "incidents": 0, "timeline_entries": 0, "deliveries": 0}
+
+
+def test_routes_choose_the_sinks_and_nothing_is_sent_on_the_request_path(make_app, receiver):
+    gw = make_app(f"""
+        sources:
+          - key: src
+            type: testsrc
+        sinks:
+          - name: itms
+            type: itms
+          - name: web
+            type: testhttp
+            url: {receiver.url}
+        route:
+          sinks: [itms]
+          routes:
+            - match: {{severity: critical}}
+              sinks: [itms, web]
+        """)
+    client = gw.test_client()
+    critical = client.post("/hooks/testsrc/src/", json={"id": "1", "title": "down", "severity": "critical"})
+    warning = client.post("/hooks/testsrc/src/", json={"id": "2", "title": "slow", "severity": "warning"})
+    assert (critical.status_code, warning.status_code) == (202, 202)
+    api = gw.test_client()
+    api.environ_base["HTTP_AUTHORIZATION"] = "Bearer test-admin-token"
+    queued = api.get("/api/deliveries?sink=web").json
+    assert queued["total"] == 1
+    assert (queued["items"][0]["alert_id"], queued["items"][0]["status"]) == (critical.json["alerts"][0], "pending")
+    assert api.get("/api/deliveries?sink=itms").json["total"] == 0  # the incident store is inline, not queued
+    assert receiver.requests == []
+    Dispatcher(gw.extensions["gateway"].runtime, lease=5, poll=0.05).run_once("web")
+    assert [(r["json"]["title"], r["json"]["status"]) for r in receiver.requests] == [("down", "firing")]
+    assert api.get("/api/deliveries?sink=web&status=delivered").json["total"] == 1
