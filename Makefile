@@ -23,5 +23,11 @@ run: install
 test: install
 	$(BIN)/python -m pytest
 
+# The benchmark of issue 2 (see bench/README.md): gateway vs a bare-Flask floor on SQLite
+# and PostgreSQL under wrk.  Knobs: BENCH_DURATION, BENCH_WORKERS, BENCH_DBS, BENCH_RUNS;
+# `make bench BENCH_SOAK=1` sends 100,000 webhooks and prints worker memory instead.
+bench: install
+	$(BIN)/python bench/bench.py
+
 clean:
 	rm -rf $(VENV) instance

@@ -1,0 +1,554 @@
+#!/usr/bin/env python3
+"""``make bench``: the gateway against a bare-Flask floor, on SQLite and PostgreSQL, under wrk.
+
+For each database: a fresh database, ``gateway db upgrade``, ``gateway serve --workers N``
+with a one-source bench config, a warm-up, then wrk (bench/whatap.lua) at 32 connections;
+then the same for bench/floor_app.py served by gunicorn the same way.  Prints accepted
+webhooks/s, p50/p95/p99, every non-2xx, worker RSS (start/middle/end) and the ratio
+gateway/floor.  With BENCH_SOAK=1 it instead sends BENCH_SOAK_REQUESTS (default 100,000)
+webhooks to the gateway and prints worker RSS every BENCH_SOAK_CHUNK (20,000) requests.
+Without it, a short soak (20,000 on SQLite) runs after the comparison.
+
+Only 127.0.0.1 is contacted.  Every server is stopped and every temporary database
+dropped at the end, also on failure or Ctrl-C.  See bench/README.md.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+BIN = Path(sys.executable).parent
+LUA = ROOT / "bench" / "whatap.lua"
+
+
+def env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name) or default)
+
+
+DURATION = env_int("BENCH_DURATION", 20)
+WARMUP = env_int("BENCH_WARMUP", 3)
+WORKERS = env_int("BENCH_WORKERS", 2)
+THREADS = env_int("BENCH_THREADS", int(os.environ.get("GATEWAY_THREADS") or 4))
+CONNECTIONS = env_int("BENCH_CONNECTIONS", 32)
+WRK_THREADS = env_int("BENCH_WRK_THREADS", 2)
+RUNS = env_int("BENCH_RUNS", 1)
+FINGERPRINTS = env_int("BENCH_FINGERPRINTS", 1000)
+RECOVERY_PCT = env_int("BENCH_RECOVERY_PCT", 5)
+DBS = [d.strip() for d in (os.environ.get("BENCH_DBS") or "sqlite,postgresql").split(",") if d.strip()]
+PG_ADMIN_URL = os.environ.get("BENCH_PG_URL") or "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+SOAK_ONLY = (os.environ.get("BENCH_SOAK") or "0") not in ("", "0", "no", "false")
+SOAK_REQUESTS = env_int("BENCH_SOAK_REQUESTS", 100_000 if SOAK_ONLY else 20_000)
+SOAK_CHUNK = env_int("BENCH_SOAK_CHUNK", 20_000)
+SOAK_DBS = [d.strip() for d in (os.environ.get("BENCH_SOAK_DBS") or "sqlite").split(",") if d.strip()]
+SOAK_MAX_SECONDS = env_int("BENCH_SOAK_MAX_SECONDS", 1200)
+OUT = os.environ.get("BENCH_OUT")
+
+TARGET_RATE = 1500
+TARGET_FLOOR_FRACTION = 0.75
+TARGET_P99_MS = 50
+
+BENCH_CONFIG = """\
+# Written by bench/bench.py: one WhaTap source without a token, everything to the incident store.
+sources:
+  - key: bench
+    type: whatap
+    name: bench
+sinks:
+  - name: itms
+    type: itms
+route:
+  sinks: [itms]
+"""
+
+
+def log(msg: str = "") -> None:
+    print(msg, flush=True)
+
+
+# --------------------------------------------------------------------------- processes
+
+class Server:
+    """A gunicorn master we started, in its own session so its whole group can be stopped."""
+
+    live: list["Server"] = []
+    started: list["Server"] = []
+
+    def __init__(self, name: str, argv: list[str], env: dict, logfile: Path):
+        self.name, self.logfile = name, logfile
+        self._log = open(logfile, "wb")
+        self.proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        Server.live.append(self)
+        Server.started.append(self)
+
+    def workers(self) -> list[int]:
+        try:
+            text = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
+            return sorted(int(p) for p in text.split())
+        except OSError:
+            pids = []
+            for d in Path("/proc").iterdir():
+                if d.name.isdigit():
+                    try:
+                        if int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == self.proc.pid:
+                            pids.append(int(d.name))
+                    except (OSError, IndexError, ValueError):
+                        pass
+            return sorted(pids)
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.logfile.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self in Server.live:
+            Server.live.remove(self)
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout=25)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.proc.wait(timeout=10)
+        self._log.close()
+
+    @classmethod
+    def stop_all(cls) -> None:
+        for server in list(cls.live):
+            try:
+                server.stop()
+            except Exception as exc:  # keep stopping the others
+                log(f"  could not stop {server.name}: {exc}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(server: Server, url: str, timeout: float = 60) -> None:
+    """Until ``url`` answers (any HTTP status) and every worker has booted."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"{server.name} exited with {server.proc.returncode}:\n{server.tail()}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                pass
+            answered = True
+        except urllib.error.HTTPError:
+            answered = True
+        except (urllib.error.URLError, OSError):
+            answered = False
+        if answered and len(server.workers()) >= WORKERS:
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"{server.name} not ready after {timeout}s:\n{server.tail()}")
+
+
+def rss_kib(pids: list[int]) -> dict[int, int]:
+    out = {}
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    out[pid] = int(line.split()[1])
+        except OSError:
+            pass
+    return out
+
+
+# --------------------------------------------------------------------------- wrk
+
+def ensure_wrk() -> str:
+    path = shutil.which("wrk")
+    if path:
+        return path
+    log("wrk is not installed: installing Debian's package (apt-get install -y wrk)")
+    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    apt_env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    if subprocess.run(sudo + ["apt-get", "install", "-y", "wrk"], env=apt_env, timeout=600).returncode != 0:
+        subprocess.run(sudo + ["apt-get", "update"], env=apt_env, timeout=600, check=True)
+        subprocess.run(sudo + ["apt-get", "install", "-y", "wrk"], env=apt_env, timeout=600, check=True)
+    path = shutil.which("wrk")
+    if not path:
+        raise RuntimeError("wrk is still missing after apt-get install")
+    return path
+
+
+def run_wrk(wrk: str, url: str, seconds: int, sampler=None) -> dict:
+    """One wrk run; ``sampler(phase)`` is called at its start, middle and end."""
+    nonce = secrets.token_hex(4)
+    argv = [wrk, f"-t{WRK_THREADS}", f"-c{CONNECTIONS}", f"-d{seconds}s", "--timeout", "10s", "--latency",
+            "-s", str(LUA), url, "--", nonce, str(FINGERPRINTS), str(RECOVERY_PCT)]
+    samples = {}
+    if sampler:
+        samples["start"] = sampler()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    timer = None
+    if sampler:
+        timer = threading.Timer(seconds / 2, lambda: samples.__setitem__("middle", sampler()))
+        timer.start()
+    try:
+        output, _ = proc.communicate(timeout=seconds + 60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise RuntimeError("wrk did not finish in time")
+    finally:
+        if timer:
+            timer.cancel()
+    if sampler:
+        samples["end"] = sampler()
+    line = next((l for l in output.splitlines() if l.startswith("BENCH_JSON ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk printed no BENCH_JSON line (exit {proc.returncode}):\n{output}")
+    result = json.loads(line.removeprefix("BENCH_JSON "))
+    secs = result["duration_us"] / 1e6
+    statuses = {int(k): v for k, v in result["statuses"].items()}
+    result.update(
+        seconds=secs,
+        statuses=statuses,
+        accepted=statuses.get(202, 0),
+        accepted_per_s=statuses.get(202, 0) / secs if secs else 0.0,
+        non_2xx={k: v for k, v in statuses.items() if not 200 <= k < 300},
+        socket_errors={k: v for k, v in result["errors"].items() if v and k != "status"},
+        p50_ms=result["latency_us"]["p50"] / 1000, p95_ms=result["latency_us"]["p95"] / 1000,
+        p99_ms=result["latency_us"]["p99"] / 1000, rss=samples,
+    )
+    return result
+
+
+# --------------------------------------------------------------------------- databases
+
+def sqlalchemy_to_libpq(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+class Databases:
+    """Fresh databases for one bench run: SQLite files in a temp dir, PostgreSQL databases dropped at the end."""
+
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+        self.pg_created: list[str] = []
+
+    def fresh(self, kind: str, name: str) -> str:
+        if kind == "sqlite":
+            path = self.workdir / f"{name}.db"
+            for suffix in ("", "-wal", "-shm"):
+                Path(str(path) + suffix).unlink(missing_ok=True)
+            return f"sqlite:///{path}"
+        if kind == "postgresql":
+            import psycopg
+
+            dbname = f"gateway_bench_{name}_{os.getpid()}"
+            with psycopg.connect(sqlalchemy_to_libpq(PG_ADMIN_URL), autocommit=True, connect_timeout=10) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+                conn.execute(f'CREATE DATABASE "{dbname}"')
+            self.pg_created.append(dbname)
+            base = PG_ADMIN_URL.rsplit("/", 1)[0]
+            return f"{base}/{dbname}"
+        raise ValueError(f"unknown database kind {kind!r} (sqlite, postgresql)")
+
+    def server_version(self) -> str:
+        try:
+            import psycopg
+
+            with psycopg.connect(sqlalchemy_to_libpq(PG_ADMIN_URL), connect_timeout=5) as conn:
+                return conn.execute("SHOW server_version").fetchone()[0]
+        except Exception as exc:
+            return f"unavailable ({exc.__class__.__name__})"
+
+    def drop_all(self) -> None:
+        if not self.pg_created:
+            return
+        import psycopg
+
+        with psycopg.connect(sqlalchemy_to_libpq(PG_ADMIN_URL), autocommit=True, connect_timeout=10) as conn:
+            for dbname in self.pg_created:
+                try:
+                    conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+                except Exception as exc:
+                    log(f"  could not drop {dbname}: {exc}")
+        self.pg_created.clear()
+
+
+# --------------------------------------------------------------------------- targets
+
+def start_gateway(workdir: Path, db_url: str, tag: str) -> tuple[Server, str]:
+    config = workdir / "bench-gateway.yaml"
+    config.write_text(BENCH_CONFIG)
+    env = dict(os.environ, GATEWAY_DATABASE_URL=db_url, GATEWAY_CONFIG=str(config),
+               GATEWAY_ADMIN_TOKEN=secrets.token_urlsafe(16), GATEWAY_THREADS=str(THREADS))
+    subprocess.run([str(BIN / "gateway"), "db", "upgrade"], env=env, cwd=ROOT, check=True, timeout=120,
+                   stdout=subprocess.DEVNULL)
+    port = free_port()
+    server = Server(f"gateway ({tag})",
+                    [str(BIN / "gateway"), "serve", "--host", "127.0.0.1", "--port", str(port),
+                     "--workers", str(WORKERS)], env, workdir / f"gateway-{tag}.log")
+    base = f"http://127.0.0.1:{port}"
+    wait_ready(server, f"{base}/health")
+    return server, f"{base}/hooks/whatap/bench/"
+
+
+def start_floor(workdir: Path, db_url: str, tag: str) -> tuple[Server, str]:
+    from bench.floor_app import create_schema
+
+    create_schema(db_url)
+    port = free_port()
+    env = dict(os.environ, BENCH_FLOOR_DATABASE_URL=db_url)
+    server = Server(f"floor ({tag})",
+                    [sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--threads", str(THREADS),
+                     "--workers", str(WORKERS), "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "20",
+                     "bench.floor_app:create_app()"], env, workdir / f"floor-{tag}.log")
+    base = f"http://127.0.0.1:{port}"
+    wait_ready(server, f"{base}/")
+    return server, f"{base}/hooks/whatap/bench/"
+
+
+def measure(wrk: str, server: Server, url: str) -> dict:
+    run_wrk(wrk, url, WARMUP)  # warm-up: connections, pools, caches, the first incidents
+    pids = server.workers()
+    result = run_wrk(wrk, url, DURATION, sampler=lambda: rss_kib(pids))
+    result["worker_pids"] = pids
+    if server.workers() != pids:
+        result["note"] = f"worker pids changed during the run: {pids} -> {server.workers()}"
+    if server.proc.poll() is not None:
+        raise RuntimeError(f"{server.name} died during the run:\n{server.tail()}")
+    return result
+
+
+def fmt_rss(samples: dict) -> str:
+    def total(phase):
+        return sum(samples.get(phase, {}).values()) / 1024
+    per = lambda phase: "+".join(f"{v / 1024:.0f}" for v in samples.get(phase, {}).values())
+    return f"{per('start')} / {per('middle')} / {per('end')} MiB (sum {total('start'):.0f}->{total('end'):.0f})"
+
+
+def describe(label: str, r: dict) -> None:
+    log(f"  {label}: {r['accepted']} accepted in {r['seconds']:.1f}s = {r['accepted_per_s']:.0f}/s; "
+        f"{r['requests']} responses; p50 {r['p50_ms']:.1f} ms, p95 {r['p95_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, "
+        f"max {r['latency_us']['max'] / 1000:.0f} ms")
+    log(f"    statuses {dict(sorted(r['statuses'].items()))}"
+        + (f"; NON-2xx {r['non_2xx']}" if r["non_2xx"] else "; no non-2xx")
+        + (f"; socket errors {r['socket_errors']}" if r["socket_errors"] else ""))
+    log(f"    worker RSS start/middle/end: {fmt_rss(r['rss'])}")
+    if r.get("note"):
+        log(f"    NOTE: {r['note']}")
+
+
+def compare(wrk: str, workdir: Path, dbs: Databases) -> dict:
+    results: dict = {db: {"gateway": [], "floor": []} for db in DBS}
+    for run in range(1, RUNS + 1):
+        for db in DBS:
+            for target, start in (("gateway", start_gateway), ("floor", start_floor)):
+                tag = f"{db}-{target}-{run}"
+                log(f"[run {run}/{RUNS}] {target} on {db}: fresh database, serve --workers {WORKERS} "
+                    f"(gthread x {THREADS}), warm-up {WARMUP}s, wrk -t{WRK_THREADS} -c{CONNECTIONS} -d{DURATION}s")
+                url_db = dbs.fresh(db, f"{target}_{run}")
+                server, url = start(workdir, url_db, tag)
+                try:
+                    r = measure(wrk, server, url)
+                finally:
+                    server.stop()
+                describe(target, r)
+                results[db][target].append(r)
+    return results
+
+
+def soak(wrk: str, workdir: Path, dbs: Databases, db: str) -> dict:
+    log(f"[soak] gateway on {db}: {SOAK_REQUESTS} webhooks, worker RSS every {SOAK_CHUNK}")
+    server, url = start_gateway(workdir, dbs.fresh(db, "soak"), f"{db}-soak")
+    try:
+        warm = run_wrk(wrk, url, WARMUP)
+        rate = max(warm["accepted_per_s"], 50.0)
+        pids = server.workers()
+        points = [(0, rss_kib(pids))]
+        sent, non_2xx, socket_errors, started = 0, {}, {}, time.monotonic()
+        while sent < SOAK_REQUESTS:
+            if time.monotonic() - started > SOAK_MAX_SECONDS:
+                log(f"  stopped at {sent}: BENCH_SOAK_MAX_SECONDS={SOAK_MAX_SECONDS} reached")
+                break
+            want = min(SOAK_CHUNK, SOAK_REQUESTS - sent)
+            r = run_wrk(wrk, url, max(2, round(want / rate)))
+            sent += r["accepted"]
+            rate = max(r["accepted_per_s"], 50.0)
+            for k, v in r["non_2xx"].items():
+                non_2xx[k] = non_2xx.get(k, 0) + v
+            for k, v in r["socket_errors"].items():
+                socket_errors[k] = socket_errors.get(k, 0) + v
+            points.append((sent, rss_kib(pids)))
+            log(f"  {sent:>7} accepted ({r['accepted_per_s']:.0f}/s, p99 {r['p99_ms']:.1f} ms): "
+                + ", ".join(f"pid {p} {v / 1024:.1f} MiB" for p, v in points[-1][1].items()))
+        if server.workers() != pids:
+            log(f"  NOTE: worker pids changed during the soak: {pids} -> {server.workers()}")
+    finally:
+        server.stop()
+    first, last = points[0][1], points[-1][1]
+    after_first = points[1][1] if len(points) > 2 else first
+    growth = {p: last.get(p, 0) - first.get(p, 0) for p in first}
+    growth_after = {p: last.get(p, 0) - after_first.get(p, 0) for p in first}
+    log(f"  growth start->end: " + ", ".join(f"pid {p} {g / 1024:+.1f} MiB" for p, g in growth.items()))
+    log(f"  growth {points[1][0] if len(points) > 2 else 0}->end: "
+        + ", ".join(f"pid {p} {g / 1024:+.1f} MiB" for p, g in growth_after.items()))
+    if non_2xx or socket_errors:
+        log(f"  NON-2xx {non_2xx}; socket errors {socket_errors}")
+    return dict(db=db, sent=sent, points=points, growth_kib=growth, growth_after_first_chunk_kib=growth_after,
+                non_2xx=non_2xx, socket_errors=socket_errors)
+
+
+# --------------------------------------------------------------------------- report
+
+def machine_facts(dbs: Databases) -> dict:
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem_kib = next(int(l.split()[1]) for l in Path("/proc/meminfo").read_text().splitlines()
+                   if l.startswith("MemTotal:"))
+    import sqlite3
+
+    wrk_version = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.splitlines()
+    return {
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "memory": f"{mem_kib / 1024 / 1024:.1f} GiB",
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "postgresql": dbs.server_version() if "postgresql" in DBS + SOAK_DBS else "not used",
+        "wrk": wrk_version[0].split(" [")[0] if wrk_version else "?",
+        "git": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True).stdout.strip(),
+    }
+
+
+def med(rs: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in rs)
+
+
+def summary(facts: dict, results: dict, soaks: list[dict]) -> list[str]:
+    lines = ["", "=" * 100, "SUMMARY" + (f" (medians of {RUNS} runs)" if RUNS > 1 else ""), ""]
+    lines += [f"machine: {facts['nproc']} CPUs, {facts['cpu']}, {facts['memory']} RAM, Linux {facts['kernel']}",
+              f"         Python {facts['python']}, SQLite {facts['sqlite']}, PostgreSQL {facts['postgresql']}, "
+              f"{facts['wrk']}, commit {facts['git']}, {facts['date']}",
+              f"load:    wrk -t{WRK_THREADS} -c{CONNECTIONS} -d{DURATION}s (after {WARMUP}s warm-up), "
+              f"{FINGERPRINTS} fingerprints, {RECOVERY_PCT}% recoveries, unique uuids; "
+              f"servers: {WORKERS} gunicorn gthread workers x {THREADS} threads", ""]
+    if results:
+        head = f"{'database':<11}{'target':<9}{'accepted/s':>11}{'non-2xx':>9}{'p50 ms':>8}{'p95 ms':>8}{'p99 ms':>8}" \
+               f"{'worker RSS start->end MiB':>28}{'gw/floor':>10}"
+        lines += [head, "-" * len(head)]
+        verdicts = []
+        for db, by_target in results.items():
+            gw, fl = by_target["gateway"], by_target["floor"]
+            ratio = med(gw, "accepted_per_s") / med(fl, "accepted_per_s") if fl and med(fl, "accepted_per_s") else 0
+            for target, rs in (("gateway", gw), ("floor", fl)):
+                if not rs:
+                    continue
+                last = rs[-1]["rss"]
+                rss = ("+".join(f"{v / 1024:.0f}" for v in last.get("start", {}).values()) + " -> "
+                       + "+".join(f"{v / 1024:.0f}" for v in last.get("end", {}).values()))
+                non2 = sum(sum(r["non_2xx"].values()) + sum(r["socket_errors"].values()) for r in rs)
+                lines.append(f"{db:<11}{target:<9}{med(rs, 'accepted_per_s'):>11.0f}{non2:>9}"
+                             f"{med(rs, 'p50_ms'):>8.1f}{med(rs, 'p95_ms'):>8.1f}{med(rs, 'p99_ms'):>8.1f}"
+                             f"{rss:>28}{(f'{ratio:.0%}' if target == 'gateway' else ''):>10}")
+            if gw:
+                rate, p99 = med(gw, "accepted_per_s"), med(gw, "p99_ms")
+                verdicts.append(
+                    f"{db}: accepted/s {rate:.0f} {'>=' if rate >= TARGET_RATE else '<'} {TARGET_RATE} "
+                    f"[{'met' if rate >= TARGET_RATE else 'MISSED'}]; floor fraction {ratio:.0%} "
+                    f"{'>=' if ratio >= TARGET_FLOOR_FRACTION else '<'} 75% "
+                    f"[{'met' if ratio >= TARGET_FLOOR_FRACTION else 'MISSED'}]; p99 {p99:.1f} ms "
+                    f"{'<=' if p99 <= TARGET_P99_MS else '>'} {TARGET_P99_MS} "
+                    f"[{'met' if p99 <= TARGET_P99_MS else 'MISSED'}]")
+        lines += ["", "targets (gateway, 32 connections):"] + [f"  {v}" for v in verdicts]
+    for s in soaks:
+        pts = s["points"]
+        lines += ["", f"soak ({s['db']}): worker RSS MiB by accepted webhooks"]
+        for sent, rss in pts:
+            lines.append(f"  {sent:>7}: " + "  ".join(f"{v / 1024:7.1f}" for v in rss.values()))
+        g = s["growth_kib"]
+        ga = s["growth_after_first_chunk_kib"]
+        lines.append(f"  growth start->end: " + ", ".join(f"{v / 1024:+.1f}" for v in g.values())
+                     + f" MiB; after the first chunk ({pts[1][0] if len(pts) > 2 else 0})->end: "
+                     + ", ".join(f"{v / 1024:+.1f}" for v in ga.values()) + " MiB"
+                     + (f"; NON-2xx {s['non_2xx']}" if s["non_2xx"] else ""))
+        if s["sent"] < 100_000:
+            lines.append(f"  (only {s['sent']} webhooks: the target is flat over 100,000 — "
+                         f"run `make bench BENCH_SOAK=1` for that)")
+    lines.append("=" * 100)
+    return lines
+
+
+def main() -> int:
+    workdir = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
+    dbs = Databases(workdir)
+
+    def on_signal(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+    ok = False
+    try:
+        wrk = ensure_wrk()
+        facts = machine_facts(dbs)
+        log(f"bench: work dir {workdir}; {facts['nproc']} CPUs ({facts['cpu']}); {facts['date']}")
+        results = {} if SOAK_ONLY else compare(wrk, workdir, dbs)
+        soaks = [soak(wrk, workdir, dbs, db) for db in SOAK_DBS] if SOAK_REQUESTS > 0 else []
+        for line in summary(facts, results, soaks):
+            log(line)
+        if OUT:
+            Path(OUT).write_text(json.dumps({"machine": facts, "results": results, "soaks": soaks}, indent=1,
+                                            default=str))
+        ok = True
+    except KeyboardInterrupt as exc:
+        log(f"bench interrupted ({exc}); stopping servers")
+    except Exception as exc:
+        log(f"bench FAILED: {exc}")
+        for server in Server.started[-2:]:
+            log(f"--- {server.name} log tail ({server.logfile}) ---\n{server.tail()}")
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        Server.stop_all()
+        try:
+            dbs.drop_all()
+        except Exception as exc:
+            log(f"could not drop the bench databases: {exc}")
+        if ok or not os.environ.get("BENCH_KEEP"):
+            shutil.rmtree(workdir, ignore_errors=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
