@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Mapping, Optional
 
-from marshmallow import Schema, fields
+from marshmallow import Schema, fields, validate
 
 from gateway.fields import Duration
 
@@ -196,7 +196,7 @@ class SourceOptions(Schema):
 class SinkOptions(Schema):
     """Options every sink accepts; retries and backoff are applied by the core."""
 
-    max_attempts = fields.Integer(load_default=8, validate=lambda n: n >= 1)
+    max_attempts = fields.Integer(load_default=8, validate=validate.Range(min=1))
     backoff_initial = Duration(load_default=1.0)
     backoff_max = Duration(load_default=300.0)
 
@@ -266,4 +266,4 @@ class SinkType:
         raise NotImplementedError
 
     def close(self) -> None:
-        """Release pooled connections; called when the config is reloaded or the app stops."""
+        """Release pooled connections; called a grace period after a reload replaced this instance."""
