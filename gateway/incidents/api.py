@@ -81,9 +81,9 @@ def list_incidents():
         if key in args:
             query = query.where(column == args[key])
     if args.get("q"):
-        like = f"%{args['q']}%"
-        query = query.where(or_(Incident.title.ilike(like), Incident.description.ilike(like),
-                                Incident.resource_name.ilike(like)))
+        # autoescape: "100%" finds that text rather than acting as a LIKE wildcard.
+        query = query.where(or_(*(column.icontains(args["q"], autoescape=True)
+                                  for column in (Incident.title, Incident.description, Incident.resource_name))))
     query = query.order_by(SORTS[args["sort"]], Incident.id.desc())
     return jsonify(paginate(query, args, incident_json))
 
