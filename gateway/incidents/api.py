@@ -55,9 +55,12 @@ def incident_json(row) -> dict:
 
 
 def entry_json(row) -> dict:
+    """A comment's text is its ``body``, as it was posted; other kinds carry an optional ``note``."""
+    comment = row.kind == "commented"
     return {
         "id": row.id, "kind": row.kind, "at": _iso(row.at), "actor": row.actor,
-        "from_status": row.from_status, "to_status": row.to_status, "note": row.note,
+        "from_status": row.from_status, "to_status": row.to_status,
+        "note": None if comment else row.note, "body": row.note if comment else None,
         "raw_url": f"/api/events/{row.raw_request_id}/raw" if row.raw_request_id else None,
     }
 
