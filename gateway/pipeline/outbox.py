@@ -61,9 +61,11 @@ class Dispatcher:
         self.poll = poll
         self.stopping = threading.Event()
         self._threads: dict[str, threading.Thread] = {}
+        self._supervisor: Optional[threading.Thread] = None
 
     # -- claiming and finishing rows -------------------------------------------------
     def claim(self, sink_name: str, worker: str) -> list:
+        """Lease up to ``batch`` due rows of one sink to ``worker``; each attempt is counted when it starts."""
         now = utcnow()
         earlier = aliased(Delivery)
         candidates = (
@@ -87,12 +89,31 @@ class Dispatcher:
         stmt = (
             update(deliveries)
             .where(deliveries.c.id.in_(candidates.scalar_subquery()))
-            .values(claimed_by=worker, claimed_until=now + timedelta(seconds=self.lease),
-                    attempts=deliveries.c.attempts + 1)
-            .returning(deliveries.c.id, deliveries.c.alert_id, deliveries.c.attempts)
+            .values(claimed_by=worker, claimed_until=now + timedelta(seconds=self.lease))
+            .returning(deliveries.c.id, deliveries.c.alert_id)
         )
         rows = run_in_transaction(self.runtime.engine, lambda conn: conn.execute(stmt).all())
         return sorted(rows, key=lambda r: r.id)
+
+    def _start(self, row_id: int, worker: str):
+        """Begin an attempt on a row ``worker`` still holds: renew its lease and count the attempt.
+
+        The lease of a row late in a slow batch may run out before its turn, and another
+        worker may take it over; then this returns None and only the other worker sends it.
+        """
+        stmt = (
+            update(deliveries)
+            .where(deliveries.c.id == row_id, deliveries.c.claimed_by == worker, deliveries.c.status == "pending")
+            .values(claimed_until=utcnow() + timedelta(seconds=self.lease), attempts=deliveries.c.attempts + 1)
+            .returning(deliveries.c.id, deliveries.c.alert_id, deliveries.c.attempts)
+        )
+        return run_in_transaction(self.runtime.engine, lambda conn: conn.execute(stmt).first())
+
+    def _release(self, row_ids: list[int], worker: str) -> None:
+        """Hand back claimed rows that were never started, so a stopping worker does not hold them a lease long."""
+        stmt = (update(deliveries).where(deliveries.c.id.in_(row_ids), deliveries.c.claimed_by == worker)
+                .values(claimed_by=None, claimed_until=None))
+        run_in_transaction(self.runtime.engine, lambda conn: conn.execute(stmt))
 
     def _finish(self, conn: Connection, row, worker: str, started: datetime, seconds: float,
                 outcome: str, values: dict, error: Optional[str] = None, status_code: Optional[int] = None) -> None:
@@ -151,8 +172,13 @@ class Dispatcher:
             return 0
         worker = worker or worker_name()
         rows = self.claim(sink_name, worker)
-        for row in rows:
-            self.deliver_one(sink, row, worker)
+        for index, row in enumerate(rows):
+            if self.stopping.is_set():
+                self._release([r.id for r in rows[index:]], worker)
+                break
+            started = self._start(row.id, worker)
+            if started is not None:
+                self.deliver_one(sink, started, worker)
         return len(rows)
 
     # -- threads -----------------------------------------------------------------
@@ -181,11 +207,18 @@ class Dispatcher:
                         thread.start()
                 self.stopping.wait(self.poll)
 
-        threading.Thread(target=supervise, daemon=True, name="dispatch-supervisor").start()
+        self._supervisor = threading.Thread(target=supervise, daemon=True, name="dispatch-supervisor")
+        self._supervisor.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop claiming and wait up to ``timeout`` for deliveries in flight, so none is cut off half-way."""
         self.stopping.set()
         self.runtime.notify_deliveries()
+        deadline = time.monotonic() + timeout
+        if self._supervisor is not None:
+            self._supervisor.join(timeout)
+        for thread in list(self._threads.values()):
+            thread.join(max(0.0, deadline - time.monotonic()))
 
 
 def _describe(exc: Exception) -> str:
