@@ -138,7 +138,8 @@ def test_confirmation_gets_the_url_once_and_is_listed(oci, receiver, api, form):
     assert handshakes["total"] == 1
     [handshake] = handshakes["items"]
     assert handshake["status"] == 200
-    assert dt.datetime.fromisoformat(handshake["received_at"]) > dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=1)
+    age = dt.datetime.now(dt.timezone.utc) - dt.datetime.fromisoformat(handshake["received_at"])
+    assert dt.timedelta(0) <= age < dt.timedelta(minutes=1)
     assert handshake["record"] == {
         "kind": "subscription_confirmation", "subscription_id": SUBSCRIPTION, "topic": TOPIC,
         "confirmation_url": receiver.url + CONFIRM_PATH, "outcome": "confirmed", "status_code": 200, "error": None,
@@ -162,6 +163,21 @@ def test_confirmation_host_outside_confirm_hosts_is_refused_and_never_requested(
     assert api.get("/api/sources/oci-seoul/handshakes").json["total"] == 0
 
 
+def test_failed_confirmation_answers_502_so_ons_resends_and_is_listed_as_failed(oci, receiver, api):
+    receiver.answer(500, 500)
+    body, headers = confirmation("header", receiver.url + CONFIRM_PATH + CONFIRM_QUERY)
+
+    response = oci.post(body, headers=headers)
+
+    assert response.status_code == 502
+    assert response.json["error"] == {"code": "confirmation_failed",
+                                      "message": "confirmation URL answered HTTP 500 (after one retry)"}
+    assert len(receiver.requests) == 2
+    [handshake] = api.get("/api/sources/oci-seoul/handshakes").json["items"]
+    assert handshake["status"] == 502
+    assert (handshake["record"]["outcome"], handshake["record"]["status_code"]) == ("failed", 500)
+
+
 @pytest.mark.parametrize("transient_failures", [0, 1], ids=["healthy", "one-503-then-healthy"])
 def test_confirmation_answers_within_ocis_five_seconds(oci, receiver, transient_failures):
     """ONS waits 5 s for the answer, and the confirmation GET happens inside it (default 3 s timeout, one retry)."""
@@ -182,7 +198,7 @@ def test_confirmation_answers_within_ocis_five_seconds(oci, receiver, transient_
                                        "needs a per-source scrub hook (see the OCI e2e report)")
 @pytest.mark.parametrize("form", [*FORMS, "alarm"])
 def test_subscription_tokens_are_not_kept_in_the_raw_journal(oci, receiver, api, form):
-    """The confirmation URL's token confirms the subscription and the unsubscribe URL's (on every message) cancels it."""
+    """The confirmation URL's token confirms the subscription; the unsubscribe URL's (on every message) cancels it."""
     if form == "alarm":
         unsubscribe = f"{receiver.url}/20181201/subscriptions/{SUBSCRIPTION}/unsubscription{CONFIRM_QUERY}"
         response = oci.post("ok_to_firing.json", message_id="msg-1", headers={"X-OCI-NS-UnsubscribeURL": unsubscribe})
@@ -342,7 +358,8 @@ def test_signature(make_oci, receiver, api, signing_key, confirm_hosts, signed, 
     receiver.default = (200, {"Content-Type": "application/x-pem-file"}, pem.decode())
     oci = make_oci(verify_signature=True, confirm_hosts=confirm_hosts)
     body = payload_bytes("ok_to_firing.json")
-    signature = key.sign(body if signed == "body" else payload_bytes("repeat.json"), padding.PKCS1v15(), hashes.SHA256())
+    signed_bytes = body if signed == "body" else payload_bytes("repeat.json")
+    signature = key.sign(signed_bytes, padding.PKCS1v15(), hashes.SHA256())
 
     response = oci.post(body, message_id="msg-1", headers={
         "X-OCI-NS-Signature": base64.b64encode(signature).decode(),
