@@ -89,7 +89,10 @@ class Runtime:
         metrics.CONFIG_RELOAD_TIME.set_to_current_time()
         log.info("config reloaded from %s", self.config_path)
         # In-flight deliveries may still hold the old sinks; let them finish first.
-        threading.Timer(60, lambda: [sink.close() for sink in old.sinks.values()]).start()
+        # A daemon timer: it must not keep a stopping process (tests, workers after SIGTERM) alive 60 s.
+        closer = threading.Timer(60, lambda: [sink.close() for sink in old.sinks.values()])
+        closer.daemon = True
+        closer.start()
         return True
 
     def notify_deliveries(self) -> None:
