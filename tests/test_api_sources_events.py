@@ -1,0 +1,152 @@
+"""/api/sources, /api/events, /api/config/reload and the bearer token that guards /api/*."""
+from __future__ import annotations
+
+import re
+
+import pytest
+import testkit
+
+ALERT = {"id": "evt-1", "title": "disk full", "severity": "critical"}
+
+
+def test_created_source_without_key_gets_an_unguessable_one(api, client):
+    first = api.post("/api/sources", json={"type": "testsrc", "name": "Team A"})
+    second = api.post("/api/sources", json={"type": "testsrc"})
+    assert (first.status_code, second.status_code) == (201, 201)
+    key = first.json["key"]
+    assert re.fullmatch(r"[A-Za-z0-9_-]{20,}", key) and key != second.json["key"]
+    assert first.json["webhook_url"] == f"http://localhost/hooks/testsrc/{key}/"
+    assert (first.json["origin"], first.json["read_only"], first.json["enabled"]) == ("api", False, True)
+    assert client.post(f"/hooks/testsrc/{key}/", json=ALERT).status_code == 202
+    assert client.post(f"/hooks/testsrc/{key[:-1]}/", json=ALERT).status_code == 404
+
+
+def test_created_source_with_explicit_key_and_duplicates(api, client):
+    created = api.post("/api/sources", json={"key": "team-b", "type": "testsrc", "name": "Team B"})
+    assert created.status_code == 201
+    assert api.get("/api/sources/team-b").json["name"] == "Team B"
+    assert client.post("/hooks/testsrc/team-b", json=ALERT).status_code == 202
+    for key, where in (("team-b", "already exists"), ("src", "declared in gateway.yaml")):
+        again = api.post("/api/sources", json={"key": key, "type": "testsrc"})
+        assert again.status_code == 409
+        assert again.json["error"]["code"] == "source_exists" and where in again.json["error"]["message"]
+
+
+@pytest.mark.parametrize("body, bad_fields", [
+    ({"type": "no-such-type"}, {"type"}),
+    ({"type": "testsrc", "reopen_window": "soon", "enabled": "maybe"}, {"reopen_window", "enabled"}),
+    ({"key": "has space", "type": "testsrc"}, {"key"}),
+])
+def test_invalid_source_is_422_naming_each_field(api, body, bad_fields):
+    response = api.post("/api/sources", json=body)
+    assert response.status_code == 422, response.json
+    assert response.json["error"]["code"] == "invalid_request"
+    assert set(response.json["error"]["fields"]) == bad_fields
+    assert api.get("/api/sources").json["total"] == 1  # only the YAML source
+
+
+def test_yaml_sources_are_listed_read_only(api):
+    listed = api.get("/api/sources").json
+    assert [(s["key"], s["origin"], s["read_only"]) for s in listed["items"]] == [("src", "file", True)]
+    response = api.patch("/api/sources/src", json={"enabled": False})
+    assert response.status_code == 409
+    assert response.json["error"]["code"] == "read_only"
+
+
+def test_disable_and_enable_through_patch(api, client):
+    key = api.post("/api/sources", json={"type": "testsrc"}).json["key"]
+    assert api.patch(f"/api/sources/{key}", json={"enabled": False}).json["enabled"] is False
+    refused = client.post(f"/hooks/testsrc/{key}/", json=ALERT)
+    assert (refused.status_code, refused.json["error"]["code"]) == (403, "source_disabled")
+    assert api.patch(f"/api/sources/{key}", json={"enabled": True}).json["enabled"] is True
+    assert client.post(f"/hooks/testsrc/{key}/", json=ALERT).status_code == 202
+
+
+def test_rotated_token_is_shown_once_and_replaces_the_old(api, client):
+    created = api.post("/api/sources", json={"key": "guarded", "type": "testsrc", "token": "first-token-123"})
+    assert created.json["token"] == "first-token-123"
+    hook = "/hooks/testsrc/guarded/"
+    assert client.post(hook, json=ALERT, headers={"X-Test-Token": "first-token-123"}).status_code == 202
+
+    rotated = api.patch("/api/sources/guarded", json={"rotate_token": True})
+    assert rotated.status_code == 200
+    new = rotated.json["token"]
+    assert len(new) >= 20 and new != "first-token-123"
+    old_answer = client.post(hook, json={**ALERT, "id": "2"}, headers={"X-Test-Token": "first-token-123"})
+    assert (old_answer.status_code, old_answer.json["error"]["code"]) == (401, "unauthorized")
+    assert client.post(hook, json={**ALERT, "id": "2"}, headers={"X-Test-Token": new}).status_code == 202
+
+    for shown in (api.get("/api/sources").get_data(as_text=True), api.get("/api/sources/guarded").get_data(as_text=True)):
+        assert new not in shown and "first-token-123" not in shown
+    listed = api.get("/api/sources/guarded").json
+    assert "token" not in listed and listed["options"]["token"] == "***"
+
+
+@pytest.mark.parametrize("authorization, code", [
+    (None, "missing_token"), ("Bearer wrong", "invalid_token"), ("Basic dGVzdDp0ZXN0", "missing_token"),
+])
+def test_api_needs_the_bearer_token(client, authorization, code):
+    headers = {"Authorization": authorization} if authorization else {}
+    for path in ("/api/sources", "/api/events", "/api/deliveries", "/api/config"):
+        response = client.get(path, headers=headers)
+        assert response.status_code == 401
+        assert response.json["error"]["code"] == code
+        assert response.headers["WWW-Authenticate"] == 'Bearer realm="gateway"'
+
+
+def test_events_list_and_raw_bytes(api, client):
+    body = b'{"id":"e-9" ,"title":"cpu \xec\x95\x8c\xeb\x9e\x8c"}'
+    for external_id in ("e-1", "e-2"):
+        client.post("/hooks/testsrc/src/", json={**ALERT, "id": external_id})
+    client.post("/hooks/testsrc/src/", data=body, content_type="application/vnd.vendor+json")
+
+    everything = api.get("/api/events?source=src").json
+    assert everything["total"] == 3
+    found = api.get("/api/events?source=src&external_id=e-9").json
+    assert found["total"] == 1
+    event = found["items"][0]
+    assert (event["source"], event["external_id"], event["size"], event["content_type"], event["alert_count"]) == (
+        "src", "e-9", len(body), "application/vnd.vendor+json", 1)
+    raw = api.get(event["raw_url"])
+    assert (raw.status_code, raw.data, raw.content_type) == (200, body, "application/vnd.vendor+json")
+    assert api.get("/api/events?source=other").json["total"] == 0
+    paged = api.get("/api/events?source=src&per_page=2&page=2").json
+    assert (paged["total"], len(paged["items"]), paged["items"][0]["external_id"]) == (3, 1, "e-1")
+    missing = api.get("/api/events/999999/raw")
+    assert (missing.status_code, missing.json["error"]["code"]) == (404, "not_found")
+
+
+NEW_SOURCE = """
+sources:
+  - key: src
+    type: testsrc
+  - key: added
+    type: testsrc
+sinks:
+  - name: itms
+    type: itms
+route:
+  sinks: [itms]
+"""
+
+
+def test_config_reload_applies_a_valid_file_and_keeps_the_old_on_error(app, api, client, write_config):
+    assert client.post("/hooks/testsrc/added/", json=ALERT).status_code == 404
+    write_config(NEW_SOURCE)
+    reloaded = api.post("/api/config/reload")
+    assert (reloaded.status_code, reloaded.json["status"]) == (200, "reloaded")
+    assert client.post("/hooks/testsrc/added/", json=ALERT).status_code == 202
+    assert testkit.metric(client.get("/metrics").get_data(as_text=True),
+                          "gateway_config_last_reload_successful") == 1
+
+    path = write_config(NEW_SOURCE.replace("type: itms", "type: nope"))
+    refused = api.post("/api/config/reload")
+    assert refused.status_code == 422
+    assert refused.json["error"]["code"] == "invalid_config"
+    assert refused.json["error"]["message"].endswith(
+        f"{path}:9: sinks[0].type: unknown sink type 'nope' (registered: itms, spaceone, testhttp)")
+    assert client.post("/hooks/testsrc/added/", json={**ALERT, "id": "2"}).status_code == 202
+    assert testkit.metric(client.get("/metrics").get_data(as_text=True),
+                          "gateway_config_last_reload_successful") == 0
+    shown = api.get("/api/config").json
+    assert shown["last_reload_ok"] is False and [s["key"] for s in shown["config"]["sources"]] == ["src", "added"]
