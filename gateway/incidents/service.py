@@ -80,6 +80,13 @@ def apply_alert(
     if alert.status == "resolved":
         if current is None or occurred < current.first_seen_at:
             return None  # nothing open, or the recovery of an earlier, already-ended incident
+        if occurred < current.last_seen_at:
+            # Out of order: the problem fired again after this recovery, so it is still open.
+            conn.execute(update(incidents).where(incidents.c.id == current.id)
+                         .values(event_count=incidents.c.event_count + 1, last_event_at=now))
+            _entry(conn, current.id, "webhook_received", actor, now, raw_request_id=raw_request_id,
+                   note="a recovery older than the latest alert; the problem fired again after it, so it stays open")
+            return current.id
         conn.execute(
             update(incidents)
             .where(incidents.c.id == current.id)
