@@ -302,6 +302,22 @@ def test_recovery_resolves_the_open_incident_as_the_source(recovery, acknowledge
     assert api.get(change["raw_url"]).data == encode(payload)
 
 
+def test_recovery_older_than_the_latest_alert_keeps_the_incident_open(fire, incidents, incident):
+    """Delivered out of order: the problem fired again after that recovery, so it must not be hidden."""
+    start = now_ms() - 30 * MINUTE
+    fire(time=start)
+    fire(time=start + 10 * MINUTE)
+    fire(time=start + 5 * MINUTE, status="off")
+    detail = incident(only_incident(incidents)["id"])
+    assert (detail["status"], detail["resolved_at"], detail["event_count"]) == ("triggered", None, 3)
+    assert [e["kind"] for e in detail["timeline"]] == ["created", "webhook_received", "webhook_received"]
+
+    fire(time=start + 11 * MINUTE, status="off")
+    detail = incident(detail["id"])
+    assert (detail["status"], detail["resolved_at"], detail["event_count"]) == (
+        "resolved", at(start + 11 * MINUTE), 4)
+
+
 def test_recovery_with_no_open_incident_is_stored_as_an_event_only(post, api):
     payload = whatap(status="off")
     response = post(payload)
