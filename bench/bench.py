@@ -18,6 +18,7 @@ import datetime as dt
 import json
 import os
 import platform
+import resource
 import secrets
 import shutil
 import signal
@@ -184,6 +185,70 @@ def rss_kib(pids: list[int]) -> dict[int, int]:
     return out
 
 
+HZ = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far; 0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / HZ
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def postgres_cpu() -> float:
+    total = 0.0
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                stat = (d / "stat").read_text()
+            except OSError:
+                continue
+            if stat[stat.index("(") + 1:stat.rindex(")")] == "postgres":
+                total += proc_cpu(int(d.name))
+    return total
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / HZ, sum(fields[:8]) / HZ
+
+
+class CpuMeter:
+    """Who used the CPU during one measured run: the server, wrk, PostgreSQL, everyone else.
+
+    "others" is the machine's busy time minus those three: other people's test runs on a
+    shared machine show up there, and a large value means the figures are pessimistic.
+    """
+
+    def __init__(self, server: "Server", pids: list[int], postgres: bool):
+        self.pids = [server.proc.pid, *pids]
+        self.postgres = postgres
+        self.start = self._read()
+
+    def _read(self):
+        return (sum(proc_cpu(p) for p in self.pids), postgres_cpu() if self.postgres else 0.0,
+                resource.getrusage(resource.RUSAGE_CHILDREN), machine_cpu())
+
+    def stop(self, requests: int, seconds: float) -> dict:
+        end = self._read()
+        server = end[0] - self.start[0]
+        postgres = end[1] - self.start[1]
+        wrk = (end[2].ru_utime + end[2].ru_stime) - (self.start[2].ru_utime + self.start[2].ru_stime)
+        busy = end[3][0] - self.start[3][0]
+        ncpu = os.cpu_count() or 1
+        others = max(busy - server - postgres - wrk, 0.0)
+        return {
+            "server_ms_per_request": 1000 * server / requests if requests else 0.0,
+            "postgres_ms_per_request": 1000 * postgres / requests if requests else 0.0,
+            "server_cores": server / seconds, "wrk_cores": wrk / seconds, "postgres_cores": postgres / seconds,
+            "others_cores": others / seconds, "machine_busy": busy / seconds / ncpu,
+        }
+
+
 # --------------------------------------------------------------------------- wrk
 
 def ensure_wrk() -> str:
@@ -202,7 +267,7 @@ def ensure_wrk() -> str:
     return path
 
 
-def run_wrk(wrk: str, url: str, seconds: int, sampler=None) -> dict:
+def run_wrk(wrk: str, url: str, seconds: int, sampler=None, meter_factory=None) -> dict:
     """One wrk run; ``sampler(phase)`` is called at its start, middle and end."""
     nonce = secrets.token_hex(4)
     argv = [wrk, f"-t{WRK_THREADS}", f"-c{CONNECTIONS}", f"-d{seconds}s", "--timeout", "10s", "--latency",
@@ -210,6 +275,7 @@ def run_wrk(wrk: str, url: str, seconds: int, sampler=None) -> dict:
     samples = {}
     if sampler:
         samples["start"] = sampler()
+    meter = meter_factory() if meter_factory else None
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     timer = None
     if sampler:
@@ -241,6 +307,7 @@ def run_wrk(wrk: str, url: str, seconds: int, sampler=None) -> dict:
         socket_errors={k: v for k, v in result["errors"].items() if v and k != "status"},
         p50_ms=result["latency_us"]["p50"] / 1000, p95_ms=result["latency_us"]["p95"] / 1000,
         p99_ms=result["latency_us"]["p99"] / 1000, rss=samples,
+        cpu=meter.stop(result["requests"], secs) if meter else None,
     )
     return result
 
@@ -332,10 +399,13 @@ def start_floor(workdir: Path, db_url: str, tag: str) -> tuple[Server, str]:
     return server, f"{base}/hooks/whatap/bench/"
 
 
-def measure(wrk: str, server: Server, url: str) -> dict:
+def measure(wrk: str, server: Server, url: str, url_db: str) -> dict:
     run_wrk(wrk, url, WARMUP)  # warm-up: connections, pools, caches, the first incidents
     pids = server.workers()
-    result = run_wrk(wrk, url, DURATION, sampler=lambda: rss_kib(pids))
+    load = os.getloadavg()[0]
+    result = run_wrk(wrk, url, DURATION, sampler=lambda: rss_kib(pids),
+                     meter_factory=lambda: CpuMeter(server, pids, "postgresql" in url_db))
+    result["loadavg_before"] = load
     result["worker_pids"] = pids
     if server.workers() != pids:
         result["note"] = f"worker pids changed during the run: {pids} -> {server.workers()}"
@@ -359,6 +429,15 @@ def describe(label: str, r: dict) -> None:
         + (f"; NON-2xx {r['non_2xx']}" if r["non_2xx"] else "; no non-2xx")
         + (f"; socket errors {r['socket_errors']}" if r["socket_errors"] else ""))
     log(f"    worker RSS start/middle/end: {fmt_rss(r['rss'])}")
+    c = r.get("cpu")
+    if c:
+        log(f"    CPU: server {c['server_ms_per_request']:.2f} ms/request ({c['server_cores']:.2f} cores), "
+            f"wrk {c['wrk_cores']:.2f} cores, postgres {c['postgres_cores']:.2f} cores, "
+            f"OTHER processes {c['others_cores']:.2f} cores; machine {c['machine_busy']:.0%} busy; "
+            f"load average before {r['loadavg_before']:.1f}")
+        if c["others_cores"] > 0.2:
+            log(f"    WARNING: other processes used {c['others_cores']:.2f} cores during this run: "
+                f"the figures are pessimistic; rerun on a quiet machine")
     if r.get("note"):
         log(f"    NOTE: {r['note']}")
 
@@ -374,7 +453,7 @@ def compare(wrk: str, workdir: Path, dbs: Databases) -> dict:
                 url_db = dbs.fresh(db, f"{target}_{run}")
                 server, url = start(workdir, url_db, tag)
                 try:
-                    r = measure(wrk, server, url)
+                    r = measure(wrk, server, url, url_db)
                 finally:
                     server.stop()
                 describe(target, r)
@@ -465,7 +544,7 @@ def summary(facts: dict, results: dict, soaks: list[dict]) -> list[str]:
               f"servers: {WORKERS} gunicorn gthread workers x {THREADS} threads", ""]
     if results:
         head = f"{'database':<11}{'target':<9}{'accepted/s':>11}{'non-2xx':>9}{'p50 ms':>8}{'p95 ms':>8}{'p99 ms':>8}" \
-               f"{'worker RSS start->end MiB':>28}{'gw/floor':>10}"
+               f"{'worker RSS start->end MiB':>28}{'CPU ms/req':>11}{'others':>8}{'gw/floor':>10}"
         lines += [head, "-" * len(head)]
         verdicts = []
         for db, by_target in results.items():
@@ -480,7 +559,9 @@ def summary(facts: dict, results: dict, soaks: list[dict]) -> list[str]:
                 non2 = sum(sum(r["non_2xx"].values()) + sum(r["socket_errors"].values()) for r in rs)
                 lines.append(f"{db:<11}{target:<9}{med(rs, 'accepted_per_s'):>11.0f}{non2:>9}"
                              f"{med(rs, 'p50_ms'):>8.1f}{med(rs, 'p95_ms'):>8.1f}{med(rs, 'p99_ms'):>8.1f}"
-                             f"{rss:>28}{(f'{ratio:.0%}' if target == 'gateway' else ''):>10}")
+                             f"{rss:>28}{statistics.median(r['cpu']['server_ms_per_request'] for r in rs):>11.2f}"
+                             f"{max(r['cpu']['others_cores'] for r in rs):>8.2f}"
+                             f"{(f'{ratio:.0%}' if target == 'gateway' else ''):>10}")
             if gw:
                 rate, p99 = med(gw, "accepted_per_s"), med(gw, "p99_ms")
                 verdicts.append(
@@ -490,6 +571,8 @@ def summary(facts: dict, results: dict, soaks: list[dict]) -> list[str]:
                     f"[{'met' if ratio >= TARGET_FLOOR_FRACTION else 'MISSED'}]; p99 {p99:.1f} ms "
                     f"{'<=' if p99 <= TARGET_P99_MS else '>'} {TARGET_P99_MS} "
                     f"[{'met' if p99 <= TARGET_P99_MS else 'MISSED'}]")
+        lines += ["(CPU ms/req: gunicorn master + workers per response; others: cores used by processes that are",
+                  " neither the server, wrk nor PostgreSQL during the run, the worst run — above ~0.2 the machine was shared)"]
         lines += ["", "targets (gateway, 32 connections):"] + [f"  {v}" for v in verdicts]
     for s in soaks:
         pts = s["points"]
