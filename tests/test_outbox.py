@@ -1,0 +1,337 @@
+"""The delivery outbox against a real HTTP receiver, through testkit's ``testhttp`` sink.
+
+Delivery is driven step by step with ``Dispatcher.run_once`` where the point is what
+gets recorded, and with the threaded dispatcher where the point is isolation.
+"""
+from __future__ import annotations
+
+import itertools
+import threading
+from collections import Counter
+from datetime import datetime
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from gateway.pipeline.outbox import Dispatcher
+from tests.conftest import ADMIN_TOKEN, wait_until
+
+WORKER = "test-worker"
+FAST = {"backoff_initial": 0.05, "backoff_max": 0.2, "max_attempts": 4, "timeout": 2}
+
+
+def config(**sinks: dict) -> str:
+    """gateway.yaml: source ``src`` (testsrc), the incident store and these testhttp sinks, all on the root route."""
+    lines = ["sources:", "  - key: src", "    type: testsrc", "sinks:", "  - name: itms", "    type: itms"]
+    for name, options in sinks.items():
+        lines += [f"  - name: {name}", "    type: testhttp"]
+        lines += [f"    {key}: {value}" for key, value in {**FAST, **options}.items()]
+    lines += ["route:", f"  sinks: [itms, {', '.join(sinks)}]"]
+    return "\n".join(lines) + "\n"
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+class Gateway:
+    """An app on this test's database: post alerts, read the outbox through the API, drive delivery."""
+
+    def __init__(self, app, lease: float):
+        self.client = app.test_client()
+        self.api = app.test_client()
+        self.api.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {ADMIN_TOKEN}"
+        self.runtime = app.extensions["gateway"].runtime
+        self.dispatcher = Dispatcher(self.runtime, lease=lease, poll=0.05)
+        self._ids = itertools.count(1)
+
+    def post(self, problem: str, status: str = "firing") -> int:
+        """Ingest one alert (its fingerprint is ``problem``); returns the alert id."""
+        r = self.client.post("/hooks/testsrc/src/", json={
+            "id": str(next(self._ids)), "title": f"{problem} {status}", "problem": problem, "status": status})
+        assert r.status_code == 202, r.json
+        return r.json["alerts"][0]
+
+    def deliveries(self, **query) -> list[dict]:
+        r = self.api.get("/api/deliveries", query_string={"per_page": 500, **query})
+        assert r.status_code == 200, r.json
+        return sorted(r.json["items"], key=lambda row: row["id"])
+
+    def delivery(self, delivery_id: int) -> dict:
+        r = self.api.get(f"/api/deliveries/{delivery_id}")
+        assert r.status_code == 200, r.json
+        return r.json
+
+    def row(self, alert_id: int, sink: str) -> dict:
+        (found,) = [row for row in self.deliveries(sink=sink) if row["alert_id"] == alert_id]
+        return found
+
+    def drive(self, sink: str, done, worker: str = WORKER, timeout: float = 10) -> None:
+        """run_once until ``done()`` holds; rows being retried become due after their backoff."""
+        wait_until(lambda: self.dispatcher.run_once(sink, worker) >= 0 and done(), timeout, interval=0.01)
+
+
+@pytest.fixture
+def gateway(make_app, receiver):
+    """gateway(lease=5, **sinks): sinks map a name to options (``path`` on the receiver, default ``/NAME``)."""
+
+    def make(lease: float = 5.0, **sinks) -> Gateway:
+        sinks = sinks or {"hook": {}}
+        for name, options in sinks.items():
+            options.setdefault("url", f"{receiver.url}{options.pop('path', '/' + name)}")
+        return Gateway(make_app(config(**sinks), ADMIN_TOKEN=ADMIN_TOKEN), lease)
+
+    return make
+
+
+def sent(receiver, path: str = "/hook") -> list[dict]:
+    return [r["json"] for r in receiver.requests if r["path"] == path]
+
+
+def test_every_attempt_is_recorded_with_growing_jittered_backoff_until_dead(gateway, receiver):
+    """Delays double from backoff_initial up to backoff_max, each within [d/2, d]; never retried early."""
+    gw = gateway(hook={"max_attempts": 5})
+    receiver.default = (503, {}, "busy")
+    alerts = [gw.post(f"p{n}") for n in range(3)]
+    next_at: dict[tuple[int, int], datetime] = {}
+
+    def step_until_dead():
+        gw.dispatcher.run_once("hook", WORKER)
+        rows = gw.deliveries(sink="hook")
+        for row in rows:
+            if row["status"] == "pending" and row["attempts"]:
+                next_at[row["id"], row["attempts"]] = at(row["next_attempt_at"])
+        return all(row["status"] == "dead" for row in rows)
+
+    wait_until(step_until_dead, interval=0.01)
+    rows = gw.deliveries(sink="hook")
+    assert [row["alert_id"] for row in rows] == alerts
+    first_delays = []
+    for row in rows:
+        detail = gw.delivery(row["id"])
+        assert detail["attempts"] == 5 and detail["finished_at"] is not None
+        assert detail["last_error"] == "gave up after 5 attempts; last error: answered 503"
+        log = detail["attempt_log"]
+        assert [a["outcome"] for a in log] == ["retry"] * 4 + ["dead"]
+        assert [a["status_code"] for a in log] == [503] * 5
+        assert [a["error"] for a in log] == ["answered 503"] * 4 + [detail["last_error"]]
+        assert {a["worker"] for a in log} == {WORKER}
+        assert all(isinstance(a["duration_ms"], int) and 0 <= a["duration_ms"] < 2000 for a in log)
+        for n, attempt in enumerate(log[:-1], start=1):
+            ended = at(attempt["started_at"]).timestamp() + attempt["duration_ms"] / 1000
+            delay = next_at[row["id"], n].timestamp() - ended
+            ceiling = min(0.2, 0.05 * 2 ** (n - 1))
+            assert ceiling / 2 - 0.002 <= delay <= ceiling + 0.03, (n, delay)
+            assert at(log[n]["started_at"]) >= next_at[row["id"], n]
+            if n == 1:
+                first_delays.append(delay)
+    assert len(set(first_delays)) > 1, "no jitter: every row waited exactly as long"
+    by_delivery = Counter(r["delivery"] for r in sent(receiver))
+    assert by_delivery == {row["id"]: 5 for row in rows}
+    assert [r["attempt"] for r in sent(receiver) if r["delivery"] == rows[0]["id"]] == [1, 2, 3, 4, 5]
+
+
+def test_permanent_error_is_dead_at_once_with_status_and_body(gateway, receiver):
+    gw = gateway()
+    receiver.answer((400, {}, '{"error": "unknown field"}'))
+    alert = gw.post("p")
+    assert gw.dispatcher.run_once("hook", WORKER) == 1
+    detail = gw.delivery(gw.row(alert, "hook")["id"])
+    error = 'answered 400 | response: {"error": "unknown field"}'
+    assert (detail["status"], detail["attempts"], detail["last_error"]) == ("dead", 1, error)
+    assert detail["finished_at"] is not None
+    assert [(a["outcome"], a["status_code"], a["error"], a["worker"]) for a in detail["attempt_log"]] == [
+        ("dead", 400, error, WORKER)]
+    assert gw.dispatcher.run_once("hook", WORKER) == 0
+    assert len(receiver.requests) == 1
+
+
+def test_operator_redrives_one_dead_row(gateway, receiver):
+    """Only a dead row can be re-driven; it then gets a fresh attempt budget and its log grows."""
+    gw = gateway()
+    receiver.answer((400, {}, "bad"))
+    dead = gw.row(gw.post("p"), "hook")["id"]
+    delivered = gw.row(gw.post("q"), "hook")["id"]
+    assert gw.dispatcher.run_once("hook", WORKER) == 2
+    pending = gw.row(gw.post("r"), "hook")["id"]
+    for delivery_id, status, code in ((pending, 409, "not_dead"), (999999, 404, "not_found")):
+        r = gw.api.post(f"/api/deliveries/{delivery_id}/retry")
+        assert (r.status_code, r.json["error"]["code"]) == (status, code), delivery_id
+    assert "is pending" in gw.api.post(f"/api/deliveries/{pending}/retry").json["error"]["message"]
+
+    r = gw.api.post(f"/api/deliveries/{dead}/retry")
+    assert r.status_code == 200, r.json
+    assert (r.json["id"], r.json["status"], r.json["attempts"], r.json["finished_at"]) == (dead, "pending", 0, None)
+    gw.drive("hook", lambda: gw.delivery(dead)["status"] == "delivered")
+    detail = gw.delivery(dead)
+    assert detail["attempts"] == 1
+    assert [(a["outcome"], a["status_code"]) for a in detail["attempt_log"]] == [("dead", 400), ("delivered", None)]
+    assert [r["delivery"] for r in sent(receiver)].count(dead) == 2
+    for delivery_id in (dead, delivered):
+        assert gw.api.post(f"/api/deliveries/{delivery_id}/retry").status_code == 409
+    assert [r["delivery"] for r in sent(receiver)].count(delivered) == 1
+
+
+def test_list_filters_by_status_and_sink(gateway, receiver):
+    gw = gateway(hook={}, other={})
+    ok, bad, busy = (gw.post(p) for p in ("ok", "bad", "busy"))
+    receiver.answer(200, (400, {}, "no"), 503)
+    assert gw.dispatcher.run_once("hook", WORKER) == 3
+
+    def listed(**query):
+        return [(row["alert_id"], row["sink"], row["status"]) for row in gw.deliveries(**query)]
+
+    assert listed(sink="hook") == [(ok, "hook", "delivered"), (bad, "hook", "dead"), (busy, "hook", "pending")]
+    assert listed(status="pending", sink="hook") == [(busy, "hook", "pending")]
+    assert listed(status="pending") == [(ok, "other", "pending"), (bad, "other", "pending"),
+                                        (busy, "hook", "pending"), (busy, "other", "pending")]
+    assert listed(status="dead") == [(bad, "hook", "dead")]
+    assert listed(status="delivered", sink="other") == []
+    r = gw.api.get("/api/deliveries", query_string={"status": "lost"})
+    assert r.status_code == 422 and "status" in r.json["error"]["fields"]
+    page = gw.api.get("/api/deliveries", query_string={"sink": "other", "per_page": 2}).json
+    assert (page["total"], len(page["items"])) == (3, 2)
+
+
+def test_bulk_retry_requeues_only_that_sinks_dead_rows(gateway, receiver):
+    gw = gateway(hook={}, other={})
+    receiver.default = (400, {}, "no")
+    alerts = [gw.post("p"), gw.post("q")]
+    for sink in ("hook", "other"):
+        assert gw.dispatcher.run_once(sink, WORKER) == 2
+    assert len(gw.deliveries(status="dead")) == 4
+
+    r = gw.api.post("/api/deliveries/retry", json={"sink": "hook"})
+    assert (r.status_code, r.json) == (200, {"sink": "hook", "requeued": 2})
+    receiver.default = (200, {}, "{}")
+    gw.drive("hook", lambda: len(gw.deliveries(status="delivered")) == 2)
+    assert [(row["alert_id"], row["sink"]) for row in gw.deliveries(status="delivered")] == [
+        (alerts[0], "hook"), (alerts[1], "hook")]
+    assert [row["sink"] for row in gw.deliveries(status="dead")] == ["other", "other"]
+    assert gw.dispatcher.run_once("other", WORKER) == 0
+    assert gw.api.post("/api/deliveries/retry", json={}).status_code == 422
+
+
+@pytest.fixture
+def broken(receiver):
+    """A second receiver, for a sink that fails while ``receiver`` stays healthy."""
+    server = type(receiver)()
+    yield server
+    server.down()
+
+
+@pytest.mark.parametrize("failure", ["always 503", "connection refused", "timeout"])
+def test_failing_sink_never_delays_or_resends_to_a_healthy_one(gateway, receiver, broken, failure):
+    if failure == "always 503":
+        broken.default = (503, {}, "down")
+    elif failure == "connection refused":
+        broken.down()
+    else:
+        broken.delay = 3
+    gw = gateway(hook={}, broken={"url": f"{broken.url}/broken", "timeout": 0.25, "max_attempts": 100})
+    gw.dispatcher.start()
+    try:
+        alerts = [gw.post(f"p{n}") for n in range(5)]
+        wait_until(lambda: len(sent(receiver)) == 5, timeout=5)
+        # Let the broken sink fail and retry for a while before counting what the healthy one got.
+        wait_until(lambda: min(row["attempts"] for row in gw.deliveries(sink="broken")) >= 2, timeout=10)
+    finally:
+        gw.dispatcher.stop()
+    rows = gw.deliveries(sink="hook")
+    assert [(row["alert_id"], row["status"], row["attempts"]) for row in rows] == [(a, "delivered", 1) for a in alerts]
+    assert sorted(r["delivery"] for r in sent(receiver)) == [row["id"] for row in rows]
+    assert all((at(row["finished_at"]) - at(row["created_at"])).total_seconds() < 1 for row in rows)
+    assert {row["status"] for row in gw.deliveries(sink="broken")} == {"pending"}
+
+
+def test_rows_of_a_crashed_worker_are_taken_up_after_the_lease(gateway, receiver):
+    gw = gateway(lease=0.3)
+    alerts = [gw.post("p"), gw.post("q")]
+    assert len(gw.dispatcher.claim("hook", "dead-worker")) == 2
+    assert gw.dispatcher.run_once("hook", "live-worker") == 0  # the lease still holds
+    assert receiver.requests == []
+    gw.drive("hook", lambda: len(gw.deliveries(status="delivered")) == 2, worker="live-worker")
+    rows = gw.deliveries(sink="hook")
+    assert [row["alert_id"] for row in rows] == alerts
+    assert Counter(r["delivery"] for r in sent(receiver)) == {row["id"]: 1 for row in rows}
+    for row in rows:
+        detail = gw.delivery(row["id"])
+        assert detail["attempts"] == 1
+        assert [(a["outcome"], a["worker"]) for a in detail["attempt_log"]] == [("delivered", "live-worker")]
+
+
+def test_a_batch_outlasting_its_lease_is_not_delivered_twice(gateway, receiver):
+    """Rows at the end of a slow batch lose their lease; whoever takes them over delivers them, nobody else."""
+    gw = gateway(lease=0.3)
+    receiver.delay = 0.2
+    rows = [gw.row(gw.post(f"p{n}"), "hook")["id"] for n in range(4)]
+    slow = threading.Thread(target=gw.dispatcher.run_once, args=("hook", "slow-worker"))
+    slow.start()
+    wait_until(lambda: len(receiver.requests) >= 2)  # past the slow worker's original lease
+    gw.drive("hook", lambda: len(gw.deliveries(status="delivered")) == 4, worker="fast-worker")
+    slow.join()
+    assert Counter(r["delivery"] for r in sent(receiver)) == {row: 1 for row in rows}
+    workers = {a["worker"] for row in rows for a in gw.delivery(row)["attempt_log"]}
+    assert workers == {"slow-worker", "fast-worker"}
+
+
+def test_stopping_finishes_the_delivery_in_flight_and_hands_back_the_rest(gateway, receiver):
+    gw = gateway(lease=30)
+    receiver.delay = 0.3
+    rows = [gw.row(gw.post(f"p{n}"), "hook")["id"] for n in range(3)]
+    gw.dispatcher.start()
+    wait_until(lambda: receiver.requests)
+    gw.dispatcher.stop()
+    assert [(row["id"], row["status"], row["attempts"]) for row in gw.deliveries(sink="hook")] == [
+        (rows[0], "delivered", 1), (rows[1], "pending", 0), (rows[2], "pending", 0)]
+    # Not held for the 30 s lease: another worker takes them at once.
+    assert Dispatcher(gw.runtime, lease=30).run_once("hook", "next-worker") == 2
+    assert Counter(r["delivery"] for r in sent(receiver)) == {row: 1 for row in rows}
+
+
+@pytest.mark.parametrize("script, alert_final, seen", [
+    ([503, 200, 503], "delivered",
+     [("p firing", 503), ("q firing", 200), ("p firing", 503), ("p firing", 200), ("p resolved", 200)]),
+    ([(400, {}, "no")], "dead", [("p firing", 400), ("q firing", 200), ("p resolved", 200)]),
+], ids=["alert retried", "alert dead"])
+def test_recovery_waits_for_its_alert_without_blocking_other_fingerprints(gateway, receiver, script, alert_final,
+                                                                         seen):
+    gw = gateway()
+    receiver.answer(*script)
+    alert, other, recovery = gw.post("p"), gw.post("q"), gw.post("p", "resolved")
+    assert gw.dispatcher.run_once("hook", WORKER) == 2  # the alert fails, q goes through, the recovery waits
+    assert gw.row(other, "hook")["status"] == "delivered"
+    assert (gw.row(recovery, "hook")["status"], gw.row(recovery, "hook")["attempts"]) == ("pending", 0)
+
+    gw.drive("hook", lambda: gw.row(recovery, "hook")["status"] != "pending")
+    assert (gw.row(alert, "hook")["status"], gw.row(recovery, "hook")["status"]) == (alert_final, "delivered")
+    assert [(r["json"]["title"], r["status"]) for r in receiver.requests] == seen
+
+
+def _samples(client) -> dict:
+    r = client.get("/metrics")
+    assert r.status_code == 200
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(r.get_data(as_text=True)) for s in family.samples}
+
+
+def test_metrics_show_outbox_depth_and_attempt_outcomes(gateway, receiver):
+    gw = gateway(hook={}, other={})
+    before = _samples(gw.client)
+    for problem in ("ok", "bad", "busy", "idle"):
+        gw.post(problem)
+    receiver.answer(200, (400, {}, "no"), 503, 200)
+    assert gw.dispatcher.run_once("hook", WORKER) == 4
+    after = _samples(gw.client)
+
+    def rows(sink, status):
+        return after.get(("gateway_outbox_rows", (("sink", sink), ("status", status))))
+
+    assert (rows("hook", "pending"), rows("hook", "dead"), rows("other", "pending")) == (1, 1, 4)
+    assert rows("hook", "delivered") is None and rows("other", "dead") is None
+
+    def attempts(samples, outcome):
+        return samples.get(("gateway_delivery_attempts_total", (("outcome", outcome), ("sink", "hook"))), 0)
+
+    assert {o: attempts(after, o) - attempts(before, o) for o in ("delivered", "retry", "dead")} == {
+        "delivered": 2, "retry": 1, "dead": 1}
