@@ -1,0 +1,133 @@
+"""A real ``gateway serve --workers 2`` (gunicorn) on SQLite, spoken to over HTTP on 127.0.0.1."""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import requests
+import testkit
+from conftest import wait_until
+
+GATEWAY = str(Path(sys.executable).parent / "gateway")
+TOKEN = "serve-admin-token"
+CONFIG = """
+global:
+  max_body_size: 1KiB
+sources:
+  - key: src
+    type: testsrc
+sinks:
+  - name: itms
+    type: itms
+route:
+  sinks: [itms]
+"""
+LATE_SOURCE = "  - key: late\n    type: testsrc\nsinks:"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def environment(tmp_path):
+    """The environment an operator sets, with the test plugin installed as a distribution."""
+    config = tmp_path / "gateway.yaml"
+    config.write_text(textwrap.dedent(CONFIG))
+    site = testkit.install_testkit(tmp_path / "site")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(Path(testkit.__file__).parents[1])]),
+            "GATEWAY_CONFIG": str(config), "GATEWAY_DATABASE_URL": f"sqlite:///{tmp_path / 'gateway.db'}",
+            "GATEWAY_ADMIN_TOKEN": TOKEN, "GATEWAY_THREADS": "2"}
+
+
+@pytest.fixture
+def server(environment):
+    subprocess.run([GATEWAY, "db", "upgrade"], env=environment, check=True, capture_output=True, timeout=60)
+    port = free_port()
+    proc = subprocess.Popen([GATEWAY, "serve", "--workers", "2", "--port", str(port)], env=environment,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+
+    def healthy():
+        assert proc.poll() is None, proc.stdout.read()
+        try:
+            return requests.get(f"{base}/health", timeout=2).status_code == 200
+        except requests.RequestException:  # not listening yet, or the workers are still booting
+            return False
+
+    wait_until(healthy, timeout=30, interval=0.2)
+    yield proc, base, Path(environment["GATEWAY_CONFIG"])
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(timeout=10)
+    proc.stdout.close()
+
+
+def post(base: str, key: str, external_id: str) -> int:
+    return requests.post(f"{base}/hooks/testsrc/{key}/", json={"id": external_id, "title": "disk"}, timeout=5).status_code
+
+
+def metric(base: str, name: str, **labels: str) -> float:
+    return testkit.metric(requests.get(f"{base}/metrics", timeout=5).text, name, **labels)
+
+
+def chunked_post(base: str, path: str, chunks: list[bytes]) -> tuple[int, dict]:
+    """A body sent without Content-Length: the size limit must hold while streaming."""
+    host, port = base.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=5)
+    conn.request("POST", path, body=iter(chunks), headers={"Content-Type": "application/json"},
+                 encode_chunked=True)
+    response = conn.getresponse()
+    answer = response.status, json.loads(response.read())
+    conn.close()
+    return answer
+
+
+def test_serve_counts_across_workers_reloads_on_sighup_and_stops_cleanly(server):
+    proc, base, config = server
+    assert [post(base, "src", f"n{n}") for n in range(20)] == [202] * 20
+    assert metric(base, "gateway_webhooks_received_total", source="src") == 20
+    assert metric(base, "gateway_webhooks_accepted_total", source="src", outcome="accepted") == 20
+    assert requests.get(f"{base}/api/events?source=src", headers={"Authorization": f"Bearer {TOKEN}"},
+                        timeout=5).json()["total"] == 20
+
+    status, body = chunked_post(base, "/hooks/testsrc/src/", [b'{"pad": "', b"x" * 800, b"x" * 800, b'"}'])
+    assert (status, body["error"]["code"]) == (413, "body_too_large")
+    assert metric(base, "gateway_webhooks_rejected_total", source="src", reason="body_too_large") == 1
+
+    assert post(base, "late", "before") == 404
+    config.write_text(config.read_text().replace("sinks:", LATE_SOURCE, 1))
+    proc.send_signal(signal.SIGHUP)
+    sent = iter(range(1000))
+    wait_until(lambda: all(post(base, "late", f"l{next(sent)}") == 202 for _ in range(8)))  # every worker
+
+    config.write_text(config.read_text().replace("type: itms", "type: nope"))
+    proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: metric(base, "gateway_config_last_reload_successful") == 0)
+    assert [post(base, "late", f"after{n}") for n in range(8)] == [202] * 8
+    wait_until(lambda: not any(requests.get(f"{base}/health", timeout=5).json()["config"]["last_reload_ok"]
+                               for _ in range(6)))
+
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+
+
+def test_serve_refuses_an_invalid_config(environment):
+    path = environment["GATEWAY_CONFIG"]
+    Path(path).write_text(textwrap.dedent(CONFIG).replace("type: itms", "type: nope"))
+    result = subprocess.run([GATEWAY, "serve", "--port", str(free_port())], env=environment,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert f"{path}:9: sinks[0].type: unknown sink type 'nope' (registered: itms, spaceone, testhttp)" in (
+        result.stderr.splitlines())
+    assert "Gateway on" not in result.stdout
