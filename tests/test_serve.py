@@ -65,12 +65,14 @@ def server(environment):
         except requests.RequestException:  # not listening yet, or the workers are still booting
             return False
 
-    wait_until(healthy, timeout=30, interval=0.2)
-    yield proc, base, Path(environment["GATEWAY_CONFIG"])
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait(timeout=10)
-    proc.stdout.close()
+    try:
+        wait_until(healthy, timeout=30, interval=0.2)
+        yield proc, base, Path(environment["GATEWAY_CONFIG"])
+    finally:  # never leave a server behind, even when start-up failed
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=30)
+        proc.stdout.close()
 
 
 def post(base: str, key: str, external_id: str) -> int:
