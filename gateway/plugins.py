@@ -54,11 +54,19 @@ class Registry:
 
 def _distributions() -> dict[str, importlib.metadata.Distribution]:
     """Entry-point name -> the distribution that declares it."""
-    owners = {}
+    owners: dict[str, importlib.metadata.Distribution] = {}
     for dist in importlib.metadata.distributions():
         for ep in dist.entry_points:
-            if ep.group == hookspecs.NAME:
-                owners[ep.name] = dist
+            if ep.group != hookspecs.NAME:
+                continue
+            other = owners.get(ep.name)
+            if other is not None and other.metadata["Name"] != dist.metadata["Name"]:
+                # Keeping either one would silently drop the other plugin.
+                raise PluginError(
+                    f"plugin {ep.name!r} is declared by two distributions: "
+                    f"{other.metadata['Name']} and {dist.metadata['Name']}"
+                )
+            owners.setdefault(ep.name, dist)  # the first on sys.path wins, as for imports
     return owners
 
 
