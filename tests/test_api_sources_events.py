@@ -94,6 +94,12 @@ def test_api_needs_the_bearer_token(client, authorization, code):
         assert response.headers["WWW-Authenticate"] == 'Bearer realm="gateway"'
 
 
+def test_wrong_method_on_the_api_is_json_405_with_allow(api):
+    response = api.delete("/api/sources")
+    assert (response.status_code, response.json["error"]["code"]) == (405, "method_not_allowed")
+    assert set(response.headers["Allow"].split(", ")) == {"GET", "HEAD", "OPTIONS", "POST"}
+
+
 def test_events_list_and_raw_bytes(api, client):
     body = b'{"id":"e-9" ,"title":"cpu \xec\x95\x8c\xeb\x9e\x8c"}'
     for external_id in ("e-1", "e-2"):

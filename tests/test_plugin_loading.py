@@ -86,3 +86,13 @@ def test_cli_and_health_list_the_same_plugins(client):
     testkit_entry = {"name": "testkit", "distribution": "(registered in process)", "version": "",
                      "source_types": ["testsrc"], "sink_types": ["testhttp"]}
     assert health == printed + [testkit_entry]
+
+
+def test_one_entry_point_name_in_two_distributions_names_both(installed):
+    """Loading either would silently drop the other plugin."""
+    installed("whatap-fork", "whatap", "")
+    with pytest.raises(PluginError) as caught:
+        build_registry()
+    assert str(caught.value) in (
+        f"plugin 'whatap' is declared by two distributions: {a} and {b}"
+        for a, b in (("whatap-fork", "gateway-whatap"), ("gateway-whatap", "whatap-fork")))
