@@ -1,0 +1,71 @@
+"""Two ``gateway worker`` processes on one database never deliver a row twice.
+
+The workers are real subprocesses of the installed command, so the config uses only
+installed plugins (whatap in, spaceone out); the receiver counts the delivery ids that
+the spaceone sink sends in ``X-Gateway-Delivery-Id``.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+from tests.conftest import ADMIN_TOKEN, wait_until
+
+GATEWAY = str(Path(sys.executable).with_name("gateway"))
+ALERTS = 200
+
+
+def test_two_worker_processes_deliver_each_row_exactly_once(make_app, receiver, database_url, tmp_path):
+    receiver.delay = 0.005  # deliveries take a moment, so both workers are busy at once
+    app = make_app(f"""
+sources:
+  - key: whatap-prod
+    type: whatap
+sinks:
+  - name: itms
+    type: itms
+  - name: spaceone
+    type: spaceone
+    url: {receiver.url}/monitoring/v1/webhook/wh-1/AbCdEf0123456789/events
+route:
+  sinks: [itms, spaceone]
+""", ADMIN_TOKEN=ADMIN_TOKEN)
+    env = {**os.environ, "GATEWAY_DATABASE_URL": database_url, "GATEWAY_CONFIG": app.config["CONFIG"],
+           "PYTHONUNBUFFERED": "1"}
+    workers = []
+    try:
+        for n in range(2):
+            workers.append(subprocess.Popen([GATEWAY, "worker"], env=env, stdout=subprocess.PIPE, text=True,
+                                            stderr=open(tmp_path / f"worker{n}.log", "w")))
+        for worker in workers:
+            assert worker.stdout.readline().startswith("worker delivering for sinks: spaceone"), \
+                (tmp_path / "worker0.log").read_text() + (tmp_path / "worker1.log").read_text()
+
+        client = app.test_client()
+        for n in range(ALERTS):
+            r = client.post("/hooks/whatap/whatap-prod/", json={
+                "pcode": 1, "oid": 7, "title": f"problem {n}", "uuid": f"u{n}", "metricName": "cpu", "status": "on"})
+            assert r.status_code == 202, r.json
+        api = app.test_client()
+        api.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {ADMIN_TOKEN}"
+        wait_until(lambda: api.get("/api/deliveries?status=delivered").json["total"] == ALERTS, timeout=60,
+                   interval=0.2)
+    finally:
+        for worker in workers:
+            worker.send_signal(signal.SIGTERM)
+        codes = [worker.wait(timeout=30) for worker in workers]
+    assert codes == [0, 0]
+
+    rows = api.get("/api/deliveries", query_string={"per_page": 500}).json["items"]
+    assert len(rows) == ALERTS
+    assert {(row["status"], row["attempts"]) for row in rows} == {("delivered", 1)}
+    sent = Counter(r["headers"]["X-Gateway-Delivery-Id"] for r in receiver.requests)
+    assert sent == {str(row["id"]): 1 for row in rows}
+    assert {r["json"]["title"] for r in receiver.requests} == {f"problem {n}" for n in range(ALERTS)}
+    pids = {a["worker"].split(":")[-2] for row in rows for a in
+            api.get(f"/api/deliveries/{row['id']}").json["attempt_log"]}
+    assert pids == {str(worker.pid) for worker in workers}, "both workers should have delivered rows"
