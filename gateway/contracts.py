@@ -234,6 +234,21 @@ class SourceType:
         """A string equal for every alert about the same problem (firing and recovery alike)."""
         raise NotImplementedError
 
+    def delivery_id(self, request: InboundRequest) -> Optional[str]:
+        """The vendor's id for this delivery, if it has one; redeliveries of it have one effect.
+
+        ``None`` (the default) keys idempotency on the alerts' ``external_id`` instead; a
+        request that yields no alert is then stored again when redelivered.
+        """
+        return None
+
+    def scrub(self, request: InboundRequest) -> tuple[Mapping[str, str], bytes]:
+        """The headers and body the raw journal keeps: blank out secrets a vendor puts in them.
+
+        The core already redacts ``Authorization``, ``X-Webhook-Token`` and ``Cookie``.
+        """
+        return request.headers, request.body
+
 
 class SinkType:
     """A destination.  Subclass it and register the class from ``register_sink_types``.

@@ -97,16 +97,20 @@ def _receive(runtime: Runtime, source: Optional[ActiveSource], source_type: str,
     request = InboundRequest(method, path, Headers(headers), body, payload, remote_addr, utcnow())
     with _plugin_guard(source):
         source.plugin.verify(request)
+        raw = _raw_values(source, request)
         reply = source.plugin.handshake(request)
     if reply is not None:
-        _store_handshake(runtime, source, request, reply)
+        _store_handshake(runtime, source, request, raw, reply)
         return Outcome(reply.status, reply.body, reply.headers)
 
     with _plugin_guard(source):
         alerts = [_complete(source, alert) for alert in source.plugin.parse(request)]
-    routed = [_route(snapshot, source, alert) for alert in alerts]
+        routed = [_route(snapshot, source, alert) for alert in alerts]
+    ids = [alert.external_id for alert in alerts]
+    raw["external_id"] = raw["external_id"] or ("|".join(ids) if ids and all(ids) else None)
+    raw["alert_count"] = len(alerts)
     try:
-        ids = run_in_transaction(runtime.engine, lambda conn: _store(conn, snapshot, source, request, routed))
+        ids = run_in_transaction(runtime.engine, lambda conn: _store(conn, raw, routed))
     except SQLAlchemyError as exc:
         log.error("could not store webhook for %s: %s", source.key, exc)
         raise Unavailable("the database is unavailable; nothing was stored, retry later") from exc
@@ -119,7 +123,7 @@ def _receive(runtime: Runtime, source: Optional[ActiveSource], source_type: str,
 
 @contextmanager
 def _plugin_guard(source: ActiveSource) -> Iterator[None]:
-    """A plugin that crashes on a payload answers 422, not 500: the sender learns it was refused."""
+    """A plugin that crashes on a request answers 422, not 500: the sender learns it was refused."""
     try:
         yield
     except Rejected:
@@ -170,23 +174,19 @@ def _insert_ignoring_duplicate(conn: Connection, table, values: dict, index: lis
     return conn.execute(stmt.returning(table.c.id)).scalar()
 
 
-def _raw_values(source: ActiveSource, request: InboundRequest, external_id: Optional[str], count: int) -> dict:
-    headers = {k: ("[redacted]" if k in SECRET_HEADERS else v) for k, v in request.headers.items()}
+def _raw_values(source: ActiveSource, request: InboundRequest) -> dict:
+    """The raw journal's row, as the source's scrub leaves it and without credentials."""
+    headers, body = source.plugin.scrub(request)
     return dict(
         source_key=source.key, source_type=source.type, method=request.method, path=request.path,
-        headers=headers, body=request.body, content_type=request.headers.get("content-type"),
-        remote_addr=request.remote_addr, received_at=request.received_at, external_id=external_id,
-        alert_count=count,
+        headers={k: ("[redacted]" if k.lower() in SECRET_HEADERS else v) for k, v in headers.items()},
+        body=body, content_type=request.headers.get("content-type"), remote_addr=request.remote_addr,
+        received_at=request.received_at, external_id=source.plugin.delivery_id(request), alert_count=0,
     )
 
 
-def _store(conn: Connection, snapshot: Snapshot, source: ActiveSource, request: InboundRequest, routed) -> Optional[list[int]]:
-    ids = [alert.external_id for alert, _, _ in routed]
-    external_id = "|".join(ids) if ids and all(ids) else None
-    raw = RawRequest.__table__
-    raw_id = _insert_ignoring_duplicate(
-        conn, raw, _raw_values(source, request, external_id, len(routed)), ["source_key", "external_id"]
-    )
+def _store(conn: Connection, raw: dict, routed) -> Optional[list[int]]:
+    raw_id = _insert_ignoring_duplicate(conn, RawRequest.__table__, raw, ["source_key", "external_id"])
     if raw_id is None:
         return None  # this (source, external id) was accepted before: change nothing
     return [record_alert(conn, alert.replace(raw_request_id=raw_id), inline, outbox)
@@ -219,11 +219,10 @@ def record_alert(conn: Connection, alert: Alert, inline, outbox: list[str], inci
     return alert_id
 
 
-def _store_handshake(runtime: Runtime, source: ActiveSource, request: InboundRequest, reply: Reply) -> None:
+def _store_handshake(runtime: Runtime, source: ActiveSource, request: InboundRequest, raw: dict,
+                     reply: Reply) -> None:
     def work(conn: Connection) -> None:
-        raw_id = conn.execute(
-            insert(RawRequest.__table__).values(**_raw_values(source, request, None, 0)).returning(RawRequest.id)
-        ).scalar_one()
+        raw_id = conn.execute(insert(RawRequest.__table__).values(**raw).returning(RawRequest.id)).scalar_one()
         conn.execute(insert(Handshake.__table__).values(
             source_key=source.key, raw_request_id=raw_id, received_at=request.received_at,
             status=reply.status, record=dict(reply.record or {}),

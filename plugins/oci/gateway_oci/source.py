@@ -10,6 +10,7 @@ from gateway import Alert, InboundRequest, Rejected, Reply, SourceType
 from gateway_oci.alarm import to_alert
 from gateway_oci.confirm import confirm, confirmation_url
 from gateway_oci.options import OciOptions
+from gateway_oci.scrub import scrub_request
 from gateway_oci.signature import CertificateCache, verify_signature
 
 _CHALLENGE = {"WWW-Authenticate": 'Basic realm="gateway"'}
@@ -31,6 +32,18 @@ class OciSource(SourceType):
             self._check_basic_auth(request)
         if self.options["verify_signature"]:
             verify_signature(request, self._certificates, self.options["confirm_hosts"])
+
+    def scrub(self, request: InboundRequest) -> tuple[Mapping[str, str], bytes]:
+        return scrub_request(request)
+
+    def delivery_id(self, request: InboundRequest) -> Optional[str]:
+        """ONS delivers at least once: its message id makes every redelivery a duplicate, alarms or not."""
+        header = request.headers.get("X-OCI-NS-MessageId")
+        if header:
+            return header
+        envelope = request.payload if isinstance(request.payload, dict) else {}
+        message_id = envelope.get("messageId") if envelope.get("type") == "Notification" else None
+        return str(message_id) if message_id else None
 
     def handshake(self, request: InboundRequest) -> Optional[Reply]:
         is_confirmation, url = confirmation_url(request)
