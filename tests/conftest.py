@@ -186,7 +186,7 @@ class Receiver:
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port or 0), Handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
 
     def down(self) -> None:
         self._server.shutdown()
