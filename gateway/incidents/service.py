@@ -92,7 +92,7 @@ def apply_alert(
             .where(incidents.c.id == current.id)
             .values(
                 status="resolved",
-                resolved_at=max(occurred, current.first_seen_at),
+                resolved_at=occurred,  # not before last_seen_at, checked above
                 event_count=incidents.c.event_count + 1,
                 last_event_at=now,
             )
