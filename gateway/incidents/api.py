@@ -70,7 +70,7 @@ def _iso(value):
 
 
 def _json_body(schema: Schema) -> dict:
-    data = request.get_json(silent=True)
+    data = request.get_json(silent=True, force=True)  # curl -d sends form content-type
     if data is None and request.get_data():
         raise Rejected(400, "invalid_json", "body is not valid JSON")
     return schema.load(data or {})

@@ -12,7 +12,7 @@ import logging
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterator, Mapping, Optional
 
 from sqlalchemy import Connection, insert
@@ -104,7 +104,7 @@ def _receive(runtime: Runtime, source: Optional[ActiveSource], source_type: str,
         return Outcome(reply.status, reply.body, reply.headers)
 
     with _plugin_guard(source):
-        alerts = [_complete(source, alert) for alert in source.plugin.parse(request)]
+        alerts = [_complete(source, alert, request.received_at) for alert in source.plugin.parse(request)]
         routed = [_route(snapshot, source, alert) for alert in alerts]
     ids = [alert.external_id for alert in alerts]
     raw["external_id"] = raw["external_id"] or ("|".join(ids) if ids and all(ids) else None)
@@ -134,7 +134,11 @@ def _plugin_guard(source: ActiveSource) -> Iterator[None]:
                        f"the {source.type} plugin could not process this payload ({exc.__class__.__name__})") from exc
 
 
-def _complete(source: ActiveSource, alert: Alert) -> Alert:
+MAX_CLOCK_SKEW = timedelta(minutes=5)
+"""How far in the future a vendor's alert time may be; a skewed clock must not pin an incident's times ahead."""
+
+
+def _complete(source: ActiveSource, alert: Alert, received_at: datetime) -> Alert:
     """Check what the plugin produced and add what only the core knows."""
     problems = {}
     if alert.status not in STATUSES:
@@ -145,9 +149,10 @@ def _complete(source: ActiveSource, alert: Alert) -> Alert:
         problems["title"] = "missing"
     if problems:
         raise Rejected.invalid(problems)
-    occurred = alert.occurred_at or utcnow()
+    occurred = alert.occurred_at or received_at
     if occurred.tzinfo is None:
         occurred = occurred.replace(tzinfo=timezone.utc)
+    occurred = min(occurred, received_at + MAX_CLOCK_SKEW)
     labels = {str(k): str(v) for k, v in alert.labels.items() if v is not None}
     return alert.replace(
         source_key=source.key, source_type=source.type, occurred_at=occurred, labels=labels,

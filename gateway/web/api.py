@@ -29,7 +29,7 @@ def _iso(value):
 
 
 def _json() -> dict:
-    data = request.get_json(silent=True)
+    data = request.get_json(silent=True, force=True)  # curl -d sends form content-type
     if data is None and request.get_data():
         raise Rejected(400, "invalid_json", "body is not valid JSON")
     if data is not None and not isinstance(data, dict):
