@@ -21,12 +21,12 @@ from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).parent))
 import testkit  # noqa: E402  (the test-only plugin; see testkit/__init__.py)
+from testkit.support import ADMIN_TOKEN, wait_until  # noqa: E402,F401  (re-exported for tests)
 
 from gateway.store.db import upgrade  # noqa: E402
 from gateway.store.models import Base  # noqa: E402
 
 POSTGRES_URL = os.environ.get("GATEWAY_TEST_POSTGRES_URL")
-ADMIN_TOKEN = "test-admin-token"
 SKIP_PG = "PostgreSQL tests need GATEWAY_TEST_POSTGRES_URL (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test)"
 
 
@@ -174,12 +174,15 @@ class Receiver:
                 if receiver.delay:
                     time.sleep(receiver.delay)
                 data = body.encode()
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                try:
+                    self.send_response(status)
+                    for name, value in headers.items():
+                        self.send_header(name, value)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (a timeout test); nothing to answer
 
             do_GET = do_POST = do_PUT = _answer
 
@@ -204,13 +207,3 @@ def receiver():
     yield server
     server.down()
 
-
-def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05):
-    """Poll ``predicate`` until it is truthy; fail the test with its last value otherwise."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            assert value, f"condition not met within {timeout}s"
-            return value
-        time.sleep(interval)

@@ -14,7 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.pipeline.outbox import Dispatcher
-from tests.conftest import ADMIN_TOKEN, wait_until
+from testkit.support import ADMIN_TOKEN, wait_until
 
 WORKER = "test-worker"
 FAST = {"backoff_initial": 0.05, "backoff_max": 0.2, "max_attempts": 4, "timeout": 2}

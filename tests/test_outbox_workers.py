@@ -13,7 +13,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from tests.conftest import ADMIN_TOKEN, wait_until
+from testkit.support import ADMIN_TOKEN, wait_until
 
 GATEWAY = str(Path(sys.executable).with_name("gateway"))
 ALERTS = 200

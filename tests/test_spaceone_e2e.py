@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from gateway.pipeline.outbox import Dispatcher
-from tests.conftest import ADMIN_TOKEN, wait_until
+from testkit.support import ADMIN_TOKEN, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 WHATAP = json.loads((ROOT / "plugins/whatap/tests/payloads/critical.json").read_text())
