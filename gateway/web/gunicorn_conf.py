@@ -7,9 +7,35 @@ and each re-reads gateway.yaml in place, keeping its old config if the new one i
 import os
 import signal
 
+from gunicorn.workers.gthread import ThreadWorker
 from prometheus_client import multiprocess
 
-worker_class = "gthread"
+
+class GatewayWorker(ThreadWorker):
+    """A gthread worker whose SIGHUP re-reads gateway.yaml, also when it arrives during boot.
+
+    Gunicorn resets SIGHUP to its default (terminate) before it loads the app, so a reload
+    sent while a worker boots killed it, and its replacement could then fail to boot on a
+    file made invalid meanwhile, which stops the whole server.  This worker remembers such
+    a reload and applies it once booted.
+    """
+
+    ready = False
+    reload_pending = False
+
+    def init_signals(self):
+        super().init_signals()
+        signal.signal(signal.SIGHUP, self.handle_reload)
+        signal.siginterrupt(signal.SIGHUP, False)
+
+    def handle_reload(self, *_):
+        if self.ready:
+            self.wsgi.extensions["gateway"].runtime.reload()
+        else:
+            self.reload_pending = True
+
+
+worker_class = "gateway.web.gunicorn_conf.GatewayWorker"
 threads = int(os.environ.get("GATEWAY_THREADS", "4"))
 graceful_timeout = 20
 control_socket_disable = True  # several gateways on one machine must not fight over one socket
@@ -29,8 +55,9 @@ def when_ready(server):
 
 def post_worker_init(worker):
     gateway = worker.wsgi.extensions["gateway"]
-    signal.signal(signal.SIGHUP, lambda *_: gateway.runtime.reload())
-    signal.siginterrupt(signal.SIGHUP, False)
+    worker.ready = True
+    if worker.reload_pending:
+        gateway.runtime.reload()
     if os.environ.get("GATEWAY_DISPATCHER", "1") != "0":
         from gateway.pipeline.outbox import Dispatcher
 
