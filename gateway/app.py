@@ -42,7 +42,7 @@ def create_app(test_config: Optional[Mapping[str, Any]] = None, *, extra_plugins
 
     registry = build_registry(extra_plugins)
     engine = make_engine(app.config["DATABASE_URL"])
-    runtime = Runtime(registry, engine, app.config["CONFIG"], os.environ)
+    runtime = Runtime(registry, engine, app.config["CONFIG"], os.environ, app.config.get("LAST_GOOD_CONFIG"))
     app.extensions["gateway"] = Gateway(registry, engine, runtime)
 
     from gateway.incidents.api import bp as incidents_bp

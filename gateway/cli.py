@@ -60,6 +60,8 @@ def serve(host: str, port: int, workers: int, no_dispatcher: bool):
         env["GATEWAY_ADMIN_TOKEN"] = secrets.token_urlsafe(24)
         click.echo("GATEWAY_ADMIN_TOKEN was not set; generated one for this run (set it to keep it stable).")
     env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="gateway-metrics-")
+    # Workers keep the last valid config here, so one started while the file is broken still boots.
+    env["GATEWAY_LAST_GOOD_CONFIG"] = os.path.join(tempfile.mkdtemp(prefix="gateway-config-"), "gateway.yaml")
     env["GATEWAY_SERVED_BY_GUNICORN"] = "1"
     env["GATEWAY_DISPATCHER"] = "0" if no_dispatcher else "1"
     base = f"http://{host}:{port}"

@@ -7,15 +7,17 @@ discovers plugins.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from sqlalchemy import Engine, select
 
 from gateway import metrics
-from gateway.config import GatewayConfig, SourceConfig, load_config, validate_source
+from gateway.config import ConfigError, GatewayConfig, SourceConfig, load_config, parse_config_text, validate_source
 from gateway.contracts import SinkType, SourceType
 from gateway.pipeline.router import Router
 from gateway.plugins import Registry
@@ -60,24 +62,51 @@ def build_snapshot(config: GatewayConfig, registry: Registry) -> Snapshot:
 class Runtime:
     """Owns the current snapshot, reloads it, and finds sources (file or database)."""
 
-    def __init__(self, registry: Registry, engine: Engine, config_path: str, env: Mapping[str, str]):
+    def __init__(self, registry: Registry, engine: Engine, config_path: str, env: Mapping[str, str],
+                 last_good: Optional[str] = None):
+        """``last_good``: where the server keeps the last valid text (``gateway serve`` sets it)."""
         self.registry = registry
         self.engine = engine
         self.config_path = config_path
         self.env = env
-        self.snapshot = build_snapshot(load_config(config_path, registry, env), registry)
+        self.last_good = last_good
         self.reload_ok = True
         self.reload_error: Optional[str] = None
+        try:
+            config = self._load()
+        except ConfigError as exc:
+            if not (last_good and os.path.exists(last_good)):
+                raise
+            # A worker (re)started after the file was broken serves what its siblings serve,
+            # instead of failing to boot, which would stop the whole server.
+            log.error("%s is invalid; serving the last valid config:\n%s", config_path, exc)
+            text = Path(last_good).read_text(encoding="utf-8")
+            config = parse_config_text(text, config_path, registry, env)
+            self.reload_ok, self.reload_error = False, str(exc)
+        self.snapshot = build_snapshot(config, registry)
         self._outbox_changed = threading.Condition()
         self._runtime_sources: dict[tuple[str, datetime], ActiveSource] = {}
         self._lock = threading.Lock()
-        metrics.CONFIG_RELOAD_OK.set(1)
+        metrics.CONFIG_RELOAD_OK.set(1 if self.reload_ok else 0)
         metrics.CONFIG_RELOAD_TIME.set_to_current_time()
+
+    def _load(self) -> GatewayConfig:
+        """Read and check gateway.yaml, keeping a valid text as the last good one."""
+        try:
+            text = Path(self.config_path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return load_config(self.config_path, self.registry, self.env)  # raises ConfigError saying why
+        config = parse_config_text(text, self.config_path, self.registry, self.env)
+        if self.last_good:
+            partial = f"{self.last_good}.{os.getpid()}"
+            Path(partial).write_text(text, encoding="utf-8")
+            os.replace(partial, self.last_good)
+        return config
 
     def reload(self) -> bool:
         """Re-read gateway.yaml; an invalid file is logged and not applied."""
         try:
-            snapshot = build_snapshot(load_config(self.config_path, self.registry, self.env), self.registry)
+            snapshot = build_snapshot(self._load(), self.registry)
         except Exception as exc:  # the old config stays in force, whatever went wrong
             self.reload_ok, self.reload_error = False, str(exc)
             metrics.CONFIG_RELOAD_OK.set(0)
