@@ -1,6 +1,8 @@
 """/health and /metrics: what a load balancer and Prometheus look at (no auth)."""
 from __future__ import annotations
 
+import os
+
 from flask import Blueprint, Response, current_app, jsonify
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import func, select, text
@@ -28,6 +30,7 @@ def health():
         "config": {"path": runtime.config_path, "loaded_at": runtime.snapshot.config.loaded_at.isoformat(),
                    "last_reload_ok": runtime.reload_ok},
         "plugins": [p.as_dict() for p in gateway.registry.plugins],
+        "worker_pid": os.getpid(),  # which gunicorn worker answered
     }
     return jsonify(body), 200 if database["ok"] else 503
 
