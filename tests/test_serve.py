@@ -67,12 +67,17 @@ def server(environment):
 
     try:
         wait_until(healthy, timeout=30, interval=0.2)
+        wait_until(lambda: len(worker_pids(base)) == 2, timeout=30)  # both workers booted
         yield proc, base, Path(environment["GATEWAY_CONFIG"])
     finally:  # never leave a server behind, even when start-up failed
         if proc.poll() is None:
             proc.terminate()
             proc.wait(timeout=30)
         proc.stdout.close()
+
+
+def worker_pids(base: str, asks: int = 8) -> set[int]:
+    return {requests.get(f"{base}/health", timeout=5).json()["worker_pid"] for _ in range(asks)}
 
 
 def post(base: str, key: str, external_id: str) -> int:
@@ -120,8 +125,16 @@ def test_serve_counts_across_workers_reloads_on_sighup_and_stops_cleanly(server)
     wait_until(lambda: not any(requests.get(f"{base}/health", timeout=5).json()["config"]["last_reload_ok"]
                                for _ in range(6)))
 
+    # A worker replaced while the file is broken boots with the last valid config instead of failing (and stopping the server).
+    killed = worker_pids(base).pop()
+    os.kill(killed, signal.SIGKILL)
+    wait_until(lambda: len(pids := worker_pids(base)) == 2 and killed not in pids, timeout=30)
+    assert [post(base, "late", f"replaced{n}") for n in range(8)] == [202] * 8
+    assert metric(base, "gateway_config_last_reload_successful") == 0
+
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=30) == 0
+    output = proc.communicate(timeout=30)[0]
+    assert proc.returncode == 0, output
 
 
 def test_serve_refuses_an_invalid_config(environment):
