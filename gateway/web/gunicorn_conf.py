@@ -5,6 +5,7 @@ file would fail to boot; instead the master passes SIGHUP on to the running work
 and each re-reads gateway.yaml in place, keeping its old config if the new one is invalid.
 """
 import os
+import shutil
 import signal
 
 from gunicorn.workers.gthread import ThreadWorker
@@ -66,3 +67,11 @@ def post_worker_init(worker):
 
 def child_exit(server, worker):
     multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    """Remove the per-run directories ``gateway serve`` made (metrics files, last valid config)."""
+    last_good = os.environ.get("GATEWAY_LAST_GOOD_CONFIG")
+    for path in (os.environ.get("PROMETHEUS_MULTIPROC_DIR"), last_good and os.path.dirname(last_good)):
+        if path:
+            shutil.rmtree(path, ignore_errors=True)
