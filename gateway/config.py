@@ -548,7 +548,7 @@ class _RouteChecker:
         for i, name in enumerate(value):
             if name not in self.sinks:
                 item = f"{path}[{i}]"
-                self.problems.add(value.lines[i], item, f"undefined sink '{name}' used in {item} (defined: {defined})")
+                self.problems.add(value.lines[i], item, f"undefined sink '{name}' (defined: {defined})")
         return tuple(dict.fromkeys(value))
 
     def match(self, node: _Map, path: str) -> dict[str, tuple[str, ...]]:

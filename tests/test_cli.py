@@ -56,7 +56,7 @@ def test_config_check_prints_every_problem_with_its_line(install_testkit, write_
     assert result.stderr.splitlines() == [
         f"{path}: FAILED",
         f"{path}:9: sinks[1].type: unknown sink type 'nope' (registered: itms, spaceone, testhttp)",
-        f"{path}:15: route.routes[0].sinks[1]: undefined sink 'pager' used in route.routes[0].sinks[1] (defined: itms, web)",
+        f"{path}:15: route.routes[0].sinks[1]: undefined sink 'pager' (defined: itms, web)",
     ]
 
 

@@ -221,8 +221,7 @@ def test_undefined_sink_in_a_nested_route():
           sinks: [tickets, spaceone-prd]
 """
     assert problems(text) == [
-        "gateway.yaml:13: route.routes[0].routes[0].sinks[1]: undefined sink 'spaceone-prd' used in "
-        "route.routes[0].routes[0].sinks[1] (defined: tickets, pager)"
+        "gateway.yaml:13: route.routes[0].routes[0].sinks[1]: undefined sink 'spaceone-prd' (defined: tickets, pager)"
     ]
 
 
@@ -299,7 +298,7 @@ def test_every_problem_is_reported_at_once_in_file_order():
         "gateway.yaml:2: global.retention: 'forever' is not a duration (use e.g. 30s, 10m, 2h, 7d)",
         "gateway.yaml:6: sources[0].token: environment variable MISSING is not set",
         "gateway.yaml:10: sinks[1].name: duplicate sink name 'tickets' (first defined on line 8)",
-        "gateway.yaml:13: route.sinks[0]: undefined sink 'pager' used in route.sinks[0] (defined: tickets)",
+        "gateway.yaml:13: route.sinks[0]: undefined sink 'pager' (defined: tickets)",
         "gateway.yaml:15: route.routes[0].match.severity: 'fatal' is not a severity "
         "(one of: critical, error, warning, info)",
     ]
