@@ -29,13 +29,24 @@ def _config_path(path: str | None) -> str:
     return path or os.environ.get("GATEWAY_CONFIG", "config/gateway.yaml")
 
 
+def _load(path: str):
+    """The validated config, or every problem in it and exit status 1."""
+    try:
+        return load_config(path, _registry())
+    except ConfigError as exc:
+        click.echo(f"{path}: FAILED", err=True)
+        click.echo(str(exc), err=True)
+        sys.exit(1)
+
+
 def _app():
     from gateway.app import create_app
+    from gateway.plugins import PluginError
 
     try:
         return create_app()
-    except ConfigError as exc:
-        raise click.ClickException(f"refusing to start: the config is invalid\n{exc}") from None
+    except (ConfigError, PluginError) as exc:
+        raise click.ClickException(f"refusing to start:\n{exc}") from None
 
 
 @click.group()
@@ -124,13 +135,7 @@ def config():
 def config_check(file: str | None):
     """Print every problem as FILE:LINE: path: message, or a summary; exit 1 on error."""
     path = _config_path(file)
-    try:
-        loaded = load_config(path, _registry())
-    except ConfigError as exc:
-        click.echo(f"{path}: FAILED", err=True)
-        click.echo(str(exc), err=True)
-        sys.exit(1)
-    click.echo(f"{path}: {summary(loaded)}")
+    click.echo(f"{path}: {summary(_load(path))}")
 
 
 @main.group()
@@ -146,7 +151,7 @@ def routes_test(source_key: str, file: str | None, labels: tuple[str, ...]):
     """Print the sinks an alert would reach: gateway routes test --source KEY severity=critical status=firing"""
     from gateway.pipeline.router import Router
 
-    loaded = load_config(_config_path(file), _registry())
+    loaded = _load(_config_path(file))
     given = dict(label.split("=", 1) for label in labels if "=" in label)
     unknown = set(given) - {"severity", "status", "source_type"}
     if unknown:

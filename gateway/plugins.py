@@ -110,19 +110,26 @@ def build_registry(extra_plugins: Iterable[ModuleType | object] = ()) -> Registr
         name = getattr(plugin, "__name__", type(plugin).__name__)
         _register(pm, plugin, name, "(registered in process)")
         infos[name] = PluginInfo(name, "(registered in process)", "")
-    pm.check_pending()
+    try:
+        pm.check_pending()  # a hookimpl whose name matches no hook: a typo in a plugin
+    except pluggy.PluginValidationError as exc:
+        info = infos[pm.get_name(exc.plugin)]
+        raise PluginError(f"plugin {info.name!r} ({info.distribution}): {exc}") from exc
 
     registry = Registry(plugins=list(infos.values()))
     for plugin_name, _ in pm.list_name_plugin():
         info = infos[plugin_name]
         others = [p for n, p in pm.list_name_plugin() if n != plugin_name]
         # One plugin at a time, so that every registered type is attributed to its plugin.
-        pm.subset_hook_caller("register_source_types", others)(
-            register=_registrar(registry, "source_types", info, SourceType)
-        )
-        pm.subset_hook_caller("register_sink_types", others)(
-            register=_registrar(registry, "sink_types", info, SinkType)
-        )
+        for hook, attr, base in (("register_source_types", "source_types", SourceType),
+                                 ("register_sink_types", "sink_types", SinkType)):
+            try:
+                pm.subset_hook_caller(hook, others)(register=_registrar(registry, attr, info, base))
+            except PluginError:
+                raise
+            except Exception as exc:
+                raise PluginError(f"plugin {info.name!r} ({info.distribution}) failed in {hook}: "
+                                  f"{exc.__class__.__name__}: {exc}") from exc
     return registry
 
 

@@ -47,10 +47,12 @@ def test_config_check_prints_a_summary(install_testkit, write_config):
     assert (result.exit_code, result.stdout) == (0, f"{path}: OK: 1 source, 2 sinks, 1 route\n")
 
 
-def test_config_check_prints_every_problem_with_its_line(install_testkit, write_config):
+@pytest.mark.parametrize("command", [["config", "check", "{path}"], ["routes", "test", "--config", "{path}", "--source", "src"]],
+                         ids=["config-check", "routes-test"])
+def test_an_invalid_file_prints_every_problem_with_its_line(install_testkit, write_config, command):
     install_testkit()
     path = write_config(CONFIG.replace("type: testhttp", "type: nope").replace("[itms, web]", "[itms, pager]"))
-    result = gateway("config", "check", path)
+    result = gateway(*(arg.format(path=path) for arg in command))
     assert result.exit_code == 1
     assert result.stdout == ""
     assert result.stderr.splitlines() == [

@@ -96,3 +96,17 @@ def test_one_entry_point_name_in_two_distributions_names_both(installed):
     assert str(caught.value) in (
         f"plugin 'whatap' is declared by two distributions: {a} and {b}"
         for a, b in (("whatap-fork", "gateway-whatap"), ("gateway-whatap", "whatap-fork")))
+
+
+@pytest.mark.parametrize(("source", "expected"), [
+    ("from gateway import hookimpl\n@hookimpl\ndef register_sources(register):\n    pass\n",
+     "unknown hook 'register_sources'"),
+    ("from gateway import hookimpl\n@hookimpl\ndef register_sink_types(register):\n    raise RuntimeError('boom')\n",
+     "failed in register_sink_types: RuntimeError: boom"),
+], ids=["misspelt-hook", "hook-raises"])
+def test_a_faulty_plugin_stops_start_up_naming_its_distribution(installed, source, expected):
+    installed("faulty-plugin", "faulty_gw_plugin", source)
+    with pytest.raises(PluginError) as caught:
+        build_registry()
+    assert str(caught.value).startswith("plugin 'faulty_gw_plugin' (faulty-plugin)")
+    assert expected in str(caught.value)
