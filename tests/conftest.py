@@ -21,7 +21,7 @@ from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).parent))
 import testkit  # noqa: E402  (the test-only plugin; see testkit/__init__.py)
-from testkit.support import ADMIN_TOKEN, wait_until  # noqa: E402,F401  (re-exported for tests)
+from testkit.support import ADMIN_TOKEN  # noqa: E402
 
 from gateway.store.db import upgrade  # noqa: E402
 from gateway.store.models import Base  # noqa: E402

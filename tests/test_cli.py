@@ -1,7 +1,6 @@
 """The ``gateway`` command, run in-process through click with the test plugin installed as a distribution."""
 from __future__ import annotations
 
-import textwrap
 from datetime import timedelta
 
 import pytest

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 import testkit
-from conftest import wait_until
+from testkit.support import wait_until
 
 GATEWAY = str(Path(sys.executable).parent / "gateway")
 TOKEN = "serve-admin-token"

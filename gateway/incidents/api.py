@@ -11,7 +11,7 @@ from gateway.pipeline.ingest import forward_manual_resolve
 from gateway.store.db import run_in_transaction
 from gateway.store.models import Incident, TimelineEntry
 from gateway.web.auth import actor, require_admin
-from gateway.web.pagination import Page, paginate
+from gateway.web.common import Page, iso, json_object, paginate, where_given
 
 bp = Blueprint("incidents", __name__, url_prefix="/api/incidents")
 bp.before_request(require_admin)
@@ -46,10 +46,10 @@ def incident_json(row) -> dict:
         "id": row.id, "fingerprint": row.fingerprint, "source": row.source_key, "source_type": row.source_type,
         "title": row.title, "description": row.description, "severity": row.severity, "status": row.status,
         "resource": {"id": row.resource_id, "name": row.resource_name, "type": row.resource_type},
-        "event_count": row.event_count, "created_at": _iso(row.created_at),
-        "acknowledged_at": _iso(row.acknowledged_at), "resolved_at": _iso(row.resolved_at),
-        "closed_at": _iso(row.closed_at), "first_seen_at": _iso(row.first_seen_at),
-        "last_seen_at": _iso(row.last_seen_at), "last_event_at": _iso(row.last_event_at),
+        "event_count": row.event_count, "created_at": iso(row.created_at),
+        "acknowledged_at": iso(row.acknowledged_at), "resolved_at": iso(row.resolved_at),
+        "closed_at": iso(row.closed_at), "first_seen_at": iso(row.first_seen_at),
+        "last_seen_at": iso(row.last_seen_at), "last_event_at": iso(row.last_event_at),
         "allowed_actions": service.allowed_actions(row.status),
     }
 
@@ -58,31 +58,18 @@ def entry_json(row) -> dict:
     """A comment's text is its ``body``, as it was posted; other kinds carry an optional ``note``."""
     comment = row.kind == "commented"
     return {
-        "id": row.id, "kind": row.kind, "at": _iso(row.at), "actor": row.actor,
+        "id": row.id, "kind": row.kind, "at": iso(row.at), "actor": row.actor,
         "from_status": row.from_status, "to_status": row.to_status,
         "note": None if comment else row.note, "body": row.note if comment else None,
         "raw_url": f"/api/events/{row.raw_request_id}/raw" if row.raw_request_id else None,
     }
 
 
-def _iso(value):
-    return value.isoformat() if value is not None else None
-
-
-def _json_body(schema: Schema) -> dict:
-    data = request.get_json(silent=True, force=True)  # curl -d sends form content-type
-    if data is None and request.get_data():
-        raise Rejected(400, "invalid_json", "body is not valid JSON")
-    return schema.load(data or {})
-
-
 @bp.get("")
 def list_incidents():
     args = IncidentQuery().load(request.args)
-    query = select(Incident.__table__)
-    for column, key in ((Incident.status, "status"), (Incident.severity, "severity"), (Incident.source_key, "source")):
-        if key in args:
-            query = query.where(column == args[key])
+    query = where_given(select(Incident.__table__), args,
+                        {"status": Incident.status, "severity": Incident.severity, "source": Incident.source_key})
     if args.get("q"):
         # autoescape: "100%" finds that text rather than acting as a LIKE wildcard.
         query = query.where(or_(*(column.icontains(args["q"], autoescape=True)
@@ -105,7 +92,7 @@ def get_incident(incident_id: int):
 
 @bp.post("/<int:incident_id>/<any(acknowledge, resolve, close):action>")
 def change_status(incident_id: int, action: str):
-    note = _json_body(NoteBody())["note"]
+    note = json_object(NoteBody())["note"]
     gateway = current_app.extensions["gateway"]
     snapshot = gateway.runtime.snapshot
     who = actor()
@@ -129,7 +116,7 @@ def change_status(incident_id: int, action: str):
 
 @bp.post("/<int:incident_id>/comments")
 def comment(incident_id: int):
-    body = _json_body(CommentBody())["body"]
+    body = json_object(CommentBody())["body"]
     gateway = current_app.extensions["gateway"]
     try:
         entry_id = run_in_transaction(gateway.engine, lambda conn: service.add_comment(conn, incident_id, actor(), body))

@@ -14,7 +14,7 @@ from gateway.contracts import Rejected
 from gateway.store.db import run_in_transaction
 from gateway.store.models import Delivery, DeliveryAttempt, Handshake, RawRequest, RuntimeSource, utcnow
 from gateway.web.auth import require_admin
-from gateway.web.pagination import Page, paginate
+from gateway.web.common import Page, iso, json_object, paginate, where_given
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 bp.before_request(require_admin)
@@ -22,19 +22,6 @@ bp.before_request(require_admin)
 
 def _gateway():
     return current_app.extensions["gateway"]
-
-
-def _iso(value):
-    return value.isoformat() if value is not None else None
-
-
-def _json() -> dict:
-    data = request.get_json(silent=True, force=True)  # curl -d sends form content-type
-    if data is None and request.get_data():
-        raise Rejected(400, "invalid_json", "body is not valid JSON")
-    if data is not None and not isinstance(data, dict):
-        raise Rejected(400, "invalid_json", "body must be a JSON object")
-    return data or {}
 
 
 # -- sources -----------------------------------------------------------------------
@@ -79,7 +66,7 @@ def get_source(key: str):
 
 @bp.post("/sources")
 def create_source():
-    data = _json()
+    data = json_object()
     # Without an explicit key the key is unguessable: with no token set, the key is the secret.
     data.setdefault("key", secrets.token_urlsafe(18))
     if data["key"] in _gateway().runtime.snapshot.config.sources:
@@ -113,7 +100,7 @@ class SourcePatch(Schema):
 def patch_source(key: str):
     if key in _gateway().runtime.snapshot.config.sources:
         raise Rejected(409, "read_only", f"source {key!r} is declared in gateway.yaml; edit the file instead")
-    change = SourcePatch().load(_json())
+    change = SourcePatch().load(json_object())
     row = _db_source(key)
     if row is None:
         raise Rejected(404, "not_found", f"no source {key!r}")
@@ -140,7 +127,7 @@ def list_handshakes(key: str):
     args = Page().load(request.args)
     query = select(Handshake.__table__).where(Handshake.source_key == key).order_by(Handshake.id.desc())
     return jsonify(paginate(query, args, lambda r: {
-        "id": r.id, "received_at": _iso(r.received_at), "status": r.status, "record": r.record,
+        "id": r.id, "received_at": iso(r.received_at), "status": r.status, "record": r.record,
         "raw_url": f"/api/events/{r.raw_request_id}/raw" if r.raw_request_id else None}))
 
 
@@ -154,7 +141,7 @@ class EventQuery(Page):
 def _event_json(row) -> dict:
     return {"id": row.id, "source": row.source_key, "source_type": row.source_type, "method": row.method,
             "path": row.path, "headers": row.headers, "content_type": row.content_type,
-            "remote_addr": row.remote_addr, "received_at": _iso(row.received_at),
+            "remote_addr": row.remote_addr, "received_at": iso(row.received_at),
             "external_id": row.external_id, "alert_count": row.alert_count, "size": row.size,
             "raw_url": f"/api/events/{row.id}/raw"}
 
@@ -166,10 +153,7 @@ _EVENT_COLUMNS = [c for c in RawRequest.__table__.c if c.name != "body"]
 def list_events():
     args = EventQuery().load(request.args)
     query = select(*_EVENT_COLUMNS, func.length(RawRequest.body).label("size")).order_by(RawRequest.id.desc())
-    if "source" in args:
-        query = query.where(RawRequest.source_key == args["source"])
-    if "external_id" in args:
-        query = query.where(RawRequest.external_id == args["external_id"])
+    query = where_given(query, args, {"source": RawRequest.source_key, "external_id": RawRequest.external_id})
     return jsonify(paginate(query, args, _event_json))
 
 
@@ -191,19 +175,16 @@ class DeliveryQuery(Page):
 
 def _delivery_json(row) -> dict:
     return {"id": row.id, "alert_id": row.alert_id, "sink": row.sink_name, "status": row.status,
-            "attempts": row.attempts, "next_attempt_at": _iso(row.next_attempt_at),
-            "last_error": row.last_error, "created_at": _iso(row.created_at),
-            "finished_at": _iso(row.finished_at), "ordering_key": row.ordering_key}
+            "attempts": row.attempts, "next_attempt_at": iso(row.next_attempt_at),
+            "last_error": row.last_error, "created_at": iso(row.created_at),
+            "finished_at": iso(row.finished_at), "ordering_key": row.ordering_key}
 
 
 @bp.get("/deliveries")
 def list_deliveries():
     args = DeliveryQuery().load(request.args)
     query = select(Delivery.__table__).order_by(Delivery.id.desc())
-    if "status" in args:
-        query = query.where(Delivery.status == args["status"])
-    if "sink" in args:
-        query = query.where(Delivery.sink_name == args["sink"])
+    query = where_given(query, args, {"status": Delivery.status, "sink": Delivery.sink_name})
     return jsonify(paginate(query, args, _delivery_json))
 
 
@@ -217,7 +198,7 @@ def get_delivery(delivery_id: int):
                                 .where(DeliveryAttempt.delivery_id == delivery_id)
                                 .order_by(DeliveryAttempt.id)).all()
     return jsonify({**_delivery_json(row), "attempt_log": [
-        {"started_at": _iso(a.started_at), "duration_ms": a.duration_ms, "outcome": a.outcome,
+        {"started_at": iso(a.started_at), "duration_ms": a.duration_ms, "outcome": a.outcome,
          "status_code": a.status_code, "error": a.error, "worker": a.worker} for a in attempts]})
 
 
@@ -248,7 +229,7 @@ class BulkRetry(Schema):
 
 @bp.post("/deliveries/retry")
 def retry_dead_of_sink():
-    sink = BulkRetry().load(_json())["sink"]
+    sink = BulkRetry().load(json_object())["sink"]
     return jsonify({"sink": sink, "requeued": _redrive(Delivery.sink_name == sink)})
 
 
@@ -259,7 +240,7 @@ def show_config():
     runtime = _gateway().runtime
     return jsonify({"config": redacted(runtime.snapshot.config), "last_reload_ok": runtime.reload_ok,
                     "last_reload_error": runtime.reload_error,
-                    "loaded_at": _iso(runtime.snapshot.config.loaded_at)})
+                    "loaded_at": iso(runtime.snapshot.config.loaded_at)})
 
 
 @bp.post("/config/reload")
@@ -269,5 +250,5 @@ def reload_config():
         raise Rejected(422, "invalid_config", f"config not applied; the previous one stays:\n{runtime.reload_error}")
     if current_app.config.get("SERVED_BY_GUNICORN"):
         os.kill(os.getppid(), signal.SIGHUP)  # the master passes it on to every worker
-    return jsonify({"status": "reloaded", "loaded_at": _iso(runtime.snapshot.config.loaded_at)})
+    return jsonify({"status": "reloaded", "loaded_at": iso(runtime.snapshot.config.loaded_at)})
 

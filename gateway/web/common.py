@@ -1,0 +1,47 @@
+"""What every API endpoint shares: JSON bodies, timestamps, filters and pagination."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Callable, Mapping, Optional
+
+from flask import current_app, request
+from marshmallow import Schema, ValidationError, fields, validate
+from sqlalchemy import Select, func, select
+
+from gateway.contracts import Rejected
+
+
+def json_object(schema: Optional[Schema] = None) -> dict:
+    """The request body as a JSON object (an empty body is ``{}``), loaded through ``schema``."""
+    data = request.get_json(silent=True, force=True)  # curl -d sends a form content type
+    if data is None and request.get_data():
+        raise Rejected(400, "invalid_json", "body is not valid JSON")
+    if data is not None and not isinstance(data, dict):
+        raise ValidationError({"_schema": ["the body must be a JSON object"]})
+    return schema.load(data or {}) if schema is not None else (data or {})
+
+
+def iso(value: Optional[datetime]) -> Optional[str]:
+    return value.isoformat() if value is not None else None
+
+
+def where_given(query: Select, args: Mapping[str, Any], columns: Mapping[str, Any]) -> Select:
+    """Add ``column == args[name]`` for every filter the request gave."""
+    for name, column in columns.items():
+        if name in args:
+            query = query.where(column == args[name])
+    return query
+
+
+class Page(Schema):
+    """``?page=&per_page=`` for every list endpoint: ``{"items": [...], "total": N, "page": P}``."""
+
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1))
+    per_page = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
+
+
+def paginate(query: Select, args: dict, to_json: Callable) -> dict:
+    with current_app.extensions["gateway"].engine.connect() as conn:
+        total = conn.execute(select(func.count()).select_from(query.order_by(None).subquery())).scalar_one()
+        rows = conn.execute(query.limit(args["per_page"]).offset((args["page"] - 1) * args["per_page"])).all()
+    return {"items": [to_json(row) for row in rows], "total": total, "page": args["page"], "per_page": args["per_page"]}
