@@ -133,12 +133,18 @@ class WhatapSource(SourceType):
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+_TEMPLATE_RECOVERY = re.compile(r"^\s*Event Message\s*:\s*RECOVERED\b", re.IGNORECASE | re.MULTILINE)
+"""WhaTap's Common Alert Template puts the event message on a ``Key: Value`` line of its own."""
+
+
 def _is_recovery(status: str, title: str, message: Optional[str]) -> bool:
     """Only ``on`` means firing; WhaTap's stateful recoveries may instead (or also) say
-    ``RECOVERED:`` at the start of the text."""
+    ``RECOVERED:`` at the start of the text, or on the template's ``Event Message:`` line."""
     if status not in ("", "on"):
         return True
-    return any(text.lstrip().upper().startswith("RECOVERED") for text in (title, message or ""))
+    if any(text.lstrip().upper().startswith("RECOVERED") for text in (title, message or "")):
+        return True
+    return bool(message and _TEMPLATE_RECOVERY.search(message))
 
 
 def _basic_password(headers) -> Optional[str]:

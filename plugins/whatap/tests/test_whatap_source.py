@@ -281,6 +281,9 @@ def test_recovered_prefix_resolves_even_with_status_on():
     ("title", "Recovered CPU", "resolved"),
     ("title", "  RECOVERED: CPU", "resolved"),
     ("message", "Memory was RECOVERED", "firing"),
+    # The Common Alert Template: a multi-line Key: Value block.
+    ("message", "Project Name: 샘플\nEvent Message: RECOVERED: Memory is too high. Less than 10%\nStateful: true", "resolved"),
+    ("message", "Project Name: 샘플\nEvent Message: Memory is too high\nStateful: true", "firing"),
     ("title", "Not recovered yet", "firing"),
 ])
 def test_recovered_prefix_rule(field, text, expected):
