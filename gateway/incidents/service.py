@@ -11,11 +11,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any, Optional
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, bindparam, case, insert, select, update
 
 from gateway.contracts import SEVERITIES, Alert
 from gateway.store.db import RetryTransaction
-from gateway.store.models import OPEN_STATUSES, Incident, TimelineEntry, utcnow
+from gateway.store.models import OPEN_STATUSES, Incident, TimelineEntry, UTCDateTime, utcnow
 
 incidents = Incident.__table__
 timeline = TimelineEntry.__table__
@@ -42,30 +42,38 @@ def allowed_actions(status: str) -> list[str]:
     return [action for action, (sources, _, _) in TRANSITIONS.items() if status in sources]
 
 
-def _higher(a: str, b: str) -> str:
-    return a if SEVERITIES.index(a) <= SEVERITIES.index(b) else b
+# Hot-path statements are built once: building them per webhook cost more CPU than running them.
+_occurred = bindparam("occurred", type_=UTCDateTime())
+_COUNTED = {
+    "event_count": incidents.c.event_count + 1,
+    "last_event_at": bindparam("now", type_=UTCDateTime()),
+    "last_seen_at": case((incidents.c.last_seen_at < _occurred, _occurred), else_=incidents.c.last_seen_at),
+}
+_SEVERITY_RANK = case({name: rank for rank, name in enumerate(SEVERITIES)}, value=incidents.c.severity)
+_JOIN_OPEN = (
+    update(incidents)
+    .where(incidents.c.fingerprint == bindparam("fp"), incidents.c.status.in_(OPEN_STATUSES))
+    .values(**_COUNTED, severity=case((_SEVERITY_RANK > bindparam("rank"), bindparam("new_severity")),
+                                      else_=incidents.c.severity))
+    .returning(incidents.c.id)
+)
+"""A firing alert joins the open incident in one statement; severity only ever rises while open."""
+_COUNT_BY_ID = update(incidents).where(incidents.c.id == bindparam("incident_id")).values(**_COUNTED)
+_OPEN = (select(incidents)
+         .where(incidents.c.fingerprint == bindparam("fp"), incidents.c.status.in_(OPEN_STATUSES))
+         .with_for_update())
+_LAST_RESOLVED = (select(incidents)
+                  .where(incidents.c.fingerprint == bindparam("fp"), incidents.c.resolved_at.is_not(None))
+                  .order_by(incidents.c.resolved_at.desc()).limit(1).with_for_update())
+_ENTRY = insert(timeline)
 
 
 def _entry(conn: Connection, incident_id: int, kind: str, actor: str, at: datetime, **fields: Any) -> None:
-    conn.execute(insert(timeline).values(incident_id=incident_id, kind=kind, actor=actor, at=at, **fields))
+    conn.execute(_ENTRY, dict(incident_id=incident_id, kind=kind, actor=actor, at=at, **fields))
 
 
-def _open_incident(conn: Connection, fingerprint: str):
-    return conn.execute(
-        select(incidents)
-        .where(incidents.c.fingerprint == fingerprint, incidents.c.status.in_(OPEN_STATUSES))
-        .with_for_update()
-    ).first()
-
-
-def _last_resolved(conn: Connection, fingerprint: str):
-    return conn.execute(
-        select(incidents)
-        .where(incidents.c.fingerprint == fingerprint, incidents.c.resolved_at.is_not(None))
-        .order_by(incidents.c.resolved_at.desc())
-        .limit(1)
-        .with_for_update()
-    ).first()
+def _count_event(conn: Connection, incident_id: int, now: datetime, occurred: datetime) -> None:
+    conn.execute(_COUNT_BY_ID, {"incident_id": incident_id, "now": now, "occurred": occurred})
 
 
 def apply_alert(
@@ -75,15 +83,21 @@ def apply_alert(
     now = utcnow()
     actor = f"source:{alert.source_key}"
     occurred = alert.occurred_at or now
-    current = _open_incident(conn, alert.fingerprint)
 
-    if alert.status == "resolved":
+    if alert.status == "firing":
+        joined = conn.execute(_JOIN_OPEN, {"fp": alert.fingerprint, "now": now, "occurred": occurred,
+                                           "rank": SEVERITIES.index(alert.severity),
+                                           "new_severity": alert.severity}).scalar()
+        if joined is not None:
+            _entry(conn, joined, "webhook_received", actor, now, raw_request_id=raw_request_id)
+            return joined
+    else:
+        current = conn.execute(_OPEN, {"fp": alert.fingerprint}).first()
         if current is None or occurred < current.first_seen_at:
             return None  # nothing open, or the recovery of an earlier, already-ended incident
         if occurred < current.last_seen_at:
             # Out of order: the problem fired again after this recovery, so it is still open.
-            conn.execute(update(incidents).where(incidents.c.id == current.id)
-                         .values(event_count=incidents.c.event_count + 1, last_event_at=now))
+            _count_event(conn, current.id, now, occurred)
             _entry(conn, current.id, "webhook_received", actor, now, raw_request_id=raw_request_id,
                    note="a recovery older than the latest alert; the problem fired again after it, so it stays open")
             return current.id
@@ -101,15 +115,10 @@ def apply_alert(
                to_status="resolved", note=f"recovered: {alert.title}", raw_request_id=raw_request_id)
         return current.id
 
-    if current is not None:
-        _count_event(conn, current, alert, now, occurred)
-        _entry(conn, current.id, "webhook_received", actor, now, raw_request_id=raw_request_id)
-        return current.id
-
-    previous = _last_resolved(conn, alert.fingerprint)
+    previous = conn.execute(_LAST_RESOLVED, {"fp": alert.fingerprint}).first()
     if previous is not None and occurred <= previous.resolved_at:
         # Late or out-of-order delivery: it happened before the incident was resolved.
-        _count_event(conn, previous, alert, now, occurred)
+        _count_event(conn, previous.id, now, occurred)
         _entry(conn, previous.id, "webhook_received", actor, now, raw_request_id=raw_request_id,
                note="arrived after the incident was resolved; it happened before, so nothing reopens")
         return previous.id
@@ -145,17 +154,6 @@ def apply_alert(
     ).scalar_one()
     _entry(conn, incident_id, "created", actor, now, raw_request_id=raw_request_id)
     return incident_id
-
-
-def _count_event(conn: Connection, row, alert: Alert, now: datetime, occurred: datetime) -> None:
-    values: dict[str, Any] = {
-        "event_count": incidents.c.event_count + 1,
-        "last_event_at": now,
-        "last_seen_at": max(row.last_seen_at, occurred),
-    }
-    if row.status in OPEN_STATUSES:
-        values["severity"] = _higher(row.severity, alert.severity)
-    conn.execute(update(incidents).where(incidents.c.id == row.id).values(**values))
 
 
 def transition(conn: Connection, incident_id: int, action: str, actor: str, note: Optional[str]):

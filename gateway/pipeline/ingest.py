@@ -173,10 +173,15 @@ def _route(snapshot: Snapshot, source: ActiveSource, alert: Alert):
     return alert, [(snapshot.sinks[name], settings) for name in inline], outbox
 
 
-def _insert_ignoring_duplicate(conn: Connection, table, values: dict, index: list[str]):
-    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    stmt = dialect_insert(table).values(**values).on_conflict_do_nothing(index_elements=index)
-    return conn.execute(stmt.returning(table.c.id)).scalar()
+_RAW_INSERT = {
+    dialect.__name__.rsplit(".", 1)[-1]: dialect.insert(RawRequest.__table__)
+    .on_conflict_do_nothing(index_elements=["source_key", "external_id"])
+    .returning(RawRequest.id)
+    for dialect in (postgresql, sqlite)
+}
+"""Per dialect: store the raw request unless its (source, external id) was accepted before."""
+_ALERT_INSERT = insert(AlertRow.__table__).returning(AlertRow.id)
+_DELIVERY_INSERT = insert(Delivery.__table__)
 
 
 def _raw_values(source: ActiveSource, request: InboundRequest) -> dict:
@@ -191,7 +196,7 @@ def _raw_values(source: ActiveSource, request: InboundRequest) -> dict:
 
 
 def _store(conn: Connection, raw: dict, routed) -> Optional[list[int]]:
-    raw_id = _insert_ignoring_duplicate(conn, RawRequest.__table__, raw, ["source_key", "external_id"])
+    raw_id = conn.execute(_RAW_INSERT[conn.dialect.name], raw).scalar()
     if raw_id is None:
         return None  # this (source, external id) was accepted before: change nothing
     return [record_alert(conn, alert.replace(raw_request_id=raw_id), inline, outbox)
@@ -202,22 +207,18 @@ def record_alert(conn: Connection, alert: Alert, inline, outbox: list[str], inci
     """Apply inline sinks, store the alert and queue one outbox row per external sink."""
     for sink, settings in inline:
         incident_id = sink.apply(conn, alert, settings) or incident_id
-    alert_id = conn.execute(
-        insert(AlertRow.__table__)
-        .values(
-            raw_request_id=alert.raw_request_id, source_key=alert.source_key, source_type=alert.source_type,
-            fingerprint=alert.fingerprint, external_id=alert.external_id, status=alert.status,
-            severity=alert.severity, title=alert.title, description=alert.description or "",
-            resource_id=alert.resource.id or "", resource_name=alert.resource.name or "",
-            resource_type=alert.resource.type or "", occurred_at=alert.occurred_at, labels=alert.labels,
-            origin=alert.origin, incident_id=incident_id, received_at=utcnow(),
-        )
-        .returning(AlertRow.id)
-    ).scalar_one()
+    alert_id = conn.execute(_ALERT_INSERT, dict(
+        raw_request_id=alert.raw_request_id, source_key=alert.source_key, source_type=alert.source_type,
+        fingerprint=alert.fingerprint, external_id=alert.external_id, status=alert.status,
+        severity=alert.severity, title=alert.title, description=alert.description or "",
+        resource_id=alert.resource.id or "", resource_name=alert.resource.name or "",
+        resource_type=alert.resource.type or "", occurred_at=alert.occurred_at, labels=alert.labels,
+        origin=alert.origin, incident_id=incident_id, received_at=utcnow(),
+    )).scalar_one()
     if outbox:
         now = utcnow()
         conn.execute(
-            insert(Delivery.__table__),
+            _DELIVERY_INSERT,
             [dict(alert_id=alert_id, sink_name=name, ordering_key=alert.fingerprint, status="pending",
                   attempts=0, next_attempt_at=now, created_at=now) for name in outbox],
         )
@@ -227,7 +228,8 @@ def record_alert(conn: Connection, alert: Alert, inline, outbox: list[str], inci
 def _store_handshake(runtime: Runtime, source: ActiveSource, request: InboundRequest, raw: dict,
                      reply: Reply) -> None:
     def work(conn: Connection) -> None:
-        raw_id = conn.execute(insert(RawRequest.__table__).values(**raw).returning(RawRequest.id)).scalar_one()
+        # A handshake is answered anew each time, so each one is journaled: no idempotency key.
+        raw_id = conn.execute(_RAW_INSERT[conn.dialect.name], dict(raw, external_id=None)).scalar_one()
         conn.execute(insert(Handshake.__table__).values(
             source_key=source.key, raw_request_id=raw_id, received_at=request.received_at,
             status=reply.status, record=dict(reply.record or {}),
