@@ -46,7 +46,7 @@ def env_int(name: str, default: int) -> int:
 DURATION = env_int("BENCH_DURATION", 20)
 WARMUP = env_int("BENCH_WARMUP", 3)
 WORKERS = env_int("BENCH_WORKERS", 2)
-THREADS = env_int("BENCH_THREADS", int(os.environ.get("GATEWAY_THREADS") or 4))
+THREADS = env_int("BENCH_THREADS", int(os.environ.get("GATEWAY_THREADS") or 2))
 CONNECTIONS = env_int("BENCH_CONNECTIONS", 32)
 WRK_THREADS = env_int("BENCH_WRK_THREADS", 2)
 RUNS = env_int("BENCH_RUNS", 1)

@@ -37,7 +37,7 @@ class GatewayWorker(ThreadWorker):
 
 
 worker_class = "gateway.web.gunicorn_conf.GatewayWorker"
-threads = int(os.environ.get("GATEWAY_THREADS", "4"))
+threads = int(os.environ.get("GATEWAY_THREADS", "2"))  # measured best of 1, 2, 4 on SQLite and PostgreSQL (bench/README.md)
 graceful_timeout = 20
 control_socket_disable = True  # several gateways on one machine must not fight over one socket
 
