@@ -106,8 +106,9 @@ def _receive(runtime: Runtime, source: Optional[ActiveSource], source_type: str,
     with _plugin_guard(source):
         alerts = [_complete(source, alert, request.received_at) for alert in source.plugin.parse(request)]
         routed = [_route(snapshot, source, alert) for alert in alerts]
-    ids = [alert.external_id for alert in alerts]
-    raw["external_id"] = raw["external_id"] or ("|".join(ids) if ids and all(ids) else None)
+    external_ids = [alert.external_id for alert in alerts]
+    if raw["external_id"] is None and external_ids and all(external_ids):
+        raw["external_id"] = "|".join(external_ids)
     raw["alert_count"] = len(alerts)
     try:
         ids = run_in_transaction(runtime.engine, lambda conn: _store(conn, raw, routed))
