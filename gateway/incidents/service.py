@@ -35,7 +35,6 @@ class TransitionRefused(Exception):
             f"incident {incident_id} is {status}: cannot {action}; "
             + (f"allowed: {', '.join(allowed)}" if allowed else f"{status} is final")
         )
-        self.allowed = allowed
 
 
 def allowed_actions(status: str) -> list[str]:

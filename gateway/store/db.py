@@ -8,13 +8,12 @@ import random
 import threading
 import time
 import weakref
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Callable, Iterator, Optional, TypeVar
+from typing import Callable, Optional, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -92,10 +91,6 @@ def make_engine(url: str) -> Engine:
 
 
 
-def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
-
-
 class RetryTransaction(Exception):
     """Raised inside a transaction that found its rows changed under it: run it again."""
 
@@ -130,12 +125,6 @@ def run_in_transaction(engine: Engine, work: Callable[[Connection], T], *, attem
             log.debug("transaction retry %d after %s", attempt, exc.__class__.__name__)
             time.sleep(random.uniform(0, 0.005 * attempt))
     raise AssertionError("unreachable")
-
-
-@contextmanager
-def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
-    with factory() as session, session.begin():
-        yield session
 
 
 def alembic_config(url: str):
