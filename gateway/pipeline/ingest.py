@@ -105,7 +105,7 @@ def _receive(runtime: Runtime, source: Optional[ActiveSource], source_type: str,
 
     with _plugin_guard(source):
         alerts = [_complete(source, alert, request.received_at) for alert in source.plugin.parse(request)]
-        routed = [_route(snapshot, source, alert) for alert in alerts]
+        routed = [_route(snapshot, alert, source.reopen_window) for alert in alerts]
     external_ids = [alert.external_id for alert in alerts]
     if raw["external_id"] is None and external_ids and all(external_ids):
         raw["external_id"] = "|".join(external_ids)
@@ -161,11 +161,11 @@ def _complete(source: ActiveSource, alert: Alert, received_at: datetime) -> Aler
     )
 
 
-def _route(snapshot: Snapshot, source: ActiveSource, alert: Alert):
+def _route(snapshot: Snapshot, alert: Alert, source_reopen_window: Optional[float]):
     """(alert, inline sinks with their settings, names of outbox sinks) for one alert."""
     decision = snapshot.router.decide(alert.source_key, alert.source_type, alert.severity, alert.status)
     settings = {"reopen_window": decision.reopen_window if decision.reopen_window is not None
-                else source.reopen_window}
+                else source_reopen_window}
     inline, outbox = [], []
     for name in decision.sinks:
         sink = snapshot.sinks[name]
@@ -251,7 +251,6 @@ def forward_manual_resolve(conn: Connection, snapshot: Snapshot, incident, actor
         occurred_at=utcnow(), labels=labels, source_key=incident.source_key, source_type=incident.source_type,
         fingerprint=incident.fingerprint, origin="manual",
     )
-    decision = snapshot.router.decide(alert.source_key, alert.source_type, alert.severity, alert.status)
-    outbox = [name for name in decision.sinks
-              if not snapshot.sinks[name].inline and snapshot.sinks[name].accepts(alert)]
+    # The incident store already recorded the transition, so only the outbox sinks are told.
+    _, _, outbox = _route(snapshot, alert, None)
     return record_alert(conn, alert, [], outbox, incident_id=incident.id)
