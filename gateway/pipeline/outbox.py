@@ -129,9 +129,13 @@ class Dispatcher:
         if done.rowcount != 1:
             log.warning("delivery %s: lease lost before the outcome was recorded", row.id)
 
-    def deliver_one(self, sink: SinkType, row, worker: str) -> str:
+    def _alerts(self, rows) -> dict[int, Alert]:
+        """The alerts of a claimed batch, read in one query."""
         with self.runtime.engine.connect() as conn:
-            alert = alert_from_row(conn.execute(select(AlertRow.__table__).where(AlertRow.id == row.alert_id)).one())
+            found = conn.execute(select(AlertRow.__table__).where(AlertRow.id.in_({r.alert_id for r in rows}))).all()
+        return {row.id: alert_from_row(row) for row in found}
+
+    def deliver_one(self, sink: SinkType, row, alert: Alert, worker: str) -> str:
         started = utcnow()
         clock = time.perf_counter()
         error: Optional[str] = None
@@ -150,7 +154,8 @@ class Dispatcher:
         seconds = time.perf_counter() - clock
         now = utcnow()
 
-        if outcome == "retry" and row.attempts >= sink.options.get("max_attempts", 8):
+        options = sink.options  # loaded through SinkOptions, so the retry settings are always there
+        if outcome == "retry" and row.attempts >= options["max_attempts"]:
             outcome, error = "dead", f"gave up after {row.attempts} attempts; last error: {error}"
         if outcome == "delivered":
             values = {"status": "delivered", "finished_at": now}
@@ -158,7 +163,7 @@ class Dispatcher:
             values = {"status": "dead", "finished_at": now}
         else:
             delay = (min(retry_after, MAX_RETRY_AFTER) if retry_after is not None else backoff_delay(
-                row.attempts, sink.options.get("backoff_initial", 1.0), sink.options.get("backoff_max", 300.0)))
+                row.attempts, options["backoff_initial"], options["backoff_max"]))
             values = {"next_attempt_at": now + timedelta(seconds=delay)}
         run_in_transaction(self.runtime.engine, lambda conn: self._finish(
             conn, row, worker, started, seconds, outcome, values, error, status_code))
@@ -172,13 +177,14 @@ class Dispatcher:
             return 0
         worker = worker or worker_name()
         rows = self.claim(sink_name, worker)
+        alerts = self._alerts(rows) if rows else {}
         for index, row in enumerate(rows):
             if self.stopping.is_set():
                 self._release([r.id for r in rows[index:]], worker)
                 break
             started = self._start(row.id, worker)
             if started is not None:
-                self.deliver_one(sink, started, worker)
+                self.deliver_one(sink, started, alerts[started.alert_id], worker)
         return len(rows)
 
     # -- threads -----------------------------------------------------------------
