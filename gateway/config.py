@@ -21,7 +21,7 @@ import yaml
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from gateway.contracts import SEVERITIES, STATUSES
-from gateway.fields import Duration, parse_duration
+from gateway.fields import Duration, Size, parse_duration
 from gateway.plugins import Registry
 
 DEFAULT_RETENTION = 30 * 86400.0
@@ -115,36 +115,6 @@ class ConfigError(Exception):
     def __init__(self, problems: list[ConfigProblem]):
         self.problems = problems
         super().__init__("\n".join(map(str, problems)))
-
-
-# --- sizes ---------------------------------------------------------------------------
-
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]i?B|B)?\s*$", re.IGNORECASE)
-_SIZE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
-
-
-def parse_size(value: object) -> int:
-    """``"1MiB"`` -> 1048576, ``"1MB"`` -> 1000000; bare integers are bytes."""
-    if isinstance(value, bool):
-        raise ValueError("not a size")
-    if isinstance(value, int):
-        size = value
-    else:
-        match = _SIZE.match(str(value))
-        if not match:
-            raise ValueError(f"{value!r} is not a size (use e.g. 1048576, 512KiB, 1MiB, 1MB)")
-        size = int(float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "b").lower()])
-    if size <= 0:
-        raise ValueError("a size must be positive")
-    return size
-
-
-class _Size(fields.Field):
-    def _deserialize(self, value, attr, data, **kwargs):
-        try:
-            return parse_size(value)
-        except ValueError as exc:
-            raise ValidationError(str(exc)) from exc
 
 
 # --- secrets ---------------------------------------------------------------------------
@@ -583,7 +553,7 @@ class _RouteChecker:
 
 class _GlobalFields(Schema):
     retention = Duration(load_default=DEFAULT_RETENTION)
-    max_body_size = _Size(load_default=DEFAULT_MAX_BODY_SIZE)
+    max_body_size = Size(load_default=DEFAULT_MAX_BODY_SIZE)
 
 
 def _entries(doc: _Map, section: str, id_field: str, build, problems: _Problems):

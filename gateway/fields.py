@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import re
+from typing import Callable
 
 from marshmallow import ValidationError, fields
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]i?B|B)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
 
 
 def parse_duration(value: object) -> float:
@@ -25,14 +28,44 @@ def parse_duration(value: object) -> float:
     return seconds
 
 
-class Duration(fields.Field):
-    """A duration such as ``30s``, ``10m``, ``2h`` or ``7d``, loaded as seconds (float)."""
+def parse_size(value: object) -> int:
+    """``"1MiB"`` -> 1048576, ``"1MB"`` -> 1000000; bare integers are bytes."""
+    if isinstance(value, bool):
+        raise ValueError("not a size")
+    if isinstance(value, int):
+        size = value
+    else:
+        match = _SIZE.match(str(value))
+        if not match:
+            raise ValueError(f"{value!r} is not a size (use e.g. 1048576, 512KiB, 1MiB, 1MB)")
+        size = int(float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "b").lower()])
+    if size <= 0:
+        raise ValueError("a size must be positive")
+    return size
+
+
+class _Parsed(fields.Field):
+    """A field whose text form a parser turns into a number; its ValueError becomes the message."""
+
+    parse: Callable[[object], object]
 
     def _deserialize(self, value, attr, data, **kwargs):
         try:
-            return parse_duration(value)
+            return type(self).parse(value)
         except ValueError as exc:
             raise ValidationError(str(exc)) from exc
 
     def _serialize(self, value, attr, obj, **kwargs):
         return value
+
+
+class Duration(_Parsed):
+    """A duration such as ``30s``, ``10m``, ``2h`` or ``7d``, loaded as seconds (float)."""
+
+    parse = staticmethod(parse_duration)
+
+
+class Size(_Parsed):
+    """A size such as ``1048576``, ``512KiB`` or ``1MiB``, loaded as bytes (int)."""
+
+    parse = staticmethod(parse_size)

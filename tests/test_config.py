@@ -8,10 +8,10 @@ import pytest
 from marshmallow import ValidationError, fields, validate
 
 from gateway import SinkOptions, SinkType, SourceOptions, SourceType, hookimpl
+from gateway.fields import parse_size
 from gateway.config import (
     ConfigError,
     load_config,
-    parse_size,
     redacted,
     secret_fields,
     summary,
