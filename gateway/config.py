@@ -141,16 +141,18 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def _redacted_options(options: Mapping[str, Any]) -> dict:
-    shown = options.redacted() if isinstance(options, Options) else dict(options)
-    return _jsonable(shown)
+def redacted_options(options: Mapping[str, Any], schema_cls: Optional[type[Schema]] = None) -> dict:
+    """Options as JSON with secrets masked; plain dicts (as stored for API sources) by ``schema_cls``."""
+    if not isinstance(options, Options):
+        options = Options(options, frozenset(secret_fields(schema_cls)) if schema_cls else frozenset())
+    return _jsonable(options.redacted())
 
 
 def redacted_source(source: SourceConfig) -> dict:
     """One source as JSON, secrets masked (``"***"``, or ``None`` when unset)."""
     return {
         "key": source.key, "type": source.type, "name": source.name, "enabled": source.enabled,
-        "origin": source.origin, "line": source.line, "options": _redacted_options(source.options),
+        "origin": source.origin, "line": source.line, "options": redacted_options(source.options),
     }
 
 
@@ -174,7 +176,7 @@ def redacted(config: GatewayConfig) -> dict:
         "global": {"retention": config.retention, "max_body_size": config.max_body_size},
         "sources": [redacted_source(s) for s in config.sources.values()],
         "sinks": [
-            {"name": s.name, "type": s.type, "line": s.line, "options": _redacted_options(s.options)}
+            {"name": s.name, "type": s.type, "line": s.line, "options": redacted_options(s.options)}
             for s in config.sinks.values()
         ],
         "route": route_dict(config.route),
@@ -642,11 +644,15 @@ def parse_config_text(
     return config
 
 
-def load_config(path: str | os.PathLike, registry: Registry, env: Mapping[str, str] = os.environ) -> GatewayConfig:
-    """Read and check ``gateway.yaml``; raises ``ConfigError`` listing every problem found."""
+def read_config_text(path: str | os.PathLike) -> str:
+    """The file's text; an unreadable file is a ``ConfigError`` like any other problem."""
     try:
         with open(path, encoding="utf-8") as fh:
-            text = fh.read()
+            return fh.read()
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([ConfigProblem(str(path), None, "(file)", f"cannot read: {exc}")]) from None
-    return parse_config_text(text, str(path), registry, env)
+
+
+def load_config(path: str | os.PathLike, registry: Registry, env: Mapping[str, str] = os.environ) -> GatewayConfig:
+    """Read and check ``gateway.yaml``; raises ``ConfigError`` listing every problem found."""
+    return parse_config_text(read_config_text(path), str(path), registry, env)

@@ -17,7 +17,9 @@ from typing import Any, Mapping, Optional
 from sqlalchemy import Engine, select
 
 from gateway import metrics
-from gateway.config import ConfigError, GatewayConfig, SourceConfig, load_config, parse_config_text, validate_source
+from gateway.config import (
+    ConfigError, GatewayConfig, SourceConfig, parse_config_text, read_config_text, validate_source,
+)
 from gateway.contracts import SinkType, SourceType
 from gateway.pipeline.router import Router
 from gateway.plugins import Registry
@@ -92,10 +94,7 @@ class Runtime:
 
     def _load(self) -> GatewayConfig:
         """Read and check gateway.yaml, keeping a valid text as the last good one."""
-        try:
-            text = Path(self.config_path).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
-            return load_config(self.config_path, self.registry, self.env)  # raises ConfigError saying why
+        text = read_config_text(self.config_path)
         config = parse_config_text(text, self.config_path, self.registry, self.env)
         if self.last_good:
             partial = f"{self.last_good}.{os.getpid()}"

@@ -9,7 +9,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from marshmallow import Schema, fields, validate
 from sqlalchemy import func, insert, select, update
 
-from gateway.config import redacted, secret_fields, validate_source
+from gateway.config import redacted, redacted_options, validate_source
 from gateway.contracts import Rejected
 from gateway.store.db import run_in_transaction
 from gateway.store.models import Delivery, DeliveryAttempt, Handshake, RawRequest, RuntimeSource, utcnow
@@ -28,10 +28,9 @@ def _gateway():
 
 def _source_json(key: str, type_: str, name: str, enabled: bool, options: dict, origin: str) -> dict:
     cls = _gateway().registry.source_types.get(type_)
-    hidden = secret_fields(cls.options_schema) if cls else set()
-    shown = {k: ("***" if k in hidden and v else v) for k, v in options.items()}
     return {"key": key, "type": type_, "name": name, "enabled": enabled, "origin": origin,
-            "webhook_url": f"{request.host_url}hooks/{type_}/{key}/", "options": shown,
+            "webhook_url": f"{request.host_url}hooks/{type_}/{key}/",
+            "options": redacted_options(options, cls.options_schema if cls else None),
             "read_only": origin == "file"}
 
 
