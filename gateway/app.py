@@ -10,7 +10,8 @@ from sqlalchemy import Engine
 
 from gateway.pipeline.runtime import Runtime
 from gateway.plugins import Registry, build_registry
-from gateway.store.db import make_engine
+from gateway.config import DEFAULT_PATH
+from gateway.store.db import default_database_url, make_engine
 
 
 @dataclass
@@ -28,11 +29,11 @@ def create_app(test_config: Optional[Mapping[str, Any]] = None, *, extra_plugins
     Settings come from ``GATEWAY_*`` environment variables (``GATEWAY_CONFIG``,
     ``GATEWAY_DATABASE_URL``, ``GATEWAY_ADMIN_TOKEN``), then ``test_config``.
     """
-    app = Flask(__name__, instance_path=os.path.abspath("instance"))
+    app = Flask(__name__)
     app.json.ensure_ascii = False  # Korean titles stay readable
     app.config.from_mapping(
-        CONFIG="config/gateway.yaml",
-        DATABASE_URL=f"sqlite:///{os.path.join(app.instance_path, 'gateway.db')}",
+        CONFIG=DEFAULT_PATH,
+        DATABASE_URL=default_database_url(),
         ADMIN_TOKEN=None,
         SERVED_BY_GUNICORN=False,
     )

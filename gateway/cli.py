@@ -13,7 +13,7 @@ from datetime import timedelta
 import click
 from sqlalchemy import delete
 
-from gateway.config import ConfigError, load_config, summary
+from gateway.config import DEFAULT_PATH, ConfigError, load_config, summary
 
 
 def _registry():
@@ -26,7 +26,7 @@ def _registry():
 
 
 def _config_path(path: str | None) -> str:
-    return path or os.environ.get("GATEWAY_CONFIG", "config/gateway.yaml")
+    return path or os.environ.get("GATEWAY_CONFIG", DEFAULT_PATH)
 
 
 def _load(path: str):
@@ -118,9 +118,9 @@ def db():
 @db.command("upgrade")
 def db_upgrade():
     """Apply Alembic migrations to GATEWAY_DATABASE_URL (default: SQLite in instance/)."""
-    from gateway.store.db import upgrade
+    from gateway.store.db import default_database_url, upgrade
 
-    url = os.environ.get("GATEWAY_DATABASE_URL") or f"sqlite:///{os.path.abspath('instance/gateway.db')}"
+    url = os.environ.get("GATEWAY_DATABASE_URL") or default_database_url()
     upgrade(url)
     click.echo(f"database at head: {url.split('@')[-1]}")
 

@@ -24,6 +24,7 @@ from gateway.contracts import SEVERITIES, STATUSES
 from gateway.fields import Duration, Size, parse_duration
 from gateway.plugins import Registry
 
+DEFAULT_PATH = "config/gateway.yaml"
 DEFAULT_RETENTION = 30 * 86400.0
 DEFAULT_MAX_BODY_SIZE = 1024 * 1024
 

@@ -21,6 +21,11 @@ T = TypeVar("T")
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
+def default_database_url() -> str:
+    """SQLite in ``instance/`` under the working directory: the embedded default, no setup."""
+    return f"sqlite:///{os.path.abspath(os.path.join('instance', 'gateway.db'))}"
+
+
 class WriterLock:
     """One SQLite writer at a time across threads *and* processes (gunicorn workers).
 
