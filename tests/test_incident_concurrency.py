@@ -8,12 +8,11 @@ the core retries them; SQLite serializes writers.  No request may see a 5xx.
 from __future__ import annotations
 
 import json
-import multiprocessing
-import runpy
 import time
 import uuid
 
 import pytest
+import testkit
 from sqlalchemy import create_engine, func, select
 
 from gateway.store.models import AlertRow, Incident, TimelineEntry
@@ -32,8 +31,6 @@ route:
 """
 PROCESSES = 5
 MINUTE = 60_000
-WORKER = "__incident_concurrency_worker__"
-"""run_name under which a spawned process executes this file (test modules are not importable by name)."""
 
 
 def whatap(**changes) -> dict:
@@ -46,50 +43,16 @@ def whatap(**changes) -> dict:
     return {**payload, **changes}
 
 
-def post_all(client, payloads: list[dict]) -> list[tuple[int, dict]]:
-    return [(r.status_code, r.get_json()) for r in (
-        client.post("/hooks/whatap/whatap-prod/", data=json.dumps(p, ensure_ascii=False).encode(),
-                    headers={"Content-Type": "application/json", "X-Webhook-Token": TOKEN})
-        for p in payloads)]
-
-
-def worker(database_url: str, config_path: str, barrier, results, payloads: list[dict]) -> None:
-    """In a spawned process: an app of its own, then all its posts once every process is ready."""
-    from gateway.app import create_app
-
-    app = create_app({"DATABASE_URL": database_url, "CONFIG": config_path, "ADMIN_TOKEN": "x"})
-    client = app.test_client()
-    barrier.wait(timeout=60)
-    results.put(post_all(client, payloads))
-    app.extensions["gateway"].engine.dispose()
-
-
-if __name__ == WORKER:
-    worker(**worker_args)  # noqa: F821 (given by runpy's init_globals)
+def post(payload: dict) -> tuple[str, bytes, dict]:
+    return ("/hooks/whatap/whatap-prod/", json.dumps(payload, ensure_ascii=False).encode(),
+            {"Content-Type": "application/json", "X-Webhook-Token": TOKEN})
 
 
 @pytest.fixture
 def race(database_url, write_config):
-    """race(batches) posts each batch from its own process, all released at once; returns every answer."""
-    def race(batches: list[list[dict]]) -> list[tuple[int, dict]]:
-        ctx = multiprocessing.get_context("spawn")
-        barrier, results = ctx.Barrier(len(batches)), ctx.Queue()
-        config_path = write_config(CONFIG)
-        processes = [
-            ctx.Process(target=runpy.run_path, args=(__file__,), kwargs={"run_name": WORKER, "init_globals": {
-                "worker_args": dict(database_url=database_url, config_path=config_path, barrier=barrier,
-                                    results=results, payloads=batch)}})
-            for batch in batches
-        ]
-        for process in processes:
-            process.start()
-        answers = [answer for _ in processes for answer in results.get(timeout=120)]
-        for process in processes:
-            process.join(timeout=30)
-            assert process.exitcode == 0
-        return answers
-
-    return race
+    """race(batches) posts each batch of payloads from its own process, all released at once."""
+    config_path = write_config(CONFIG)
+    return lambda batches: testkit.race(database_url, config_path, [[post(p) for p in batch] for batch in batches])
 
 
 @pytest.fixture
@@ -130,7 +93,8 @@ def test_fifty_concurrent_alerts_make_one_incident(race, db):
 def opened(make_app, db):
     """One open incident, created before the race, and the WhaTap time it started at."""
     start = int(time.time() * 1000) - 10 * MINUTE
-    assert [s for s, _ in post_all(make_app(CONFIG).test_client(), [whatap(time=start)])] == [202]
+    path, body, headers = post(whatap(time=start))
+    assert make_app(CONFIG).test_client().post(path, data=body, headers=headers).status_code == 202
     return start
 
 

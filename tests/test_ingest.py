@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import io
 import json
-import multiprocessing
 
 import pytest
 import testkit
@@ -169,17 +168,8 @@ def test_duplicate_changes_nothing(gw, engine):
 def test_concurrent_copies_in_separate_processes_accept_exactly_one(database_url, write_config):
     """Workers of one server are processes: the database alone must decide which copy wins."""
     processes = 3
-    ctx = multiprocessing.get_context("spawn")
-    barrier, results = ctx.Barrier(processes), ctx.Queue()
-    config = write_config(CONFIG)
-    workers = [ctx.Process(target=testkit.post_when_released,
-                           args=(database_url, config, barrier, results, "/hooks/testsrc/src/", ALERT))
-               for _ in range(processes)]
-    for worker in workers:
-        worker.start()
-    answers = sorted((results.get(timeout=60) for _ in workers), key=lambda a: a[0])
-    for worker in workers:
-        worker.join(timeout=30)
+    copy = ("/hooks/testsrc/src/", json.dumps(ALERT).encode(), {"Content-Type": "application/json"})
+    answers = sorted(testkit.race(database_url, write_config(CONFIG), [[copy]] * processes), key=lambda a: a[0])
     assert [status for status, _ in answers] == [200] * (processes - 1) + [202]
     assert all(body == {"status": "duplicate"} for _, body in answers[:-1])
     engine = create_engine(database_url)

@@ -137,8 +137,11 @@ def metric(text: str, name: str, **labels: str) -> float:
     return 0.0
 
 
-def post_when_released(database_url: str, config_path: str, barrier, results, path: str, body: dict) -> None:
-    """Run in a spawned process: build an app of its own, wait for the others, then POST once."""
+def post_when_released(database_url: str, config_path: str, barrier, results, posts: list) -> None:
+    """Run in a spawned process: build an app of its own, wait for the others, then make its POSTs.
+
+    ``posts`` holds ``(path, body bytes, headers)``; the answers go to ``results`` as one list.
+    """
     import sys
 
     from gateway.app import create_app
@@ -147,6 +150,24 @@ def post_when_released(database_url: str, config_path: str, barrier, results, pa
                      extra_plugins=[sys.modules[__name__]])
     client = app.test_client()
     barrier.wait(timeout=60)
-    response = client.post(path, json=body)
-    results.put((response.status_code, response.get_json()))
+    results.put([(r.status_code, r.get_json())
+                 for r in (client.post(path, data=body, headers=headers) for path, body, headers in posts)])
     app.extensions["gateway"].engine.dispose()
+
+
+def race(database_url: str, config_path: str, batches: list[list]) -> list[tuple[int, dict]]:
+    """Post each batch from a process of its own, all released at once (gunicorn workers are
+    processes); returns every answer.  A batch is a list of ``(path, body bytes, headers)``."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(len(batches)), ctx.Queue()
+    processes = [ctx.Process(target=post_when_released, args=(database_url, config_path, barrier, results, batch))
+                 for batch in batches]
+    for process in processes:
+        process.start()
+    answers = [answer for _ in processes for answer in results.get(timeout=120)]
+    for process in processes:
+        process.join(timeout=30)
+        assert process.exitcode == 0
+    return answers
