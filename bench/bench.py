@@ -52,6 +52,7 @@ WRK_THREADS = env_int("BENCH_WRK_THREADS", 2)
 RUNS = env_int("BENCH_RUNS", 1)
 FINGERPRINTS = env_int("BENCH_FINGERPRINTS", 1000)
 RECOVERY_PCT = env_int("BENCH_RECOVERY_PCT", 5)
+TARGETS = [t.strip() for t in (os.environ.get("BENCH_TARGETS") or "gateway,floor").split(",") if t.strip()]
 DBS = [d.strip() for d in (os.environ.get("BENCH_DBS") or "sqlite,postgresql").split(",") if d.strip()]
 PG_ADMIN_URL = os.environ.get("BENCH_PG_URL") or "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 SOAK_ONLY = (os.environ.get("BENCH_SOAK") or "0") not in ("", "0", "no", "false")
@@ -447,6 +448,8 @@ def compare(wrk: str, workdir: Path, dbs: Databases) -> dict:
     for run in range(1, RUNS + 1):
         for db in DBS:
             for target, start in (("gateway", start_gateway), ("floor", start_floor)):
+                if target not in TARGETS:
+                    continue
                 tag = f"{db}-{target}-{run}"
                 log(f"[run {run}/{RUNS}] {target} on {db}: fresh database, serve --workers {WORKERS} "
                     f"(gthread x {THREADS}), warm-up {WARMUP}s, wrk -t{WRK_THREADS} -c{CONNECTIONS} -d{DURATION}s")

@@ -46,7 +46,7 @@ def make_engine(url: str):
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    return create_engine(url, pool_size=10, max_overflow=10, pool_recycle=1800)
 
 
 def create_schema(url: str) -> None:

@@ -76,9 +76,10 @@ class Alert:
     """A normalized alert: what every source produces and every sink consumes.
 
     Plugins fill the vendor-derived fields.  The core fills ``source_key``,
-    ``source_type``, ``fingerprint`` (namespaced by source), ``raw_request_id`` and
-    ``id`` when it stores the alert, and ``origin`` is ``"manual"`` for the recovery
-    the core emits when a person resolves an incident.
+    ``source_type``, ``fingerprint`` (namespaced by source), ``received_at`` (when the
+    webhook carrying it arrived), ``raw_request_id`` and ``id`` when it stores the alert,
+    and ``origin`` is ``"manual"`` for the recovery the core emits when a person
+    resolves an incident.
     """
 
     status: str
@@ -92,6 +93,7 @@ class Alert:
     source_key: str = ""
     source_type: str = ""
     fingerprint: str = ""
+    received_at: Optional[datetime] = None
     raw_request_id: Optional[int] = None
     id: Optional[int] = None
     origin: str = "webhook"

@@ -9,6 +9,7 @@ from click.testing import CliRunner
 from sqlalchemy import create_engine, func, inspect, select, update
 
 from gateway.cli import main
+from gateway.incidents.service import timeline
 from gateway.store.models import AlertRow, Incident, RawRequest, utcnow
 
 CONFIG = """
@@ -102,3 +103,7 @@ def test_purge_removes_old_raw_requests_and_keeps_alerts_and_incidents(make_app,
         assert conn.execute(select(Incident.event_count)).scalars().all() == [3]
         assert conn.execute(select(func.count()).select_from(AlertRow)).scalar_one() == 3
     assert [(a.external_id, a.raw_request_id is None) for a in alerts] == [("0", True), ("1", True), ("2", False)]
+    with engine.connect() as conn:  # the timeline still tells every webhook, without raw links for the purged ones
+        history = timeline(conn, conn.execute(select(Incident.id)).scalar_one())
+    assert [(e.kind, e.raw_request_id is None) for e in history] == [
+        ("created", True), ("webhook_received", True), ("webhook_received", False)]

@@ -8,6 +8,7 @@ the core retries them; SQLite serializes writers.  No request may see a 5xx.
 from __future__ import annotations
 
 import json
+from collections import Counter
 import time
 import uuid
 
@@ -15,7 +16,8 @@ import pytest
 import testkit
 from sqlalchemy import create_engine, func, select
 
-from gateway.store.models import AlertRow, Incident, TimelineEntry
+from gateway.incidents.service import timeline
+from gateway.store.models import AlertRow, Incident
 
 TOKEN = "s3cret"
 CONFIG = f"""
@@ -74,9 +76,7 @@ def linked_alerts(db, incident_id: int) -> int:
 
 def timeline_kinds(db, incident_id: int) -> dict[str, int]:
     with db.connect() as conn:
-        rows = conn.execute(select(TimelineEntry.kind, func.count()).where(TimelineEntry.incident_id == incident_id)
-                            .group_by(TimelineEntry.kind)).all()
-    return dict(rows)
+        return dict(Counter(item.kind for item in timeline(conn, incident_id)))
 
 
 def test_fifty_concurrent_alerts_make_one_incident(race, db):

@@ -9,6 +9,7 @@ import testkit
 from sqlalchemy import create_engine, func, select, text
 
 from gateway.app import create_app
+from gateway.incidents.service import timeline
 from gateway.pipeline.outbox import Dispatcher
 from gateway.store.models import AlertRow, Delivery, Incident, RawRequest, TimelineEntry
 
@@ -150,6 +151,19 @@ def test_multi_alert_request(gw, engine):
     assert response.json["alerts"] == [r.id for r in rows]
     assert [(r.external_id, r.status) for r in rows] == [("a", "firing"), ("b", "resolved")]
     assert tuple(raw) == (2, "a|b")
+
+
+def test_one_request_with_two_alerts_of_one_problem_lists_both_on_the_timeline(gw, engine):
+    """The first alert creates the incident, the second joins it: both show, neither twice."""
+    payload = {"alerts": [{"id": "a", "title": "cpu", "problem": "cpu"}, {"id": "b", "title": "cpu", "problem": "cpu"}]}
+    response = gw.test_client().post("/hooks/testsrc/src/", json=payload)
+    assert response.status_code == 202
+    first, second = response.json["alerts"]
+    with engine.connect() as conn:
+        incident_id = conn.execute(select(Incident.id)).scalar_one()
+        entries = timeline(conn, incident_id)
+    assert [(e.kind, e.alert_id) for e in entries] == [("created", None), ("webhook_received", second)]
+    assert entries[0].raw_request_id == entries[1].raw_request_id is not None
 
 
 def test_duplicate_changes_nothing(gw, engine):

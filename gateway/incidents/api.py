@@ -54,11 +54,14 @@ def incident_json(row) -> dict:
     }
 
 
-def entry_json(row) -> dict:
-    """A comment's text is its ``body``, as it was posted; other kinds carry an optional ``note``."""
+def entry_json(row: service.TimelineItem) -> dict:
+    """A comment's text is its ``body``, as it was posted; other kinds carry an optional ``note``.
+
+    A repeat listed from its alert has no entry ``id`` but an ``alert_id``.
+    """
     comment = row.kind == "commented"
     return {
-        "id": row.id, "kind": row.kind, "at": iso(row.at), "actor": row.actor,
+        "id": row.id, "alert_id": row.alert_id, "kind": row.kind, "at": iso(row.at), "actor": row.actor,
         "from_status": row.from_status, "to_status": row.to_status,
         "note": None if comment else row.note, "body": row.note if comment else None,
         "raw_url": f"/api/events/{row.raw_request_id}/raw" if row.raw_request_id else None,
@@ -84,9 +87,7 @@ def get_incident(incident_id: int):
         row = conn.execute(select(Incident.__table__).where(Incident.id == incident_id)).first()
         if row is None:
             raise Rejected(404, "not_found", f"no incident {incident_id}")
-        entries = conn.execute(
-            select(TimelineEntry.__table__).where(TimelineEntry.incident_id == incident_id).order_by(TimelineEntry.id)
-        ).all()
+        entries = service.timeline(conn, incident_id)
     return jsonify({**incident_json(row), "timeline": [entry_json(e) for e in entries]})
 
 
@@ -124,4 +125,4 @@ def comment(incident_id: int):
         raise Rejected(404, "not_found", str(exc)) from None
     with gateway.engine.connect() as conn:
         entry = conn.execute(select(TimelineEntry.__table__).where(TimelineEntry.id == entry_id)).one()
-    return jsonify(entry_json(entry)), 201
+    return jsonify(entry_json(service.stored_item(entry))), 201

@@ -8,17 +8,21 @@ and ``RetryTransaction`` when a conditional update finds the row changed under i
 """
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime, timedelta
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 from sqlalchemy import Connection, bindparam, case, insert, select, update
 
 from gateway.contracts import SEVERITIES, Alert
 from gateway.store.db import RetryTransaction
-from gateway.store.models import OPEN_STATUSES, Incident, TimelineEntry, UTCDateTime, utcnow
+from gateway.store.models import AlertRow, Incident, TimelineEntry, UTCDateTime, is_open, utcnow
 
 incidents = Incident.__table__
-timeline = TimelineEntry.__table__
+timeline_entries = TimelineEntry.__table__
+alerts = AlertRow.__table__
+SOURCE_ACTOR = "source:"
+"""Prefix of the actor of everything a webhook did: ``source:<key>``."""
 
 TRANSITIONS = {
     "acknowledge": ({"triggered"}, "acknowledged", "acknowledged_at"),
@@ -51,20 +55,24 @@ _COUNTED = {
 _SEVERITY_RANK = case({name: rank for rank, name in enumerate(SEVERITIES)}, value=incidents.c.severity)
 _JOIN_OPEN = (
     update(incidents)
-    .where(incidents.c.fingerprint == bindparam("fp"), incidents.c.status.in_(OPEN_STATUSES))
+    .where(incidents.c.fingerprint == bindparam("fp"), is_open(incidents.c.status))
     .values(**_COUNTED, severity=case((_SEVERITY_RANK > bindparam("rank"), bindparam("new_severity")),
                                       else_=incidents.c.severity))
     .returning(incidents.c.id)
 )
-"""A firing alert joins the open incident in one statement; severity only ever rises while open."""
+"""A firing alert joins the open incident in one statement; severity only ever rises while open.
+
+That is the whole effect of a repeat: it writes no timeline row, since its alert row (linked
+to the incident) already records it; ``timeline()`` lists it from there.
+"""
 _COUNT_BY_ID = update(incidents).where(incidents.c.id == bindparam("incident_id")).values(**_COUNTED)
 _OPEN = (select(incidents)
-         .where(incidents.c.fingerprint == bindparam("fp"), incidents.c.status.in_(OPEN_STATUSES))
+         .where(incidents.c.fingerprint == bindparam("fp"), is_open(incidents.c.status))
          .with_for_update())
 _LAST_RESOLVED = (select(incidents)
                   .where(incidents.c.fingerprint == bindparam("fp"), incidents.c.resolved_at.is_not(None))
                   .order_by(incidents.c.resolved_at.desc()).limit(1).with_for_update())
-_ENTRY = insert(timeline)
+_ENTRY = insert(timeline_entries)
 
 
 def _entry(conn: Connection, incident_id: int, kind: str, actor: str, at: datetime, **fields: Any) -> None:
@@ -78,17 +86,21 @@ def _count_event(conn: Connection, incident_id: int, now: datetime, occurred: da
 def apply_alert(
     conn: Connection, alert: Alert, raw_request_id: Optional[int], reopen_window: Optional[float]
 ) -> Optional[int]:
-    """Record one alert's effect; returns the incident it joined, or None (stored as an event only)."""
+    """Record one alert's effect; returns the incident it joined, or None (stored as an event only).
+
+    Timeline entries written here are dated when the webhook arrived, as its alert row is,
+    which is how ``timeline()`` knows which alerts they already tell of.
+    """
     now = utcnow()
-    actor = f"source:{alert.source_key}"
+    actor = f"{SOURCE_ACTOR}{alert.source_key}"
     occurred = alert.occurred_at or now
+    at = alert.received_at or now
 
     if alert.status == "firing":
         joined = conn.execute(_JOIN_OPEN, {"fp": alert.fingerprint, "now": now, "occurred": occurred,
                                            "rank": SEVERITIES.index(alert.severity),
                                            "new_severity": alert.severity}).scalar()
         if joined is not None:
-            _entry(conn, joined, "webhook_received", actor, now, raw_request_id=raw_request_id)
             return joined
     else:
         current = conn.execute(_OPEN, {"fp": alert.fingerprint}).first()
@@ -97,7 +109,7 @@ def apply_alert(
         if occurred < current.last_seen_at:
             # Out of order: the problem fired again after this recovery, so it is still open.
             _count_event(conn, current.id, now, occurred)
-            _entry(conn, current.id, "webhook_received", actor, now, raw_request_id=raw_request_id,
+            _entry(conn, current.id, "webhook_received", actor, at, raw_request_id=raw_request_id,
                    note="a recovery older than the latest alert; the problem fired again after it, so it stays open")
             return current.id
         conn.execute(
@@ -110,7 +122,7 @@ def apply_alert(
                 last_event_at=now,
             )
         )
-        _entry(conn, current.id, "status_changed", actor, now, from_status=current.status,
+        _entry(conn, current.id, "status_changed", actor, at, from_status=current.status,
                to_status="resolved", note=f"recovered: {alert.title}", raw_request_id=raw_request_id)
         return current.id
 
@@ -118,7 +130,7 @@ def apply_alert(
     if previous is not None and occurred <= previous.resolved_at:
         # Late or out-of-order delivery: it happened before the incident was resolved.
         _count_event(conn, previous.id, now, occurred)
-        _entry(conn, previous.id, "webhook_received", actor, now, raw_request_id=raw_request_id,
+        _entry(conn, previous.id, "webhook_received", actor, at, raw_request_id=raw_request_id,
                note="arrived after the incident was resolved; it happened before, so nothing reopens")
         return previous.id
     if (
@@ -136,7 +148,7 @@ def apply_alert(
         )
         if reopened.rowcount != 1:
             raise RetryTransaction("incident changed while reopening")
-        _entry(conn, previous.id, "reopened", actor, now, from_status="resolved", to_status="triggered",
+        _entry(conn, previous.id, "reopened", actor, at, from_status="resolved", to_status="triggered",
                raw_request_id=raw_request_id)
         return previous.id
 
@@ -151,7 +163,7 @@ def apply_alert(
         )
         .returning(incidents.c.id)
     ).scalar_one()
-    _entry(conn, incident_id, "created", actor, now, raw_request_id=raw_request_id)
+    _entry(conn, incident_id, "created", actor, at, raw_request_id=raw_request_id)
     return incident_id
 
 
@@ -173,7 +185,51 @@ def add_comment(conn: Connection, incident_id: int, actor: str, body: str) -> in
     if conn.execute(select(incidents.c.id).where(incidents.c.id == incident_id)).first() is None:
         raise LookupError(f"no incident {incident_id}")
     return conn.execute(
-        insert(timeline)
+        insert(timeline_entries)
         .values(incident_id=incident_id, kind="commented", actor=actor, at=utcnow(), note=body)
-        .returning(timeline.c.id)
+        .returning(timeline_entries.c.id)
     ).scalar_one()
+
+
+class TimelineItem(NamedTuple):
+    """One line of an incident's history; ``id`` is the stored entry's, ``alert_id`` a listed alert's."""
+
+    id: Optional[int]
+    alert_id: Optional[int]
+    kind: str
+    at: datetime
+    actor: str
+    from_status: Optional[str] = None
+    to_status: Optional[str] = None
+    note: Optional[str] = None
+    raw_request_id: Optional[int] = None
+
+
+def stored_item(row: Any) -> TimelineItem:
+    return TimelineItem(row.id, None, row.kind, row.at, row.actor, row.from_status, row.to_status, row.note,
+                        row.raw_request_id)
+
+
+def timeline(conn: Connection, incident_id: int) -> list[TimelineItem]:
+    """The incident's history in time order: its stored entries, and a ``webhook_received`` for
+    each of its webhook alerts that no stored entry tells of (a repeat, recorded by its alert row).
+
+    A stored entry tells of the alert that came in with it: same incident, same arrival time.
+    Matching on that, not on the raw request, survives ``gateway purge``.
+    """
+    stored = [stored_item(row) for row in conn.execute(
+        select(timeline_entries).where(timeline_entries.c.incident_id == incident_id).order_by(timeline_entries.c.id))]
+    told = Counter(item.at for item in stored if item.actor.startswith(SOURCE_ACTOR))
+    listed = []
+    for row in conn.execute(
+        select(alerts.c.id, alerts.c.received_at, alerts.c.source_key, alerts.c.raw_request_id)
+        .where(alerts.c.incident_id == incident_id, alerts.c.origin == "webhook")
+        .order_by(alerts.c.id)
+    ):
+        if told[row.received_at]:
+            told[row.received_at] -= 1
+            continue
+        listed.append(TimelineItem(None, row.id, "webhook_received", row.received_at,
+                                   f"{SOURCE_ACTOR}{row.source_key}", raw_request_id=row.raw_request_id))
+    # Stable: at one instant, what a webhook changed comes before the repeats that arrived with it.
+    return sorted(stored + listed, key=lambda item: item.at)

@@ -156,7 +156,7 @@ def _complete(source: ActiveSource, alert: Alert, received_at: datetime) -> Aler
     occurred = min(occurred, received_at + MAX_CLOCK_SKEW)
     labels = {str(k): str(v) for k, v in alert.labels.items() if v is not None}
     return alert.replace(
-        source_key=source.key, source_type=source.type, occurred_at=occurred, labels=labels,
+        source_key=source.key, source_type=source.type, occurred_at=occurred, labels=labels, received_at=received_at,
         fingerprint=namespaced_fingerprint(source.key, source.plugin.fingerprint(alert)),
     )
 
@@ -214,7 +214,7 @@ def record_alert(conn: Connection, alert: Alert, inline, outbox: list[str], inci
         severity=alert.severity, title=alert.title, description=alert.description or "",
         resource_id=alert.resource.id or "", resource_name=alert.resource.name or "",
         resource_type=alert.resource.type or "", occurred_at=alert.occurred_at, labels=alert.labels,
-        origin=alert.origin, incident_id=incident_id, received_at=utcnow(),
+        origin=alert.origin, incident_id=incident_id, received_at=alert.received_at or utcnow(),
     )).scalar_one()
     if outbox:
         now = utcnow()

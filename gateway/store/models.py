@@ -19,11 +19,20 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    literal_column,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 OPEN_STATUSES = ("triggered", "acknowledged")
+OPEN_SQL = f"status IN ({', '.join(repr(status) for status in OPEN_STATUSES)})"
+"""The open-incident condition as literal SQL: the partial unique index is defined by it, and a
+query written the same way can use that index and needs no per-execution IN-list expansion."""
+
+
+def is_open(status_column):
+    """``status IN ('triggered', 'acknowledged')`` on ``status_column``, with the values inline."""
+    return status_column.in_([literal_column(f"'{status}'") for status in OPEN_STATUSES])
 
 
 def utcnow() -> datetime:
@@ -148,8 +157,8 @@ class Incident(Base):
             "uq_incidents_open_fingerprint",
             "fingerprint",
             unique=True,
-            sqlite_where=text("status IN ('triggered', 'acknowledged')"),
-            postgresql_where=text("status IN ('triggered', 'acknowledged')"),
+            sqlite_where=text(OPEN_SQL),
+            postgresql_where=text(OPEN_SQL),
         ),
         Index("ix_incidents_fingerprint_resolved_at", "fingerprint", "resolved_at"),
         Index("ix_incidents_status_last_event_at", "status", "last_event_at"),
