@@ -15,7 +15,7 @@ from typing import Any, NamedTuple, Optional
 from sqlalchemy import Connection, bindparam, case, insert, select, update
 
 from gateway.contracts import SEVERITIES, Alert
-from gateway.store.db import RetryTransaction
+from gateway.store.db import HotStatement, RetryTransaction
 from gateway.store.models import AlertRow, Incident, TimelineEntry, UTCDateTime, is_open, utcnow
 
 incidents = Incident.__table__
@@ -53,7 +53,7 @@ _COUNTED = {
     "last_seen_at": case((incidents.c.last_seen_at < _occurred, _occurred), else_=incidents.c.last_seen_at),
 }
 _SEVERITY_RANK = case({name: rank for rank, name in enumerate(SEVERITIES)}, value=incidents.c.severity)
-_JOIN_OPEN = (
+_JOIN_OPEN = HotStatement(
     update(incidents)
     .where(incidents.c.fingerprint == bindparam("fp"), is_open(incidents.c.status))
     .values(**_COUNTED, severity=case((_SEVERITY_RANK > bindparam("rank"), bindparam("new_severity")),
@@ -97,7 +97,7 @@ def apply_alert(
     at = alert.received_at or now
 
     if alert.status == "firing":
-        joined = conn.execute(_JOIN_OPEN, {"fp": alert.fingerprint, "now": now, "occurred": occurred,
+        joined = _JOIN_OPEN(conn, {"fp": alert.fingerprint, "now": now, "occurred": occurred,
                                            "rank": SEVERITIES.index(alert.severity),
                                            "new_severity": alert.severity}).scalar()
         if joined is not None:

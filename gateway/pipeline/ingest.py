@@ -22,7 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from gateway import metrics
 from gateway.contracts import SEVERITIES, STATUSES, Alert, Headers, InboundRequest, Rejected, Reply, Resource
 from gateway.pipeline.runtime import ActiveSource, Runtime, Snapshot
-from gateway.store.db import run_in_transaction
+from gateway.store.db import HotStatement, run_in_transaction
 from gateway.store.models import AlertRow, Delivery, Handshake, RawRequest, utcnow
 
 log = logging.getLogger(__name__)
@@ -175,13 +175,14 @@ def _route(snapshot: Snapshot, alert: Alert, source_reopen_window: Optional[floa
 
 
 _RAW_INSERT = {
-    dialect.__name__.rsplit(".", 1)[-1]: dialect.insert(RawRequest.__table__)
-    .on_conflict_do_nothing(index_elements=["source_key", "external_id"])
-    .returning(RawRequest.id)
+    dialect.__name__.rsplit(".", 1)[-1]: HotStatement(
+        dialect.insert(RawRequest.__table__)
+        .on_conflict_do_nothing(index_elements=["source_key", "external_id"])
+        .returning(RawRequest.id))
     for dialect in (postgresql, sqlite)
 }
 """Per dialect: store the raw request unless its (source, external id) was accepted before."""
-_ALERT_INSERT = insert(AlertRow.__table__).returning(AlertRow.id)
+_ALERT_INSERT = HotStatement(insert(AlertRow.__table__).returning(AlertRow.id))
 _DELIVERY_INSERT = insert(Delivery.__table__)
 
 
@@ -197,7 +198,7 @@ def _raw_values(source: ActiveSource, request: InboundRequest) -> dict:
 
 
 def _store(conn: Connection, raw: dict, routed) -> Optional[list[int]]:
-    raw_id = conn.execute(_RAW_INSERT[conn.dialect.name], raw).scalar()
+    raw_id = _RAW_INSERT[conn.dialect.name](conn, raw).scalar()
     if raw_id is None:
         return None  # this (source, external id) was accepted before: change nothing
     return [record_alert(conn, alert.replace(raw_request_id=raw_id), inline, outbox)
@@ -208,7 +209,7 @@ def record_alert(conn: Connection, alert: Alert, inline, outbox: list[str], inci
     """Apply inline sinks, store the alert and queue one outbox row per external sink."""
     for sink, settings in inline:
         incident_id = sink.apply(conn, alert, settings) or incident_id
-    alert_id = conn.execute(_ALERT_INSERT, dict(
+    alert_id = _ALERT_INSERT(conn, dict(
         raw_request_id=alert.raw_request_id, source_key=alert.source_key, source_type=alert.source_type,
         fingerprint=alert.fingerprint, external_id=alert.external_id, status=alert.status,
         severity=alert.severity, title=alert.title, description=alert.description or "",
@@ -230,7 +231,7 @@ def _store_handshake(runtime: Runtime, source: ActiveSource, request: InboundReq
                      reply: Reply) -> None:
     def work(conn: Connection) -> None:
         # A handshake is answered anew each time, so each one is journaled: no idempotency key.
-        raw_id = conn.execute(_RAW_INSERT[conn.dialect.name], dict(raw, external_id=None)).scalar_one()
+        raw_id = _RAW_INSERT[conn.dialect.name](conn, dict(raw, external_id=None)).scalar_one()
         conn.execute(insert(Handshake.__table__).values(
             source_key=source.key, raw_request_id=raw_id, received_at=request.received_at,
             status=reply.status, record=dict(reply.record or {}),
