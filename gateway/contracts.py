@@ -279,7 +279,11 @@ class SinkType:
         raise NotImplementedError
 
     def apply(self, session: Any, alert: Alert, settings: Mapping[str, Any]) -> Any:
-        """Inline sinks only: record the alert's effect within the ingest transaction."""
+        """Inline sinks only: record the alert's effect within the ingest transaction.
+
+        Runs before the raw request is stored, which is the duplicate check: a duplicate
+        rolls back what this wrote, and ``alert.raw_request_id`` is not known yet.
+        """
         raise NotImplementedError
 
     def close(self) -> None:

@@ -162,7 +162,7 @@ def test_one_request_with_two_alerts_of_one_problem_lists_both_on_the_timeline(g
     with engine.connect() as conn:
         incident_id = conn.execute(select(Incident.id)).scalar_one()
         entries = timeline(conn, incident_id)
-    assert [(e.kind, e.alert_id) for e in entries] == [("created", None), ("webhook_received", second)]
+    assert [(e.kind, e.alert_id) for e in entries] == [("created", first), ("webhook_received", second)]
     assert entries[0].raw_request_id == entries[1].raw_request_id is not None
 
 

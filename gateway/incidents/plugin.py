@@ -20,7 +20,7 @@ class IncidentStore(SinkType):
     inline = True
 
     def apply(self, session: Any, alert: Alert, settings: Mapping[str, Any]) -> Optional[int]:
-        return service.apply_alert(session, alert, alert.raw_request_id, settings.get("reopen_window"))
+        return service.apply_alert(session, alert, settings.get("reopen_window"))
 
 
 @hookimpl

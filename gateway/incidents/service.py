@@ -8,7 +8,7 @@ and ``RetryTransaction`` when a conditional update finds the row changed under i
 """
 from __future__ import annotations
 
-from collections import Counter
+from collections import defaultdict, deque
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, Optional
 
@@ -84,12 +84,13 @@ def _count_event(conn: Connection, incident_id: int, now: datetime, occurred: da
 
 
 def apply_alert(
-    conn: Connection, alert: Alert, raw_request_id: Optional[int], reopen_window: Optional[float]
+    conn: Connection, alert: Alert, reopen_window: Optional[float]
 ) -> Optional[int]:
     """Record one alert's effect; returns the incident it joined, or None (stored as an event only).
 
     Timeline entries written here are dated when the webhook arrived, as its alert row is,
-    which is how ``timeline()`` knows which alerts they already tell of.
+    which is how ``timeline()`` pairs them with their alert (and its raw request, which is
+    stored after this runs).
     """
     now = utcnow()
     actor = f"{SOURCE_ACTOR}{alert.source_key}"
@@ -109,7 +110,7 @@ def apply_alert(
         if occurred < current.last_seen_at:
             # Out of order: the problem fired again after this recovery, so it is still open.
             _count_event(conn, current.id, now, occurred)
-            _entry(conn, current.id, "webhook_received", actor, at, raw_request_id=raw_request_id,
+            _entry(conn, current.id, "webhook_received", actor, at,
                    note="a recovery older than the latest alert; the problem fired again after it, so it stays open")
             return current.id
         conn.execute(
@@ -123,14 +124,14 @@ def apply_alert(
             )
         )
         _entry(conn, current.id, "status_changed", actor, at, from_status=current.status,
-               to_status="resolved", note=f"recovered: {alert.title}", raw_request_id=raw_request_id)
+               to_status="resolved", note=f"recovered: {alert.title}")
         return current.id
 
     previous = conn.execute(_LAST_RESOLVED, {"fp": alert.fingerprint}).first()
     if previous is not None and occurred <= previous.resolved_at:
         # Late or out-of-order delivery: it happened before the incident was resolved.
         _count_event(conn, previous.id, now, occurred)
-        _entry(conn, previous.id, "webhook_received", actor, at, raw_request_id=raw_request_id,
+        _entry(conn, previous.id, "webhook_received", actor, at,
                note="arrived after the incident was resolved; it happened before, so nothing reopens")
         return previous.id
     if (
@@ -148,8 +149,7 @@ def apply_alert(
         )
         if reopened.rowcount != 1:
             raise RetryTransaction("incident changed while reopening")
-        _entry(conn, previous.id, "reopened", actor, at, from_status="resolved", to_status="triggered",
-               raw_request_id=raw_request_id)
+        _entry(conn, previous.id, "reopened", actor, at, from_status="resolved", to_status="triggered")
         return previous.id
 
     incident_id = conn.execute(
@@ -163,7 +163,7 @@ def apply_alert(
         )
         .returning(incidents.c.id)
     ).scalar_one()
-    _entry(conn, incident_id, "created", actor, at, raw_request_id=raw_request_id)
+    _entry(conn, incident_id, "created", actor, at)
     return incident_id
 
 
@@ -192,7 +192,11 @@ def add_comment(conn: Connection, incident_id: int, actor: str, body: str) -> in
 
 
 class TimelineItem(NamedTuple):
-    """One line of an incident's history; ``id`` is the stored entry's, ``alert_id`` a listed alert's."""
+    """One line of an incident's history.
+
+    ``id`` is the stored entry's (None for a listed repeat); ``alert_id`` and
+    ``raw_request_id`` are those of the webhook alert the line tells of, if any.
+    """
 
     id: Optional[int]
     alert_id: Optional[int]
@@ -206,30 +210,34 @@ class TimelineItem(NamedTuple):
 
 
 def stored_item(row: Any) -> TimelineItem:
-    return TimelineItem(row.id, None, row.kind, row.at, row.actor, row.from_status, row.to_status, row.note,
-                        row.raw_request_id)
+    return TimelineItem(row.id, None, row.kind, row.at, row.actor, row.from_status, row.to_status, row.note)
 
 
 def timeline(conn: Connection, incident_id: int) -> list[TimelineItem]:
     """The incident's history in time order: its stored entries, and a ``webhook_received`` for
     each of its webhook alerts that no stored entry tells of (a repeat, recorded by its alert row).
 
-    A stored entry tells of the alert that came in with it: same incident, same arrival time.
-    Matching on that, not on the raw request, survives ``gateway purge``.
+    A stored entry a webhook wrote tells of the alert that came in with it: same incident,
+    same arrival time; it takes that alert's id and raw request.  Matching on time, not on
+    the raw request, survives ``gateway purge``.
     """
     stored = [stored_item(row) for row in conn.execute(
         select(timeline_entries).where(timeline_entries.c.incident_id == incident_id).order_by(timeline_entries.c.id))]
-    told = Counter(item.at for item in stored if item.actor.startswith(SOURCE_ACTOR))
+    unpaired: dict[datetime, deque[int]] = defaultdict(deque)
+    for index, item in enumerate(stored):
+        if item.actor.startswith(SOURCE_ACTOR):
+            unpaired[item.at].append(index)
     listed = []
     for row in conn.execute(
         select(alerts.c.id, alerts.c.received_at, alerts.c.source_key, alerts.c.raw_request_id)
         .where(alerts.c.incident_id == incident_id, alerts.c.origin == "webhook")
         .order_by(alerts.c.id)
     ):
-        if told[row.received_at]:
-            told[row.received_at] -= 1
-            continue
-        listed.append(TimelineItem(None, row.id, "webhook_received", row.received_at,
-                                   f"{SOURCE_ACTOR}{row.source_key}", raw_request_id=row.raw_request_id))
+        if unpaired[row.received_at]:
+            index = unpaired[row.received_at].popleft()
+            stored[index] = stored[index]._replace(alert_id=row.id, raw_request_id=row.raw_request_id)
+        else:
+            listed.append(TimelineItem(None, row.id, "webhook_received", row.received_at,
+                                       f"{SOURCE_ACTOR}{row.source_key}", raw_request_id=row.raw_request_id))
     # Stable: at one instant, what a webhook changed comes before the repeats that arrived with it.
     return sorted(stored + listed, key=lambda item: item.at)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterator, Mapping, Optional
 
-from sqlalchemy import Connection, insert
+from sqlalchemy import Connection, bindparam, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -112,11 +112,11 @@ def _receive(runtime: Runtime, source: Optional[ActiveSource], source_type: str,
     raw["alert_count"] = len(alerts)
     try:
         ids = run_in_transaction(runtime.engine, lambda conn: _store(conn, raw, routed))
+    except Duplicate:
+        return Outcome(200, {"status": "duplicate"})
     except SQLAlchemyError as exc:
         log.error("could not store webhook for %s: %s", source.key, exc)
         raise Unavailable("the database is unavailable; nothing was stored, retry later") from exc
-    if ids is None:
-        return Outcome(200, {"status": "duplicate"})
     if any(outbox for _, _, outbox in routed):
         runtime.notify_deliveries()
     return Outcome(202, {"status": "accepted", "alerts": ids})
@@ -186,6 +186,35 @@ _ALERT_INSERT = HotStatement(insert(AlertRow.__table__).returning(AlertRow.id))
 _DELIVERY_INSERT = insert(Delivery.__table__)
 
 
+def _raw_with_first_alert():
+    """PostgreSQL: the raw request and the request's first alert in one statement.
+
+    A data-modifying CTE stores the raw request unless it is a duplicate, and the alert
+    only if the raw request was stored: one round trip instead of two on every webhook.
+    Raw request values are bound as ``raw_<column>``.
+    """
+    raw, alerts = RawRequest.__table__, AlertRow.__table__
+    stored = (postgresql.insert(raw)
+              .values({c.name: bindparam(f"raw_{c.name}", type_=c.type) for c in raw.c if c.name != "id"})
+              .on_conflict_do_nothing(index_elements=["source_key", "external_id"])
+              .returning(raw.c.id)
+              .cte("stored_raw"))
+    columns = [c for c in alerts.c if c.name not in ("id", "raw_request_id")]
+    return HotStatement(
+        insert(alerts)
+        .from_select(["raw_request_id", *(c.name for c in columns)],
+                     select(stored.c.id, *(bindparam(c.name, type_=c.type) for c in columns)))
+        .returning(alerts.c.id, alerts.c.raw_request_id)
+    )
+
+
+_RAW_WITH_FIRST_ALERT = _raw_with_first_alert()
+
+
+class Duplicate(Exception):
+    """The request's (source, external id) was accepted before: its transaction rolls back."""
+
+
 def _raw_values(source: ActiveSource, request: InboundRequest) -> dict:
     """The raw journal's row, as the source's scrub leaves it and without credentials."""
     headers, body = source.plugin.scrub(request)
@@ -197,34 +226,56 @@ def _raw_values(source: ActiveSource, request: InboundRequest) -> dict:
     )
 
 
-def _store(conn: Connection, raw: dict, routed) -> Optional[list[int]]:
-    raw_id = _RAW_INSERT[conn.dialect.name](conn, raw).scalar()
-    if raw_id is None:
-        return None  # this (source, external id) was accepted before: change nothing
-    return [record_alert(conn, alert.replace(raw_request_id=raw_id), inline, outbox)
-            for alert, inline, outbox in routed]
+def _store(conn: Connection, raw: dict, routed) -> list[int]:
+    """Inline sinks first, then the raw request, then the alert rows and their outbox rows.
+
+    The raw insert is the duplicate check.  Coming after the inline sinks, it lets
+    PostgreSQL store the raw request with the first alert in one statement; a duplicate
+    raises ``Duplicate``, and the rollback undoes what the sinks wrote.
+    """
+    rows = [(_alert_row(alert, _apply_inline(conn, alert, inline)), outbox) for alert, inline, outbox in routed]
+    if rows and conn.dialect.name == "postgresql":
+        stored = _RAW_WITH_FIRST_ALERT(conn, {**{f"raw_{k}": v for k, v in raw.items()}, **rows[0][0]}).first()
+        if stored is None:
+            raise Duplicate
+        raw_id, ids = stored.raw_request_id, [stored.id]
+    else:
+        raw_id, ids = _RAW_INSERT[conn.dialect.name](conn, raw).scalar(), []
+        if raw_id is None:
+            raise Duplicate
+    ids += [_ALERT_INSERT(conn, dict(row, raw_request_id=raw_id)).scalar_one() for row, _ in rows[len(ids):]]
+    for alert_id, (row, outbox) in zip(ids, rows):
+        _queue(conn, alert_id, row["fingerprint"], outbox)
+    return ids
 
 
-def record_alert(conn: Connection, alert: Alert, inline, outbox: list[str], incident_id: Optional[int] = None) -> int:
-    """Apply inline sinks, store the alert and queue one outbox row per external sink."""
+def _apply_inline(conn: Connection, alert: Alert, inline) -> Optional[int]:
+    incident_id = None
     for sink, settings in inline:
         incident_id = sink.apply(conn, alert, settings) or incident_id
-    alert_id = _ALERT_INSERT(conn, dict(
-        raw_request_id=alert.raw_request_id, source_key=alert.source_key, source_type=alert.source_type,
+    return incident_id
+
+
+def _alert_row(alert: Alert, incident_id: Optional[int]) -> dict:
+    return dict(
+        source_key=alert.source_key, source_type=alert.source_type,
         fingerprint=alert.fingerprint, external_id=alert.external_id, status=alert.status,
         severity=alert.severity, title=alert.title, description=alert.description or "",
         resource_id=alert.resource.id or "", resource_name=alert.resource.name or "",
         resource_type=alert.resource.type or "", occurred_at=alert.occurred_at, labels=alert.labels,
         origin=alert.origin, incident_id=incident_id, received_at=alert.received_at or utcnow(),
-    )).scalar_one()
+    )
+
+
+def _queue(conn: Connection, alert_id: int, fingerprint: str, outbox: list[str]) -> None:
+    """One outbox row per external sink, ordered per fingerprint."""
     if outbox:
         now = utcnow()
         conn.execute(
             _DELIVERY_INSERT,
-            [dict(alert_id=alert_id, sink_name=name, ordering_key=alert.fingerprint, status="pending",
+            [dict(alert_id=alert_id, sink_name=name, ordering_key=fingerprint, status="pending",
                   attempts=0, next_attempt_at=now, created_at=now) for name in outbox],
         )
-    return alert_id
 
 
 def _store_handshake(runtime: Runtime, source: ActiveSource, request: InboundRequest, raw: dict,
@@ -254,4 +305,6 @@ def forward_manual_resolve(conn: Connection, snapshot: Snapshot, incident, actor
     )
     # The incident store already recorded the transition, so only the outbox sinks are told.
     _, _, outbox = _route(snapshot, alert, None)
-    return record_alert(conn, alert, [], outbox, incident_id=incident.id)
+    alert_id = _ALERT_INSERT(conn, dict(_alert_row(alert, incident.id), raw_request_id=None)).scalar_one()
+    _queue(conn, alert_id, alert.fingerprint, outbox)
+    return alert_id

@@ -179,7 +179,6 @@ class TimelineEntry(Base):
     from_status: Mapped[Optional[str]] = mapped_column(String(16))
     to_status: Mapped[Optional[str]] = mapped_column(String(16))
     note: Mapped[Optional[str]] = mapped_column(Text)
-    raw_request_id: Mapped[Optional[int]] = mapped_column(ForeignKey("raw_requests.id", ondelete="SET NULL"))
 
     __table_args__ = (Index("ix_timeline_entries_incident_id_id", "incident_id", "id"),)
 
