@@ -232,7 +232,7 @@ class CpuMeter:
 
     def _read(self):
         return (sum(proc_cpu(p) for p in self.pids), postgres_cpu() if self.postgres else 0.0,
-                resource.getrusage(resource.RUSAGE_CHILDREN), machine_cpu())
+                resource.getrusage(resource.RUSAGE_CHILDREN), machine_cpu(), [proc_cpu(p) for p in self.pids[1:]])
 
     def stop(self, requests: int, seconds: float) -> dict:
         end = self._read()
@@ -247,6 +247,8 @@ class CpuMeter:
             "postgres_ms_per_request": 1000 * postgres / requests if requests else 0.0,
             "server_cores": server / seconds, "wrk_cores": wrk / seconds, "postgres_cores": postgres / seconds,
             "others_cores": others / seconds, "machine_busy": busy / seconds / ncpu,
+            # Cores per worker: a worker near 0 while another is busy means connections were not shared.
+            "worker_cores": [(b - a) / seconds for a, b in zip(self.start[4], end[4])],
         }
 
 
@@ -392,7 +394,8 @@ def start_floor(workdir: Path, db_url: str, tag: str) -> tuple[Server, str]:
     port = free_port()
     env = dict(os.environ, BENCH_FLOOR_DATABASE_URL=db_url)
     server = Server(f"floor ({tag})",
-                    [sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--threads", str(THREADS),
+                    [sys.executable, "-m", "gunicorn", "--config", "python:bench.floor_gunicorn",
+                     "--worker-class", "gthread", "--threads", str(THREADS),
                      "--workers", str(WORKERS), "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "20",
                      "bench.floor_app:create_app()"], env, workdir / f"floor-{tag}.log")
     base = f"http://127.0.0.1:{port}"
@@ -436,6 +439,7 @@ def describe(label: str, r: dict) -> None:
             f"wrk {c['wrk_cores']:.2f} cores, postgres {c['postgres_cores']:.2f} cores, "
             f"OTHER processes {c['others_cores']:.2f} cores; machine {c['machine_busy']:.0%} busy; "
             f"load average before {r['loadavg_before']:.1f}")
+        log(f"    cores per worker: {' + '.join(f'{w:.2f}' for w in c.get('worker_cores', []))}")
         if c["others_cores"] > 0.2:
             log(f"    WARNING: other processes used {c['others_cores']:.2f} cores during this run: "
                 f"the figures are pessimistic; rerun on a quiet machine")

@@ -47,7 +47,7 @@ def environment(tmp_path):
     site = testkit.install_testkit(tmp_path / "site")
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(Path(testkit.__file__).parents[1])]),
             "GATEWAY_CONFIG": str(config), "GATEWAY_DATABASE_URL": f"sqlite:///{tmp_path / 'gateway.db'}",
-            "GATEWAY_ADMIN_TOKEN": TOKEN, "GATEWAY_THREADS": "2"}
+            "GATEWAY_ADMIN_TOKEN": TOKEN, "GATEWAY_THREADS": "2", "GATEWAY_KEEPALIVE_REQUESTS": "5"}
 
 
 @pytest.fixture
@@ -135,6 +135,22 @@ def test_serve_counts_across_workers_reloads_on_sighup_and_stops_cleanly(server)
     proc.send_signal(signal.SIGTERM)
     output = proc.communicate(timeout=30)[0]
     assert proc.returncode == 0, output
+
+
+def test_a_keep_alive_connection_is_closed_after_its_fifth_request(server):
+    """So a sender's pooled connections cannot stay pinned to one worker (GATEWAY_KEEPALIVE_REQUESTS=5 here)."""
+    _, base, _ = server
+    host, port = base.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=5)
+    answers = []
+    for n in range(5):
+        conn.request("POST", "/hooks/testsrc/src/", body=json.dumps({"id": f"k{n}", "title": "disk"}),
+                     headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        response.read()
+        answers.append((response.status, response.getheader("Connection")))
+    conn.close()
+    assert answers == [(202, "keep-alive")] * 4 + [(202, "close")]
 
 
 def test_serve_refuses_an_invalid_config(environment):

@@ -39,6 +39,7 @@ class GatewayWorker(ThreadWorker):
 worker_class = "gateway.web.gunicorn_conf.GatewayWorker"
 threads = int(os.environ.get("GATEWAY_THREADS", "2"))  # measured best of 1, 2, 4 on SQLite and PostgreSQL (bench/README.md)
 graceful_timeout = 20
+KEEPALIVE_REQUESTS = int(os.environ.get("GATEWAY_KEEPALIVE_REQUESTS", "100"))
 control_socket_disable = True  # several gateways on one machine must not fight over one socket
 
 
@@ -52,6 +53,19 @@ def when_ready(server):
                 pass
 
     server.handle_hup = forward_hup
+
+
+def pre_request(worker, req):
+    """Close a keep-alive connection after KEEPALIVE_REQUESTS requests, as nginx's
+    ``keepalive_requests`` does.
+
+    Each worker accepts connections for itself and keeps them for as long as the client
+    sends, so a sender's connection pool could stay pinned to one worker while the others
+    idle (measured: with 32 connections, some runs had one of two workers doing all the
+    work, at half the throughput).  A reconnect lets whichever worker accepts first take it.
+    """
+    if req.req_number >= KEEPALIVE_REQUESTS:
+        req.must_close = True
 
 
 def post_worker_init(worker):
