@@ -46,7 +46,8 @@ def env_int(name: str, default: int) -> int:
 DURATION = env_int("BENCH_DURATION", 20)
 WARMUP = env_int("BENCH_WARMUP", 3)
 WORKERS = env_int("BENCH_WORKERS", 2)
-THREADS = env_int("BENCH_THREADS", int(os.environ.get("GATEWAY_THREADS") or 2))
+THREADS = os.environ.get("BENCH_THREADS") or os.environ.get("GATEWAY_THREADS")
+"""Threads per worker for gateway and floor alike; unset: the gateway's default for each database."""
 CONNECTIONS = env_int("BENCH_CONNECTIONS", 32)
 WRK_THREADS = env_int("BENCH_WRK_THREADS", 2)
 RUNS = env_int("BENCH_RUNS", 1)
@@ -78,6 +79,13 @@ sinks:
 route:
   sinks: [itms]
 """
+
+
+def threads_for(db: str) -> int:
+    """``db`` is a database kind or URL."""
+    from gateway.web.gunicorn_conf import default_threads
+
+    return int(THREADS) if THREADS else default_threads("sqlite" if db.startswith("sqlite") else "postgresql")
 
 
 def log(msg: str = "") -> None:
@@ -375,7 +383,7 @@ def start_gateway(workdir: Path, db_url: str, tag: str) -> tuple[Server, str]:
     config = workdir / "bench-gateway.yaml"
     config.write_text(BENCH_CONFIG)
     env = dict(os.environ, GATEWAY_DATABASE_URL=db_url, GATEWAY_CONFIG=str(config),
-               GATEWAY_ADMIN_TOKEN=secrets.token_urlsafe(16), GATEWAY_THREADS=str(THREADS))
+               GATEWAY_ADMIN_TOKEN=secrets.token_urlsafe(16), GATEWAY_THREADS=str(threads_for(db_url)))
     subprocess.run([str(BIN / "gateway"), "db", "upgrade"], env=env, cwd=ROOT, check=True, timeout=120,
                    stdout=subprocess.DEVNULL)
     port = free_port()
@@ -395,7 +403,7 @@ def start_floor(workdir: Path, db_url: str, tag: str) -> tuple[Server, str]:
     env = dict(os.environ, BENCH_FLOOR_DATABASE_URL=db_url)
     server = Server(f"floor ({tag})",
                     [sys.executable, "-m", "gunicorn", "--config", "python:bench.floor_gunicorn",
-                     "--worker-class", "gthread", "--threads", str(THREADS),
+                     "--worker-class", "gthread", "--threads", str(threads_for(db_url)),
                      "--workers", str(WORKERS), "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "20",
                      "bench.floor_app:create_app()"], env, workdir / f"floor-{tag}.log")
     base = f"http://127.0.0.1:{port}"
@@ -456,7 +464,7 @@ def compare(wrk: str, workdir: Path, dbs: Databases) -> dict:
                     continue
                 tag = f"{db}-{target}-{run}"
                 log(f"[run {run}/{RUNS}] {target} on {db}: fresh database, serve --workers {WORKERS} "
-                    f"(gthread x {THREADS}), warm-up {WARMUP}s, wrk -t{WRK_THREADS} -c{CONNECTIONS} -d{DURATION}s")
+                    f"(gthread x {threads_for(db)}), warm-up {WARMUP}s, wrk -t{WRK_THREADS} -c{CONNECTIONS} -d{DURATION}s")
                 url_db = dbs.fresh(db, f"{target}_{run}")
                 server, url = start(workdir, url_db, tag)
                 try:
@@ -548,7 +556,8 @@ def summary(facts: dict, results: dict, soaks: list[dict]) -> list[str]:
               f"{facts['wrk']}, commit {facts['git']}, {facts['date']}",
               f"load:    wrk -t{WRK_THREADS} -c{CONNECTIONS} -d{DURATION}s (after {WARMUP}s warm-up), "
               f"{FINGERPRINTS} fingerprints, {RECOVERY_PCT}% recoveries, unique uuids; "
-              f"servers: {WORKERS} gunicorn gthread workers x {THREADS} threads", ""]
+              f"servers: {WORKERS} gunicorn gthread workers x "
+              + ", ".join(f"{threads_for(db)} threads on {db}" for db in DBS), ""]
     if results:
         head = f"{'database':<11}{'target':<9}{'accepted/s':>11}{'non-2xx':>9}{'p50 ms':>8}{'p95 ms':>8}{'p99 ms':>8}" \
                f"{'worker RSS start->end MiB':>28}{'CPU ms/req':>11}{'others':>8}{'gw/floor':>10}"

@@ -164,12 +164,14 @@ def is_transient(exc: BaseException) -> bool:
 def run_in_transaction(engine: Engine, work: Callable[[Connection], T], *, attempts: int = 8) -> T:
     """Run ``work`` in one transaction, retrying it whole when it loses a race.
 
-    ``work`` must be safe to re-run: it sees a fresh transaction every time.
+    ``work`` must be safe to re-run: it sees a fresh transaction every time.  On SQLite the
+    writer lock covers only the transaction: taking a pooled connection and giving it back
+    happen outside, since every microsecond inside is one no other writer can use.
     """
     lock = _WRITE_LOCKS.get(engine) or nullcontext()
     for attempt in range(1, attempts + 1):
         try:
-            with lock, engine.begin() as conn:
+            with engine.connect() as conn, lock, conn.begin():
                 return work(conn)
         except (DBAPIError, RetryTransaction) as exc:
             if attempt == attempts or not is_transient(exc):
