@@ -93,9 +93,11 @@ def serve(host: str, port: int, workers: int, no_dispatcher: bool):
 def worker(threads: int):
     """Deliver outbox rows without serving HTTP; run as many as you like on one PostgreSQL."""
     from gateway.pipeline.outbox import Dispatcher
+    from gateway.store.db import start_wal_checkpointer
 
     app = _app()
     runtime = app.extensions["gateway"].runtime
+    start_wal_checkpointer(runtime.engine)
     dispatchers = [Dispatcher(runtime) for _ in range(threads)]
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -11,7 +11,7 @@ import signal
 from gunicorn.workers.gthread import ThreadWorker
 from prometheus_client import multiprocess
 
-from gateway.store.db import default_database_url
+from gateway.store.db import default_database_url, start_wal_checkpointer
 
 
 class GatewayWorker(ThreadWorker):
@@ -86,6 +86,7 @@ def pre_request(worker, req):
 
 def post_worker_init(worker):
     gateway = worker.wsgi.extensions["gateway"]
+    start_wal_checkpointer(gateway.engine)
     worker.ready = True
     if worker.reload_pending:
         gateway.runtime.reload()
