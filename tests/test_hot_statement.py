@@ -37,7 +37,7 @@ def stored(conn, row_id: int) -> tuple:
 def test_insert_matches_execute_with_types_applied(engine):
     statement = insert(raw_requests).returning(raw_requests.c.id)
     with engine.begin() as conn:
-        fast = HotStatement(statement)(conn, raw()).scalar_one()
+        fast = HotStatement(statement).scalar(conn, raw())
         slow = conn.execute(statement, raw(external_id="e-2")).scalar_one()
         assert stored(conn, fast)[:3] == stored(conn, slow)[:3] == (
             {"content-type": "application/json", "x-이름": "값"}, b'{"a": 1}',
@@ -54,13 +54,14 @@ def test_literals_in_the_statement_and_repeated_binds(engine):
     )
     with engine.begin() as conn:
         conn.execute(insert(raw_requests), raw())
-        assert tuple(statement(conn, {"key": "e-1"}).one()) == (2, "e-1-seen")
-        assert statement(conn, {"key": "nope"}).first() is None
+        assert tuple(statement.first(conn, {"key": "e-1"})) == (2, "e-1-seen")
+        assert statement.first(conn, {"key": "nope"}) is None
+        assert statement.run(conn, {"key": "e-1"}) == 1
 
 
 def test_a_missing_value_is_named(engine):
     with engine.begin() as conn, pytest.raises(KeyError, match="alert_count"):
-        HotStatement(insert(raw_requests).values(alert_count=bindparam("alert_count")))(
+        HotStatement(insert(raw_requests).values(alert_count=bindparam("alert_count"))).run(
             conn, {k: v for k, v in raw().items() if k != "alert_count"})
 
 
@@ -68,5 +69,5 @@ def test_database_errors_are_sqlalchemy_errors(engine):
     """Ingest's retry and 503 handling catch SQLAlchemy's exceptions, so the fast path must raise them too."""
     statement = HotStatement(insert(raw_requests))
     with pytest.raises(IntegrityError), engine.begin() as conn:
-        statement(conn, raw())
-        statement(conn, raw())  # the same (source, external id) again
+        statement.run(conn, raw())
+        statement.run(conn, raw())  # the same (source, external id) again

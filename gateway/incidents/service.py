@@ -87,11 +87,11 @@ new incidents, recoveries, reopenings) are built once too."""
 
 
 def _entry(conn: Connection, incident_id: int, kind: str, actor: str, at: datetime, **fields: Any) -> None:
-    _ENTRY(conn, dict(incident_id=incident_id, kind=kind, actor=actor, at=at, **fields))
+    _ENTRY.run(conn, dict(incident_id=incident_id, kind=kind, actor=actor, at=at, **fields))
 
 
 def _count_event(conn: Connection, incident_id: int, now: datetime, occurred: datetime) -> None:
-    _COUNT_BY_ID(conn, {"incident_id": incident_id, "now": now, "occurred": occurred})
+    _COUNT_BY_ID.run(conn, {"incident_id": incident_id, "now": now, "occurred": occurred})
 
 
 def apply_alert(
@@ -109,9 +109,9 @@ def apply_alert(
     at = alert.received_at or now
 
     if alert.status == "firing":
-        joined = _JOIN_OPEN(conn, {"fp": alert.fingerprint, "now": now, "occurred": occurred,
-                                           "rank": SEVERITIES.index(alert.severity),
-                                           "new_severity": alert.severity}).scalar()
+        joined = _JOIN_OPEN.scalar(conn, {"fp": alert.fingerprint, "now": now, "occurred": occurred,
+                                          "rank": SEVERITIES.index(alert.severity),
+                                          "new_severity": alert.severity})
         if joined is not None:
             return joined
     else:
@@ -125,7 +125,7 @@ def apply_alert(
                    note="a recovery older than the latest alert; the problem fired again after it, so it stays open")
             return current.id
         # resolved_at is not before last_seen_at: checked above.
-        _RESOLVE(conn, {"incident_id": current.id, "resolved": occurred, "now": now})
+        _RESOLVE.run(conn, {"incident_id": current.id, "resolved": occurred, "now": now})
         _entry(conn, current.id, "status_changed", actor, at, from_status=current.status,
                to_status="resolved", note=f"recovered: {alert.title}")
         return current.id
@@ -143,20 +143,20 @@ def apply_alert(
         and reopen_window is not None
         and occurred - previous.resolved_at <= timedelta(seconds=reopen_window)
     ):
-        reopened = _REOPEN(conn, {"incident_id": previous.id, "new_severity": alert.severity,
+        reopened = _REOPEN.run(conn, {"incident_id": previous.id, "new_severity": alert.severity,
                                   "seen": max(previous.last_seen_at, occurred), "now": now})
-        if reopened.rowcount != 1:
+        if reopened != 1:
             raise RetryTransaction("incident changed while reopening")
         _entry(conn, previous.id, "reopened", actor, at, from_status="resolved", to_status="triggered")
         return previous.id
 
-    incident_id = _CREATE(conn, dict(
+    incident_id = _CREATE.scalar(conn, dict(
         fingerprint=alert.fingerprint, source_key=alert.source_key, source_type=alert.source_type,
         title=alert.title, description=alert.description, severity=alert.severity, status="triggered",
         resource_id=alert.resource.id, resource_name=alert.resource.name, resource_type=alert.resource.type,
         event_count=1, first_seen_at=occurred, last_seen_at=occurred, created_at=now, last_event_at=now,
         acknowledged_at=None, resolved_at=None, closed_at=None,
-    )).scalar_one()
+    ))
     _entry(conn, incident_id, "created", actor, at)
     return incident_id
 

@@ -235,15 +235,16 @@ def _store(conn: Connection, raw: dict, routed) -> list[int]:
     """
     rows = [(_alert_row(alert, _apply_inline(conn, alert, inline)), outbox) for alert, inline, outbox in routed]
     if rows and conn.dialect.name == "postgresql":
-        stored = _RAW_WITH_FIRST_ALERT(conn, {**{f"raw_{k}": v for k, v in raw.items()}, **rows[0][0]}).first()
+        stored = _RAW_WITH_FIRST_ALERT.first(conn, {**{f"raw_{k}": v for k, v in raw.items()}, **rows[0][0]})
         if stored is None:
             raise Duplicate
-        raw_id, ids = stored.raw_request_id, [stored.id]
+        alert_id, raw_id = stored
+        ids = [alert_id]
     else:
-        raw_id, ids = _RAW_INSERT[conn.dialect.name](conn, raw).scalar(), []
+        raw_id, ids = _RAW_INSERT[conn.dialect.name].scalar(conn, raw), []
         if raw_id is None:
             raise Duplicate
-    ids += [_ALERT_INSERT(conn, dict(row, raw_request_id=raw_id)).scalar_one() for row, _ in rows[len(ids):]]
+    ids += [_ALERT_INSERT.scalar(conn, dict(row, raw_request_id=raw_id)) for row, _ in rows[len(ids):]]
     for alert_id, (row, outbox) in zip(ids, rows):
         _queue(conn, alert_id, row["fingerprint"], outbox)
     return ids
@@ -282,7 +283,7 @@ def _store_handshake(runtime: Runtime, source: ActiveSource, request: InboundReq
                      reply: Reply) -> None:
     def work(conn: Connection) -> None:
         # A handshake is answered anew each time, so each one is journaled: no idempotency key.
-        raw_id = _RAW_INSERT[conn.dialect.name](conn, dict(raw, external_id=None)).scalar_one()
+        raw_id = _RAW_INSERT[conn.dialect.name].scalar(conn, dict(raw, external_id=None))
         conn.execute(insert(Handshake.__table__).values(
             source_key=source.key, raw_request_id=raw_id, received_at=request.received_at,
             status=reply.status, record=dict(reply.record or {}),
@@ -305,6 +306,6 @@ def forward_manual_resolve(conn: Connection, snapshot: Snapshot, incident, actor
     )
     # The incident store already recorded the transition, so only the outbox sinks are told.
     _, _, outbox = _route(snapshot, alert, None)
-    alert_id = _ALERT_INSERT(conn, dict(_alert_row(alert, incident.id), raw_request_id=None)).scalar_one()
+    alert_id = _ALERT_INSERT.scalar(conn, dict(_alert_row(alert, incident.id), raw_request_id=None))
     _queue(conn, alert_id, alert.fingerprint, outbox)
     return alert_id
