@@ -12,7 +12,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, TypeVar
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 log = logging.getLogger(__name__)
@@ -147,7 +147,7 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn):
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            _BEGIN_IMMEDIATE.run(conn, {})
 
         _WRITE_LOCKS[engine] = WriterLock(engine.url.database)
         return engine
@@ -241,6 +241,9 @@ class HotStatement:
         plan = (compiled.string, None if compiled.positional else order, constants, slots)
         self._plans[key] = plan
         return plan
+
+
+_BEGIN_IMMEDIATE = HotStatement(text("BEGIN IMMEDIATE"))
 
 
 class RetryTransaction(Exception):
