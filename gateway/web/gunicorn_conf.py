@@ -55,7 +55,7 @@ def default_threads(database_url: str) -> int:
 threads = int(os.environ.get("GATEWAY_THREADS")
               or default_threads(os.environ.get("GATEWAY_DATABASE_URL") or default_database_url()))
 graceful_timeout = 20
-KEEPALIVE_REQUESTS = int(os.environ.get("GATEWAY_KEEPALIVE_REQUESTS", "1000"))
+KEEPALIVE_REQUESTS = int(os.environ.get("GATEWAY_KEEPALIVE_REQUESTS", "100"))
 control_socket_disable = True  # several gateways on one machine must not fight over one socket
 
 
@@ -79,8 +79,10 @@ def pre_request(worker, req):
     sends, so a sender's connection pool could stay pinned to one worker while the others
     idle (measured: with 32 connections, some runs had one of two workers doing all the
     work, at half the throughput).  A reconnect lets whichever worker accepts first take it.
-    1,000, nginx's default, rather than 100: each reconnect may land on the busier worker,
-    and with 100 PostgreSQL's p99 was 56-62 ms against 42-50 ms with 1,000 (make bench).
+    Not 1,000 (nginx's default): in a 20 s make bench run a connection then never
+    reconnects, and 3 of 6 servers started with one worker holding every connection
+    (0.00 + 1.05 cores).  The price of 100 is a longer tail when connections move, on
+    PostgreSQL p99 56-62 ms against 42-50 ms in the balanced runs with 1,000.
     """
     if req.req_number >= KEEPALIVE_REQUESTS:
         req.must_close = True
