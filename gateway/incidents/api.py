@@ -21,7 +21,7 @@ SORTS = {
     "-last_event_at": Incident.last_event_at.desc(), "last_event_at": Incident.last_event_at.asc(),
     "-created_at": Incident.created_at.desc(), "created_at": Incident.created_at.asc(),
     "-event_count": Incident.event_count.desc(),
-    "severity": case({name: rank for rank, name in enumerate(SEVERITIES)}, value=Incident.severity),
+    "severity": case(service.SEVERITY_RANK, value=Incident.severity),
 }
 
 

@@ -46,18 +46,22 @@ def allowed_actions(status: str) -> list[str]:
 
 
 # Hot-path statements are built once: building them per webhook cost more CPU than running them.
+SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
+"""critical 0 ... info 3: what "severity only rises" and the incident list's severity sort compare."""
+
 _occurred = bindparam("occurred", type_=UTCDateTime())
+_BUMP = {"event_count": incidents.c.event_count + 1, "last_event_at": bindparam("now", type_=UTCDateTime())}
+"""What every webhook that reaches an incident changes: its count and its last event time."""
 _COUNTED = {
-    "event_count": incidents.c.event_count + 1,
-    "last_event_at": bindparam("now", type_=UTCDateTime()),
+    **_BUMP,
     "last_seen_at": case((incidents.c.last_seen_at < _occurred, _occurred), else_=incidents.c.last_seen_at),
 }
-_SEVERITY_RANK = case({name: rank for rank, name in enumerate(SEVERITIES)}, value=incidents.c.severity)
+_OPEN_BY_FP = (incidents.c.fingerprint == bindparam("fp"), is_open(incidents.c.status))
 _JOIN_OPEN = HotStatement(
     update(incidents)
-    .where(incidents.c.fingerprint == bindparam("fp"), is_open(incidents.c.status))
-    .values(**_COUNTED, severity=case((_SEVERITY_RANK > bindparam("rank"), bindparam("new_severity")),
-                                      else_=incidents.c.severity))
+    .where(*_OPEN_BY_FP)
+    .values(**_COUNTED, severity=case((case(SEVERITY_RANK, value=incidents.c.severity) > bindparam("rank"),
+                                       bindparam("new_severity")), else_=incidents.c.severity))
     .returning(incidents.c.id)
 )
 """A firing alert joins the open incident in one statement; severity only ever rises while open.
@@ -68,16 +72,12 @@ to the incident) already records it; ``timeline()`` lists it from there.
 _BY_ID = incidents.c.id == bindparam("incident_id")
 _COUNT_BY_ID = HotStatement(update(incidents).where(_BY_ID).values(**_COUNTED))
 _RESOLVE = HotStatement(update(incidents).where(_BY_ID).values(
-    status="resolved", resolved_at=bindparam("resolved", type_=UTCDateTime()),
-    event_count=incidents.c.event_count + 1, last_event_at=bindparam("now", type_=UTCDateTime())))
+    **_BUMP, status="resolved", resolved_at=bindparam("resolved", type_=UTCDateTime())))
 _REOPEN = HotStatement(update(incidents).where(_BY_ID, incidents.c.status == "resolved").values(
-    status="triggered", resolved_at=None, acknowledged_at=None, severity=bindparam("new_severity"),
-    event_count=incidents.c.event_count + 1, last_seen_at=bindparam("seen", type_=UTCDateTime()),
-    last_event_at=bindparam("now", type_=UTCDateTime())))
+    **_BUMP, status="triggered", resolved_at=None, acknowledged_at=None, severity=bindparam("new_severity"),
+    last_seen_at=bindparam("seen", type_=UTCDateTime())))
 _CREATE = HotStatement(insert(incidents).returning(incidents.c.id))
-_OPEN = (select(incidents)
-         .where(incidents.c.fingerprint == bindparam("fp"), is_open(incidents.c.status))
-         .with_for_update())
+_OPEN = select(incidents).where(*_OPEN_BY_FP).with_for_update()
 _LAST_RESOLVED = (select(incidents)
                   .where(incidents.c.fingerprint == bindparam("fp"), incidents.c.resolved_at.is_not(None))
                   .order_by(incidents.c.resolved_at.desc()).limit(1).with_for_update())
@@ -104,17 +104,16 @@ def apply_alert(
     stored after this runs).
     """
     now = utcnow()
-    actor = f"{SOURCE_ACTOR}{alert.source_key}"
     occurred = alert.occurred_at or now
-    at = alert.received_at or now
-
     if alert.status == "firing":
         joined = _JOIN_OPEN.scalar(conn, {"fp": alert.fingerprint, "now": now, "occurred": occurred,
-                                          "rank": SEVERITIES.index(alert.severity),
-                                          "new_severity": alert.severity})
+                                          "rank": SEVERITY_RANK[alert.severity], "new_severity": alert.severity})
         if joined is not None:
             return joined
-    else:
+
+    actor = f"{SOURCE_ACTOR}{alert.source_key}"
+    at = alert.received_at or now
+    if alert.status != "firing":
         current = conn.execute(_OPEN, {"fp": alert.fingerprint}).first()
         if current is None or occurred < current.first_seen_at:
             return None  # nothing open, or the recovery of an earlier, already-ended incident

@@ -163,15 +163,18 @@ def _complete(source: ActiveSource, alert: Alert, received_at: datetime) -> Aler
 
 def _route(snapshot: Snapshot, alert: Alert, source_reopen_window: Optional[float]):
     """(alert, inline sinks with their settings, names of outbox sinks) for one alert."""
-    decision = snapshot.router.decide(alert.source_key, alert.source_type, alert.severity, alert.status)
+    decision = snapshot.router.decide_alert(alert)
     settings = {"reopen_window": decision.reopen_window if decision.reopen_window is not None
                 else source_reopen_window}
     inline, outbox = [], []
     for name in decision.sinks:
         sink = snapshot.sinks[name]
         if sink.accepts(alert):
-            (inline if sink.inline else outbox).append(name)
-    return alert, [(snapshot.sinks[name], settings) for name in inline], outbox
+            if sink.inline:
+                inline.append((sink, settings))
+            else:
+                outbox.append(name)
+    return alert, inline, outbox
 
 
 _RAW_INSERT = {
@@ -183,7 +186,11 @@ _RAW_INSERT = {
 }
 """Per dialect: store the raw request unless its (source, external id) was accepted before."""
 _ALERT_INSERT = HotStatement(insert(AlertRow.__table__).returning(AlertRow.id))
-_DELIVERY_INSERT = insert(Delivery.__table__)
+_DELIVERY_INSERT = HotStatement(insert(Delivery.__table__))
+
+
+_RAW_BINDS = {c.name: f"raw_{c.name}" for c in RawRequest.__table__.c}
+"""Raw request column -> its bind name in ``_RAW_WITH_FIRST_ALERT`` (alerts share column names)."""
 
 
 def _raw_with_first_alert():
@@ -191,11 +198,10 @@ def _raw_with_first_alert():
 
     A data-modifying CTE stores the raw request unless it is a duplicate, and the alert
     only if the raw request was stored: one round trip instead of two on every webhook.
-    Raw request values are bound as ``raw_<column>``.
     """
     raw, alerts = RawRequest.__table__, AlertRow.__table__
     stored = (postgresql.insert(raw)
-              .values({c.name: bindparam(f"raw_{c.name}", type_=c.type) for c in raw.c if c.name != "id"})
+              .values({c.name: bindparam(_RAW_BINDS[c.name], type_=c.type) for c in raw.c if c.name != "id"})
               .on_conflict_do_nothing(index_elements=["source_key", "external_id"])
               .returning(raw.c.id)
               .cte("stored_raw"))
@@ -235,7 +241,9 @@ def _store(conn: Connection, raw: dict, routed) -> list[int]:
     """
     rows = [(_alert_row(alert, _apply_inline(conn, alert, inline)), outbox) for alert, inline, outbox in routed]
     if rows and conn.dialect.name == "postgresql":
-        stored = _RAW_WITH_FIRST_ALERT.first(conn, {**{f"raw_{k}": v for k, v in raw.items()}, **rows[0][0]})
+        params = {_RAW_BINDS[column]: value for column, value in raw.items()}
+        params.update(rows[0][0])
+        stored = _RAW_WITH_FIRST_ALERT.first(conn, params)
         if stored is None:
             raise Duplicate
         alert_id, raw_id = stored
@@ -272,11 +280,9 @@ def _queue(conn: Connection, alert_id: int, fingerprint: str, outbox: list[str])
     """One outbox row per external sink, ordered per fingerprint."""
     if outbox:
         now = utcnow()
-        conn.execute(
-            _DELIVERY_INSERT,
-            [dict(alert_id=alert_id, sink_name=name, ordering_key=fingerprint, status="pending",
-                  attempts=0, next_attempt_at=now, created_at=now) for name in outbox],
-        )
+        for name in outbox:
+            _DELIVERY_INSERT.run(conn, dict(alert_id=alert_id, sink_name=name, ordering_key=fingerprint,
+                                            status="pending", attempts=0, next_attempt_at=now, created_at=now))
 
 
 def _store_handshake(runtime: Runtime, source: ActiveSource, request: InboundRequest, raw: dict,
