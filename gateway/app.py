@@ -18,9 +18,15 @@ from gateway.store.db import default_database_url, make_engine
 class Gateway:
     """What the blueprints share, kept on ``app.extensions["gateway"]``."""
 
-    registry: Registry
-    engine: Engine
     runtime: Runtime
+
+    @property
+    def registry(self) -> Registry:
+        return self.runtime.registry
+
+    @property
+    def engine(self) -> Engine:
+        return self.runtime.engine
 
 
 def create_app(test_config: Optional[Mapping[str, Any]] = None, *, extra_plugins: Iterable[object] = ()) -> Flask:
@@ -44,7 +50,7 @@ def create_app(test_config: Optional[Mapping[str, Any]] = None, *, extra_plugins
     registry = build_registry(extra_plugins)
     engine = make_engine(app.config["DATABASE_URL"])
     runtime = Runtime(registry, engine, app.config["CONFIG"], os.environ, app.config.get("LAST_GOOD_CONFIG"))
-    app.extensions["gateway"] = Gateway(registry, engine, runtime)
+    app.extensions["gateway"] = Gateway(runtime)
 
     from gateway.incidents.api import bp as incidents_bp
     from gateway.web import api, hooks, ops

@@ -9,7 +9,7 @@ from gateway.contracts import SEVERITIES, Rejected
 from gateway.incidents import service
 from gateway.pipeline.ingest import forward_manual_resolve
 from gateway.store.db import run_in_transaction
-from gateway.store.models import Incident, TimelineEntry
+from gateway.store.models import Incident
 from gateway.web.auth import actor, require_admin
 from gateway.web.common import Page, iso, json_object, paginate, where_given
 
@@ -120,9 +120,7 @@ def comment(incident_id: int):
     body = json_object(CommentBody())["body"]
     gateway = current_app.extensions["gateway"]
     try:
-        entry_id = run_in_transaction(gateway.engine, lambda conn: service.add_comment(conn, incident_id, actor(), body))
+        entry = run_in_transaction(gateway.engine, lambda conn: service.add_comment(conn, incident_id, actor(), body))
     except LookupError as exc:
         raise Rejected(404, "not_found", str(exc)) from None
-    with gateway.engine.connect() as conn:
-        entry = conn.execute(select(TimelineEntry.__table__).where(TimelineEntry.id == entry_id)).one()
-    return jsonify(entry_json(service.stored_item(entry))), 201
+    return jsonify(entry_json(entry)), 201

@@ -174,14 +174,14 @@ def transition(conn: Connection, incident_id: int, action: str, actor: str, note
     return row
 
 
-def add_comment(conn: Connection, incident_id: int, actor: str, body: str) -> int:
+def add_comment(conn: Connection, incident_id: int, actor: str, body: str) -> "TimelineItem":
     if conn.execute(select(incidents.c.id).where(incidents.c.id == incident_id)).first() is None:
         raise LookupError(f"no incident {incident_id}")
-    return conn.execute(
+    return _stored_item(conn.execute(
         insert(timeline_entries)
         .values(incident_id=incident_id, kind="commented", actor=actor, at=utcnow(), note=body)
-        .returning(timeline_entries.c.id)
-    ).scalar_one()
+        .returning(timeline_entries)
+    ).one())
 
 
 class TimelineItem(NamedTuple):
@@ -202,7 +202,7 @@ class TimelineItem(NamedTuple):
     raw_request_id: Optional[int] = None
 
 
-def stored_item(row: Any) -> TimelineItem:
+def _stored_item(row: Any) -> TimelineItem:
     return TimelineItem(row.id, None, row.kind, row.at, row.actor, row.from_status, row.to_status, row.note)
 
 
@@ -214,7 +214,7 @@ def timeline(conn: Connection, incident_id: int) -> list[TimelineItem]:
     same arrival time; it takes that alert's id and raw request.  Matching on time, not on
     the raw request, survives ``gateway purge``.
     """
-    stored = [stored_item(row) for row in conn.execute(
+    stored = [_stored_item(row) for row in conn.execute(
         select(timeline_entries).where(timeline_entries.c.incident_id == incident_id).order_by(timeline_entries.c.id))]
     unpaired: dict[datetime, deque[int]] = defaultdict(deque)
     for index, item in enumerate(stored):

@@ -87,7 +87,7 @@ class Runtime:
             self.reload_ok, self.reload_error = False, str(exc)
         self.snapshot = build_snapshot(config, registry)
         self._outbox_changed = threading.Condition()
-        self._runtime_sources: dict[tuple[str, datetime], ActiveSource] = {}
+        self._runtime_sources: dict[str, tuple[datetime, ActiveSource]] = {}
         self._lock = threading.Lock()
         metrics.CONFIG_RELOAD_OK.set(1 if self.reload_ok else 0)
         metrics.CONFIG_RELOAD_TIME.set_to_current_time()
@@ -137,23 +137,25 @@ class Runtime:
         found = self.snapshot.sources.get(key)
         if found is not None:
             return found
-        with self.engine.connect() as conn:
-            row = conn.execute(select(RuntimeSource.__table__).where(RuntimeSource.key == key)).first()
+        row = self.source_row(key)
         if row is None or row.type not in self.registry.source_types:
             return None
         return self._runtime_source(row)
 
+    def source_row(self, key: str) -> Any:
+        """The ``sources`` row of a source created through the API, or None."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(RuntimeSource.__table__).where(RuntimeSource.key == key)).first()
+
     def _runtime_source(self, row: Any) -> ActiveSource:
-        cache_key = (row.key, row.updated_at)
+        """Activated once per version of the row (its ``updated_at``)."""
         with self._lock:
-            cached = self._runtime_sources.get(cache_key)
-            if cached is None:
+            cached = self._runtime_sources.get(row.key)
+            if cached is None or cached[0] != row.updated_at:
                 config = validate_source(
                     self.registry,
                     {"key": row.key, "type": row.type, "name": row.name, "enabled": row.enabled, **row.options},
                     origin="api",
                 )
-                cached = activate(self.registry, config)
-                self._runtime_sources = {k: v for k, v in self._runtime_sources.items() if k[0] != row.key}
-                self._runtime_sources[cache_key] = cached
-            return cached
+                cached = self._runtime_sources[row.key] = (row.updated_at, activate(self.registry, config))
+            return cached[1]

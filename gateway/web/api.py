@@ -34,30 +34,26 @@ def _source_json(key: str, type_: str, name: str, enabled: bool, options: dict, 
             "read_only": origin == "file"}
 
 
-def _file_sources() -> list[dict]:
-    return [_source_json(s.key, s.type, s.name, s.enabled, s.options, "file")
-            for s in _gateway().runtime.snapshot.config.sources.values()]
+def _file_source_json(source) -> dict:
+    return _source_json(source.key, source.type, source.name, source.enabled, source.options, "file")
 
 
-def _db_source(key: str):
-    with _gateway().engine.connect() as conn:
-        return conn.execute(select(RuntimeSource.__table__).where(RuntimeSource.key == key)).first()
 
 
 @bp.get("/sources")
 def list_sources():
     with _gateway().engine.connect() as conn:
         rows = conn.execute(select(RuntimeSource.__table__).order_by(RuntimeSource.key)).all()
-    items = _file_sources() + [_source_json(r.key, r.type, r.name, r.enabled, r.options, "api") for r in rows]
+    items = [_file_source_json(s) for s in _gateway().runtime.snapshot.config.sources.values()] + [_source_json(r.key, r.type, r.name, r.enabled, r.options, "api") for r in rows]
     return jsonify({"items": items, "total": len(items), "page": 1})
 
 
 @bp.get("/sources/<key>")
 def get_source(key: str):
-    found = [s for s in _file_sources() if s["key"] == key]
-    if found:
-        return jsonify(found[0])
-    row = _db_source(key)
+    declared = _gateway().runtime.snapshot.config.sources.get(key)
+    if declared is not None:
+        return jsonify(_file_source_json(declared))
+    row = _gateway().runtime.source_row(key)
     if row is None:
         raise Rejected(404, "not_found", f"no source {key!r}")
     return jsonify(_source_json(row.key, row.type, row.name, row.enabled, row.options, "api"))
@@ -100,7 +96,7 @@ def patch_source(key: str):
     if key in _gateway().runtime.snapshot.config.sources:
         raise Rejected(409, "read_only", f"source {key!r} is declared in gateway.yaml; edit the file instead")
     change = SourcePatch().load(json_object())
-    row = _db_source(key)
+    row = _gateway().runtime.source_row(key)
     if row is None:
         raise Rejected(404, "not_found", f"no source {key!r}")
     options = dict(row.options)
