@@ -7,6 +7,8 @@ Retries, backoff, transactions and storage belong to the core, never to plugins.
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -42,6 +44,20 @@ class Headers(Mapping[str, str]):
 
     def __repr__(self) -> str:
         return f"Headers({self._items!r})"
+
+    def basic_credentials(self) -> Optional[tuple[str, str]]:
+        """``(user, password)`` from ``Authorization: Basic ...``, or None when there is none.
+
+        Credentials that do not decode come back as ``("", "")``, so they fail any comparison.
+        """
+        scheme, _, encoded = self.get("Authorization", "").strip().partition(" ")
+        if scheme.lower() != "basic" or not encoded.strip():
+            return None
+        try:
+            user, _, password = base64.b64decode(encoded.strip(), validate=True).decode("utf-8").partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return "", ""
+        return user, password
 
 
 @dataclass(frozen=True)

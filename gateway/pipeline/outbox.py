@@ -157,10 +157,8 @@ class Dispatcher:
         options = sink.options  # loaded through SinkOptions, so the retry settings are always there
         if outcome == "retry" and row.attempts >= options["max_attempts"]:
             outcome, error = "dead", f"gave up after {row.attempts} attempts; last error: {error}"
-        if outcome == "delivered":
-            values = {"status": "delivered", "finished_at": now}
-        elif outcome == "dead":
-            values = {"status": "dead", "finished_at": now}
+        if outcome in ("delivered", "dead"):
+            values = {"status": outcome, "finished_at": now}
         else:
             delay = (min(retry_after, MAX_RETRY_AFTER) if retry_after is not None else backoff_delay(
                 row.attempts, options["backoff_initial"], options["backoff_max"]))

@@ -10,7 +10,7 @@ import base64
 import binascii
 import json
 import threading
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import requests
 from cryptography import x509
@@ -82,10 +82,13 @@ def verify_signature(request: InboundRequest, certificates: CertificateCache, al
     raise _refused("invalid_signature", "X-OCI-NS-Signature does not match the message")
 
 
-def _signed_candidates(request: InboundRequest) -> list[bytes]:
-    """The exact body first, then the spec's ``json.dumps(payload, separators=(",", ":"))``."""
+def _signed_candidates(request: InboundRequest) -> Iterator[bytes]:
+    """The exact body first, then, only if that did not verify, the spec's
+    ``json.dumps(payload, separators=(",", ":"))`` when it differs from the body."""
+    yield request.body
     compact = json.dumps(request.payload, separators=(",", ":")).encode("utf-8")
-    return [request.body] if compact == request.body else [request.body, compact]
+    if compact != request.body:
+        yield compact
 
 
 def _refused(code: str, message: str) -> Rejected:

@@ -1,8 +1,6 @@
 """The ``oci`` source type: OCI Notifications (ONS) HTTPS subscriptions carrying Monitoring alarms."""
 from __future__ import annotations
 
-import base64
-import binascii
 import hmac
 from typing import Any, Mapping, Optional
 
@@ -63,13 +61,10 @@ class OciSource(SourceType):
         return f"oci:dedupe:{dedupe_key}" if dedupe_key else f"oci:alarm:{alert.labels['alarm_id']}"
 
     def _check_basic_auth(self, request: InboundRequest) -> None:
-        scheme, _, encoded = request.headers.get("Authorization", "").strip().partition(" ")
-        if scheme.lower() != "basic" or not encoded.strip():
+        credentials = request.headers.basic_credentials()
+        if credentials is None:
             raise Rejected.unauthorized("HTTP Basic credentials required", headers=_CHALLENGE)
-        try:
-            user, _, password = base64.b64decode(encoded.strip(), validate=True).decode("utf-8").partition(":")
-        except (binascii.Error, UnicodeDecodeError):
-            user, password = "", ""
+        user, password = credentials
         # Both comparisons always run, so the timing does not tell which half was wrong.
         user_ok = hmac.compare_digest(user.encode(), self.options["username"].encode())
         password_ok = hmac.compare_digest(password.encode(), self.options["password"].encode())

@@ -6,8 +6,6 @@ absent or null.  WhaTap signs nothing, so a shared token is the only authenticat
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import hmac
 import json
@@ -47,7 +45,8 @@ class WhatapSource(SourceType):
         token = self.options.get("token")
         if not token:
             return
-        presented = request.headers.get("X-Webhook-Token") or _basic_password(request.headers)
+        basic = request.headers.basic_credentials()
+        presented = request.headers.get("X-Webhook-Token") or (basic[1] if basic else None)
         if not presented:
             raise Rejected.unauthorized(
                 "missing token: send it in the X-Webhook-Token header or as the HTTP Basic password",
@@ -145,17 +144,6 @@ def _is_recovery(status: str, title: str, message: Optional[str]) -> bool:
     if any(text.lstrip().upper().startswith("RECOVERED") for text in (title, message or "")):
         return True
     return bool(message and _TEMPLATE_RECOVERY.search(message))
-
-
-def _basic_password(headers) -> Optional[str]:
-    scheme, _, credentials = headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        decoded = base64.b64decode(credentials.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    return decoded.partition(":")[2]
 
 
 def _text(value: Any) -> str:
