@@ -2,7 +2,7 @@
 """``make bench``: the gateway against a bare-Flask floor, on SQLite and PostgreSQL, under wrk.
 
 For each database: a fresh database, ``gateway db upgrade``, ``gateway serve --workers N``
-with a one-source bench config, a warm-up, then wrk (bench/whatap.lua) at 32 connections;
+with a one-source bench config, a warm-up, then wrk (bench/whatap.lua) at BENCH_CONNECTIONS (32);
 then the same for bench/floor_app.py served by gunicorn the same way.  Prints accepted
 webhooks/s, p50/p95/p99, every non-2xx, worker RSS (start/middle/end) and the ratio
 gateway/floor.  With BENCH_SOAK=1 it instead sends BENCH_SOAK_REQUESTS (default 100,000)
@@ -85,7 +85,7 @@ def threads_for(db: str) -> int:
     """``db`` is a database kind or URL."""
     from gateway.web.gunicorn_conf import default_threads
 
-    return int(THREADS) if THREADS else default_threads("sqlite" if db.startswith("sqlite") else "postgresql")
+    return int(THREADS) if THREADS else default_threads(db)
 
 
 def log(msg: str = "") -> None:
@@ -505,16 +505,15 @@ def soak(wrk: str, workdir: Path, dbs: Databases, db: str) -> dict:
     finally:
         server.stop()
     first, last = points[0][1], points[-1][1]
-    after_first = points[1][1] if len(points) > 2 else first
+    first_chunk, after_first = points[1] if len(points) > 2 else points[0]
     growth = {p: last.get(p, 0) - first.get(p, 0) for p in first}
     growth_after = {p: last.get(p, 0) - after_first.get(p, 0) for p in first}
-    log(f"  growth start->end: " + ", ".join(f"pid {p} {g / 1024:+.1f} MiB" for p, g in growth.items()))
-    log(f"  growth {points[1][0] if len(points) > 2 else 0}->end: "
-        + ", ".join(f"pid {p} {g / 1024:+.1f} MiB" for p, g in growth_after.items()))
+    log("  growth start->end: " + ", ".join(f"pid {p} {g / 1024:+.1f} MiB" for p, g in growth.items()))
+    log(f"  growth {first_chunk}->end: " + ", ".join(f"pid {p} {g / 1024:+.1f} MiB" for p, g in growth_after.items()))
     if non_2xx or socket_errors:
         log(f"  NON-2xx {non_2xx}; socket errors {socket_errors}")
-    return dict(db=db, sent=sent, points=points, growth_kib=growth, growth_after_first_chunk_kib=growth_after,
-                non_2xx=non_2xx, socket_errors=socket_errors)
+    return dict(db=db, sent=sent, points=points, growth_kib=growth, first_chunk=first_chunk,
+                growth_after_first_chunk_kib=growth_after, non_2xx=non_2xx, socket_errors=socket_errors)
 
 
 # --------------------------------------------------------------------------- report
@@ -583,13 +582,13 @@ def summary(facts: dict, results: dict, soaks: list[dict]) -> list[str]:
                 verdicts.append(
                     f"{db}: accepted/s {rate:.0f} {'>=' if rate >= TARGET_RATE else '<'} {TARGET_RATE} "
                     f"[{'met' if rate >= TARGET_RATE else 'MISSED'}]; floor fraction {ratio:.0%} "
-                    f"{'>=' if ratio >= TARGET_FLOOR_FRACTION else '<'} 75% "
+                    f"{'>=' if ratio >= TARGET_FLOOR_FRACTION else '<'} {TARGET_FLOOR_FRACTION:.0%} "
                     f"[{'met' if ratio >= TARGET_FLOOR_FRACTION else 'MISSED'}]; p99 {p99:.1f} ms "
                     f"{'<=' if p99 <= TARGET_P99_MS else '>'} {TARGET_P99_MS} "
                     f"[{'met' if p99 <= TARGET_P99_MS else 'MISSED'}]")
         lines += ["(CPU ms/req: gunicorn master + workers per response; others: cores used by processes that are",
                   " neither the server, wrk nor PostgreSQL during the run, the worst run — above ~0.2 the machine was shared)"]
-        lines += ["", "targets (gateway, 32 connections):"] + [f"  {v}" for v in verdicts]
+        lines += ["", f"targets (gateway, {CONNECTIONS} connections):"] + [f"  {v}" for v in verdicts]
     for s in soaks:
         pts = s["points"]
         lines += ["", f"soak ({s['db']}): worker RSS MiB by accepted webhooks"]
@@ -597,8 +596,8 @@ def summary(facts: dict, results: dict, soaks: list[dict]) -> list[str]:
             lines.append(f"  {sent:>7}: " + "  ".join(f"{v / 1024:7.1f}" for v in rss.values()))
         g = s["growth_kib"]
         ga = s["growth_after_first_chunk_kib"]
-        lines.append(f"  growth start->end: " + ", ".join(f"{v / 1024:+.1f}" for v in g.values())
-                     + f" MiB; after the first chunk ({pts[1][0] if len(pts) > 2 else 0})->end: "
+        lines.append("  growth start->end: " + ", ".join(f"{v / 1024:+.1f}" for v in g.values())
+                     + f" MiB; after the first chunk ({s['first_chunk']})->end: "
                      + ", ".join(f"{v / 1024:+.1f}" for v in ga.values()) + " MiB"
                      + (f"; NON-2xx {s['non_2xx']}" if s["non_2xx"] else ""))
         if s["sent"] < 100_000:
