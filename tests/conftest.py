@@ -21,7 +21,7 @@ from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).parent))
 import testkit  # noqa: E402  (the test-only plugin; see testkit/__init__.py)
-from testkit.support import ADMIN_TOKEN  # noqa: E402
+from testkit.support import ADMIN_TOKEN, admin_client  # noqa: E402
 
 from gateway.store.db import upgrade  # noqa: E402
 from gateway.store.models import Base  # noqa: E402
@@ -127,10 +127,18 @@ def client(app):
 
 @pytest.fixture
 def api(app):
-    """A test client whose requests carry the admin bearer token."""
-    client = app.test_client()
-    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {ADMIN_TOKEN}"
-    return client
+    return admin_client(app)
+
+
+@pytest.fixture
+def incident(api):
+    """incident(id) -> the detail of an incident that must exist, timeline included."""
+    def incident(incident_id: int) -> dict:
+        response = api.get(f"/api/incidents/{incident_id}")
+        assert response.status_code == 200, response.json
+        return response.json
+
+    return incident
 
 
 class Receiver:

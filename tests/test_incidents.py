@@ -69,16 +69,6 @@ def fire(client, api):
 
 
 @pytest.fixture
-def incident(api):
-    def incident(incident_id: int) -> dict:
-        response = api.get(f"/api/incidents/{incident_id}")
-        assert response.status_code == 200, response.json
-        return response.json
-
-    return incident
-
-
-@pytest.fixture
 def act(api):
     """POST a lifecycle action (with an optional note) and return the response."""
     def act(incident_id: int, action: str, note: str | None = None):

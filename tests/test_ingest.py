@@ -6,6 +6,7 @@ import json
 
 import pytest
 import testkit
+from testkit.support import admin_client
 from sqlalchemy import create_engine, func, select, text
 
 from gateway.app import create_app
@@ -257,8 +258,7 @@ def test_webhook_answers_503_with_the_database_down(database_down, key):
 
 
 def test_handshake_answers_the_plugin_reply_and_is_recorded(gw, engine):
-    api = gw.test_client()
-    api.environ_base["HTTP_AUTHORIZATION"] = "Bearer test-admin-token"
+    api = admin_client(gw)
     response = gw.test_client().post("/hooks/testsrc/src/", json={"hello": "x"})
     assert (response.status_code, response.json) == (200, {"status": "hello"})
     listed = api.get("/api/sources/src/handshakes").json
@@ -291,8 +291,7 @@ def test_routes_choose_the_sinks_and_nothing_is_sent_on_the_request_path(make_ap
     critical = client.post("/hooks/testsrc/src/", json={"id": "1", "title": "down", "severity": "critical"})
     warning = client.post("/hooks/testsrc/src/", json={"id": "2", "title": "slow", "severity": "warning"})
     assert (critical.status_code, warning.status_code) == (202, 202)
-    api = gw.test_client()
-    api.environ_base["HTTP_AUTHORIZATION"] = "Bearer test-admin-token"
+    api = admin_client(gw)
     queued = api.get("/api/deliveries?sink=web").json
     assert queued["total"] == 1
     assert (queued["items"][0]["alert_id"], queued["items"][0]["status"]) == (critical.json["alerts"][0], "pending")

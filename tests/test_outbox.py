@@ -14,7 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.pipeline.outbox import Dispatcher
-from testkit.support import ADMIN_TOKEN, wait_until
+from testkit.support import admin_client, wait_until
 
 WORKER = "test-worker"
 FAST = {"backoff_initial": 0.05, "backoff_max": 0.2, "max_attempts": 4, "timeout": 2}
@@ -39,8 +39,7 @@ class Gateway:
 
     def __init__(self, app, lease: float):
         self.client = app.test_client()
-        self.api = app.test_client()
-        self.api.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {ADMIN_TOKEN}"
+        self.api = admin_client(app)
         self.runtime = app.extensions["gateway"].runtime
         self.dispatcher = Dispatcher(self.runtime, lease=lease, poll=0.05)
         self._ids = itertools.count(1)
@@ -79,7 +78,7 @@ def gateway(make_app, receiver):
         sinks = sinks or {"hook": {}}
         for name, options in sinks.items():
             options.setdefault("url", f"{receiver.url}{options.pop('path', '/' + name)}")
-        return Gateway(make_app(config(**sinks), ADMIN_TOKEN=ADMIN_TOKEN), lease)
+        return Gateway(make_app(config(**sinks)), lease)
 
     return make
 

@@ -13,7 +13,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from testkit.support import ADMIN_TOKEN, wait_until
+from testkit.support import admin_client, wait_until
 
 GATEWAY = str(Path(sys.executable).with_name("gateway"))
 ALERTS = 200
@@ -33,7 +33,7 @@ sinks:
     url: {receiver.url}/monitoring/v1/webhook/wh-1/AbCdEf0123456789/events
 route:
   sinks: [itms, spaceone]
-""", ADMIN_TOKEN=ADMIN_TOKEN)
+""")
     env = {**os.environ, "GATEWAY_DATABASE_URL": database_url, "GATEWAY_CONFIG": app.config["CONFIG"],
            "PYTHONUNBUFFERED": "1"}
     workers = []
@@ -50,8 +50,7 @@ route:
             r = client.post("/hooks/whatap/whatap-prod/", json={
                 "pcode": 1, "oid": 7, "title": f"problem {n}", "uuid": f"u{n}", "metricName": "cpu", "status": "on"})
             assert r.status_code == 202, r.json
-        api = app.test_client()
-        api.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {ADMIN_TOKEN}"
+        api = admin_client(app)
         wait_until(lambda: api.get("/api/deliveries?status=delivered").json["total"] == ALERTS, timeout=60,
                    interval=0.2)
     finally:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from gateway.pipeline.outbox import Dispatcher
-from testkit.support import ADMIN_TOKEN, wait_until
+from testkit.support import admin_client, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 WHATAP = json.loads((ROOT / "plugins/whatap/tests/payloads/critical.json").read_text())
@@ -40,8 +40,7 @@ def config(sinks: dict[str, dict]) -> str:
 class Gateway:
     def __init__(self, app):
         self.client = app.test_client()
-        self.api = app.test_client()
-        self.api.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {ADMIN_TOKEN}"
+        self.api = admin_client(app)
         self.dispatcher = Dispatcher(app.extensions["gateway"].runtime, lease=5, poll=0.05)
         self._n = itertools.count(1)
 
@@ -74,7 +73,7 @@ def gateway(make_app, receiver):
 
     def make(sinks: dict[str, dict] | None = None, **options) -> Gateway:
         sinks = sinks or {"spaceone": {"url": f"{receiver.url}{PATH}", **options}}
-        return Gateway(make_app(config(sinks), ADMIN_TOKEN=ADMIN_TOKEN))
+        return Gateway(make_app(config(sinks)))
 
     return make
 

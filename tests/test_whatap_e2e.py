@@ -125,16 +125,6 @@ def incidents(api):
     return incidents
 
 
-@pytest.fixture
-def incident(api):
-    def incident(incident_id: int) -> dict:
-        response = api.get(f"/api/incidents/{incident_id}")
-        assert response.status_code == 200
-        return response.json
-
-    return incident
-
-
 def only_incident(incidents) -> dict:
     found = incidents()
     assert len(found) == 1, found
