@@ -14,7 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.pipeline.outbox import Dispatcher
-from testkit.support import admin_client, wait_until
+from testkit.support import OutboxDriver, wait_until
 
 WORKER = "test-worker"
 FAST = {"backoff_initial": 0.05, "backoff_max": 0.2, "max_attempts": 4, "timeout": 2}
@@ -34,14 +34,11 @@ def at(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
 
-class Gateway:
-    """An app on this test's database: post alerts, read the outbox through the API, drive delivery."""
+class Gateway(OutboxDriver):
+    """Alerts from the test source, with the problem as their fingerprint."""
 
     def __init__(self, app, lease: float):
-        self.client = app.test_client()
-        self.api = admin_client(app)
-        self.runtime = app.extensions["gateway"].runtime
-        self.dispatcher = Dispatcher(self.runtime, lease=lease, poll=0.05)
+        super().__init__(app, WORKER, lease)
         self._ids = itertools.count(1)
 
     def post(self, problem: str, status: str = "firing") -> int:
@@ -51,23 +48,9 @@ class Gateway:
         assert r.status_code == 202, r.json
         return r.json["alerts"][0]
 
-    def deliveries(self, **query) -> list[dict]:
-        r = self.api.get("/api/deliveries", query_string={"per_page": 500, **query})
-        assert r.status_code == 200, r.json
-        return sorted(r.json["items"], key=lambda row: row["id"])
-
-    def delivery(self, delivery_id: int) -> dict:
-        r = self.api.get(f"/api/deliveries/{delivery_id}")
-        assert r.status_code == 200, r.json
-        return r.json
-
     def row(self, alert_id: int, sink: str) -> dict:
         (found,) = [row for row in self.deliveries(sink=sink) if row["alert_id"] == alert_id]
         return found
-
-    def drive(self, sink: str, done, worker: str = WORKER, timeout: float = 10) -> None:
-        """run_once until ``done()`` holds; rows being retried become due after their backoff."""
-        wait_until(lambda: self.dispatcher.run_once(sink, worker) >= 0 and done(), timeout, interval=0.01)
 
 
 @pytest.fixture

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.pipeline.outbox import Dispatcher
-from testkit.support import admin_client, wait_until
+from testkit.support import OutboxDriver, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 WHATAP = json.loads((ROOT / "plugins/whatap/tests/payloads/critical.json").read_text())
@@ -37,11 +36,11 @@ def config(sinks: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-class Gateway:
+class Gateway(OutboxDriver):
+    """WhaTap webhooks in, SpaceONE (the receiver) out."""
+
     def __init__(self, app):
-        self.client = app.test_client()
-        self.api = admin_client(app)
-        self.dispatcher = Dispatcher(app.extensions["gateway"].runtime, lease=5, poll=0.05)
+        super().__init__(app, WORKER)
         self._n = itertools.count(1)
 
     def whatap(self, payload: dict = WHATAP, problem: str = "") -> None:
@@ -51,17 +50,6 @@ class Gateway:
         body["title"] += problem
         r = self.client.post("/hooks/whatap/whatap-prod/", json=body)
         assert r.status_code == 202, r.json
-
-    def deliveries(self, **query) -> list[dict]:
-        r = self.api.get("/api/deliveries", query_string={"per_page": 500, **query})
-        assert r.status_code == 200, r.json
-        return sorted(r.json["items"], key=lambda row: row["id"])
-
-    def delivery(self, delivery_id: int) -> dict:
-        return self.api.get(f"/api/deliveries/{delivery_id}").json
-
-    def drive(self, done, sink: str = "spaceone", timeout: float = 10) -> None:
-        wait_until(lambda: self.dispatcher.run_once(sink, WORKER) >= 0 and done(), timeout, interval=0.01)
 
     def all_delivered(self, sink: str = "spaceone") -> bool:
         return all(row["status"] == "delivered" for row in self.deliveries(sink=sink))
@@ -87,7 +75,7 @@ def test_whatap_alert_and_recovery_arrive_as_exact_events(gateway, receiver):
     gw = gateway(account="sa-1234", image_url="https://img.example.com/whatap.png")
     gw.whatap()
     gw.whatap(WHATAP_RECOVERED)
-    gw.drive(gw.all_delivered)
+    gw.drive("spaceone", gw.all_delivered)
     (incident,) = gw.api.get("/api/incidents").json["items"]
     rows = gw.deliveries()
     assert [r["path"] for r in receiver.requests] == [PATH, PATH]
@@ -113,7 +101,7 @@ def test_oci_alarm_arrives_as_an_exact_event(gateway, receiver):
     gw = gateway()
     r = gw.client.post("/hooks/oci/oci-seoul/", json=OCI_FIRING, headers={"X-OCI-NS-MessageId": "msg-1"})
     assert r.status_code == 202, r.json
-    gw.drive(gw.all_delivered)
+    gw.drive("spaceone", gw.all_delivered)
     (incident,) = gw.api.get("/api/incidents").json["items"]
     meta = OCI_FIRING["alarmMetaData"][0]
     dimension = meta["dimensions"][0]
@@ -137,7 +125,7 @@ def test_three_503s_then_success_is_delivered_on_the_fourth_attempt(gateway, rec
     gw = gateway()
     receiver.answer(503, 503, 503)
     gw.whatap()
-    gw.drive(gw.all_delivered)
+    gw.drive("spaceone", gw.all_delivered)
     (row,) = gw.deliveries()
     detail = gw.delivery(row["id"])
     assert (detail["status"], detail["attempts"]) == ("delivered", 4)
@@ -185,7 +173,7 @@ def test_400_is_dead_at_once_and_an_operator_redrives_it(gateway, receiver):
 
     # The receiver is fixed (it now answers 200); the operator re-drives the dead row.
     assert gw.api.post(f"/api/deliveries/{row['id']}/retry").json["status"] == "pending"
-    gw.drive(gw.all_delivered)
+    gw.drive("spaceone", gw.all_delivered)
     assert [(a["outcome"], a["status_code"]) for a in gw.delivery(row["id"])["attempt_log"]] == [
         ("dead", 400), ("delivered", None)]
     assert [status for _, _, status in events(receiver)] == [400, 200]
@@ -202,7 +190,7 @@ def test_429_waits_as_long_as_retry_after_says(gateway, receiver):
     ended = datetime.fromisoformat(attempt["started_at"]).timestamp() + attempt["duration_ms"] / 1000
     assert 1.0 <= datetime.fromisoformat(row["next_attempt_at"]).timestamp() - ended <= 1.25
     assert gw.dispatcher.run_once("spaceone", WORKER) == 0  # not due yet
-    gw.drive(gw.all_delivered)
+    gw.drive("spaceone", gw.all_delivered)
     assert [status for _, _, status in events(receiver)] == [429, 200]
 
 
@@ -211,7 +199,7 @@ def test_recovery_is_not_sent_before_its_alert_while_the_alert_is_retried(gatewa
     receiver.answer(503, 503)
     gw.whatap()
     gw.whatap(WHATAP_RECOVERED)
-    gw.drive(gw.all_delivered)
+    gw.drive("spaceone", gw.all_delivered)
     alert, recovery = WHATAP["title"], WHATAP_RECOVERED["title"]
     assert events(receiver) == [("ALERT", alert, 503), ("ALERT", alert, 503), ("ALERT", alert, 200),
                                 ("RECOVERY", recovery, 200)]
@@ -253,7 +241,7 @@ def test_manual_resolve_is_forwarded_only_when_the_sink_opts_in(gateway, receive
     (incident,) = gw.api.get("/api/incidents").json["items"]
     r = gw.api.post(f"/api/incidents/{incident['id']}/resolve", json={"note": "fixed the heap"})
     assert (r.status_code, r.json["status"]) == (200, "resolved")
-    gw.drive(gw.all_delivered)
+    gw.drive("spaceone", gw.all_delivered)
     assert len(gw.deliveries()) == (2 if forward else 1)
     bodies = [r["json"] for r in receiver.requests]
     assert [b["event_type"] for b in bodies] == (["ALERT", "RECOVERY"] if forward else ["ALERT"])

@@ -14,6 +14,35 @@ def admin_client(app):
     return client
 
 
+class OutboxDriver:
+    """An app on a test's database: post through ``client``, read the outbox through the API,
+    and drive delivery with a dispatcher of this process (no background threads)."""
+
+    def __init__(self, app, worker: str, lease: float = 5.0):
+        from gateway.pipeline.outbox import Dispatcher
+
+        self.client = app.test_client()
+        self.api = admin_client(app)
+        self.runtime = app.extensions["gateway"].runtime
+        self.dispatcher = Dispatcher(self.runtime, lease=lease, poll=0.05)
+        self.worker = worker
+
+    def deliveries(self, **query) -> list[dict]:
+        r = self.api.get("/api/deliveries", query_string={"per_page": 500, **query})
+        assert r.status_code == 200, r.json
+        return sorted(r.json["items"], key=lambda row: row["id"])
+
+    def delivery(self, delivery_id: int) -> dict:
+        r = self.api.get(f"/api/deliveries/{delivery_id}")
+        assert r.status_code == 200, r.json
+        return r.json
+
+    def drive(self, sink: str, done, worker: str | None = None, timeout: float = 10) -> None:
+        """run_once until ``done()`` holds; rows being retried become due after their backoff."""
+        wait_until(lambda: self.dispatcher.run_once(sink, worker or self.worker) >= 0 and done(), timeout,
+                   interval=0.01)
+
+
 def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05):
     """Poll ``predicate`` until it is truthy; fail the test with its last value otherwise."""
     deadline = time.monotonic() + timeout
