@@ -304,10 +304,11 @@ def _store_handshake(runtime: Runtime, source: ActiveSource, request: InboundReq
 def forward_manual_resolve(conn: Connection, snapshot: Snapshot, incident, actor: str, note: Optional[str]) -> int:
     """A person resolved an incident: tell the outbox sinks that opted in, through the same routes."""
     labels = {"resolved_by": actor, **({"note": note} if note else {})}
+    now = utcnow()
     alert = Alert(
         status="resolved", severity=incident.severity, title=incident.title, description=incident.description,
         resource=Resource(incident.resource_id, incident.resource_name, incident.resource_type),
-        occurred_at=utcnow(), labels=labels, source_key=incident.source_key, source_type=incident.source_type,
+        occurred_at=now, received_at=now, labels=labels, source_key=incident.source_key, source_type=incident.source_type,
         fingerprint=incident.fingerprint, origin="manual",
     )
     # The incident store already recorded the transition, so only the outbox sinks are told.
