@@ -154,6 +154,27 @@ def test_operator_redrives_one_dead_row(gateway, receiver):
     assert [r["delivery"] for r in sent(receiver)].count(delivered) == 1
 
 
+def test_a_dead_alert_stays_dead_once_a_later_state_of_its_problem_was_delivered(gateway, receiver):
+    """Re-sending an ALERT after its RECOVERY reached the sink would bring back an ended problem."""
+    gw = gateway()
+    receiver.answer((400, {}, "bad"), (400, {}, "bad"), (400, {}, "bad"))
+    fired, other, twice = (gw.row(gw.post(p), "hook")["id"] for p in ("p", "q", "r"))
+    again = gw.row(gw.post("r"), "hook")["id"]  # waits: the earlier "r" row is still pending
+    assert gw.dispatcher.run_once("hook", WORKER) == 3
+    recovered = gw.row(gw.post("p", "resolved"), "hook")["id"]
+    gw.drive("hook", lambda: gw.delivery(recovered)["status"] == "delivered")
+    assert [gw.delivery(i)["status"] for i in (fired, other, twice, again)] == ["dead", "dead", "dead", "delivered"]
+
+    r = gw.api.post(f"/api/deliveries/{fired}/retry")
+    assert (r.status_code, r.json["error"]["code"]) == (409, "superseded")
+    assert f"delivery {recovered}, of a later alert" in r.json["error"]["message"]
+    r = gw.api.post("/api/deliveries/retry", json={"sink": "hook"})
+    assert (r.status_code, r.json) == (200, {"sink": "hook", "requeued": 1, "superseded": [fired, twice]})
+    gw.drive("hook", lambda: gw.delivery(other)["status"] == "delivered")
+    assert [gw.delivery(i)["status"] for i in (fired, twice)] == ["dead", "dead"]
+    assert [r["delivery"] for r in sent(receiver)] == [fired, other, twice, again, recovered, other]
+
+
 def test_list_filters_by_status_and_sink(gateway, receiver):
     gw = gateway(hook={}, other={})
     ok, bad, busy = (gw.post(p) for p in ("ok", "bad", "busy"))
@@ -184,7 +205,7 @@ def test_bulk_retry_requeues_only_that_sinks_dead_rows(gateway, receiver):
     assert len(gw.deliveries(status="dead")) == 4
 
     r = gw.api.post("/api/deliveries/retry", json={"sink": "hook"})
-    assert (r.status_code, r.json) == (200, {"sink": "hook", "requeued": 2})
+    assert (r.status_code, r.json) == (200, {"sink": "hook", "requeued": 2, "superseded": []})
     receiver.default = (200, {}, "{}")
     gw.drive("hook", lambda: len(gw.deliveries(status="delivered")) == 2)
     assert [(row["alert_id"], row["sink"]) for row in gw.deliveries(status="delivered")] == [

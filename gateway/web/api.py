@@ -8,6 +8,7 @@ import signal
 from flask import Blueprint, Response, current_app, jsonify, request
 from marshmallow import Schema, fields, validate
 from sqlalchemy import func, insert, select, update
+from sqlalchemy.orm import aliased
 
 from gateway.config import redacted, redacted_options, validate_source
 from gateway.contracts import Rejected
@@ -197,19 +198,47 @@ def get_delivery(delivery_id: int):
          "status_code": a.status_code, "error": a.error, "worker": a.worker} for a in attempts]})
 
 
-def _redrive(where) -> int:
-    """Put dead rows back in the queue with a fresh attempt budget (their attempt log stays)."""
-    stmt = (update(Delivery.__table__).where(Delivery.status == "dead", where)
+def _redrive(where) -> tuple[int, dict[int, int]]:
+    """Put dead rows back in the queue with a fresh attempt budget (their attempt log stays).
+
+    A dead row stays dead once a later row of its sink with the same ordering key (the
+    alert's fingerprint) was delivered: that sink already has a newer state of the
+    problem, and sending the old one now, an ALERT after its RECOVERY, would bring back a
+    problem that has ended.  Returns how many rows were requeued, and each superseded
+    row with the first later delivery that superseded it.
+    """
+    later = aliased(Delivery)
+    first_later_delivered = (
+        select(func.min(later.id))
+        .where(later.sink_name == Delivery.sink_name, later.ordering_key == Delivery.ordering_key,
+               later.id > Delivery.id, later.status == "delivered")
+        .scalar_subquery()
+    )
+    dead = (Delivery.status == "dead", where)
+
+    def work(conn) -> tuple[int, dict[int, int]]:
+        superseded = dict(conn.execute(
+            select(Delivery.id, first_later_delivered).where(*dead, first_later_delivered.is_not(None))).all())
+        requeued = conn.execute(
+            update(Delivery.__table__).where(*dead, first_later_delivered.is_(None))
             .values(status="pending", attempts=0, next_attempt_at=utcnow(), finished_at=None,
-                    claimed_by=None, claimed_until=None))
-    count = run_in_transaction(_gateway().engine, lambda conn: conn.execute(stmt).rowcount)
+                    claimed_by=None, claimed_until=None)).rowcount
+        return requeued, superseded
+
+    requeued, superseded = run_in_transaction(_gateway().engine, work)
     _gateway().runtime.notify_deliveries()
-    return count
+    return requeued, superseded
 
 
 @bp.post("/deliveries/<int:delivery_id>/retry")
 def retry_delivery(delivery_id: int):
-    if not _redrive(Delivery.id == delivery_id):
+    requeued, superseded = _redrive(Delivery.id == delivery_id)
+    if superseded:
+        raise Rejected(409, "superseded",
+                       f"delivery {delivery_id} stays dead: delivery {superseded[delivery_id]}, of a later alert "
+                       "with the same fingerprint, was delivered to the same sink; sending this one now would "
+                       "deliver an older state after a newer one")
+    if not requeued:
         with _gateway().engine.connect() as conn:
             status = conn.execute(select(Delivery.status).where(Delivery.id == delivery_id)).scalar()
         if status is None:
@@ -225,7 +254,8 @@ class BulkRetry(Schema):
 @bp.post("/deliveries/retry")
 def retry_dead_of_sink():
     sink = BulkRetry().load(json_object())["sink"]
-    return jsonify({"sink": sink, "requeued": _redrive(Delivery.sink_name == sink)})
+    requeued, superseded = _redrive(Delivery.sink_name == sink)
+    return jsonify({"sink": sink, "requeued": requeued, "superseded": sorted(superseded)})
 
 
 # -- config ------------------------------------------------------------------------
