@@ -220,7 +220,20 @@ class _Seq(list):
 
 
 class _Loader(yaml.SafeLoader):
-    pass
+    """SafeLoader with YAML 1.2 booleans: only true/false (True, TRUE, False, FALSE) are booleans.
+
+    YAML 1.1 also reads yes/no/on/off/y/n as booleans, so ``key: no`` became ``False`` and
+    failed as "Not a valid string" (the "Norway problem").  Those words now stay strings, which
+    boolean options still accept (marshmallow's ``fields.Boolean``, and a route's ``continue``).
+    """
+
+
+_BOOL_TAG = "tag:yaml.org,2002:bool"
+_Loader.yaml_implicit_resolvers = {  # a copy without the bool resolver; yaml.SafeLoader is untouched
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != _BOOL_TAG]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(_BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 
 
 def _construct_map(loader: _Loader, node: yaml.MappingNode) -> _Map:
@@ -461,6 +474,9 @@ def _as_list(value: Any) -> Optional[_Seq]:
     return value if isinstance(value, _Seq) else None
 
 
+_BOOLEAN = fields.Boolean()
+
+
 class _RouteChecker:
     def __init__(self, problems: _Problems, sinks: list[str], source_types: list[str]):
         self.problems = problems
@@ -489,8 +505,9 @@ class _RouteChecker:
         else:
             sinks = parent.sinks
 
-        continue_ = node.get("continue", False)
-        if not isinstance(continue_, bool):
+        try:  # like `enabled`, also yes/no/on/off (strings since YAML 1.2 booleans, see _Loader)
+            continue_ = _BOOLEAN.deserialize(node.get("continue", False))
+        except ValidationError:
             add(node.lines["continue"], f"{path}.continue", "must be true or false")
             continue_ = False
 

@@ -5,6 +5,7 @@ from datetime import timezone
 from pathlib import Path
 
 import pytest
+import yaml
 from marshmallow import ValidationError, fields, validate
 
 from gateway import SinkOptions, SinkType, SourceOptions, SourceType, hookimpl
@@ -243,6 +244,37 @@ def test_merge_key_overrides_are_not_duplicates():
     text = "sources:\n  - &base {key: a, type: fakesrc, region: busan}\n  - <<: *base\n    key: b\n"
     cfg = load(text + SINKS_AND_ROUTE)
     assert cfg.sources["b"].options["region"] == "busan"
+
+
+def test_yes_no_on_off_are_strings_but_boolean_options_still_accept_them():
+    """YAML 1.2 booleans: ``key: no`` is the string "no" (YAML 1.1 made it False, "Not a valid string")."""
+    text = textwrap.dedent("""\
+    sources:
+      - {key: no, type: fakesrc, region: off, hosts: [on, y, n, YES]}
+      - {key: off, type: fakesrc, enabled: off}
+      - {key: on, type: fakesrc, enabled: yes}
+      - {key: t, type: fakesrc, enabled: FALSE}
+      - {key: f, type: fakesrc, enabled: True}
+    """)
+    cfg = load(text + SINKS_AND_ROUTE)
+    assert list(cfg.sources) == ["no", "off", "on", "t", "f"]
+    assert cfg.sources["no"].options["region"] == "off"
+    assert cfg.sources["no"].options["hosts"] == ["on", "y", "n", "YES"]
+    assert [s.enabled for s in cfg.sources.values()] == [True, False, True, False, True]
+    assert yaml.safe_load("a: no") == {"a": False}  # only our loader changed, not PyYAML's SafeLoader
+
+
+def test_continue_accepts_the_words_enabled_accepts():
+    routes = "".join(f"    - match: {{source: s{i}}}\n      continue: {word}\n"
+                     for i, word in enumerate(["yes", "no", "on", "off", "true", "false", "${CONTINUE}"]))
+    cfg = load(SINKS_AND_ROUTE + "  routes:\n" + routes, {"CONTINUE": "true"})
+    assert [r.continue_ for r in cfg.route.routes] == [True, False, True, False, True, False, True]
+
+
+@pytest.mark.parametrize("value", ["maybe", "2", "[true]", ""])
+def test_continue_that_is_not_a_boolean_word(value):
+    text = SINKS_AND_ROUTE + f"  routes:\n    - match: {{source: a}}\n      continue: {value}\n"
+    assert problems(text) == ["gateway.yaml:11: route.routes[0].continue: must be true or false"]
 
 
 def test_root_route_must_not_match_or_continue():
