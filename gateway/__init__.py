@@ -1,5 +1,6 @@
 """Alert integration gateway.  What a plugin imports comes from here."""
 from gateway.contracts import (
+    DELIVERY_LEASE_SECONDS,
     SEVERITIES,
     STATUSES,
     Alert,
@@ -21,7 +22,7 @@ from gateway.fields import Duration
 from gateway.hookspecs import hookimpl
 
 __all__ = [
-    "SEVERITIES", "STATUSES", "Alert", "Delivery", "DeliveryError", "Duration", "Headers",
-    "InboundRequest", "PermanentError", "Rejected", "Reply", "Resource", "RetryableError",
+    "DELIVERY_LEASE_SECONDS", "SEVERITIES", "STATUSES", "Alert", "Delivery", "DeliveryError", "Duration",
+    "Headers", "InboundRequest", "PermanentError", "Rejected", "Reply", "Resource", "RetryableError",
     "SinkOptions", "SinkType", "SourceOptions", "SourceType", "hookimpl",
 ]

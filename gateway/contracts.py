@@ -23,6 +23,13 @@ SEVERITIES = ("critical", "error", "warning", "info")
 
 STATUSES = ("firing", "resolved")
 
+DELIVERY_LEASE_SECONDS = 120.0
+"""How long a dispatcher holds an outbox row for one ``deliver`` call.
+
+A delivery that runs longer may be taken over and sent again by another dispatcher, so
+a sink's timeouts must keep ``deliver`` well within it.
+"""
+
 
 class Headers(Mapping[str, str]):
     """Read-only, case-insensitive HTTP headers (vendors vary the casing)."""

@@ -23,7 +23,9 @@ from sqlalchemy import Connection, and_, exists, insert, select, update
 from sqlalchemy.orm import aliased
 
 from gateway import metrics
-from gateway.contracts import Alert, Delivery as DeliveryTask, PermanentError, Resource, RetryableError, SinkType
+from gateway.contracts import (
+    DELIVERY_LEASE_SECONDS, Alert, Delivery as DeliveryTask, PermanentError, Resource, RetryableError, SinkType,
+)
 from gateway.pipeline.runtime import Runtime
 from gateway.store.db import run_in_transaction
 from gateway.store.models import AlertRow, Delivery, DeliveryAttempt, utcnow
@@ -54,7 +56,9 @@ def alert_from_row(row) -> Alert:
 
 
 class Dispatcher:
-    def __init__(self, runtime: Runtime, *, lease: float = 120.0, batch: int = 20, poll: float = 1.0):
+    def __init__(
+        self, runtime: Runtime, *, lease: float = DELIVERY_LEASE_SECONDS, batch: int = 20, poll: float = 1.0
+    ):
         self.runtime = runtime
         self.lease = lease
         self.batch = batch

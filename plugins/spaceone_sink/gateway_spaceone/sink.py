@@ -21,6 +21,7 @@ from marshmallow import ValidationError, fields, validate
 from requests.adapters import HTTPAdapter
 
 from gateway import (
+    DELIVERY_LEASE_SECONDS,
     Alert,
     Delivery,
     Duration,
@@ -45,6 +46,14 @@ RESPONSE_LIMIT = 2000
 
 POOL_SIZE = 10
 """Connections kept per sink: one host, used by several dispatcher threads at most."""
+
+MAX_TIMEOUT = DELIVERY_LEASE_SECONDS / 4
+"""Largest ``timeout``: a delivery must end within the lease, or another worker may send it again.
+
+``requests`` applies the timeout to connecting (to each address the host resolves to) and
+to each read, not to the whole call, so one POST can take twice the timeout or more; a
+quarter of the lease leaves room for that.
+"""
 
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
@@ -75,7 +84,12 @@ def _validate_headers(headers: Mapping[str, str]) -> None:
 
 class SpaceoneOptions(SinkOptions):
     url = fields.String(required=True, validate=_validate_url, metadata={"secret": True})
-    timeout = Duration(load_default=10.0, validate=validate.Range(min=0, min_inclusive=False))
+    timeout = Duration(load_default=10.0, validate=[
+        validate.Range(min=0, min_inclusive=False),
+        validate.Range(max=MAX_TIMEOUT, error=(
+            f"must be at most {MAX_TIMEOUT:g}s: a delivery has to finish within the "
+            f"{DELIVERY_LEASE_SECONDS:g}s delivery lease, or another worker may send it again")),
+    ])
     headers = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict,
                           validate=_validate_headers)
     verify_tls = fields.Boolean(load_default=True)

@@ -36,6 +36,8 @@ def test_durations_and_types_load():
     ({"url": "https:///monitoring/v1/webhook/w/k/events"}, "url"),
     ({"url": URL, "timeout": "soon"}, "timeout"),
     ({"url": URL, "timeout": "0s"}, "timeout"),
+    ({"url": URL, "timeout": "31s"}, "timeout"),
+    ({"url": URL, "timeout": "10m"}, "timeout"),
     ({"url": URL, "headers": {"X-Auth": 5}}, "headers"),
     ({"url": URL, "headers": {"Bad Name": "v"}}, "headers"),
     ({"url": URL, "headers": {"X-Auth": "a\r\nInjected: 1"}}, "headers"),
@@ -46,6 +48,15 @@ def test_invalid_options_name_the_field(raw, field):
     with pytest.raises(ValidationError) as info:
         SpaceoneOptions().load(raw)
     assert set(info.value.messages) == {field}
+
+
+def test_timeout_may_be_a_quarter_of_the_delivery_lease():
+    assert load(url=URL, timeout="30s")["timeout"] == 30.0
+
+
+def test_timeout_error_names_the_lease():
+    with pytest.raises(ValidationError, match="at most 30s: .* within the 120s delivery lease"):
+        load(url=URL, timeout="10m")
 
 
 def test_scheme_error_is_explicit():
