@@ -385,7 +385,9 @@ def _interpolate_tree(node: Any, path: str, env: Mapping[str, str], problems: _P
 
 # --- sources and sinks ---------------------------------------------------------------------
 
-_NAME = validate.Regexp(r"^[A-Za-z0-9._-]{1,64}$", error="must be 1-64 characters of A-Z a-z 0-9 . _ -")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}\Z")
+"""Source keys and sink names: they appear in URLs and metric labels."""
+_NAME = validate.Regexp(NAME_PATTERN, error="must be 1-64 characters of A-Z a-z 0-9 . _ -")
 
 
 class _SourceFields(Schema):

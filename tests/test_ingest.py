@@ -81,6 +81,7 @@ REFUSALS = {
     "plugin crashed": dict(path="/hooks/testsrc/src/", json={**ALERT, "crash": True},
                            expect=(422, "unprocessable_payload", "src")),
     "GET": dict(method="GET", path="/hooks/testsrc/src/", expect=(405, "method_not_allowed", "src")),
+    "a NUL in the key": dict(path="/hooks/testsrc/a%00b/", json=ALERT, expect=(404, "unknown_source", "unknown")),
 }
 
 
@@ -165,6 +166,61 @@ def test_one_request_with_two_alerts_of_one_problem_lists_both_on_the_timeline(g
         entries = timeline(conn, incident_id)
     assert [(e.kind, e.alert_id) for e in entries] == [("created", first), ("webhook_received", second)]
     assert entries[0].raw_request_id == entries[1].raw_request_id is not None
+
+
+def test_json_nested_too_deeply_is_refused(make_app):
+    client = make_app(CONFIG.replace("1KiB", "1MiB")).test_client()
+    response = client.post("/hooks/testsrc/src/", data=b"[" * 100_000 + b"]" * 100_000, content_type="application/json")
+    assert (response.status_code, response.json["error"]["code"]) == (400, "invalid_json")
+    assert response.json["error"]["message"] == "body is not valid JSON: nested too deeply"
+
+
+# Escapes for NUL and lone surrogates: valid JSON, but text PostgreSQL or UTF-8 cannot hold.
+UNSTORABLE = (b'{"id": "evt\\u0000-%s", "title": "disk\\u0000full \\ud800", "description": "\\udfff!",'
+              b' "resource": "%s", "problem": "p\\u0000"}')
+
+
+def test_text_no_column_can_hold_is_cleaned_and_the_alert_kept(gw, engine):
+    """No alert is lost to its text: NUL and lone surrogates become U+FFFD, overlong values are
+    cut to their column, and an overlong id becomes its digest, which still deduplicates."""
+    client = gw.test_client()
+    body = UNSTORABLE % (b"i" * 300, b"r" * 600)
+    content_type = "application/json; profile=" + "x" * 300
+    response = client.post("/hooks/testsrc/src/", data=body, content_type=content_type)
+    assert response.status_code == 202, response.json
+    with engine.connect() as conn:
+        alert = conn.execute(select(AlertRow)).one()
+        raw = conn.execute(select(RawRequest)).one()
+        incident = conn.execute(select(Incident.title, Incident.resource_name)).one()
+    assert (alert.title, alert.description, alert.labels) == ("disk\ufffdfull \ufffd", "\ufffd!", {"problem": "p\ufffd"})
+    assert alert.resource_name == "r" * 511 + "\u2026" and alert.resource_id == alert.resource_name
+    assert alert.external_id == raw.external_id and alert.external_id.startswith("sha256:")
+    assert raw.content_type == content_type[:254] + "\u2026"
+    assert raw.body == body
+    assert tuple(incident) == (alert.title, alert.resource_name)
+    again = client.post("/hooks/testsrc/src/", data=body, content_type="application/json")
+    assert (again.status_code, again.json) == (200, {"status": "duplicate"})
+    other = client.post("/hooks/testsrc/src/", data=UNSTORABLE % (b"i" * 299 + b"j", b"r"),
+                        content_type="application/json")
+    assert other.status_code == 202, "ids that differ past the column's length stay distinct"
+
+
+def test_a_value_the_database_still_refuses_is_422_not_503(gw, engine, database_url, monkeypatch):
+    """The net under the cleaning: were a value to slip through, the sender learns that
+    retrying cannot help, instead of being told the database is down."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite stores NUL; the refusal to provoke is PostgreSQL's")
+    from gateway.pipeline import ingest
+
+    monkeypatch.setattr(ingest, "_clean", lambda payload: payload)
+    monkeypatch.setattr(ingest, "_storable", lambda text, column: text)
+    client = gw.test_client()
+    before = rejected_total(client, "src", "unstorable_payload")
+    response = client.post("/hooks/testsrc/src/", json={**ALERT, "title": "disk\u0000full"})
+    assert (response.status_code, response.json["error"]["code"]) == (422, "unstorable_payload")
+    assert "NUL" in response.json["error"]["message"]
+    assert rejected_total(client, "src", "unstorable_payload") == before + 1
+    assert counts(engine) == dict.fromkeys(counts(engine), 0)
 
 
 def test_duplicate_changes_nothing(gw, engine):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from typing import Any, Callable, Iterator, Mapping, Optional
 
 from sqlalchemy import Connection, bindparam, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DataError, SQLAlchemyError
 
 from gateway import metrics
 from gateway.contracts import SEVERITIES, STATUSES, Alert, Headers, InboundRequest, Rejected, Reply, Resource
@@ -89,11 +90,7 @@ def _receive(runtime: Runtime, source: Optional[ActiveSource], source_type: str,
                        headers={"Allow": "POST"})
     snapshot = runtime.snapshot
     body = read_body(snapshot.config.max_body_size)
-    try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise Rejected(400, "invalid_json", f"body is not valid JSON: {exc}") from None
-
+    payload = _decode(body)
     request = InboundRequest(method, path, Headers(headers), body, payload, remote_addr, utcnow())
     with _plugin_guard(source):
         source.plugin.verify(request)
@@ -108,18 +105,69 @@ def _receive(runtime: Runtime, source: Optional[ActiveSource], source_type: str,
         routed = [_route(snapshot, alert, source.reopen_window) for alert in alerts]
     external_ids = [alert.external_id for alert in alerts]
     if raw["external_id"] is None and external_ids and all(external_ids):
-        raw["external_id"] = "|".join(external_ids)
+        raw["external_id"] = _storable_id("|".join(external_ids))
     raw["alert_count"] = len(alerts)
     try:
         ids = run_in_transaction(runtime.engine, lambda conn: _store(conn, raw, routed))
     except Duplicate:
         return Outcome(200, {"status": "duplicate"})
+    except DataError as exc:  # a value no column can hold slipped past _storable: retrying cannot help
+        log.warning("could not store webhook for %s: %s", source.key, exc.orig)
+        reason = str(exc.orig).partition("\n")[0] or exc.orig.__class__.__name__
+        raise Rejected(422, "unstorable_payload", f"a value in this payload cannot be stored: {reason}") from exc
     except SQLAlchemyError as exc:
         log.error("could not store webhook for %s: %s", source.key, exc)
         raise Unavailable("the database is unavailable; nothing was stored, retry later") from exc
     if any(outbox for _, _, outbox in routed):
         runtime.notify_deliveries()
     return Outcome(202, {"status": "accepted", "alerts": ids})
+
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+"""NUL, which PostgreSQL text cannot hold, and lone UTF-16 surrogates, which UTF-8 cannot encode."""
+_UNSTORABLE_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
+"""The JSON escapes that decode to them: only a body holding one needs its strings cleaned."""
+
+
+def _decode(body: bytes) -> Any:
+    """The JSON payload, its strings cleaned of what no column can store (replaced by U+FFFD),
+    so that plugins, the incident store and the database all see text they can keep."""
+    try:
+        payload = json.loads(body)
+        return _clean(payload) if _UNSTORABLE_ESCAPE.search(body) else payload
+    except RecursionError:
+        raise Rejected(400, "invalid_json", "body is not valid JSON: nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise Rejected(400, "invalid_json", f"body is not valid JSON: {exc}") from None
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, str):
+        return _UNSTORABLE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_clean(item) for item in value]
+    if isinstance(value, dict):
+        return {_clean(key): _clean(item) for key, item in value.items()}
+    return value
+
+
+def _storable(text: str, column) -> str:
+    """``text`` as ``column`` can keep it: cleaned, and cut to the column's length if it has one."""
+    text = _UNSTORABLE.sub("\ufffd", text)
+    limit = column.type.length
+    return text[:limit - 1] + "\u2026" if limit is not None and len(text) > limit else text
+
+
+_ALERTS = AlertRow.__table__
+_EXTERNAL_ID_LENGTH = RawRequest.__table__.c.external_id.type.length
+
+
+def _storable_id(external_id: Optional[str]) -> Optional[str]:
+    """An idempotency key its column can keep: one too long or unstorable is replaced by its
+    digest, which keeps distinct keys distinct (cutting them would not)."""
+    if external_id is None or (len(external_id) <= _EXTERNAL_ID_LENGTH and not _UNSTORABLE.search(external_id)):
+        return external_id
+    return "sha256:" + hashlib.sha256(external_id.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 @contextmanager
@@ -155,9 +203,16 @@ def _complete(source: ActiveSource, alert: Alert, received_at: datetime) -> Aler
         occurred = occurred.replace(tzinfo=timezone.utc)
     occurred = min(occurred, received_at + MAX_CLOCK_SKEW)
     labels = {str(k): str(v) for k, v in alert.labels.items() if v is not None}
+    resource = alert.resource
     return alert.replace(
         source_key=source.key, source_type=source.type, occurred_at=occurred, labels=labels, received_at=received_at,
         fingerprint=namespaced_fingerprint(source.key, source.plugin.fingerprint(alert)),
+        title=_storable(alert.title, _ALERTS.c.title),
+        description=_storable(alert.description or "", _ALERTS.c.description),
+        resource=Resource(_storable(resource.id or "", _ALERTS.c.resource_id),
+                          _storable(resource.name or "", _ALERTS.c.resource_name),
+                          _storable(resource.type or "", _ALERTS.c.resource_type)),
+        external_id=_storable_id(alert.external_id),
     )
 
 
@@ -224,11 +279,13 @@ class Duplicate(Exception):
 def _raw_values(source: ActiveSource, request: InboundRequest) -> dict:
     """The raw journal's row, as the source's scrub leaves it and without credentials."""
     headers, body = source.plugin.scrub(request)
+    content_type = request.headers.get("content-type")
     return dict(
         source_key=source.key, source_type=source.type, method=request.method, path=request.path,
         headers={k: ("[redacted]" if k.lower() in SECRET_HEADERS else v) for k, v in headers.items()},
-        body=body, content_type=request.headers.get("content-type"), remote_addr=request.remote_addr,
-        received_at=request.received_at, external_id=source.plugin.delivery_id(request), alert_count=0,
+        body=body, content_type=content_type and _storable(content_type, RawRequest.__table__.c.content_type),
+        remote_addr=request.remote_addr, received_at=request.received_at,
+        external_id=_storable_id(source.plugin.delivery_id(request)), alert_count=0,
     )
 
 

@@ -18,7 +18,7 @@ from sqlalchemy import Engine, select
 
 from gateway import metrics
 from gateway.config import (
-    ConfigError, GatewayConfig, SourceConfig, parse_config_text, read_config_text, validate_source,
+    NAME_PATTERN, ConfigError, GatewayConfig, SourceConfig, parse_config_text, read_config_text, validate_source,
 )
 from gateway.contracts import SinkType, SourceType
 from gateway.pipeline.router import Router
@@ -133,10 +133,15 @@ class Runtime:
             self._outbox_changed.wait(timeout)
 
     def find_source(self, key: str) -> Optional[ActiveSource]:
-        """A source from gateway.yaml, else one created through the API (one indexed lookup)."""
+        """A source from gateway.yaml, else one created through the API (one indexed lookup).
+
+        A key no source can have is not looked up: PostgreSQL would refuse one holding a NUL.
+        """
         found = self.snapshot.sources.get(key)
         if found is not None:
             return found
+        if not NAME_PATTERN.match(key):
+            return None
         row = self.source_row(key)
         if row is None or row.type not in self.registry.source_types:
             return None
