@@ -192,7 +192,8 @@ def test_text_no_column_can_hold_is_cleaned_and_the_alert_kept(gw, engine):
         alert = conn.execute(select(AlertRow)).one()
         raw = conn.execute(select(RawRequest)).one()
         incident = conn.execute(select(Incident.title, Incident.resource_name)).one()
-    assert (alert.title, alert.description, alert.labels) == ("disk\ufffdfull \ufffd", "\ufffd!", {"problem": "p\ufffd"})
+    assert (alert.title, alert.description) == ("disk\ufffdfull \ufffd", "\ufffd!")
+    assert alert.labels == {"problem": "p\ufffd"}
     assert alert.resource_name == "r" * 511 + "\u2026" and alert.resource_id == alert.resource_name
     assert alert.external_id == raw.external_id and alert.external_id.startswith("sha256:")
     assert raw.content_type == content_type[:254] + "\u2026"

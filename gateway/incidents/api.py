@@ -11,7 +11,7 @@ from gateway.pipeline.ingest import forward_manual_resolve
 from gateway.store.db import run_in_transaction
 from gateway.store.models import Incident
 from gateway.web.auth import actor, require_admin
-from gateway.web.common import Page, iso, json_object, paginate, where_given
+from gateway.web.common import Page, Text, iso, json_object, paginate, where_given
 
 bp = Blueprint("incidents", __name__, url_prefix="/api/incidents")
 bp.before_request(require_admin)
@@ -28,17 +28,17 @@ SORTS = {
 class IncidentQuery(Page):
     status = fields.String(validate=validate.OneOf(STATUSES))
     severity = fields.String(validate=validate.OneOf(SEVERITIES))
-    source = fields.String()
-    q = fields.String()
+    source = Text()
+    q = Text()
     sort = fields.String(load_default="-last_event_at", validate=validate.OneOf(list(SORTS)))
 
 
 class NoteBody(Schema):
-    note = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=10_000))
+    note = Text(load_default=None, allow_none=True, validate=validate.Length(max=10_000))
 
 
 class CommentBody(Schema):
-    body = fields.String(required=True, validate=validate.Length(min=1, max=10_000))
+    body = Text(required=True, validate=validate.Length(min=1, max=10_000))
 
 
 def incident_json(row) -> dict:

@@ -24,7 +24,7 @@ from gateway import metrics
 from gateway.contracts import SEVERITIES, STATUSES, Alert, Headers, InboundRequest, Rejected, Reply, Resource
 from gateway.pipeline.runtime import ActiveSource, Runtime, Snapshot
 from gateway.store.db import HotStatement, run_in_transaction
-from gateway.store.models import AlertRow, Delivery, Handshake, RawRequest, utcnow
+from gateway.store.models import UNSTORABLE_TEXT, AlertRow, Delivery, Handshake, RawRequest, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -123,10 +123,8 @@ def _receive(runtime: Runtime, source: Optional[ActiveSource], source_type: str,
     return Outcome(202, {"status": "accepted", "alerts": ids})
 
 
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-"""NUL, which PostgreSQL text cannot hold, and lone UTF-16 surrogates, which UTF-8 cannot encode."""
 _UNSTORABLE_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
-"""The JSON escapes that decode to them: only a body holding one needs its strings cleaned."""
+"""The JSON escapes that decode to ``UNSTORABLE_TEXT``: only a body holding one needs its strings cleaned."""
 
 
 def _decode(body: bytes) -> Any:
@@ -143,7 +141,7 @@ def _decode(body: bytes) -> Any:
 
 def _clean(value: Any) -> Any:
     if isinstance(value, str):
-        return _UNSTORABLE.sub("\ufffd", value)
+        return UNSTORABLE_TEXT.sub("\ufffd", value)
     if isinstance(value, list):
         return [_clean(item) for item in value]
     if isinstance(value, dict):
@@ -153,7 +151,7 @@ def _clean(value: Any) -> Any:
 
 def _storable(text: str, column) -> str:
     """``text`` as ``column`` can keep it: cleaned, and cut to the column's length if it has one."""
-    text = _UNSTORABLE.sub("\ufffd", text)
+    text = UNSTORABLE_TEXT.sub("\ufffd", text)
     limit = column.type.length
     return text[:limit - 1] + "\u2026" if limit is not None and len(text) > limit else text
 
@@ -165,7 +163,7 @@ _EXTERNAL_ID_LENGTH = RawRequest.__table__.c.external_id.type.length
 def _storable_id(external_id: Optional[str]) -> Optional[str]:
     """An idempotency key its column can keep: one too long or unstorable is replaced by its
     digest, which keeps distinct keys distinct (cutting them would not)."""
-    if external_id is None or (len(external_id) <= _EXTERNAL_ID_LENGTH and not _UNSTORABLE.search(external_id)):
+    if external_id is None or (len(external_id) <= _EXTERNAL_ID_LENGTH and not UNSTORABLE_TEXT.search(external_id)):
         return external_id
     return "sha256:" + hashlib.sha256(external_id.encode("utf-8", "surrogatepass")).hexdigest()
 
@@ -365,7 +363,8 @@ def forward_manual_resolve(conn: Connection, snapshot: Snapshot, incident, actor
     alert = Alert(
         status="resolved", severity=incident.severity, title=incident.title, description=incident.description,
         resource=Resource(incident.resource_id, incident.resource_name, incident.resource_type),
-        occurred_at=now, received_at=now, labels=labels, source_key=incident.source_key, source_type=incident.source_type,
+        occurred_at=now, received_at=now, labels=labels,
+        source_key=incident.source_key, source_type=incident.source_type,
         fingerprint=incident.fingerprint, origin="manual",
     )
     # The incident store already recorded the transition, so only the outbox sinks are told.

@@ -5,6 +5,7 @@ by open-incident fingerprint and by outbox claim order, never by scanning.
 """
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 from typing import Any, Optional
 
@@ -33,6 +34,11 @@ query written the same way can use that index and needs no per-execution IN-list
 def is_open(status_column):
     """``status IN ('triggered', 'acknowledged')`` on ``status_column``, with the values inline."""
     return status_column.in_([literal_column(f"'{status}'") for status in OPEN_STATUSES])
+
+
+UNSTORABLE_TEXT = re.compile("[\x00\ud800-\udfff]")
+"""What no text column can hold on every database: NUL (PostgreSQL refuses it, even to compare)
+and unpaired UTF-16 surrogates, which valid JSON may escape but UTF-8 cannot encode."""
 
 
 def utcnow() -> datetime:

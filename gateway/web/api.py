@@ -6,7 +6,7 @@ import secrets
 import signal
 
 from flask import Blueprint, Response, current_app, jsonify, request
-from marshmallow import Schema, fields, validate
+from marshmallow import EXCLUDE, Schema, fields, validate
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import aliased
 
@@ -15,10 +15,11 @@ from gateway.contracts import Rejected
 from gateway.store.db import run_in_transaction
 from gateway.store.models import Delivery, DeliveryAttempt, Handshake, RawRequest, RuntimeSource, utcnow
 from gateway.web.auth import require_admin
-from gateway.web.common import Page, iso, json_object, paginate, where_given
+from gateway.web.common import Page, Text, iso, json_object, paginate, refuse_nul_in_path, where_given
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 bp.before_request(require_admin)
+bp.before_request(refuse_nul_in_path)
 
 
 def _gateway():
@@ -45,7 +46,8 @@ def _file_source_json(source) -> dict:
 def list_sources():
     with _gateway().engine.connect() as conn:
         rows = conn.execute(select(RuntimeSource.__table__).order_by(RuntimeSource.key)).all()
-    items = [_file_source_json(s) for s in _gateway().runtime.snapshot.config.sources.values()] + [_source_json(r.key, r.type, r.name, r.enabled, r.options, "api") for r in rows]
+    items = [_file_source_json(s) for s in _gateway().runtime.snapshot.config.sources.values()]
+    items += [_source_json(r.key, r.type, r.name, r.enabled, r.options, "api") for r in rows]
     return jsonify({"items": items, "total": len(items), "page": 1})
 
 
@@ -60,14 +62,22 @@ def get_source(key: str):
     return jsonify(_source_json(row.key, row.type, row.name, row.enabled, row.options, "api"))
 
 
+class StoredName(Schema):
+    """What the sources table needs of a name beyond validate_source, which also checks the
+    sources of gateway.yaml: those are never stored, so their names have no column to fit."""
+
+    name = Text(column=RuntimeSource.name, allow_none=True)
+
+
 @bp.post("/sources")
 def create_source():
     data = json_object()
     # Without an explicit key the key is unguessable: with no token set, the key is the secret.
     data.setdefault("key", secrets.token_urlsafe(18))
-    if data["key"] in _gateway().runtime.snapshot.config.sources:
-        raise Rejected(409, "source_exists", f"source {data['key']!r} is declared in gateway.yaml")
+    StoredName(unknown=EXCLUDE).load(data)
     config = validate_source(_gateway().registry, data, origin="api")
+    if config.key in _gateway().runtime.snapshot.config.sources:
+        raise Rejected(409, "source_exists", f"source {config.key!r} is declared in gateway.yaml")
     options = {k: v for k, v in data.items() if k not in ("key", "type", "name", "enabled")}
     now = utcnow()
 
@@ -87,7 +97,7 @@ def create_source():
 
 class SourcePatch(Schema):
     enabled = fields.Boolean()
-    name = fields.String(validate=validate.Length(min=1, max=255))
+    name = Text(column=RuntimeSource.name, validate=validate.Length(min=1))
     rotate_token = fields.Boolean()
     token = fields.String(allow_none=True)
 
@@ -130,8 +140,8 @@ def list_handshakes(key: str):
 # -- events (raw requests) -----------------------------------------------------------
 
 class EventQuery(Page):
-    source = fields.String()
-    external_id = fields.String()
+    source = Text()
+    external_id = Text()
 
 
 def _event_json(row) -> dict:
@@ -166,7 +176,7 @@ def raw_event(event_id: int):
 
 class DeliveryQuery(Page):
     status = fields.String(validate=validate.OneOf(("pending", "delivered", "dead")))
-    sink = fields.String()
+    sink = Text()
 
 
 def _delivery_json(row) -> dict:
@@ -248,7 +258,7 @@ def retry_delivery(delivery_id: int):
 
 
 class BulkRetry(Schema):
-    sink = fields.String(required=True)
+    sink = Text(required=True)
 
 
 @bp.post("/deliveries/retry")

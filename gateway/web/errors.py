@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from marshmallow import ValidationError
+from sqlalchemy.exc import DataError
 from werkzeug.exceptions import HTTPException
 
 from gateway.contracts import Rejected
@@ -31,6 +32,14 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ValidationError)
     def invalid(exc: ValidationError):
         return error_response(422, "invalid_request", "request rejected: see fields", fields=exc.messages)
+
+    @app.errorhandler(DataError)
+    def refused_value(exc: DataError):
+        """A value the database refused (NUL in text, too long for its column) that checks at the
+        edge missed: the client's input, not a server fault.  Neither SQL nor parameters are shown."""
+        reason = str(exc.orig).partition("\n")[0]
+        log.warning("%s %s: the database refused a value: %s", request.method, request.path, reason)
+        return error_response(422, "invalid_value", f"the database refused a value: {reason}")
 
     @app.errorhandler(Unavailable)
     def unavailable(exc: Unavailable):

@@ -1,0 +1,101 @@
+"""Bad client input to /api is a 4xx JSON error, alike on SQLite and PostgreSQL, never a 500.
+
+PostgreSQL refuses NUL (0x00) in text and strings longer than a varchar column where SQLite
+takes both, so unchecked, the same request was 2xx on one database and 500 on the other; an
+unpaired surrogate in a JSON body ("\\ud800", no UTF-8) was a 500 on both.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlalchemy.exc import DataError, OperationalError
+
+from gateway.store.models import RuntimeSource
+
+NAME_MAX = RuntimeSource.__table__.c.name.type.length
+ALERT = {"id": "evt-1", "title": "disk full", "severity": "critical"}
+
+
+@pytest.fixture
+def seeded(api, client) -> int:
+    """A source made through the API (key ``team``), one event, its incident (whose id is returned)."""
+    assert api.post("/api/sources", json={"key": "team", "type": "testsrc"}).status_code == 201
+    assert client.post("/hooks/testsrc/src/", json=ALERT).status_code == 202
+    return api.get("/api/incidents").json["items"][0]["id"]
+
+
+# Each case: method, path, JSON body, the field named (None: a 404 for the path itself),
+# and the same request made valid, with the status it answers.
+CASES = [
+    ("GET", "/api/sources/a%00b", None, None, "/api/sources/team", None, 200),
+    ("PATCH", "/api/sources/a%00b", {"enabled": False}, None, "/api/sources/team", {"enabled": False}, 200),
+    ("GET", "/api/sources/a%00b/handshakes", None, None, "/api/sources/team/handshakes", None, 200),
+    ("PATCH", "/api/sources/team", {"name": "a\x00b"}, "name", "/api/sources/team", {"name": "ab"}, 200),
+    ("PATCH", "/api/sources/team", {"name": "n" * (NAME_MAX + 1)}, "name",
+     "/api/sources/team", {"name": "n" * NAME_MAX}, 200),
+    ("GET", "/api/events?source=a%00b", None, "source", "/api/events?source=src", None, 200),
+    ("GET", "/api/events?external_id=%00", None, "external_id", "/api/events?external_id=evt-1", None, 200),
+    ("GET", "/api/incidents?q=%00", None, "q", "/api/incidents?q=disk", None, 200),
+    ("GET", "/api/incidents?source=%00", None, "source", "/api/incidents?source=src", None, 200),
+    ("GET", "/api/deliveries?sink=%00", None, "sink", "/api/deliveries?sink=itms", None, 200),
+    ("POST", "/api/sources", {"type": "whatap", "name": "a\x00b"}, "name",
+     "/api/sources", {"type": "whatap", "name": "ab"}, 201),
+    ("POST", "/api/sources", {"type": "whatap", "name": "n" * 300}, "name",
+     "/api/sources", {"type": "whatap", "name": "n" * NAME_MAX}, 201),
+    ("POST", "/api/sources", {"key": ["team"], "type": "testsrc"}, "key",
+     "/api/sources", {"key": "team2", "type": "testsrc"}, 201),
+    ("POST", "/api/incidents/{incident}/comments", {"body": "a\x00b"}, "body",
+     "/api/incidents/{incident}/comments", {"body": "ab"}, 201),
+    ("POST", "/api/incidents/{incident}/comments", {"body": "a\ud800"}, "body",
+     "/api/incidents/{incident}/comments", {"body": "a\U0001f600"}, 201),
+    ("POST", "/api/incidents/{incident}/acknowledge", {"note": "a\x00b"}, "note",
+     "/api/incidents/{incident}/acknowledge", {"note": "ab"}, 200),
+    ("POST", "/api/incidents/{incident}/acknowledge", {"note": "\udc00"}, "note",
+     "/api/incidents/{incident}/acknowledge", {"note": "ab"}, 200),
+    ("POST", "/api/deliveries/retry", {"sink": "a\x00b"}, "sink",
+     "/api/deliveries/retry", {"sink": "itms"}, 200),
+]
+
+
+def send(api, method: str, path: str, body):
+    """json.dumps escapes what the test client could not encode itself: an unpaired surrogate."""
+    return api.open(path, method=method, data=None if body is None else json.dumps(body),
+                    content_type="application/json")
+
+
+@pytest.mark.parametrize("method, path, body, field, valid_path, valid_body, valid_status", CASES)
+def test_bad_input_is_a_4xx_json_error_and_the_valid_request_works(
+        method, path, body, field, valid_path, valid_body, valid_status, api, seeded):
+    sources_before = api.get("/api/sources").json["total"]
+
+    response = send(api, method, path.format(incident=seeded), body)
+
+    assert response.status_code == (404 if field is None else 422), response.get_data(as_text=True)
+    error = response.json["error"]
+    assert error["code"] == ("not_found" if field is None else "invalid_request") and error["message"]
+    if field is not None:
+        assert list(error["fields"]) == [field]
+    assert api.get("/api/sources").json["total"] == sources_before
+
+    valid = send(api, method, valid_path.format(incident=seeded), valid_body)
+    assert valid.status_code == valid_status, valid.json
+
+
+@pytest.mark.parametrize("error, status, code", [
+    (DataError("SELECT sql_text", {"key": "param_value"}, Exception("value too long\nDETAIL: more")),
+     422, "invalid_value"),
+    (OperationalError("SELECT sql_text", {"key": "param_value"}, Exception("connection refused")),
+     500, "internal_error"),
+])
+def test_a_data_error_past_validation_is_422_but_a_database_failure_stays_500(
+        error, status, code, api, seeded, monkeypatch):
+    def fail(key):
+        raise error
+
+    monkeypatch.setattr(api.application.extensions["gateway"].runtime, "source_row", fail)
+    response = api.get("/api/sources/team")
+    assert response.status_code == status
+    assert response.json["error"]["code"] == code
+    message = response.json["error"]["message"]
+    assert not [leak for leak in ("sql_text", "param_value", "DETAIL") if leak in message], message
