@@ -90,15 +90,19 @@ def serve(host: str, port: int, workers: int, no_dispatcher: bool):
 
 @main.command()
 @click.option("--threads", default=1, show_default=True, type=int, help="dispatchers in this process")
-def worker(threads: int):
+@click.option("--poll", default=1.0, show_default=True, type=float,
+              help="seconds between looks for due rows; on PostgreSQL new rows wake the worker at once")
+def worker(threads: int, poll: float):
     """Deliver outbox rows without serving HTTP; run as many as you like on one PostgreSQL."""
+    from gateway.pipeline import wakeups
     from gateway.pipeline.outbox import Dispatcher
     from gateway.store.db import start_wal_checkpointer
 
     app = _app()
     runtime = app.extensions["gateway"].runtime
     start_wal_checkpointer(runtime.engine)
-    dispatchers = [Dispatcher(runtime) for _ in range(threads)]
+    wakeups.start(runtime, listen=True)
+    dispatchers = [Dispatcher(runtime, poll=poll) for _ in range(threads)]
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

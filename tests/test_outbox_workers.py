@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
+import requests
 from testkit.support import admin_client, wait_until
 
 GATEWAY = str(Path(sys.executable).with_name("gateway"))
@@ -68,3 +72,67 @@ route:
     pids = {a["worker"].split(":")[-2] for row in rows for a in
             api.get(f"/api/deliveries/{row['id']}").json["attempt_log"]}
     assert pids == {str(worker.pid) for worker in workers}, "both workers should have delivered rows"
+
+
+def test_a_worker_on_postgresql_is_woken_by_rows_queued_in_another_process(make_app, receiver, database_url,
+                                                                            tmp_path):
+    """``gateway serve --no-dispatcher`` NOTIFYs, ``gateway worker`` LISTENs: with a 60 s poll,
+    only the wake-up can explain a delivery within seconds."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("LISTEN/NOTIFY is PostgreSQL's; SQLite dispatchers run beside ingest and poll")
+    app = make_app(f"""
+sources:
+  - key: whatap-prod
+    type: whatap
+sinks:
+  - name: itms
+    type: itms
+  - name: spaceone
+    type: spaceone
+    url: {receiver.url}/monitoring/v1/webhook/wh-1/AbCdEf0123456789/events
+route:
+  sinks: [itms, spaceone]
+""")
+    env = {**os.environ, "GATEWAY_DATABASE_URL": database_url, "GATEWAY_CONFIG": app.config["CONFIG"],
+           "GATEWAY_ADMIN_TOKEN": "wake-token", "PYTHONUNBUFFERED": "1"}
+    port = free_port()
+    logs = [open(tmp_path / name, "w") for name in ("worker.log", "serve.log")]
+    worker = subprocess.Popen([GATEWAY, "worker", "--poll", "60"], env=env, stdout=subprocess.PIPE, text=True,
+                              stderr=logs[0])
+    server = subprocess.Popen([GATEWAY, "serve", "--no-dispatcher", "--workers", "1", "--port", str(port)],
+                              env=env, stdout=logs[1], stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        assert worker.stdout.readline().startswith("worker delivering for sinks: spaceone")
+        wait_until(lambda: _healthy(base), timeout=30, interval=0.2)
+
+        def post_and_time(n: int) -> float:
+            started = time.monotonic()
+            r = requests.post(f"{base}/hooks/whatap/whatap-prod/", timeout=10, json={
+                "pcode": 1, "oid": 7, "title": f"problem {n}", "uuid": f"w{n}", "metricName": "cpu", "status": "on"})
+            assert r.status_code == 202, r.text
+            wait_until(lambda: len(receiver.requests) == n, timeout=15, interval=0.01)
+            return time.monotonic() - started
+
+        post_and_time(1)  # the worker's first look may find this one; by the second it waits out its poll
+        assert post_and_time(2) < 5, (tmp_path / "worker.log").read_text()
+    finally:
+        for proc in (worker, server):
+            proc.send_signal(signal.SIGTERM)
+        codes = [proc.wait(timeout=30) for proc in (worker, server)]
+        for log in logs:
+            log.close()
+    assert codes[0] == 0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _healthy(base: str) -> bool:
+    try:
+        return requests.get(f"{base}/health", timeout=2).status_code == 200
+    except requests.RequestException:  # not listening yet
+        return False

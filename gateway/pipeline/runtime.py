@@ -12,7 +12,7 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 from sqlalchemy import Engine, select
 
@@ -24,6 +24,9 @@ from gateway.contracts import SinkType, SourceType
 from gateway.pipeline.router import Router
 from gateway.plugins import Registry
 from gateway.store.models import RuntimeSource
+
+if TYPE_CHECKING:
+    from gateway.pipeline.wakeups import Announcer
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +90,8 @@ class Runtime:
             self.reload_ok, self.reload_error = False, str(exc)
         self.snapshot = build_snapshot(config, registry)
         self._outbox_changed = threading.Condition()
+        self.announcer: Optional[Announcer] = None
+        """Set by ``pipeline.wakeups.start``: tells other processes of queued rows."""
         self._runtime_sources: dict[str, tuple[datetime, ActiveSource]] = {}
         self._lock = threading.Lock()
         metrics.CONFIG_RELOAD_OK.set(1 if self.reload_ok else 0)
@@ -124,7 +129,13 @@ class Runtime:
         return True
 
     def notify_deliveries(self) -> None:
-        """Wake this process's dispatchers after a commit that queued outbox rows."""
+        """After a commit that queued outbox rows: wake this process's dispatchers, and
+        through the announcer (``pipeline.wakeups``, PostgreSQL) those of other processes."""
+        self.wake_dispatchers()
+        if self.announcer is not None:
+            self.announcer.announce()
+
+    def wake_dispatchers(self) -> None:
         with self._outbox_changed:
             self._outbox_changed.notify_all()
 

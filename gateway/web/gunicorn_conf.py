@@ -11,6 +11,7 @@ import signal
 from gunicorn.workers.gthread import ThreadWorker
 from prometheus_client import multiprocess
 
+from gateway.pipeline import wakeups
 from gateway.store.db import default_database_url, start_wal_checkpointer
 
 
@@ -94,7 +95,9 @@ def post_worker_init(worker):
     worker.ready = True
     if worker.reload_pending:
         gateway.runtime.reload()
-    if os.environ.get("GATEWAY_DISPATCHER", "1") != "0":
+    delivers = os.environ.get("GATEWAY_DISPATCHER", "1") != "0"
+    wakeups.start(gateway.runtime, listen=delivers)
+    if delivers:
         from gateway.pipeline.outbox import Dispatcher
 
         Dispatcher(gateway.runtime).start()

@@ -1,0 +1,105 @@
+"""Wake dispatchers in other processes when outbox rows are queued: PostgreSQL LISTEN/NOTIFY.
+
+A dispatcher learns of rows queued in its own process at once (``Runtime.notify_deliveries``),
+but of rows queued elsewhere, by another ``gateway serve`` worker or on another machine,
+only at its next poll.  Here ingest processes announce new rows with ``NOTIFY``, and
+processes that deliver ``LISTEN``, so a ``gateway worker`` fleet sends within milliseconds
+and can poll rarely.  The poll stays as the safety net: a notification is lost if no one
+was listening at that moment (a restart, a dropped connection), the rows never are.
+SQLite needs none of this (one machine; its dispatchers run beside ingest) and keeps polling.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import SQLAlchemyError
+
+from gateway.pipeline.runtime import Runtime
+
+log = logging.getLogger(__name__)
+CHANNEL = "gateway_outbox"
+APPLICATION_NAME = "gateway-outbox-listener"
+"""How the listening connection shows in ``pg_stat_activity``."""
+
+
+class Announcer(threading.Thread):
+    """Sends one NOTIFY for any number of queued batches: request threads only set an event,
+    so ingest pays no round trip for it, and a burst of webhooks costs a NOTIFY per interval."""
+
+    INTERVAL = 0.02
+
+    def __init__(self, engine: Engine):
+        super().__init__(name="outbox-announcer", daemon=True)
+        self._engine = engine
+        self._pending = threading.Event()
+
+    def announce(self) -> None:
+        self._pending.set()
+
+    def run(self) -> None:
+        while self._pending.wait():
+            self._pending.clear()
+            try:
+                with self._engine.begin() as conn:
+                    conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
+            except SQLAlchemyError as exc:  # the listeners' poll picks the rows up
+                log.warning("could not announce queued deliveries: %s", exc)
+            time.sleep(self.INTERVAL)
+
+
+class Listener(threading.Thread):
+    """LISTENs on a connection of its own (outside the pool, which it would hold for ever) and
+    wakes this process's dispatchers on every notification; reconnects when it is dropped."""
+
+    RECONNECT_MAX = 30.0
+
+    def __init__(self, runtime: Runtime):
+        super().__init__(name="outbox-listener", daemon=True)
+        self._runtime = runtime
+        self.listening = threading.Event()
+
+    def run(self) -> None:
+        delay = 1.0
+        while True:
+            try:
+                self._listen()
+            except Exception as exc:  # the database went away: wake once (rows may have come), retry
+                self.listening.clear()
+                log.warning("outbox listener lost its connection (%s); reconnecting in %.0fs", exc, delay)
+                self._runtime.wake_dispatchers()
+                time.sleep(delay)
+                delay = min(delay * 2, self.RECONNECT_MAX)
+            else:
+                delay = 1.0
+
+    def _listen(self) -> None:
+        engine = self._runtime.engine
+        cargs, cparams = engine.dialect.create_connect_args(engine.url)
+        cparams.setdefault("application_name", APPLICATION_NAME)
+        with engine.dialect.loaded_dbapi.connect(*cargs, **cparams, autocommit=True) as conn:
+            conn.execute(f"LISTEN {CHANNEL}")
+            self.listening.set()
+            while True:
+                for _ in conn.notifies(timeout=60, stop_after=1):
+                    self._runtime.wake_dispatchers()
+                conn.execute("SELECT 1")  # a quiet connection that died shows here, not never
+
+
+def start(runtime: Runtime, *, listen: bool, timeout: float = 10.0) -> None:
+    """Announce this process's queued rows, and (``listen``) wake its dispatchers for others'.
+
+    Returns once the listener listens (or ``timeout`` passed), so that rows queued after
+    start-up are never missed; a no-op on SQLite.
+    """
+    if runtime.engine.dialect.name != "postgresql":
+        return
+    announcer = Announcer(runtime.engine)
+    announcer.start()
+    runtime.announcer = announcer
+    if listen:
+        listener = Listener(runtime)
+        listener.start()
+        if not listener.listening.wait(timeout):
+            log.warning("outbox listener not listening after %.0fs; dispatchers poll until it is", timeout)
