@@ -338,3 +338,14 @@ def test_metrics_show_outbox_depth_and_attempt_outcomes(gateway, receiver):
 
     assert {o: attempts(after, o) - attempts(before, o) for o in ("delivered", "retry", "dead")} == {
         "delivered": 2, "retry": 1, "dead": 1}
+
+
+def test_a_wake_up_while_a_dispatcher_looks_is_not_lost(app):
+    """A dispatcher that found nothing must not sleep through rows queued while it looked."""
+    runtime = app.extensions["gateway"].runtime
+    seen = runtime.outbox_generation  # read before looking, as the dispatcher does
+    runtime.notify_deliveries()  # ...rows queued meanwhile
+    waited = threading.Thread(target=runtime.wait_for_deliveries, args=(30, seen))
+    waited.start()
+    waited.join(5)
+    assert not waited.is_alive()

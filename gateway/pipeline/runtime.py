@@ -90,6 +90,8 @@ class Runtime:
             self.reload_ok, self.reload_error = False, str(exc)
         self.snapshot = build_snapshot(config, registry)
         self._outbox_changed = threading.Condition()
+        self.outbox_generation = 0
+        """Counts wake-ups, so a dispatcher can tell it missed one (see ``wait_for_deliveries``)."""
         self.announcer: Optional[Announcer] = None
         """Set by ``pipeline.wakeups.start``: tells other processes of queued rows."""
         self._runtime_sources: dict[str, tuple[datetime, ActiveSource]] = {}
@@ -137,11 +139,14 @@ class Runtime:
 
     def wake_dispatchers(self) -> None:
         with self._outbox_changed:
+            self.outbox_generation += 1
             self._outbox_changed.notify_all()
 
-    def wait_for_deliveries(self, timeout: float) -> None:
+    def wait_for_deliveries(self, timeout: float, seen: int) -> None:
+        """Wait up to ``timeout`` for a wake-up after ``seen``, the ``outbox_generation`` read
+        before the dispatcher last looked: one that came while it looked is not lost."""
         with self._outbox_changed:
-            self._outbox_changed.wait(timeout)
+            self._outbox_changed.wait_for(lambda: self.outbox_generation != seen, timeout)
 
     def find_source(self, key: str) -> Optional[ActiveSource]:
         """A source from gateway.yaml, else one created through the API (one indexed lookup).
