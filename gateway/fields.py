@@ -8,6 +8,8 @@ from marshmallow import ValidationError, fields
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+MAX_DURATION = 10 * 365 * 86400
+"""Longer is a mistake, and one long enough overflows the date arithmetic it feeds."""
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]i?B|B)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
 
@@ -23,8 +25,12 @@ def parse_duration(value: object) -> float:
         if not match:
             raise ValueError(f"{value!r} is not a duration (use e.g. 30s, 10m, 2h, 7d)")
         seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds != seconds:  # NaN, from YAML's .nan
+        raise ValueError("not a duration")
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
+    if seconds > MAX_DURATION:
+        raise ValueError("a duration cannot be longer than 10 years")
     return seconds
 
 

@@ -200,6 +200,18 @@ def test_invalid_option_values_point_at_their_lines_even_inside_lists():
     ]
 
 
+@pytest.mark.parametrize("value, message", [
+    ("99999999999d", "a duration cannot be longer than 10 years"),
+    ("1.0e+308", "a duration cannot be longer than 10 years"),
+    (".inf", "a duration cannot be longer than 10 years"),
+    (".nan", "not a duration"),
+])
+def test_a_duration_too_long_for_date_arithmetic_is_refused(value, message):
+    """A huge reopen window was accepted, then overflowed timedelta on the webhook it applied to."""
+    text = f"sources:\n  - key: a\n    type: fakesrc\n    reopen_window: {value}\n"
+    assert problems(text + SINKS_AND_ROUTE) == [f"gateway.yaml:4: sources[0].reopen_window: {message}"]
+
+
 def test_missing_required_option_points_at_the_entry():
     assert problems("sinks:\n  - name: tickets\n    type: fakesink\nroute:\n  sinks: [tickets]\n") == [
         "gateway.yaml:2: sinks[0].url: Missing data for required field."
