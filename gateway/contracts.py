@@ -8,7 +8,6 @@ Retries, backoff, transactions and storage belong to the core, never to plugins.
 from __future__ import annotations
 
 import base64
-import binascii
 import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -62,7 +61,7 @@ class Headers(Mapping[str, str]):
             return None
         try:
             user, _, password = base64.b64decode(encoded.strip(), validate=True).decode("utf-8").partition(":")
-        except (binascii.Error, UnicodeDecodeError):
+        except ValueError:  # not base64 (binascii.Error), not ASCII, or not UTF-8 once decoded
             return "", ""
         return user, password
 

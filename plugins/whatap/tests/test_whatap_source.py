@@ -233,6 +233,7 @@ def test_a_wrong_token_is_invalid(headers):
     {"X-Webhook-Token": ""},
     {"Authorization": f"Bearer {TOKEN}"},
     {"Authorization": "Basic !!not-base64!!"},
+    {"Authorization": "Basic \xff\xfe"},  # not even ASCII: b64decode raises a plain ValueError
     {"Authorization": basic("whatap", "")},
 ])
 def test_no_usable_token_is_missing(headers):
