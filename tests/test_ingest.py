@@ -82,6 +82,12 @@ REFUSALS = {
                            expect=(422, "unprocessable_payload", "src")),
     "GET": dict(method="GET", path="/hooks/testsrc/src/", expect=(405, "method_not_allowed", "src")),
     "a NUL in the key": dict(path="/hooks/testsrc/a%00b/", json=ALERT, expect=(404, "unknown_source", "unknown")),
+    "NaN, which is no JSON": dict(path="/hooks/testsrc/src/", data=b'{"id": "e", "title": "t", "v": NaN}',
+                                  content_type="application/json", expect=(400, "invalid_json", "src")),
+    "a number beyond a float": dict(path="/hooks/testsrc/src/", data=b'{"id": "e", "title": "t", "v": -1e400}',
+                                    content_type="application/json", expect=(400, "invalid_json", "src")),
+    "a handshake holding Infinity": dict(path="/hooks/testsrc/src/", data=b'{"hello": Infinity}',
+                                         content_type="application/json", expect=(400, "invalid_json", "src")),
 }
 
 
@@ -204,6 +210,15 @@ def test_text_no_column_can_hold_is_cleaned_and_the_alert_kept(gw, engine):
     other = client.post("/hooks/testsrc/src/", data=UNSTORABLE % (b"i" * 299 + b"j", b"r"),
                         content_type="application/json")
     assert other.status_code == 202, "ids that differ past the column's length stay distinct"
+
+
+def test_a_surrogate_sent_as_raw_bytes_is_cleaned_too(gw, engine):
+    """``json.loads`` decodes bytes with surrogatepass: a surrogate's bytes get through, not only its escape."""
+    response = gw.test_client().post("/hooks/testsrc/src/", data=b'{"id": "e\xed\xa0\x80", "title": "t\xed\xb0\x80"}',
+                                     content_type="application/json")
+    assert response.status_code == 202, response.json
+    with engine.connect() as conn:
+        assert tuple(conn.execute(select(AlertRow.external_id, AlertRow.title)).one()) == ("e\ufffd", "t\ufffd")
 
 
 def test_a_value_the_database_still_refuses_is_422_not_503(gw, engine, database_url, monkeypatch):

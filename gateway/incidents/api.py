@@ -81,7 +81,7 @@ def list_incidents():
     return jsonify(paginate(query, args, incident_json))
 
 
-@bp.get("/<int:incident_id>")
+@bp.get("/<id:incident_id>")
 def get_incident(incident_id: int):
     with current_app.extensions["gateway"].engine.connect() as conn:
         row = conn.execute(select(Incident.__table__).where(Incident.id == incident_id)).first()
@@ -91,7 +91,7 @@ def get_incident(incident_id: int):
     return jsonify({**incident_json(row), "timeline": [entry_json(e) for e in entries]})
 
 
-@bp.post("/<int:incident_id>/<any(acknowledge, resolve, close):action>")
+@bp.post("/<id:incident_id>/<any(acknowledge, resolve, close):action>")
 def change_status(incident_id: int, action: str):
     note = json_object(NoteBody())["note"]
     gateway = current_app.extensions["gateway"]
@@ -115,7 +115,7 @@ def change_status(incident_id: int, action: str):
     return jsonify(incident_json(row))
 
 
-@bp.post("/<int:incident_id>/comments")
+@bp.post("/<id:incident_id>/comments")
 def comment(incident_id: int):
     body = json_object(CommentBody())["body"]
     gateway = current_app.extensions["gateway"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import re
 import time
 from contextlib import contextmanager
@@ -45,7 +46,7 @@ class Outcome:
 
 def namespaced_fingerprint(source_key: str, plugin_fingerprint: str) -> str:
     """Two sources never merge incidents, however alike their alerts."""
-    return hashlib.sha256(f"{source_key}\n{plugin_fingerprint}".encode()).hexdigest()
+    return hashlib.sha256(f"{source_key}\n{plugin_fingerprint}".encode("utf-8", "surrogatepass")).hexdigest()
 
 
 BodyReader = Callable[[int], bytes]
@@ -108,35 +109,55 @@ def _receive(runtime: Runtime, source: Optional[ActiveSource], source_type: str,
         raw["external_id"] = _storable_id("|".join(external_ids))
     raw["alert_count"] = len(alerts)
     try:
-        ids = run_in_transaction(runtime.engine, lambda conn: _store(conn, raw, routed))
+        with _storing(source, "nothing was stored"):
+            ids = run_in_transaction(runtime.engine, lambda conn: _store(conn, raw, routed))
     except Duplicate:
         return Outcome(200, {"status": "duplicate"})
-    except DataError as exc:  # a value no column can hold slipped past _storable: retrying cannot help
-        log.warning("could not store webhook for %s: %s", source.key, exc.orig)
-        reason = str(exc.orig).partition("\n")[0] or exc.orig.__class__.__name__
-        raise Rejected(422, "unstorable_payload", f"a value in this payload cannot be stored: {reason}") from exc
-    except SQLAlchemyError as exc:
-        log.error("could not store webhook for %s: %s", source.key, exc)
-        raise Unavailable("the database is unavailable; nothing was stored, retry later") from exc
     if any(outbox for _, _, outbox in routed):
         runtime.notify_deliveries()
     return Outcome(202, {"status": "accepted", "alerts": ids})
 
 
-_UNSTORABLE_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
-"""The JSON escapes that decode to ``UNSTORABLE_TEXT``: only a body holding one needs its strings cleaned."""
+def parse_json(body: bytes) -> Any:
+    """``json.loads`` for bodies from the network, raising ``Rejected`` (400 ``invalid_json``).
+
+    Stricter than ``json.loads`` where its leniency cannot be stored: NaN and Infinity are
+    not JSON (PostgreSQL's json type refuses them), nor is a number beyond a float; and a
+    body nested too deeply is refused instead of crashing the parser's recursion.
+    """
+    try:
+        return json.loads(body, parse_constant=_not_json, parse_float=_finite)
+    except RecursionError:
+        raise Rejected(400, "invalid_json", "body is not valid JSON: nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise Rejected(400, "invalid_json", f"body is not valid JSON: {exc}") from None
+
+
+def _not_json(constant: str) -> float:
+    raise ValueError(f"{constant} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:40]} is beyond a float")
+    return value
+
+
+MAY_HOLD_UNSTORABLE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])|\xed[\xa0-\xbf]")
+"""In a body, what decodes to ``UNSTORABLE_TEXT``: a JSON escape of NUL or of a UTF-16
+surrogate, or a surrogate's bytes (which ``json.loads`` lets through).  Only a body holding
+one needs its strings looked at."""
 
 
 def _decode(body: bytes) -> Any:
     """The JSON payload, its strings cleaned of what no column can store (replaced by U+FFFD),
     so that plugins, the incident store and the database all see text they can keep."""
+    payload = parse_json(body)
     try:
-        payload = json.loads(body)
-        return _clean(payload) if _UNSTORABLE_ESCAPE.search(body) else payload
+        return _clean(payload) if MAY_HOLD_UNSTORABLE.search(body) else payload
     except RecursionError:
         raise Rejected(400, "invalid_json", "body is not valid JSON: nested too deeply") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise Rejected(400, "invalid_json", f"body is not valid JSON: {exc}") from None
 
 
 def _clean(value: Any) -> Any:
@@ -166,6 +187,22 @@ def _storable_id(external_id: Optional[str]) -> Optional[str]:
     if external_id is None or (len(external_id) <= _EXTERNAL_ID_LENGTH and not UNSTORABLE_TEXT.search(external_id)):
         return external_id
     return "sha256:" + hashlib.sha256(external_id.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@contextmanager
+def _storing(source: ActiveSource, lost: str) -> Iterator[None]:
+    """Database errors as answers: a value the database refuses is the payload's fault (422;
+    retrying cannot help), anything else is the database's (503; the sender retries)."""
+    try:
+        yield
+    except DataError as exc:
+        reason = str(exc.orig).partition("\n")[0] or exc.orig.__class__.__name__
+        log.warning("could not store a request for %s: %s", source.key, reason)
+        raise Rejected(422, "unstorable_payload",
+                       f"a value in this payload cannot be stored ({lost}): {reason}") from exc
+    except SQLAlchemyError as exc:
+        log.error("could not store a request for %s: %s", source.key, exc)
+        raise Unavailable(f"the database is unavailable; {lost}, retry later") from exc
 
 
 @contextmanager
@@ -200,7 +237,7 @@ def _complete(source: ActiveSource, alert: Alert, received_at: datetime) -> Aler
     if occurred.tzinfo is None:
         occurred = occurred.replace(tzinfo=timezone.utc)
     occurred = min(occurred, received_at + MAX_CLOCK_SKEW)
-    labels = {str(k): str(v) for k, v in alert.labels.items() if v is not None}
+    labels = {_clean(str(k)): _clean(str(v)) for k, v in alert.labels.items() if v is not None}
     resource = alert.resource
     return alert.replace(
         source_key=source.key, source_type=source.type, occurred_at=occurred, labels=labels, received_at=received_at,
@@ -350,10 +387,8 @@ def _store_handshake(runtime: Runtime, source: ActiveSource, request: InboundReq
             status=reply.status, record=dict(reply.record or {}),
         ))
 
-    try:
+    with _storing(source, "the handshake was not recorded"):
         run_in_transaction(runtime.engine, work)
-    except SQLAlchemyError as exc:
-        raise Unavailable("the database is unavailable; the handshake was not recorded") from exc
 
 
 def forward_manual_resolve(conn: Connection, snapshot: Snapshot, incident, actor: str, note: Optional[str]) -> int:

@@ -163,7 +163,7 @@ def list_events():
     return jsonify(paginate(query, args, _event_json))
 
 
-@bp.get("/events/<int:event_id>/raw")
+@bp.get("/events/<id:event_id>/raw")
 def raw_event(event_id: int):
     with _gateway().engine.connect() as conn:
         row = conn.execute(select(RawRequest.body, RawRequest.content_type).where(RawRequest.id == event_id)).first()
@@ -194,7 +194,7 @@ def list_deliveries():
     return jsonify(paginate(query, args, _delivery_json))
 
 
-@bp.get("/deliveries/<int:delivery_id>")
+@bp.get("/deliveries/<id:delivery_id>")
 def get_delivery(delivery_id: int):
     with _gateway().engine.connect() as conn:
         row = conn.execute(select(Delivery.__table__).where(Delivery.id == delivery_id)).first()
@@ -240,7 +240,7 @@ def _redrive(where) -> tuple[int, dict[int, int]]:
     return requeued, superseded
 
 
-@bp.post("/deliveries/<int:delivery_id>/retry")
+@bp.post("/deliveries/<id:delivery_id>/retry")
 def retry_delivery(delivery_id: int):
     requeued, superseded = _redrive(Delivery.id == delivery_id)
     if superseded:

@@ -1,25 +1,56 @@
 """What every API endpoint shares: JSON bodies, checked strings, timestamps, filters and pagination."""
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any, Callable, Mapping, Optional
+
 
 from flask import current_app, request
 from marshmallow import Schema, ValidationError, fields, validate
 from sqlalchemy import Select, func, select
+from werkzeug.routing import IntegerConverter
 
 from gateway.contracts import Rejected
+from gateway.pipeline.ingest import MAY_HOLD_UNSTORABLE, parse_json
 from gateway.store.models import UNSTORABLE_TEXT
 
 
 def json_object(schema: Optional[Schema] = None) -> dict:
-    """The request body as a JSON object (an empty body is ``{}``), loaded through ``schema``."""
-    data = request.get_json(silent=True, force=True)  # curl -d sends a form content type
-    if data is None and request.get_data():
-        raise Rejected(400, "invalid_json", "body is not valid JSON")
+    """The request body as a JSON object (an empty body is ``{}``), loaded through ``schema``.
+
+    Parsed whatever the content type (curl -d sends a form one).  A body holding an unpaired
+    surrogate is refused whole: it is no text, so it could be neither stored nor echoed in an
+    error, not even as an unknown field's name.
+    """
+    body = request.get_data()
+    data = parse_json(body) if body.strip() else None
     if data is not None and not isinstance(data, dict):
         raise ValidationError({"_schema": ["the body must be a JSON object"]})
+    if data and MAY_HOLD_UNSTORABLE.search(body) and _holds_surrogate(data):
+        raise Rejected(400, "invalid_json",
+                       "body holds an unpaired UTF-16 surrogate (\\ud800-\\udfff), which is no text")
     return schema.load(data or {}) if schema is not None else (data or {})
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _holds_surrogate(value: Any) -> bool:
+    if isinstance(value, str):
+        return _SURROGATE.search(value) is not None
+    if isinstance(value, dict):
+        return any(_holds_surrogate(key) or _holds_surrogate(item) for key, item in value.items())
+    return isinstance(value, list) and any(_holds_surrogate(item) for item in value)
+
+
+class RowIdConverter(IntegerConverter):
+    """``<id:...>`` in a route: a row id from 1 to 2**31 - 1, what an INTEGER key holds on
+    PostgreSQL.  A larger one is a 404 here, not an overflow in SQLite's driver or a value
+    PostgreSQL refuses."""
+
+    def __init__(self, url_map):
+        super().__init__(url_map, min=1, max=2**31 - 1)
 
 
 class Text(fields.String):
@@ -69,7 +100,7 @@ def where_given(query: Select, args: Mapping[str, Any], columns: Mapping[str, An
 class Page(Schema):
     """``?page=&per_page=`` for every list endpoint: ``{"items": [...], "total": N, "page": P}``."""
 
-    page = fields.Integer(load_default=1, validate=validate.Range(min=1))
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=1_000_000))
     per_page = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
 
 
