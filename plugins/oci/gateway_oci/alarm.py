@@ -44,6 +44,8 @@ def unwrap(payload: Any) -> tuple[dict, dict]:
     if isinstance(message, str):
         try:
             message = json.loads(message)
+        except RecursionError:  # the core refuses such a body with 400; here it hides inside a string
+            raise Rejected.invalid({"message": "not valid JSON (nested too deeply)"}) from None
         except ValueError as exc:
             raise Rejected.invalid({"message": f"not valid JSON ({exc})"}) from exc
     if not isinstance(message, dict):
@@ -112,6 +114,11 @@ def to_alert(payload: Any, *, received_at: datetime, message_id: Optional[str]) 
     )
 
 
+def _objects(value: Any) -> list[dict]:
+    """The objects in a list field; any other value reads as an empty list, as every optional field does."""
+    return [entry for entry in value if isinstance(entry, dict)] if isinstance(value, list) else []
+
+
 def _first_dict(value: Any) -> dict:
     if isinstance(value, list) and value and isinstance(value[0], dict):
         return value[0]
@@ -141,11 +148,10 @@ def _region_of(alarm_id: str) -> str:
 def _metric_labels(meta: Mapping, alarm: Mapping) -> dict[str, str]:
     """``metric.<expression>`` for each value the alarm reports (real or flat form)."""
     labels = {}
-    for entry in meta.get("metricValues") or []:
-        if isinstance(entry, dict):
-            labels.update({f"metric.{expr}": _text(value) for expr, value in entry.items()})
-    for entry in alarm.get("metricData") or []:
-        if isinstance(entry, dict) and _text(entry.get("name")):
+    for entry in _objects(meta.get("metricValues")):
+        labels.update({f"metric.{expr}": _text(value) for expr, value in entry.items()})
+    for entry in _objects(alarm.get("metricData")):
+        if _text(entry.get("name")):
             labels[f"metric.{_text(entry['name'])}"] = _text(entry.get("value"))
     return labels
 

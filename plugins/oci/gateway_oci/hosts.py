@@ -36,6 +36,10 @@ def _reason(url: str, patterns: Sequence[str]) -> Optional[str]:
     host = (parts.hostname or "").lower()
     if not host:
         return "URL has no host"
+    try:
+        host.encode("idna")  # urllib3 makes the same check, and raises, before it connects
+    except UnicodeError:
+        return f"URL is malformed: host {host!r} has an empty, too long or invalid label"
     if "@" in parts.netloc:
         return f"URL for host {host!r} carries user info"
     if parts.scheme == "http" and host not in LOOPBACK_HOSTS:

@@ -7,7 +7,7 @@ confirmations.  The journal keeps everything else byte for byte.
 from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 from gateway import InboundRequest
 
@@ -17,12 +17,17 @@ REDACTED = "[redacted]"
 
 
 def url_tokens(urls: Iterable[Any]) -> set[str]:
-    """Every ``token`` value in these URLs, as written and percent-decoded."""
+    """Every ``token`` value in these URLs, as written and percent-decoded.
+
+    The query is cut out by hand (what ``urlsplit`` would return), not with ``urlsplit``
+    itself: it raises on a malformed host such as ``http://[::1:/``, and scrub runs
+    before the URL guard and on every message, token-bearing or not.
+    """
     tokens = set()
     for url in urls:
         if not isinstance(url, str):
             continue
-        for part in urlsplit(url).query.split("&"):
+        for part in url.partition("#")[0].partition("?")[2].split("&"):
             name, _, value = part.partition("=")
             if name == "token" and value:
                 tokens.update({value, unquote(value)})

@@ -7,14 +7,13 @@ bytes or the compact JSON re-serialisation the spec's sketch signs.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import threading
 from typing import Iterator, Sequence
 
 import requests
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
@@ -51,7 +50,7 @@ class CertificateCache:
             response = requests.get(url, timeout=self._timeout, allow_redirects=False)
             response.raise_for_status()
             key = x509.load_pem_x509_certificate(response.content).public_key()
-        except (requests.RequestException, ValueError) as exc:
+        except (requests.RequestException, ValueError, UnsupportedAlgorithm) as exc:
             raise _refused("signing_cert_unavailable", f"signing certificate unavailable: {type(exc).__name__}") from exc
         if not isinstance(key, rsa.RSAPublicKey):
             raise _refused("signing_cert_unavailable", "signing certificate does not hold an RSA key")
@@ -69,7 +68,7 @@ def verify_signature(request: InboundRequest, certificates: CertificateCache, al
         raise _refused("signing_cert_host_not_allowed", f"signing certificate URL refused: {problem}")
     try:
         signature = base64.b64decode(signature_b64, validate=True)
-    except binascii.Error as exc:
+    except ValueError as exc:  # binascii.Error, or a plain ValueError for non-ASCII text
         raise _refused("invalid_signature", "X-OCI-NS-Signature is not base64") from exc
 
     key = certificates.public_key(cert_url)
@@ -84,9 +83,16 @@ def verify_signature(request: InboundRequest, certificates: CertificateCache, al
 
 def _signed_candidates(request: InboundRequest) -> Iterator[bytes]:
     """The exact body first, then, only if that did not verify, the spec's
-    ``json.dumps(payload, separators=(",", ":"))`` when it differs from the body."""
+    ``json.dumps(payload, separators=(",", ":"))`` when it differs from the body.
+
+    A payload the core could just decode may be too deep to encode here, further down the
+    stack; no alarm is that deep, so it only has the exact body to match.
+    """
     yield request.body
-    compact = json.dumps(request.payload, separators=(",", ":")).encode("utf-8")
+    try:
+        compact = json.dumps(request.payload, separators=(",", ":")).encode("utf-8")
+    except RecursionError:
+        return
     if compact != request.body:
         yield compact
 

@@ -81,8 +81,11 @@ def test_alarm_message_is_not_a_handshake(local_source, make_request, load_paylo
         (None, "https://127.0.0.1:{port}\\@cell1.notification.ap-seoul-1.oci.oraclecloud.com/"),  # parser confusion
         (None, "https://ons:pw@cell1.notification.ap-seoul-1.oci.oraclecloud.com.evil.example.com/"),
         (["127.0.0.1"], "file:///etc/passwd"),
+        (None, "https://" + "a" * 64 + ".notification.ap-seoul-1.oci.oraclecloud.com/"),  # matches the glob
+        (None, "https://cell1..oraclecloud.com/"),
     ],
-    ids=["loopback-not-listed", "https-evil-host", "http-oracle-host", "http-metadata", "backslash", "userinfo", "file"],
+    ids=["loopback-not-listed", "https-evil-host", "http-oracle-host", "http-metadata", "backslash", "userinfo", "file",
+         "label-too-long", "label-empty"],
 )
 def test_refused_confirmation_url_makes_no_request(make_source, local_server, make_request, confirm_hosts, url):
     source = make_source(**({"confirm_hosts": confirm_hosts} if confirm_hosts else {}))
@@ -94,6 +97,21 @@ def test_refused_confirmation_url_makes_no_request(make_source, local_server, ma
 
     assert (refused.value.status, refused.value.code) == (400, "confirmation_host_not_allowed")
     assert "allowed host patterns" in refused.value.message
+    assert local_server.requests == []
+
+
+@pytest.mark.parametrize("form", ["header", "body-ConfirmationURL", "spec-body"])
+def test_unparsable_confirmation_url_is_scrubbed_then_refused(local_source, local_server, make_request, form):
+    """scrub runs before the guard, so it must find the token in a URL that urlsplit cannot parse."""
+    body, headers = confirmation_forms("http://[::1:" + CONFIRM_PATH + QUERY)[form]
+    request = make_request(body, headers)
+
+    scrubbed_headers, scrubbed_body = local_source.scrub(request)
+    assert "c2VjcmV0LXRva2Vu" not in repr(dict(scrubbed_headers)) + repr(scrubbed_body)
+    with pytest.raises(Rejected) as refused:
+        local_source.handshake(request)
+    assert (refused.value.status, refused.value.code) == (400, "confirmation_host_not_allowed")
+    assert "URL is malformed" in refused.value.message
     assert local_server.requests == []
 
 

@@ -195,16 +195,37 @@ def test_alarm_id_alone_is_enough_to_fingerprint(source, make_request, load_payl
     [
         ({"type": "Notification", "messageId": "m-1", "message": "{not json"}, "message"),
         ({"type": "Notification", "messageId": "m-1", "message": "[1, 2]"}, "message"),
+        ({"type": "Notification", "messageId": "m-1", "message": "[" * 100_000 + "]" * 100_000}, "message"),
         ({"type": "Notification", "messageId": "m-1"}, "message"),
         ([{"dedupeKey": DEDUPE_KEY}], "body"),
     ],
-    ids=["message-not-json", "message-not-object", "message-missing", "body-not-object"],
+    ids=["message-not-json", "message-not-object", "message-nested-too-deeply", "message-missing", "body-not-object"],
 )
 def test_malformed_envelope_is_422_naming_the_field(source, make_request, payload, field):
     with pytest.raises(Rejected) as refused:
         source.parse(make_request(payload))
     assert refused.value.status == 422
     assert list(refused.value.fields) == [field]
+
+
+@pytest.mark.parametrize(
+    ("where", "name", "value"),
+    [
+        ("meta", "metricValues", 5),
+        ("meta", "metricValues", [5, "92.47"]),
+        ("alarm", "metricData", 5),
+        ("meta", "dimensions", [5]),
+    ],
+    ids=["metricValues-number", "metricValues-of-non-objects", "metricData-number", "dimensions-of-non-objects"],
+)
+def test_optional_field_of_the_wrong_type_reads_as_missing(source, make_request, load_payload, where, name, value):
+    """Only identity and title are required: a garbled decoration must not lose a state change."""
+    payload = load_payload("ok_to_firing.json")
+    target = payload if where == "alarm" else payload["alarmMetaData"][0]
+    target.pop(name, None)
+    [missing] = source.parse(make_request(payload))
+    target[name] = value
+    assert source.parse(make_request(payload)) == [missing]
 
 
 @pytest.mark.parametrize(

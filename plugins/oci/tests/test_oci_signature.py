@@ -1,13 +1,18 @@
 """ONS signature checking with a certificate served by the local stand-in."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from gateway import Rejected
 
 CERT_PATH = "/20181201/certificates/ons-signing.pem"
+RSA_ENCRYPTION_OID = bytes.fromhex("06092a864886f70d010101")  # DER of 1.2.840.113549.1.1.1
+UNKNOWN_OID = bytes.fromhex("06092a864886f70d010163")  # 1.2.840.113549.1.1.99, assigned to nothing
 
 
 @pytest.fixture
@@ -56,8 +61,16 @@ def test_signature_over_other_content_is_refused(signing_source, cert_server, si
     assert refusal(signing_source, make_request(body=tampered, headers=headers)).code == "invalid_signature"
 
 
-def test_signature_that_is_not_base64_is_refused(signing_source, cert_server, make_request, alarm_body):
-    headers = signed_headers("not*base64!", cert_server.url(CERT_PATH))
+def with_unknown_key_algorithm(pem: bytes) -> bytes:
+    """The certificate with its key's algorithm changed to one no library knows (its signature no longer checks)."""
+    der = x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)
+    tampered = der.replace(RSA_ENCRYPTION_OID, UNKNOWN_OID, 1)
+    return x509.load_der_x509_certificate(tampered).public_bytes(serialization.Encoding.PEM)
+
+
+@pytest.mark.parametrize("signature", ["not*base64!", "\xff"], ids=["not-base64", "not-ascii"])
+def test_signature_that_is_not_base64_is_refused(signing_source, cert_server, make_request, alarm_body, signature):
+    headers = signed_headers(signature, cert_server.url(CERT_PATH))
     assert refusal(signing_source, make_request(body=alarm_body, headers=headers)).code == "invalid_signature"
 
 
@@ -83,8 +96,23 @@ def test_certificate_is_fetched_once_and_cached(signing_source, cert_server, sig
     assert [(r.method, r.path) for r in cert_server.requests] == [("GET", CERT_PATH)]
 
 
-def test_unavailable_certificate_is_refused(signing_source, local_server, signer, make_request, alarm_body):
-    local_server.route(CERT_PATH, {"status": 200, "body": b"-----BEGIN CERTIFICATE-----\nnope\n"})
+def test_payload_too_deep_to_reserialise_only_matches_the_body(signing_source, cert_server, signer, make_request):
+    """The core decodes the body higher up the stack than the plugin re-encodes it: at the limit, only
+    the exact body can match.  Nested far past any stack, the payload stands in for one at the limit."""
+    depth = 100_000
+    payload = []
+    for _ in range(depth - 1):
+        payload = [payload]
+    body = b"[" * depth + b"]" * depth
+    headers = signed_headers(signer.sign(b"something else"), cert_server.url(CERT_PATH))
+    request = dataclasses.replace(make_request(body=b"[]", headers=headers), body=body, payload=payload)
+    assert refusal(signing_source, request).code == "invalid_signature"
+
+
+@pytest.mark.parametrize("certificate", ["garbled", "unknown-key-algorithm"])
+def test_unavailable_certificate_is_refused(signing_source, local_server, signer, make_request, alarm_body, certificate):
+    pem = b"-----BEGIN CERTIFICATE-----\nnope\n" if certificate == "garbled" else with_unknown_key_algorithm(signer.pem)
+    local_server.route(CERT_PATH, {"status": 200, "body": pem})
     headers = signed_headers(signer.sign(alarm_body), local_server.url(CERT_PATH))
     assert refusal(signing_source, make_request(body=alarm_body, headers=headers)).code == "signing_cert_unavailable"
 
