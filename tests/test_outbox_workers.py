@@ -21,11 +21,7 @@ from testkit.support import admin_client, wait_until
 
 GATEWAY = str(Path(sys.executable).with_name("gateway"))
 ALERTS = 200
-
-
-def test_two_worker_processes_deliver_each_row_exactly_once(make_app, receiver, database_url, tmp_path):
-    receiver.delay = 0.005  # deliveries take a moment, so both workers are busy at once
-    app = make_app(f"""
+CONFIG = """
 sources:
   - key: whatap-prod
     type: whatap
@@ -34,10 +30,16 @@ sinks:
     type: itms
   - name: spaceone
     type: spaceone
-    url: {receiver.url}/monitoring/v1/webhook/wh-1/AbCdEf0123456789/events
+    url: {receiver}/monitoring/v1/webhook/wh-1/AbCdEf0123456789/events
 route:
   sinks: [itms, spaceone]
-""")
+"""
+"""whatap in, the incident store and SpaceONE (the test's receiver) out: installed plugins only."""
+
+
+def test_two_worker_processes_deliver_each_row_exactly_once(make_app, receiver, database_url, tmp_path):
+    receiver.delay = 0.005  # deliveries take a moment, so both workers are busy at once
+    app = make_app(CONFIG.format(receiver=receiver.url))
     env = {**os.environ, "GATEWAY_DATABASE_URL": database_url, "GATEWAY_CONFIG": app.config["CONFIG"],
            "PYTHONUNBUFFERED": "1"}
     workers = []
@@ -80,19 +82,7 @@ def test_a_worker_on_postgresql_is_woken_by_rows_queued_in_another_process(make_
     only the wake-up can explain a delivery within seconds."""
     if not database_url.startswith("postgresql"):
         pytest.skip("LISTEN/NOTIFY is PostgreSQL's; SQLite dispatchers run beside ingest and poll")
-    app = make_app(f"""
-sources:
-  - key: whatap-prod
-    type: whatap
-sinks:
-  - name: itms
-    type: itms
-  - name: spaceone
-    type: spaceone
-    url: {receiver.url}/monitoring/v1/webhook/wh-1/AbCdEf0123456789/events
-route:
-  sinks: [itms, spaceone]
-""")
+    app = make_app(CONFIG.format(receiver=receiver.url))
     env = {**os.environ, "GATEWAY_DATABASE_URL": database_url, "GATEWAY_CONFIG": app.config["CONFIG"],
            "GATEWAY_ADMIN_TOKEN": "wake-token", "PYTHONUNBUFFERED": "1"}
     port = free_port()
