@@ -24,7 +24,7 @@ from sqlalchemy.exc import DataError, SQLAlchemyError
 from gateway import metrics
 from gateway.contracts import SEVERITIES, STATUSES, Alert, Headers, InboundRequest, Rejected, Reply, Resource
 from gateway.pipeline.runtime import ActiveSource, Runtime, Snapshot
-from gateway.store.db import HotStatement, run_in_transaction
+from gateway.store.db import HotStatement, refusal_reason, run_in_transaction
 from gateway.store.models import UNSTORABLE_TEXT, AlertRow, Delivery, Handshake, RawRequest, utcnow
 
 log = logging.getLogger(__name__)
@@ -196,7 +196,7 @@ def _storing(source: ActiveSource, lost: str) -> Iterator[None]:
     try:
         yield
     except DataError as exc:
-        reason = str(exc.orig).partition("\n")[0] or exc.orig.__class__.__name__
+        reason = refusal_reason(exc)
         log.warning("could not store a request for %s: %s", source.key, reason)
         raise Rejected(422, "unstorable_payload",
                        f"a value in this payload cannot be stored ({lost}): {reason}") from exc

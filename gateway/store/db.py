@@ -262,6 +262,11 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, OperationalError) and "locked" in str(exc.orig).lower()
 
 
+def refusal_reason(exc: DBAPIError) -> str:
+    """The driver's first line on why the database refused a value: no SQL, no parameters."""
+    return str(exc.orig).partition("\n")[0] or exc.orig.__class__.__name__
+
+
 def run_in_transaction(engine: Engine, work: Callable[[Connection], T], *, attempts: int = 8) -> T:
     """Run ``work`` in one transaction, retrying it whole when it loses a race.
 

@@ -10,6 +10,7 @@ from werkzeug.exceptions import HTTPException
 
 from gateway.contracts import Rejected
 from gateway.pipeline.ingest import Unavailable
+from gateway.store.db import refusal_reason
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +37,10 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(DataError)
     def refused_value(exc: DataError):
         """A value the database refused (NUL in text, too long for its column) that checks at the
-        edge missed: the client's input, not a server fault.  Neither SQL nor parameters are shown."""
-        reason = str(exc.orig).partition("\n")[0]
-        log.warning("%s %s: the database refused a value: %s", request.method, request.path, reason)
+        edge missed: answered as the client's (422), logged with its traceback as the gap it is.
+        Neither SQL nor parameters are shown."""
+        reason = refusal_reason(exc)
+        log.exception("%s %s: the database refused a value: %s", request.method, request.path, reason)
         return error_response(422, "invalid_value", f"the database refused a value: {reason}")
 
     @app.errorhandler(Unavailable)
