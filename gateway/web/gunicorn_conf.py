@@ -11,8 +11,9 @@ import signal
 from gunicorn.workers.gthread import ThreadWorker
 from prometheus_client import multiprocess
 
-from gateway.pipeline import wakeups
-from gateway.store.db import default_database_url, start_wal_checkpointer
+# Nothing of the gateway is imported here: this module also runs in the master, and gateway
+# metrics imported there would write the master's own gauge files (the last-reload gauge
+# is their minimum across processes, so a master's 0 would pin it).  Workers import in hooks.
 
 
 class GatewayWorker(ThreadWorker):
@@ -54,7 +55,7 @@ def default_threads(database_url: str) -> int:
 
 
 threads = int(os.environ.get("GATEWAY_THREADS")
-              or default_threads(os.environ.get("GATEWAY_DATABASE_URL") or default_database_url()))
+              or default_threads(os.environ.get("GATEWAY_DATABASE_URL") or "sqlite"))  # the default is SQLite
 graceful_timeout = 20
 KEEPALIVE_REQUESTS = int(os.environ.get("GATEWAY_KEEPALIVE_REQUESTS", "100"))
 control_socket_disable = True  # several gateways on one machine must not fight over one socket
@@ -90,6 +91,10 @@ def pre_request(worker, req):
 
 
 def post_worker_init(worker):
+    from gateway.pipeline import wakeups
+    from gateway.pipeline.outbox import Dispatcher
+    from gateway.store.db import start_wal_checkpointer
+
     gateway = worker.wsgi.extensions["gateway"]
     start_wal_checkpointer(gateway.engine)
     worker.ready = True
@@ -98,8 +103,6 @@ def post_worker_init(worker):
     delivers = os.environ.get("GATEWAY_DISPATCHER", "1") != "0"
     wakeups.start(gateway.runtime, listen=delivers)
     if delivers:
-        from gateway.pipeline.outbox import Dispatcher
-
         Dispatcher(gateway.runtime).start()
 
 
