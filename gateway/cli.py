@@ -101,7 +101,7 @@ def worker(threads: int, poll: float):
     app = _app()
     runtime = app.extensions["gateway"].runtime
     start_wal_checkpointer(runtime.engine)
-    wakeups.start(runtime, listen=True)
+    wakeups.start(runtime, announce=False, listen=True)  # it queues nothing itself
     dispatchers = [Dispatcher(runtime, poll=poll) for _ in range(threads)]
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

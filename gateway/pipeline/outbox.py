@@ -214,7 +214,7 @@ class Dispatcher:
                                                   name=f"dispatch-{name}")
                         self._threads[name] = thread
                         thread.start()
-                self.stopping.wait(self.poll)
+                self.stopping.wait(min(self.poll, 1.0))  # a sink added by a reload starts within 1 s
 
         self._supervisor = threading.Thread(target=supervise, daemon=True, name="dispatch-supervisor")
         self._supervisor.start()

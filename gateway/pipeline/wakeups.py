@@ -66,13 +66,13 @@ class Listener(threading.Thread):
             try:
                 self._listen()
             except Exception as exc:  # the database went away: wake once (rows may have come), retry
+                if self.listening.is_set():  # it had been listening: a new outage, not the same one
+                    delay = 1.0
                 self.listening.clear()
                 log.warning("outbox listener lost its connection (%s); reconnecting in %.0fs", exc, delay)
                 self._runtime.wake_dispatchers()
                 time.sleep(delay)
                 delay = min(delay * 2, self.RECONNECT_MAX)
-            else:
-                delay = 1.0
 
     def _listen(self) -> None:
         engine = self._runtime.engine
@@ -87,17 +87,18 @@ class Listener(threading.Thread):
                 conn.execute("SELECT 1")  # a quiet connection that died shows here, not never
 
 
-def start(runtime: Runtime, *, listen: bool, timeout: float = 10.0) -> None:
-    """Announce this process's queued rows, and (``listen``) wake its dispatchers for others'.
+def start(runtime: Runtime, *, announce: bool, listen: bool, timeout: float = 5.0) -> None:
+    """``announce``: tell other processes of rows this one queues (ingest and the API do);
+    ``listen``: wake this process's dispatchers for rows queued elsewhere.
 
-    Returns once the listener listens (or ``timeout`` passed), so that rows queued after
-    start-up are never missed; a no-op on SQLite.
+    Returns once the listener listens (or ``timeout`` passed; the poll covers the gap), so
+    that rows queued after start-up wake it.  A no-op on SQLite.
     """
     if runtime.engine.dialect.name != "postgresql":
         return
-    announcer = Announcer(runtime.engine)
-    announcer.start()
-    runtime.announcer = announcer
+    if announce:
+        runtime.announcer = Announcer(runtime.engine)
+        runtime.announcer.start()
     if listen:
         listener = Listener(runtime)
         listener.start()

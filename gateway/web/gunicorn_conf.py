@@ -101,7 +101,7 @@ def post_worker_init(worker):
     if worker.reload_pending:
         gateway.runtime.reload()
     delivers = os.environ.get("GATEWAY_DISPATCHER", "1") != "0"
-    wakeups.start(gateway.runtime, listen=delivers)
+    wakeups.start(gateway.runtime, announce=True, listen=delivers)
     if delivers:
         Dispatcher(gateway.runtime).start()
 
