@@ -8,11 +8,11 @@ from typing import Any, Iterable, Mapping, Optional
 from flask import Flask
 from sqlalchemy import Engine
 
+from gateway.config import DEFAULT_PATH
 from gateway.pipeline.runtime import Runtime
 from gateway.plugins import Registry, build_registry
-from gateway.config import DEFAULT_PATH
 from gateway.store.db import default_database_url, make_engine
-from gateway.web.common import RowIdConverter
+from gateway.web.common import RowIdConverter, SourceKeyConverter
 
 
 @dataclass
@@ -38,7 +38,7 @@ def create_app(test_config: Optional[Mapping[str, Any]] = None, *, extra_plugins
     """
     app = Flask(__name__)
     app.json.ensure_ascii = False  # Korean titles stay readable
-    app.url_map.converters["id"] = RowIdConverter
+    app.url_map.converters.update(id=RowIdConverter, source_key=SourceKeyConverter)
     app.url_map.merge_slashes = False  # "//" is a 404 in JSON, not werkzeug's HTML redirect
     app.config.from_mapping(
         CONFIG=DEFAULT_PATH,

@@ -385,8 +385,9 @@ def _interpolate_tree(node: Any, path: str, env: Mapping[str, str], problems: _P
 
 # --- sources and sinks ---------------------------------------------------------------------
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}\Z")
+NAME = r"[A-Za-z0-9._-]{1,64}"
 """Source keys and sink names: they appear in URLs and metric labels."""
+NAME_PATTERN = re.compile(rf"^{NAME}\Z")
 _NAME = validate.Regexp(NAME_PATTERN, error="must be 1-64 characters of A-Z a-z 0-9 . _ -")
 
 

@@ -228,8 +228,8 @@ def test_a_value_the_database_still_refuses_is_422_not_503(gw, engine, database_
         pytest.skip("SQLite stores NUL; the refusal to provoke is PostgreSQL's")
     from gateway.pipeline import ingest
 
-    monkeypatch.setattr(ingest, "_clean", lambda payload: payload)
-    monkeypatch.setattr(ingest, "_storable", lambda text, column: text)
+    monkeypatch.setattr(ingest, "cleaned", lambda payload: payload)
+    monkeypatch.setattr(ingest, "clean_text", lambda text: text)
     client = gw.test_client()
     before = rejected_total(client, "src", "unstorable_payload")
     response = client.post("/hooks/testsrc/src/", json={**ALERT, "title": "disk\u0000full"})

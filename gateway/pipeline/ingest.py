@@ -7,10 +7,7 @@ JSON body); a database failure is ``Unavailable`` (503, nothing stored).
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import math
-import re
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,6 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, SQLAlchemyError
 
 from gateway import metrics
+from gateway.bodies import MAY_HOLD_UNSTORABLE, clean_text, cleaned, parse_json
 from gateway.contracts import SEVERITIES, STATUSES, Alert, Headers, InboundRequest, Rejected, Reply, Resource
 from gateway.pipeline.runtime import ActiveSource, Runtime, Snapshot
 from gateway.store.db import HotStatement, refusal_reason, run_in_transaction
@@ -118,73 +116,29 @@ def _receive(runtime: Runtime, source: Optional[ActiveSource], source_type: str,
     return Outcome(202, {"status": "accepted", "alerts": ids})
 
 
-def parse_json(body: bytes) -> Any:
-    """``json.loads`` for bodies from the network, raising ``Rejected`` (400 ``invalid_json``).
-
-    Stricter than ``json.loads`` where its leniency cannot be stored: NaN and Infinity are
-    not JSON (PostgreSQL's json type refuses them), nor is a number beyond a float; and a
-    body nested too deeply is refused instead of crashing the parser's recursion.
-    """
-    try:
-        return json.loads(body, parse_constant=_not_json, parse_float=_finite)
-    except RecursionError:
-        raise Rejected(400, "invalid_json", "body is not valid JSON: nested too deeply") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise Rejected(400, "invalid_json", f"body is not valid JSON: {exc}") from None
-
-
-def _not_json(constant: str) -> float:
-    raise ValueError(f"{constant} is not a JSON number")
-
-
-def _finite(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"the number {text[:40]} is beyond a float")
-    return value
-
-
-MAY_HOLD_UNSTORABLE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])|\xed[\xa0-\xbf]")
-"""In a body, what decodes to ``UNSTORABLE_TEXT``: a JSON escape of NUL or of a UTF-16
-surrogate, or a surrogate's bytes (which ``json.loads`` lets through).  Only a body holding
-one needs its strings looked at."""
-
-
 def _decode(body: bytes) -> Any:
-    """The JSON payload, its strings cleaned of what no column can store (replaced by U+FFFD),
+    """The JSON payload, cleaned of text no column can hold when the body may carry some,
     so that plugins, the incident store and the database all see text they can keep."""
     payload = parse_json(body)
-    try:
-        return _clean(payload) if MAY_HOLD_UNSTORABLE.search(body) else payload
-    except RecursionError:
-        raise Rejected(400, "invalid_json", "body is not valid JSON: nested too deeply") from None
+    return cleaned(payload) if MAY_HOLD_UNSTORABLE.search(body) else payload
 
 
-def _clean(value: Any) -> Any:
-    if isinstance(value, str):
-        return UNSTORABLE_TEXT.sub("\ufffd", value)
-    if isinstance(value, list):
-        return [_clean(item) for item in value]
-    if isinstance(value, dict):
-        return {_clean(key): _clean(item) for key, item in value.items()}
-    return value
-
-
-def _storable(text: str, column) -> str:
-    """``text`` as ``column`` can keep it: cleaned, and cut to the column's length if it has one."""
-    text = UNSTORABLE_TEXT.sub("\ufffd", text)
-    limit = column.type.length
+def _storable(text: str, limit: Optional[int]) -> str:
+    """``text`` as a column of length ``limit`` can keep it: cleaned, and cut to fit."""
+    text = clean_text(text)
     return text[:limit - 1] + "\u2026" if limit is not None and len(text) > limit else text
 
 
-_ALERTS = AlertRow.__table__
+_RESOURCE_LENGTHS = tuple(AlertRow.__table__.c[f"resource_{part}"].type.length for part in ("id", "name", "type"))
+_CONTENT_TYPE_LENGTH = RawRequest.__table__.c.content_type.type.length
 _EXTERNAL_ID_LENGTH = RawRequest.__table__.c.external_id.type.length
 
 
 def _storable_id(external_id: Optional[str]) -> Optional[str]:
     """An idempotency key its column can keep: one too long or unstorable is replaced by its
     digest, which keeps distinct keys distinct (cutting them would not)."""
-    if external_id is None or (len(external_id) <= _EXTERNAL_ID_LENGTH and not UNSTORABLE_TEXT.search(external_id)):
+    if external_id is None or (len(external_id) <= _EXTERNAL_ID_LENGTH
+                               and not UNSTORABLE_TEXT.search(external_id)):
         return external_id
     return "sha256:" + hashlib.sha256(external_id.encode("utf-8", "surrogatepass")).hexdigest()
 
@@ -237,16 +191,13 @@ def _complete(source: ActiveSource, alert: Alert, received_at: datetime) -> Aler
     if occurred.tzinfo is None:
         occurred = occurred.replace(tzinfo=timezone.utc)
     occurred = min(occurred, received_at + MAX_CLOCK_SKEW)
-    labels = {_clean(str(k)): _clean(str(v)) for k, v in alert.labels.items() if v is not None}
-    resource = alert.resource
+    labels = {clean_text(str(k)): clean_text(str(v)) for k, v in alert.labels.items() if v is not None}
+    resource = (alert.resource.id, alert.resource.name, alert.resource.type)
     return alert.replace(
         source_key=source.key, source_type=source.type, occurred_at=occurred, labels=labels, received_at=received_at,
         fingerprint=namespaced_fingerprint(source.key, source.plugin.fingerprint(alert)),
-        title=_storable(alert.title, _ALERTS.c.title),
-        description=_storable(alert.description or "", _ALERTS.c.description),
-        resource=Resource(_storable(resource.id or "", _ALERTS.c.resource_id),
-                          _storable(resource.name or "", _ALERTS.c.resource_name),
-                          _storable(resource.type or "", _ALERTS.c.resource_type)),
+        title=clean_text(alert.title), description=clean_text(alert.description or ""),
+        resource=Resource(*(_storable(text or "", limit) for text, limit in zip(resource, _RESOURCE_LENGTHS))),
         external_id=_storable_id(alert.external_id),
     )
 
@@ -268,18 +219,17 @@ def _route(snapshot: Snapshot, alert: Alert, source_reopen_window: Optional[floa
 
 
 _RAW_INSERT = {
-    dialect.__name__.rsplit(".", 1)[-1]: HotStatement(
-        dialect.insert(RawRequest.__table__)
-        .on_conflict_do_nothing(index_elements=["source_key", "external_id"])
-        .returning(RawRequest.id))
-    for dialect in (postgresql, sqlite)
+    name: HotStatement(dialect.insert(RawRequest.__table__)
+                       .on_conflict_do_nothing(index_elements=["source_key", "external_id"])
+                       .returning(RawRequest.id))
+    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
 }
 """Per dialect: store the raw request unless its (source, external id) was accepted before."""
 _ALERT_INSERT = HotStatement(insert(AlertRow.__table__).returning(AlertRow.id))
 _DELIVERY_INSERT = HotStatement(insert(Delivery.__table__))
 
 
-_RAW_BINDS = {c.name: f"raw_{c.name}" for c in RawRequest.__table__.c}
+_RAW_BINDS = {c.name: f"raw_{c.name}" for c in RawRequest.__table__.c if c.name != "id"}
 """Raw request column -> its bind name in ``_RAW_WITH_FIRST_ALERT`` (alerts share column names)."""
 
 
@@ -291,7 +241,7 @@ def _raw_with_first_alert():
     """
     raw, alerts = RawRequest.__table__, AlertRow.__table__
     stored = (postgresql.insert(raw)
-              .values({c.name: bindparam(_RAW_BINDS[c.name], type_=c.type) for c in raw.c if c.name != "id"})
+              .values({c.name: bindparam(_RAW_BINDS[c.name], type_=c.type) for c in raw.c if c.name in _RAW_BINDS})
               .on_conflict_do_nothing(index_elements=["source_key", "external_id"])
               .returning(raw.c.id)
               .cte("stored_raw"))
@@ -318,7 +268,7 @@ def _raw_values(source: ActiveSource, request: InboundRequest) -> dict:
     return dict(
         source_key=source.key, source_type=source.type, method=request.method, path=request.path,
         headers={k: ("[redacted]" if k.lower() in SECRET_HEADERS else v) for k, v in headers.items()},
-        body=body, content_type=content_type and _storable(content_type, RawRequest.__table__.c.content_type),
+        body=body, content_type=content_type and _storable(content_type, _CONTENT_TYPE_LENGTH),
         remote_addr=request.remote_addr, received_at=request.received_at,
         external_id=_storable_id(source.plugin.delivery_id(request)), alert_count=0,
     )
@@ -361,10 +311,10 @@ def _alert_row(alert: Alert, incident_id: Optional[int]) -> dict:
     return dict(
         source_key=alert.source_key, source_type=alert.source_type,
         fingerprint=alert.fingerprint, external_id=alert.external_id, status=alert.status,
-        severity=alert.severity, title=alert.title, description=alert.description or "",
-        resource_id=alert.resource.id or "", resource_name=alert.resource.name or "",
-        resource_type=alert.resource.type or "", occurred_at=alert.occurred_at, labels=alert.labels,
-        origin=alert.origin, incident_id=incident_id, received_at=alert.received_at or utcnow(),
+        severity=alert.severity, title=alert.title, description=alert.description,
+        resource_id=alert.resource.id, resource_name=alert.resource.name,
+        resource_type=alert.resource.type, occurred_at=alert.occurred_at, labels=alert.labels,
+        origin=alert.origin, incident_id=incident_id, received_at=alert.received_at,
     )
 
 

@@ -15,11 +15,10 @@ from gateway.contracts import Rejected
 from gateway.store.db import run_in_transaction
 from gateway.store.models import Delivery, DeliveryAttempt, Handshake, RawRequest, RuntimeSource, utcnow
 from gateway.web.auth import require_admin
-from gateway.web.common import Page, Text, iso, json_object, paginate, refuse_nul_in_path, where_given
+from gateway.web.common import Page, Text, iso, json_object, paginate, where_given
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 bp.before_request(require_admin)
-bp.before_request(refuse_nul_in_path)
 
 
 def _gateway():
@@ -51,7 +50,7 @@ def list_sources():
     return jsonify({"items": items, "total": len(items), "page": 1})
 
 
-@bp.get("/sources/<key>")
+@bp.get("/sources/<source_key:key>")
 def get_source(key: str):
     declared = _gateway().runtime.snapshot.config.sources.get(key)
     if declared is not None:
@@ -102,7 +101,7 @@ class SourcePatch(Schema):
     token = fields.String(allow_none=True)
 
 
-@bp.patch("/sources/<key>")
+@bp.patch("/sources/<source_key:key>")
 def patch_source(key: str):
     if key in _gateway().runtime.snapshot.config.sources:
         raise Rejected(409, "read_only", f"source {key!r} is declared in gateway.yaml; edit the file instead")
@@ -128,7 +127,7 @@ def patch_source(key: str):
     return jsonify(body)
 
 
-@bp.get("/sources/<key>/handshakes")
+@bp.get("/sources/<source_key:key>/handshakes")
 def list_handshakes(key: str):
     args = Page().load(request.args)
     query = select(Handshake.__table__).where(Handshake.source_key == key).order_by(Handshake.id.desc())

@@ -5,14 +5,14 @@ import re
 from datetime import datetime
 from typing import Any, Callable, Mapping, Optional
 
-
 from flask import current_app, request
 from marshmallow import Schema, ValidationError, fields, validate
 from sqlalchemy import Select, func, select
-from werkzeug.routing import IntegerConverter
+from werkzeug.routing import BaseConverter, IntegerConverter
 
+from gateway.bodies import MAY_HOLD_UNSTORABLE, parse_json, strings
+from gateway.config import NAME
 from gateway.contracts import Rejected
-from gateway.pipeline.ingest import MAY_HOLD_UNSTORABLE, parse_json
 from gateway.store.models import UNSTORABLE_TEXT
 
 
@@ -21,27 +21,19 @@ def json_object(schema: Optional[Schema] = None) -> dict:
 
     Parsed whatever the content type (curl -d sends a form one).  A body holding an unpaired
     surrogate is refused whole: it is no text, so it could be neither stored nor echoed in an
-    error, not even as an unknown field's name.
+    error, not even as an unknown field's name.  (NUL is text: ``Text`` fields refuse it by name.)
     """
     body = request.get_data()
     data = parse_json(body) if body.strip() else None
     if data is not None and not isinstance(data, dict):
         raise ValidationError({"_schema": ["the body must be a JSON object"]})
-    if data and MAY_HOLD_UNSTORABLE.search(body) and _holds_surrogate(data):
+    if data and MAY_HOLD_UNSTORABLE.search(body) and any(_SURROGATE.search(text) for text in strings(data)):
         raise Rejected(400, "invalid_json",
                        "body holds an unpaired UTF-16 surrogate (\\ud800-\\udfff), which is no text")
     return schema.load(data or {}) if schema is not None else (data or {})
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def _holds_surrogate(value: Any) -> bool:
-    if isinstance(value, str):
-        return _SURROGATE.search(value) is not None
-    if isinstance(value, dict):
-        return any(_holds_surrogate(key) or _holds_surrogate(item) for key, item in value.items())
-    return isinstance(value, list) and any(_holds_surrogate(item) for item in value)
 
 
 class RowIdConverter(IntegerConverter):
@@ -53,13 +45,19 @@ class RowIdConverter(IntegerConverter):
         super().__init__(url_map, min=1, max=2**31 - 1)
 
 
+class SourceKeyConverter(BaseConverter):
+    """``<source_key:...>`` in a route: what a source key can be.  Any other text, a NUL
+    above all (PostgreSQL cannot even compare it), is a 404 here, before any query."""
+
+    regex = NAME
+
+
 class Text(fields.String):
     """A string the database can store and compare: refused here, alike on every database, if not.
 
     PostgreSQL refuses NUL (0x00) in text, even in a WHERE comparison, and a string longer than
     its varchar column, where SQLite takes both: unchecked, a request SQLite answers 2xx was a
-    500 on PostgreSQL.  A JSON body's unpaired surrogate ("\\ud800") is no UTF-8 at all: a 500 on
-    both.  ``column`` (a model attribute) makes its length the maximum.
+    500 on PostgreSQL.  ``column`` (a model attribute) makes its length the maximum.
     """
 
     default_error_messages = {"unstorable": "must not contain NUL (\\u0000) or an unpaired surrogate"}
@@ -74,15 +72,6 @@ class Text(fields.String):
         if UNSTORABLE_TEXT.search(text):
             raise self.make_error("unstorable")
         return text
-
-
-def refuse_nul_in_path() -> None:
-    """A ``before_request`` hook: a path parameter holding NUL is a 404 on every database.
-
-    Nothing stored is named with NUL, and PostgreSQL cannot even compare such a name.
-    """
-    if any(isinstance(value, str) and "\x00" in value for value in (request.view_args or {}).values()):
-        raise Rejected(404, "not_found", "nothing here: the path holds a NUL character")
 
 
 def iso(value: Optional[datetime]) -> Optional[str]:
