@@ -223,19 +223,21 @@ def _redrive(where) -> tuple[int, dict[int, int]]:
                later.id > Delivery.id, later.status == "delivered")
         .scalar_subquery()
     )
-    dead = (Delivery.status == "dead", where)
 
     def work(conn) -> tuple[int, dict[int, int]]:
-        superseded = dict(conn.execute(
-            select(Delivery.id, first_later_delivered).where(*dead, first_later_delivered.is_not(None))).all())
+        # One read decides both sets, so a row delivered meanwhile cannot leave a dead row in neither.
+        dead = dict(conn.execute(
+            select(Delivery.id, first_later_delivered).where(Delivery.status == "dead", where)).all())
+        requeue = [row_id for row_id, later_id in dead.items() if later_id is None]
         requeued = conn.execute(
-            update(Delivery.__table__).where(*dead, first_later_delivered.is_(None))
+            update(Delivery.__table__).where(Delivery.id.in_(requeue), Delivery.status == "dead")
             .values(status="pending", attempts=0, next_attempt_at=utcnow(), finished_at=None,
-                    claimed_by=None, claimed_until=None)).rowcount
-        return requeued, superseded
+                    claimed_by=None, claimed_until=None)).rowcount if requeue else 0
+        return requeued, {row_id: later_id for row_id, later_id in dead.items() if later_id is not None}
 
     requeued, superseded = run_in_transaction(_gateway().engine, work)
-    _gateway().runtime.notify_deliveries()
+    if requeued:
+        _gateway().runtime.notify_deliveries()
     return requeued, superseded
 
 
