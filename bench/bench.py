@@ -46,8 +46,25 @@ def env_int(name: str, default: int) -> int:
 DURATION = env_int("BENCH_DURATION", 20)
 WARMUP = env_int("BENCH_WARMUP", 3)
 WORKERS = env_int("BENCH_WORKERS", 2)
-THREADS = os.environ.get("BENCH_THREADS") or os.environ.get("GATEWAY_THREADS")
-"""Threads per worker for gateway and floor alike; unset: the gateway's default for each database."""
+
+
+def env_threads() -> int | None:
+    """BENCH_THREADS, else GATEWAY_THREADS, checked now rather than when the first server starts."""
+    name = "BENCH_THREADS" if os.environ.get("BENCH_THREADS") else "GATEWAY_THREADS"
+    raw = os.environ.get(name)
+    if not raw:
+        return None
+    try:
+        threads = int(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number of threads") from None
+    if threads < 0:
+        raise ValueError(f"{name}={raw!r}: threads cannot be negative")
+    return threads or None
+
+
+THREADS = env_threads()
+"""Threads per worker, gateway and floor alike; None (unset or 0): the gateway's default per database."""
 CONNECTIONS = env_int("BENCH_CONNECTIONS", 32)
 WRK_THREADS = env_int("BENCH_WRK_THREADS", 2)
 RUNS = env_int("BENCH_RUNS", 1)
@@ -83,9 +100,11 @@ route:
 
 def threads_for(db: str) -> int:
     """``db`` is a database kind or URL."""
+    if THREADS:
+        return THREADS
     from gateway.web.gunicorn_conf import default_threads
 
-    return int(THREADS) if THREADS else default_threads(db)
+    return default_threads(db)
 
 
 def log(msg: str = "") -> None:
@@ -239,8 +258,10 @@ class CpuMeter:
         self.start = self._read()
 
     def _read(self):
-        return (sum(proc_cpu(p) for p in self.pids), postgres_cpu() if self.postgres else 0.0,
-                resource.getrusage(resource.RUSAGE_CHILDREN), machine_cpu(), [proc_cpu(p) for p in self.pids[1:]])
+        """(server CPU, PostgreSQL CPU, wrk's rusage, machine CPU, CPU per worker): each process read once."""
+        master, *workers = (proc_cpu(p) for p in self.pids)
+        return (master + sum(workers), postgres_cpu() if self.postgres else 0.0,
+                resource.getrusage(resource.RUSAGE_CHILDREN), machine_cpu(), workers)
 
     def stop(self, requests: int, seconds: float) -> dict:
         end = self._read()
@@ -564,7 +585,10 @@ def summary(facts: dict, results: dict, soaks: list[dict]) -> list[str]:
         verdicts = []
         for db, by_target in results.items():
             gw, fl = by_target["gateway"], by_target["floor"]
-            ratio = med(gw, "accepted_per_s") / med(fl, "accepted_per_s") if fl and med(fl, "accepted_per_s") else 0
+            # The ratio only when both were measured (BENCH_TARGETS may name one), and the floor accepted any.
+            ratio = None
+            if gw and fl and med(fl, "accepted_per_s"):
+                ratio = med(gw, "accepted_per_s") / med(fl, "accepted_per_s")
             for target, rs in (("gateway", gw), ("floor", fl)):
                 if not rs:
                     continue
@@ -576,16 +600,21 @@ def summary(facts: dict, results: dict, soaks: list[dict]) -> list[str]:
                              f"{med(rs, 'p50_ms'):>8.1f}{med(rs, 'p95_ms'):>8.1f}{med(rs, 'p99_ms'):>8.1f}"
                              f"{rss:>28}{statistics.median(r['cpu']['server_ms_per_request'] for r in rs):>11.2f}"
                              f"{max(r['cpu']['others_cores'] for r in rs):>8.2f}"
-                             f"{(f'{ratio:.0%}' if target == 'gateway' else ''):>10}")
-            if gw:
-                rate, p99 = med(gw, "accepted_per_s"), med(gw, "p99_ms")
-                verdicts.append(
-                    f"{db}: accepted/s {rate:.0f} {'>=' if rate >= TARGET_RATE else '<'} {TARGET_RATE} "
-                    f"[{'met' if rate >= TARGET_RATE else 'MISSED'}]; floor fraction {ratio:.0%} "
-                    f"{'>=' if ratio >= TARGET_FLOOR_FRACTION else '<'} {TARGET_FLOOR_FRACTION:.0%} "
-                    f"[{'met' if ratio >= TARGET_FLOOR_FRACTION else 'MISSED'}]; p99 {p99:.1f} ms "
-                    f"{'<=' if p99 <= TARGET_P99_MS else '>'} {TARGET_P99_MS} "
-                    f"[{'met' if p99 <= TARGET_P99_MS else 'MISSED'}]")
+                             f"{(f'{ratio:.0%}' if target == 'gateway' and ratio is not None else ''):>10}")
+            if not gw:
+                verdicts.append(f"{db}: gateway not measured")
+                continue
+            rate, p99 = med(gw, "accepted_per_s"), med(gw, "p99_ms")
+            if ratio is not None:
+                fraction = (f"floor fraction {ratio:.0%} {'>=' if ratio >= TARGET_FLOOR_FRACTION else '<'} "
+                            f"{TARGET_FLOOR_FRACTION:.0%} [{'met' if ratio >= TARGET_FLOOR_FRACTION else 'MISSED'}]")
+            else:
+                fraction = "floor accepted nothing" if fl else "floor not measured"
+            verdicts.append(
+                f"{db}: accepted/s {rate:.0f} {'>=' if rate >= TARGET_RATE else '<'} {TARGET_RATE} "
+                f"[{'met' if rate >= TARGET_RATE else 'MISSED'}]; {fraction}; p99 {p99:.1f} ms "
+                f"{'<=' if p99 <= TARGET_P99_MS else '>'} {TARGET_P99_MS} "
+                f"[{'met' if p99 <= TARGET_P99_MS else 'MISSED'}]")
         lines += ["(CPU ms/req: gunicorn master + workers per response; others: cores used by processes that are",
                   " neither the server, wrk nor PostgreSQL during the run, the worst run — above ~0.2 the machine was shared)"]
         lines += ["", f"targets (gateway, {CONNECTIONS} connections):"] + [f"  {v}" for v in verdicts]

@@ -1,13 +1,25 @@
 """The floor: the least a webhook receiver can do — parse the JSON and INSERT it once.
 
-``make bench`` serves this with the same gunicorn worker class, threads and worker
-count as the gateway, on the same kind of database with the same connection tuning
-(SQLite: WAL, synchronous=NORMAL, busy timeout, BEGIN IMMEDIATE; PostgreSQL: a pool of
-10+10), and drives it with the same wrk script.  The gateway's throughput divided by
-this one's is the "fraction of the floor" the issue sets a target for.
+``make bench`` serves this with the same gunicorn worker class, threads, worker count and
+keep-alive cycling (bench/floor_gunicorn.py) as the gateway, on the same kind of database,
+and drives it with the same wrk script.  On PostgreSQL its engine is the gateway's own
+(``gateway.store.db.make_engine``, so the two cannot drift apart).  On SQLite it has the
+gateway's WAL, synchronous=NORMAL, 30 s busy timeout and BEGIN IMMEDIATE for writes, but
+not the gateway's writer flock, which queues writers across threads and workers, nor its
+background WAL checkpointer (and the raised ``wal_autocheckpoint`` that goes with it):
+the floor's writers wait in SQLite's busy handler, and SQLite checkpoints in the commit
+that crosses its default 1,000 pages.  The gateway's throughput divided by this one's is
+the "fraction of the floor" the issue sets a target for.
 
-    BENCH_FLOOR_DATABASE_URL=sqlite:////tmp/x/floor.db \
-        python -m gunicorn --worker-class gthread --threads 4 --workers 2 'bench.floor_app:create_app()'
+By hand, from the repository root, as bench/bench.py's start_floor does it (``--threads``:
+BENCH_THREADS or GATEWAY_THREADS, else the gateway's default, ``default_threads`` in
+gateway/web/gunicorn_conf.py: 1 on SQLite, 2 on PostgreSQL; bench.py also binds
+``127.0.0.1:<free port>``):
+
+    export BENCH_FLOOR_DATABASE_URL=sqlite:////tmp/x/floor.db
+    python -c 'import os; from bench.floor_app import create_schema; create_schema(os.environ["BENCH_FLOOR_DATABASE_URL"])'
+    python -m gunicorn --config python:bench.floor_gunicorn --worker-class gthread --threads 1 \
+        --workers 2 --graceful-timeout 20 'bench.floor_app:create_app()'
 """
 from __future__ import annotations
 
@@ -17,6 +29,8 @@ from datetime import datetime, timezone
 
 from flask import Flask, jsonify, request
 from sqlalchemy import JSON, Column, DateTime, Integer, MetaData, Table, create_engine, event, insert
+
+from gateway.store import db as gateway_db
 
 metadata = MetaData()
 webhooks = Table(
@@ -28,7 +42,8 @@ webhooks = Table(
 
 
 def make_engine(url: str):
-    """The same per-backend tuning the gateway's engine has, so the floor is a fair one."""
+    """PostgreSQL: the gateway's own engine.  SQLite: the gateway's pragmas and BEGIN IMMEDIATE,
+    deliberately without its writer flock and WAL checkpointer (see the module docstring)."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 
@@ -46,7 +61,7 @@ def make_engine(url: str):
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_size=10, max_overflow=10, pool_recycle=1800)
+    return gateway_db.make_engine(url)
 
 
 def create_schema(url: str) -> None:
