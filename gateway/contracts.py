@@ -99,8 +99,8 @@ class Alert:
 
     Plugins fill the vendor-derived fields.  The core fills ``source_key``,
     ``source_type``, ``fingerprint`` (namespaced by source), ``received_at`` (when the
-    webhook carrying it arrived), ``raw_request_id`` and ``id`` when it stores the alert,
-    and ``origin`` is ``"manual"`` for the recovery the core emits when a person
+    webhook carrying it arrived), ``raw_request_id`` and ``id`` when it loads a stored
+    alert for delivery (inline sinks see them unset), and ``origin`` is ``"manual"`` for the recovery the core emits when a person
     resolves an incident.
     """
 

@@ -85,7 +85,7 @@ class Runtime:
             # A worker (re)started after the file was broken serves what its siblings serve,
             # instead of failing to boot, which would stop the whole server.
             log.error("%s is invalid; serving the last valid config:\n%s", config_path, exc)
-            text = Path(last_good).read_text(encoding="utf-8")
+            text = read_config_text(last_good)
             config = parse_config_text(text, config_path, registry, env)
             self.reload_ok, self.reload_error = False, str(exc)
         self.snapshot = build_snapshot(config, registry)

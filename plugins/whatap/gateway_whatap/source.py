@@ -45,8 +45,7 @@ class WhatapSource(SourceType):
         token = self.options.get("token")
         if not token:
             return
-        basic = request.headers.basic_credentials()
-        presented = request.headers.get("X-Webhook-Token") or (basic[1] if basic else None)
+        presented = request.headers.get("X-Webhook-Token") or (request.headers.basic_credentials() or ("", ""))[1]
         if not presented:
             raise Rejected.unauthorized(
                 "missing token: send it in the X-Webhook-Token header or as the HTTP Basic password",
