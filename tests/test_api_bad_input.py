@@ -41,7 +41,7 @@ CASES = [
     ("GET", "/api/deliveries?sink=%00", None, "sink", "/api/deliveries?sink=itms", None, 200),
     ("POST", "/api/sources", {"type": "whatap", "name": "a\x00b"}, "name",
      "/api/sources", {"type": "whatap", "name": "ab"}, 201),
-    ("POST", "/api/sources", {"type": "whatap", "name": "n" * 300}, "name",
+    ("POST", "/api/sources", {"type": "whatap", "name": "n" * (NAME_MAX + 1)}, "name",
      "/api/sources", {"type": "whatap", "name": "n" * NAME_MAX}, 201),
     ("POST", "/api/sources", {"key": ["team"], "type": "testsrc"}, "key",
      "/api/sources", {"key": "team2", "type": "testsrc"}, 201),
@@ -60,10 +60,25 @@ def send(api, method: str, path: str, body):
                     content_type="application/json")
 
 
+def state(api, incident, incident_id: int) -> tuple:
+    """What the cases could change: the source ``team``, the incident (with its timeline) and
+    the deliveries; the number of sources is compared on its own."""
+    return api.get("/api/sources/team").json, incident(incident_id), api.get("/api/deliveries").json
+
+
+def read_back(api, incident, incident_id: int, valid, field: str):
+    """Where a valid request's text shows later: the name on the source it made or changed,
+    a comment's body or an acknowledgement's note on the incident's newest timeline entry."""
+    if field == "name":
+        return api.get(f"/api/sources/{valid.json['key']}").json["name"]
+    return incident(incident_id)["timeline"][-1][field]
+
+
 @pytest.mark.parametrize("method, path, body, field, valid_path, valid_body, valid_status", CASES)
 def test_bad_input_is_a_4xx_json_error_and_the_valid_request_works(
-        method, path, body, field, valid_path, valid_body, valid_status, api, seeded):
+        method, path, body, field, valid_path, valid_body, valid_status, api, seeded, incident):
     sources_before = api.get("/api/sources").json["total"]
+    before = state(api, incident, seeded)
 
     response = send(api, method, path.format(incident=seeded), body)
 
@@ -73,9 +88,14 @@ def test_bad_input_is_a_4xx_json_error_and_the_valid_request_works(
     if field is not None:
         assert list(error["fields"]) == [field]
     assert api.get("/api/sources").json["total"] == sources_before
+    assert state(api, incident, seeded) == before
 
     valid = send(api, method, valid_path.format(incident=seeded), valid_body)
     assert valid.status_code == valid_status, valid.json
+    for text in {"name", "body", "note"} & set(valid_body or ()):
+        assert read_back(api, incident, seeded, valid, text) == valid_body[text]
+        if text in valid.json:  # echoed in the answer too (an acknowledgement answers the incident)
+            assert valid.json[text] == valid_body[text]
 
 
 @pytest.mark.parametrize("error, status, code", [
@@ -103,28 +123,31 @@ UNREADABLE_BODIES = {
     "an escaped surrogate in a value": (b'{"body": "a\\ud800"}', "surrogate"),
     "an escaped surrogate as a field name": (b'{"body": "ok", "\\udc00": 1}', "surrogate"),
     "a surrogate's raw bytes": (b'{"body": "a\xed\xa0\x80"}', "surrogate"),
+    "a surrogate nested deep": (b'{"body": "ok", "x": ' + b"[" * 480 + b'"\\ud800"' + b"]" * 480 + b"}", "surrogate"),
     "NaN": (b'{"body": NaN}', "NaN is not a JSON number"),
     "a number beyond a float": (b'{"body": 1e400}', "beyond a float"),
 }
 
 
 @pytest.mark.parametrize("body, says", UNREADABLE_BODIES.values(), ids=UNREADABLE_BODIES.keys())
-def test_a_body_no_column_could_hold_is_400_and_changes_nothing(api, seeded, body, says):
+def test_a_body_no_column_could_hold_is_400_and_changes_nothing(api, seeded, incident, body, says):
     path = f"/api/incidents/{seeded}/comments"
-    before = len(api.get(f"/api/incidents/{seeded}").json["timeline"])
+    before = incident(seeded)
     response = api.post(path, data=body, content_type="application/json")
     assert (response.status_code, response.json["error"]["code"]) == (400, "invalid_json"), response.data
     assert says in response.json["error"]["message"]
-    assert len(api.get(f"/api/incidents/{seeded}").json["timeline"]) == before
+    assert incident(seeded) == before  # its timeline included
     assert api.post(path, json={"body": "a \U0001f600"}).status_code == 201
 
 
 def test_a_source_option_holding_a_surrogate_is_refused_before_it_is_stored(api, seeded):
+    total = api.get("/api/sources").json["total"]
     response = api.post("/api/sources", data=b'{"key": "k7", "type": "testsrc", "token": "\\ud800"}',
                         content_type="application/json")
     assert (response.status_code, response.json["error"]["code"]) == (400, "invalid_json")
     assert api.get("/api/sources/k7").status_code == 404
-    assert api.get("/api/sources").status_code == 200
+    after = api.get("/api/sources")
+    assert (after.status_code, after.json["total"]) == (200, total)
 
 
 @pytest.mark.parametrize("method, path", [

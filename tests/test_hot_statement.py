@@ -68,6 +68,7 @@ def test_a_missing_value_is_named(engine):
 def test_database_errors_are_sqlalchemy_errors(engine):
     """Ingest's retry and 503 handling catch SQLAlchemy's exceptions, so the fast path must raise them too."""
     statement = HotStatement(insert(raw_requests))
+    with engine.begin() as conn:
+        assert statement.run(conn, raw()) == 1
     with pytest.raises(IntegrityError), engine.begin() as conn:
-        statement.run(conn, raw())
         statement.run(conn, raw())  # the same (source, external id) again

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from testkit.support import admin_client, wait_until
+from testkit.support import admin_client, free_port, wait_healthy, wait_until
 
 GATEWAY = str(Path(sys.executable).with_name("gateway"))
 ALERTS = 200
@@ -37,11 +36,22 @@ route:
 """whatap in, the incident store and SpaceONE (the test's receiver) out: installed plugins only."""
 
 
+def gateway_env(app, database_url: str) -> dict:
+    """The environment of ``gateway`` subprocesses: the app's database and config, and unbuffered
+    output, so the worker's start-up line can be read as soon as it is printed."""
+    return {**os.environ, "GATEWAY_DATABASE_URL": database_url, "GATEWAY_CONFIG": app.config["CONFIG"],
+            "PYTHONUNBUFFERED": "1"}
+
+
+def whatap_alert(n: int) -> dict:
+    """A firing WhaTap alert of its own (title ``problem {n}``, uuid ``u{n}``), as both tests post them."""
+    return {"pcode": 1, "oid": 7, "title": f"problem {n}", "uuid": f"u{n}", "metricName": "cpu", "status": "on"}
+
+
 def test_two_worker_processes_deliver_each_row_exactly_once(make_app, receiver, database_url, tmp_path):
     receiver.delay = 0.005  # deliveries take a moment, so both workers are busy at once
     app = make_app(CONFIG.format(receiver=receiver.url))
-    env = {**os.environ, "GATEWAY_DATABASE_URL": database_url, "GATEWAY_CONFIG": app.config["CONFIG"],
-           "PYTHONUNBUFFERED": "1"}
+    env = gateway_env(app, database_url)
     workers = []
     try:
         for n in range(2):
@@ -53,8 +63,7 @@ def test_two_worker_processes_deliver_each_row_exactly_once(make_app, receiver, 
 
         client = app.test_client()
         for n in range(ALERTS):
-            r = client.post("/hooks/whatap/whatap-prod/", json={
-                "pcode": 1, "oid": 7, "title": f"problem {n}", "uuid": f"u{n}", "metricName": "cpu", "status": "on"})
+            r = client.post("/hooks/whatap/whatap-prod/", json=whatap_alert(n))
             assert r.status_code == 202, r.json
         api = admin_client(app)
         wait_until(lambda: api.get("/api/deliveries?status=delivered").json["total"] == ALERTS, timeout=60,
@@ -83,8 +92,7 @@ def test_a_worker_on_postgresql_is_woken_by_rows_queued_in_another_process(make_
     if not database_url.startswith("postgresql"):
         pytest.skip("LISTEN/NOTIFY is PostgreSQL's; SQLite dispatchers run beside ingest and poll")
     app = make_app(CONFIG.format(receiver=receiver.url))
-    env = {**os.environ, "GATEWAY_DATABASE_URL": database_url, "GATEWAY_CONFIG": app.config["CONFIG"],
-           "GATEWAY_ADMIN_TOKEN": "wake-token", "PYTHONUNBUFFERED": "1"}
+    env = gateway_env(app, database_url)
     port = free_port()
     logs = [open(tmp_path / name, "w") for name in ("worker.log", "serve.log")]
     worker = subprocess.Popen([GATEWAY, "worker", "--poll", "60"], env=env, stdout=subprocess.PIPE, text=True,
@@ -94,12 +102,11 @@ def test_a_worker_on_postgresql_is_woken_by_rows_queued_in_another_process(make_
     base = f"http://127.0.0.1:{port}"
     try:
         assert worker.stdout.readline().startswith("worker delivering for sinks: spaceone")
-        wait_until(lambda: _healthy(base), timeout=30, interval=0.2)
+        wait_healthy(base, server)
 
         def post_and_time(n: int) -> float:
             started = time.monotonic()
-            r = requests.post(f"{base}/hooks/whatap/whatap-prod/", timeout=10, json={
-                "pcode": 1, "oid": 7, "title": f"problem {n}", "uuid": f"w{n}", "metricName": "cpu", "status": "on"})
+            r = requests.post(f"{base}/hooks/whatap/whatap-prod/", timeout=10, json=whatap_alert(n))
             assert r.status_code == 202, r.text
             wait_until(lambda: len(receiver.requests) == n, timeout=15, interval=0.01)
             return time.monotonic() - started
@@ -112,17 +119,5 @@ def test_a_worker_on_postgresql_is_woken_by_rows_queued_in_another_process(make_
         codes = [proc.wait(timeout=30) for proc in (worker, server)]
         for log in logs:
             log.close()
-    assert codes[0] == 0
+    assert codes == [0, 0], "".join((tmp_path / name).read_text() for name in ("worker.log", "serve.log"))
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _healthy(base: str) -> bool:
-    try:
-        return requests.get(f"{base}/health", timeout=2).status_code == 200
-    except requests.RequestException:  # not listening yet
-        return False

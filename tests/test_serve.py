@@ -5,7 +5,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 import testkit
-from testkit.support import wait_until
+from testkit.support import free_port, wait_healthy, wait_until
 
 GATEWAY = str(Path(sys.executable).parent / "gateway")
 TOKEN = "serve-admin-token"
@@ -31,12 +30,6 @@ route:
   sinks: [itms]
 """
 LATE_SOURCE = "  - key: late\n    type: testsrc\nsinks:"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -57,16 +50,8 @@ def server(environment):
     proc = subprocess.Popen([GATEWAY, "serve", "--workers", "2", "--port", str(port)], env=environment,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
-
-    def healthy():
-        assert proc.poll() is None, proc.stdout.read()
-        try:
-            return requests.get(f"{base}/health", timeout=2).status_code == 200
-        except requests.RequestException:  # not listening yet, or the workers are still booting
-            return False
-
     try:
-        wait_until(healthy, timeout=30, interval=0.2)
+        wait_healthy(base, proc)
         wait_until(lambda: len(worker_pids(base)) == 2, timeout=30)  # both workers booted
         yield proc, base, Path(environment["GATEWAY_CONFIG"])
     finally:  # never leave a server behind, even when start-up failed
@@ -102,6 +87,7 @@ def chunked_post(base: str, path: str, chunks: list[bytes]) -> tuple[int, dict]:
 
 def test_serve_counts_across_workers_reloads_on_sighup_and_stops_cleanly(server):
     proc, base, config = server
+    assert metric(base, "gateway_config_last_reload_successful") == 1  # started on a valid file
     assert [post(base, "src", f"n{n}") for n in range(20)] == [202] * 20
     assert metric(base, "gateway_webhooks_received_total", source="src") == 20
     assert metric(base, "gateway_webhooks_accepted_total", source="src", outcome="accepted") == 20

@@ -1,7 +1,10 @@
 """Helpers that test modules import directly (pytest's importlib mode keeps conftest out of reach)."""
 from __future__ import annotations
 
+import socket
 import time
+
+import requests
 
 ADMIN_TOKEN = "test-admin-token"
 """What ``make_app`` sets as GATEWAY_ADMIN_TOKEN."""
@@ -52,3 +55,23 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05):
             assert value, f"condition not met within {timeout}s"
             return value
         time.sleep(interval)
+
+
+def free_port() -> int:
+    """A port nothing listens on now, for a server subprocess (which binds it itself, so 0 would not do)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_healthy(base: str, proc, timeout: float = 30.0) -> None:
+    """Wait until the server ``proc`` answers ``base``/health with 200; fail at once, with its
+    output when piped, if it exits instead (a server that cannot start would cost the whole timeout)."""
+    def healthy() -> bool:
+        assert proc.poll() is None, f"exited with {proc.returncode}: {proc.stdout.read() if proc.stdout else ''}"
+        try:
+            return requests.get(f"{base}/health", timeout=2).status_code == 200
+        except requests.RequestException:  # not listening yet, or its workers are still booting
+            return False
+
+    wait_until(healthy, timeout, interval=0.2)

@@ -104,9 +104,13 @@ def test_payload_too_deep_to_reserialise_only_matches_the_body(signing_source, c
     for _ in range(depth - 1):
         payload = [payload]
     body = b"[" * depth + b"]" * depth
-    headers = signed_headers(signer.sign(b"something else"), cert_server.url(CERT_PATH))
-    request = dataclasses.replace(make_request(body=b"[]", headers=headers), body=body, payload=payload)
-    assert refusal(signing_source, request).code == "invalid_signature"
+
+    def signed(content: bytes):
+        headers = signed_headers(signer.sign(content), cert_server.url(CERT_PATH))
+        return dataclasses.replace(make_request(body=b"[]", headers=headers), body=body, payload=payload)
+
+    assert signing_source.verify(signed(body)) is None
+    assert refusal(signing_source, signed(b"something else")).code == "invalid_signature"  # no RecursionError
 
 
 @pytest.mark.parametrize("certificate", ["garbled", "unknown-key-algorithm"])
