@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, request
 from marshmallow import Schema, fields, validate
-from sqlalchemy import case, or_, select
+from sqlalchemy import or_, select
 
 from gateway.contracts import SEVERITIES, Rejected
 from gateway.incidents import service
@@ -21,7 +21,7 @@ SORTS = {
     "-last_event_at": Incident.last_event_at.desc(), "last_event_at": Incident.last_event_at.asc(),
     "-created_at": Incident.created_at.desc(), "created_at": Incident.created_at.asc(),
     "-event_count": Incident.event_count.desc(),
-    "severity": case(service.SEVERITY_RANK, value=Incident.severity),
+    "severity": service.INCIDENT_SEVERITY_RANK,
 }
 
 

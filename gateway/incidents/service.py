@@ -45,10 +45,14 @@ def allowed_actions(status: str) -> list[str]:
     return [action for action, (sources, _, _) in TRANSITIONS.items() if status in sources]
 
 
-# Hot-path statements are built once: building them per webhook cost more CPU than running them.
 SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
 """critical 0 ... info 3: what "severity only rises" and the incident list's severity sort compare."""
+INCIDENT_SEVERITY_RANK = case(SEVERITY_RANK, value=incidents.c.severity)
+"""An incident's ``SEVERITY_RANK``, in SQL."""
 
+# The statements below are built once, at import: building one per webhook cost more CPU than
+# running it.  That holds for the rarer outcomes too (new incidents, recoveries, reopenings: about
+# one webhook in ten under a realistic mix), not only for the repeats that join an open incident.
 _occurred = bindparam("occurred", type_=UTCDateTime())
 _BUMP = {"event_count": incidents.c.event_count + 1, "last_event_at": bindparam("now", type_=UTCDateTime())}
 """What every webhook that reaches an incident changes: its count and its last event time."""
@@ -60,8 +64,8 @@ _OPEN_BY_FP = (incidents.c.fingerprint == bindparam("fp"), is_open(incidents.c.s
 _JOIN_OPEN = HotStatement(
     update(incidents)
     .where(*_OPEN_BY_FP)
-    .values(**_COUNTED, severity=case((case(SEVERITY_RANK, value=incidents.c.severity) > bindparam("rank"),
-                                       bindparam("new_severity")), else_=incidents.c.severity))
+    .values(**_COUNTED, severity=case((INCIDENT_SEVERITY_RANK > bindparam("rank"), bindparam("new_severity")),
+                                      else_=incidents.c.severity))
     .returning(incidents.c.id)
 )
 """A firing alert joins the open incident in one statement; severity only ever rises while open.
@@ -82,12 +86,17 @@ _LAST_RESOLVED = (select(incidents)
                   .where(incidents.c.fingerprint == bindparam("fp"), incidents.c.resolved_at.is_not(None))
                   .order_by(incidents.c.resolved_at.desc()).limit(1).with_for_update())
 _ENTRY = HotStatement(insert(timeline_entries))
-"""The statements of the other outcomes (about one webhook in ten under a realistic mix:
-new incidents, recoveries, reopenings) are built once too."""
 
 
 def _entry(conn: Connection, incident_id: int, kind: str, actor: str, at: datetime, **fields: Any) -> None:
     _ENTRY.run(conn, dict(incident_id=incident_id, kind=kind, actor=actor, at=at, **fields))
+
+
+def _alert_entry(conn: Connection, incident_id: int, kind: str, alert: Alert, **fields: Any) -> None:
+    """An entry for a webhook's alert: by its source and dated when the webhook arrived, as the
+    alert row is, which is how ``timeline()`` pairs the entry with the alert and its raw request
+    (stored only after this runs)."""
+    _entry(conn, incident_id, kind, f"{SOURCE_ACTOR}{alert.source_key}", alert.received_at, **fields)
 
 
 def _count_event(conn: Connection, incident_id: int, now: datetime, occurred: datetime) -> None:
@@ -97,44 +106,22 @@ def _count_event(conn: Connection, incident_id: int, now: datetime, occurred: da
 def apply_alert(
     conn: Connection, alert: Alert, reopen_window: Optional[float]
 ) -> Optional[int]:
-    """Record one alert's effect; returns the incident it joined, or None (stored as an event only).
-
-    Timeline entries written here are dated when the webhook arrived, as its alert row is,
-    which is how ``timeline()`` pairs them with their alert (and its raw request, which is
-    stored after this runs).
-    """
+    """Record one alert's effect; returns the incident it joined, or None (stored as an event only)."""
     now = utcnow()
     occurred = alert.occurred_at or now
-    if alert.status == "firing":
-        joined = _JOIN_OPEN.scalar(conn, {"fp": alert.fingerprint, "now": now, "occurred": occurred,
-                                          "rank": SEVERITY_RANK[alert.severity], "new_severity": alert.severity})
-        if joined is not None:
-            return joined
-
-    actor = f"{SOURCE_ACTOR}{alert.source_key}"
-    at = alert.received_at or now
     if alert.status != "firing":
-        current = conn.execute(_OPEN, {"fp": alert.fingerprint}).first()
-        if current is None or occurred < current.first_seen_at:
-            return None  # nothing open, or the recovery of an earlier, already-ended incident
-        if occurred < current.last_seen_at:
-            # Out of order: the problem fired again after this recovery, so it is still open.
-            _count_event(conn, current.id, now, occurred)
-            _entry(conn, current.id, "webhook_received", actor, at,
-                   note="a recovery older than the latest alert; the problem fired again after it, so it stays open")
-            return current.id
-        # resolved_at is not before last_seen_at: checked above.
-        _RESOLVE.run(conn, {"incident_id": current.id, "resolved": occurred, "now": now})
-        _entry(conn, current.id, "status_changed", actor, at, from_status=current.status,
-               to_status="resolved", note=f"recovered: {alert.title}")
-        return current.id
+        return _recover(conn, alert, now, occurred)
+    joined = _JOIN_OPEN.scalar(conn, {"fp": alert.fingerprint, "now": now, "occurred": occurred,
+                                      "rank": SEVERITY_RANK[alert.severity], "new_severity": alert.severity})
+    if joined is not None:
+        return joined
 
     previous = conn.execute(_LAST_RESOLVED, {"fp": alert.fingerprint}).first()
     if previous is not None and occurred <= previous.resolved_at:
         # Late or out-of-order delivery: it happened before the incident was resolved.
         _count_event(conn, previous.id, now, occurred)
-        _entry(conn, previous.id, "webhook_received", actor, at,
-               note="arrived after the incident was resolved; it happened before, so nothing reopens")
+        _alert_entry(conn, previous.id, "webhook_received", alert,
+                     note="arrived after the incident was resolved; it happened before, so nothing reopens")
         return previous.id
     if (
         previous is not None
@@ -146,7 +133,7 @@ def apply_alert(
                                   "seen": max(previous.last_seen_at, occurred), "now": now})
         if reopened != 1:
             raise RetryTransaction("incident changed while reopening")
-        _entry(conn, previous.id, "reopened", actor, at, from_status="resolved", to_status="triggered")
+        _alert_entry(conn, previous.id, "reopened", alert, from_status="resolved", to_status="triggered")
         return previous.id
 
     incident_id = _CREATE.scalar(conn, dict(
@@ -154,10 +141,27 @@ def apply_alert(
         title=alert.title, description=alert.description, severity=alert.severity, status="triggered",
         resource_id=alert.resource.id, resource_name=alert.resource.name, resource_type=alert.resource.type,
         event_count=1, first_seen_at=occurred, last_seen_at=occurred, created_at=now, last_event_at=now,
-        acknowledged_at=None, resolved_at=None, closed_at=None,
     ))
-    _entry(conn, incident_id, "created", actor, at)
+    _alert_entry(conn, incident_id, "created", alert)
     return incident_id
+
+
+def _recover(conn: Connection, alert: Alert, now: datetime, occurred: datetime) -> Optional[int]:
+    """A recovery resolves the open incident it ends; returns that incident, or None."""
+    current = conn.execute(_OPEN, {"fp": alert.fingerprint}).first()
+    if current is None or occurred < current.first_seen_at:
+        return None  # nothing open, or the recovery of an earlier, already-ended incident
+    if occurred < current.last_seen_at:
+        # Out of order: the problem fired again after this recovery, so it is still open.
+        _count_event(conn, current.id, now, occurred)
+        _alert_entry(conn, current.id, "webhook_received", alert,
+                     note="a recovery older than the latest alert; the problem fired again after it, so it stays open")
+        return current.id
+    # resolved_at is not before last_seen_at: checked above.
+    _RESOLVE.run(conn, {"incident_id": current.id, "resolved": occurred, "now": now})
+    _alert_entry(conn, current.id, "status_changed", alert, from_status=current.status,
+                 to_status="resolved", note=f"recovered: {alert.title}")
+    return current.id
 
 
 def transition(conn: Connection, incident_id: int, action: str, actor: str, note: Optional[str]):
@@ -226,8 +230,9 @@ def timeline(conn: Connection, incident_id: int) -> list[TimelineItem]:
         .where(alerts.c.incident_id == incident_id, alerts.c.origin == "webhook")
         .order_by(alerts.c.id)
     ):
-        if unpaired[row.received_at]:
-            index = unpaired[row.received_at].popleft()
+        waiting = unpaired.get(row.received_at)
+        if waiting:
+            index = waiting.popleft()
             stored[index] = stored[index]._replace(alert_id=row.id, raw_request_id=row.raw_request_id)
         else:
             listed.append(TimelineItem(None, row.id, "webhook_received", row.received_at,

@@ -26,14 +26,15 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 OPEN_STATUSES = ("triggered", "acknowledged")
-OPEN_SQL = f"status IN ({', '.join(repr(status) for status in OPEN_STATUSES)})"
+_OPEN_LITERALS = [f"'{status}'" for status in OPEN_STATUSES]  # plain words: no quote to escape
+OPEN_SQL = f"status IN ({', '.join(_OPEN_LITERALS)})"
 """The open-incident condition as literal SQL: the partial unique index is defined by it, and a
 query written the same way can use that index and needs no per-execution IN-list expansion."""
 
 
 def is_open(status_column):
-    """``status IN ('triggered', 'acknowledged')`` on ``status_column``, with the values inline."""
-    return status_column.in_([literal_column(f"'{status}'") for status in OPEN_STATUSES])
+    """``OPEN_SQL`` on ``status_column``: the same values, inline."""
+    return status_column.in_([literal_column(literal) for literal in _OPEN_LITERALS])
 
 
 UNSTORABLE_TEXT = re.compile("[\x00\ud800-\udfff]")
