@@ -7,7 +7,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, jsonify
 from sqlalchemy import select
 from testkit.support import admin_client
 
@@ -66,18 +66,11 @@ def page():
 
 WIDGETS = plugin("widgets", WIDGETS_API, WIDGETS_PAGES)
 
-CONFIG = """
-sources:
-  - key: src
-    type: testsrc
-sinks:
-  - name: itms
-    type: itms
-  - name: hook
-    type: testhttp
-    url: http://127.0.0.1:9/
-route:
-  sinks: [itms, hook]
+HOOK_SINK = '{name: hook, type: testhttp, url: "http://127.0.0.1:9/"}'
+CONFIG = f"""
+sources: [{{key: src, type: testsrc}}]
+sinks: [{{name: itms, type: itms}}, {HOOK_SINK}]
+route: {{sinks: [itms, hook]}}
 """
 
 
@@ -150,16 +143,10 @@ def test_an_alert_the_core_would_refuse_is_not_submitted(widgets, body, problem)
     assert _stored(widgets.application, AlertRow.__table__) == []
 
 
-WITHOUT_ITMS = """
-sources:
-  - key: src
-    type: testsrc
-sinks:
-  - name: hook
-    type: testhttp
-    url: http://127.0.0.1:9/
-route:
-  sinks: [hook]
+WITHOUT_ITMS = f"""
+sources: [{{key: src, type: testsrc}}]
+sinks: [{HOOK_SINK}]
+route: {{sinks: [hook]}}
 """
 
 
