@@ -14,6 +14,7 @@ import click
 from sqlalchemy import delete
 
 from gateway.config import DEFAULT_PATH, ConfigError, load_config, summary
+from gateway.contracts import InlineSinkType
 
 
 def _registry():
@@ -109,7 +110,8 @@ def worker(threads: int, poll: float):
     signal.signal(signal.SIGHUP, lambda *_: runtime.reload())
     for dispatcher in dispatchers:
         dispatcher.start()
-    click.echo(f"worker delivering for sinks: {', '.join(n for n, s in runtime.snapshot.sinks.items() if not s.inline) or '(none)'}")
+    outbox_sinks = [name for name, sink in runtime.snapshot.sinks.items() if not isinstance(sink, InlineSinkType)]
+    click.echo(f"worker delivering for sinks: {', '.join(outbox_sinks) or '(none)'}")
     while not stop.wait(1):
         pass
     for dispatcher in dispatchers:

@@ -2,8 +2,10 @@
 
 Plugins register *types* (classes); the operator's config creates *instances* of them
 (one per source key or sink name).  Everything a plugin receives or returns is defined
-here, free of Flask and SQLAlchemy, so a plugin can be written and tested on its own.
-Retries, backoff, transactions and storage belong to the core, never to plugins.
+here, free of Flask and, at run time, of SQLAlchemy (it names SQLAlchemy's ``Connection``
+only as the type of ``Transaction.connection``), so a source or an outbox sink can be
+written and tested on its own.  Retries, backoff, transactions and storage belong to the
+core, never to plugins.
 """
 from __future__ import annotations
 
@@ -11,11 +13,14 @@ import base64
 import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar, Mapping, Optional
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Optional
 
 from marshmallow import Schema, fields, validate
 
 from gateway.fields import Duration
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
 
 SEVERITIES = ("critical", "error", "warning", "info")
 """Normalized severities, most to least urgent."""
@@ -100,8 +105,10 @@ class Alert:
     Plugins fill the vendor-derived fields.  The core fills ``source_key``,
     ``source_type``, ``fingerprint`` (namespaced by source), ``received_at`` (when the
     webhook carrying it arrived), ``raw_request_id`` and ``id`` when it loads a stored
-    alert for delivery (inline sinks see them unset), and ``origin`` is ``"manual"`` for the recovery the core emits when a person
-    resolves an incident.
+    alert for delivery (inline sinks see them unset).  ``origin`` says where the alert
+    came from: ``"webhook"``, or another word for one a plugin hands the pipeline through
+    ``Transaction.submit`` (``"manual"``: the recovery the incident store sends on when a
+    person resolves an incident).
     """
 
     status: str
@@ -210,6 +217,35 @@ class PermanentError(DeliveryError):
     """The destination will never accept this delivery: the row goes dead at once."""
 
 
+class PluginError(Exception):
+    """A plugin could not be loaded or registered; start-up stops with this message."""
+
+
+class Transaction:
+    """One database transaction of the core's, handed to inline sinks and to plugin routes.
+
+    Inline sinks get the ingest transaction in ``InlineSinkType.apply``; a plugin's routes open
+    one with ``gateway.views.transaction``.  What is done through it commits or rolls back whole,
+    and the core may run it again on a fresh transaction when it loses a race.  Never commit,
+    roll back or close it yourself.
+    """
+
+    connection: Connection
+    """The SQLAlchemy Core connection, for a plugin's own tables (the incident store's)."""
+
+    def submit(self, alert: Alert, *, incident_id: Optional[int] = None) -> int:
+        """Hand the pipeline a new alert: stored, and queued for the outbox sinks its route
+        chooses that ``accept`` it, delivered once this transaction commits.  Returns its id.
+
+        ``alert.origin`` must say who made it (``"manual"``, not ``"webhook"``), so that sinks
+        forward it only when they opted in.  ``received_at`` defaults to now and ``occurred_at``
+        to ``received_at``.  Inline sinks are not applied to it: the plugin that submits it has
+        recorded its effect, and ``incident_id`` links it to that incident.  Raises
+        ``ValueError`` for an alert the core would refuse from a source.
+        """
+        raise NotImplementedError
+
+
 class SourceOptions(Schema):
     """Options every source accepts; a source type's ``options_schema`` extends it."""
 
@@ -277,16 +313,13 @@ class SourceType:
 class SinkType:
     """A destination.  Subclass it and register the class from ``register_sink_types``.
 
-    Outbox sinks (the default) implement ``deliver``; the core calls it from the
-    dispatcher, never on the request path, and retries on ``RetryableError``.
-    A sink with ``inline = True`` is instead applied inside the ingest transaction
-    through ``apply`` (the built-in incident store); it must only write to the
-    session it is given.
+    A ``SinkType`` is an outbox sink: it implements ``deliver``, which the core calls from
+    the dispatcher, never on the request path, and retries on ``RetryableError``.  A sink
+    that records alerts inside the ingest transaction instead subclasses ``InlineSinkType``.
     """
 
     name: ClassVar[str]
     options_schema: ClassVar[type[Schema]] = SinkOptions
-    inline: ClassVar[bool] = False
 
     def __init__(self, name: str, options: Mapping[str, Any]):
         self.name = name
@@ -300,13 +333,22 @@ class SinkType:
         """Send one alert; return on success, raise ``RetryableError`` or ``PermanentError``."""
         raise NotImplementedError
 
-    def apply(self, session: Any, alert: Alert, settings: Mapping[str, Any]) -> Any:
-        """Inline sinks only: record the alert's effect within the ingest transaction.
+    def close(self) -> None:
+        """Release pooled connections; called a grace period after a reload replaced this instance."""
 
+
+class InlineSinkType(SinkType):
+    """A sink applied inside the ingest transaction, through ``apply`` (the built-in incident store).
+
+    It gets no outbox rows, so the core never calls its ``deliver``.  It must only write
+    through the ``Transaction`` it is given.
+    """
+
+    def apply(self, tx: Transaction, alert: Alert, settings: Mapping[str, Any]) -> Optional[int]:
+        """Record the alert's effect within the ingest transaction; an incident id for the alert row, or None.
+
+        ``settings`` holds ``reopen_window`` (seconds or None), the route's or else the source's.
         Runs before the raw request is stored, which is the duplicate check: a duplicate
         rolls back what this wrote, and ``alert.raw_request_id`` is not known yet.
         """
         raise NotImplementedError
-
-    def close(self) -> None:
-        """Release pooled connections; called a grace period after a reload replaced this instance."""

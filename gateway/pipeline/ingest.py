@@ -12,7 +12,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterator, Mapping, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional, TypeVar
 
 from sqlalchemy import Connection, bindparam, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -20,12 +20,15 @@ from sqlalchemy.exc import DataError, SQLAlchemyError
 
 from gateway import metrics
 from gateway.bodies import MAY_HOLD_UNSTORABLE, clean_text, cleaned, parse_json
-from gateway.contracts import SEVERITIES, STATUSES, Alert, Headers, InboundRequest, Rejected, Reply, Resource
+from gateway.contracts import (
+    SEVERITIES, STATUSES, Alert, Headers, InboundRequest, InlineSinkType, Rejected, Reply, Resource, Transaction,
+)
 from gateway.pipeline.runtime import ActiveSource, Runtime, Snapshot
 from gateway.store.db import HotStatement, refusal_reason, run_in_transaction
 from gateway.store.models import UNSTORABLE_TEXT, AlertRow, Delivery, Handshake, RawRequest, utcnow
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SECRET_HEADERS = frozenset({"authorization", "x-webhook-token", "cookie"})
 """Stored as "[redacted]": the raw journal must not become a second copy of credentials."""
@@ -108,11 +111,9 @@ def _receive(runtime: Runtime, source: Optional[ActiveSource], source_type: str,
     raw["alert_count"] = len(alerts)
     try:
         with _storing(source, "nothing was stored"):
-            ids = run_in_transaction(runtime.engine, lambda conn: _store(conn, raw, routed))
+            ids = in_transaction(runtime, lambda tx: _store(tx, raw, routed))
     except Duplicate:
         return Outcome(200, {"status": "duplicate"})
-    if any(outbox for _, _, outbox in routed):
-        runtime.notify_deliveries()
     return Outcome(202, {"status": "accepted", "alerts": ids})
 
 
@@ -172,12 +173,8 @@ def _plugin_guard(source: ActiveSource) -> Iterator[None]:
                        f"the {source.type} plugin could not process this payload ({exc.__class__.__name__})") from exc
 
 
-MAX_CLOCK_SKEW = timedelta(minutes=5)
-"""How far in the future a vendor's alert time may be; a skewed clock must not pin an incident's times ahead."""
-
-
-def _complete(source: ActiveSource, alert: Alert, received_at: datetime) -> Alert:
-    """Check what the plugin produced and add what only the core knows."""
+def _problems(alert: Alert) -> dict[str, str]:
+    """The fields that make an alert unfit to store, each with what is wrong with it."""
     problems = {}
     if alert.status not in STATUSES:
         problems["status"] = f"must be one of {', '.join(STATUSES)}, got {alert.status!r}"
@@ -185,6 +182,16 @@ def _complete(source: ActiveSource, alert: Alert, received_at: datetime) -> Aler
         problems["severity"] = f"must be one of {', '.join(SEVERITIES)}, got {alert.severity!r}"
     if not isinstance(alert.title, str) or not alert.title:
         problems["title"] = "missing"
+    return problems
+
+
+MAX_CLOCK_SKEW = timedelta(minutes=5)
+"""How far in the future a vendor's alert time may be; a skewed clock must not pin an incident's times ahead."""
+
+
+def _complete(source: ActiveSource, alert: Alert, received_at: datetime) -> Alert:
+    """Check what the plugin produced and add what only the core knows."""
+    problems = _problems(alert)
     if problems:
         raise Rejected.invalid(problems)
     occurred = alert.occurred_at or received_at
@@ -211,7 +218,7 @@ def _route(snapshot: Snapshot, alert: Alert, source_reopen_window: Optional[floa
     for name in decision.sinks:
         sink = snapshot.sinks[name]
         if sink.accepts(alert):
-            if sink.inline:
+            if isinstance(sink, InlineSinkType):
                 inline.append((sink, settings))
             else:
                 outbox.append(name)
@@ -274,14 +281,15 @@ def _raw_values(source: ActiveSource, request: InboundRequest) -> dict:
     )
 
 
-def _store(conn: Connection, raw: dict, routed) -> list[int]:
+def _store(tx: _Transaction, raw: dict, routed) -> list[int]:
     """Inline sinks first, then the raw request, then the alert rows and their outbox rows.
 
     The raw insert is the duplicate check.  Coming after the inline sinks, it lets
     PostgreSQL store the raw request with the first alert in one statement; a duplicate
     raises ``Duplicate``, and the rollback undoes what the sinks wrote.
     """
-    rows = [(_alert_row(alert, _apply_inline(conn, alert, inline)), outbox) for alert, inline, outbox in routed]
+    conn = tx.connection
+    rows = [(_alert_row(alert, _apply_inline(tx, alert, inline)), outbox) for alert, inline, outbox in routed]
     if rows and conn.dialect.name == "postgresql":
         params = {_RAW_BINDS[column]: value for column, value in raw.items()}
         params.update(rows[0][0])
@@ -296,14 +304,14 @@ def _store(conn: Connection, raw: dict, routed) -> list[int]:
             raise Duplicate
     ids += [_ALERT_INSERT.scalar(conn, dict(row, raw_request_id=raw_id)) for row, _ in rows[len(ids):]]
     for alert_id, (row, outbox) in zip(ids, rows):
-        _queue(conn, alert_id, row["fingerprint"], outbox)
+        tx.queue(alert_id, row["fingerprint"], outbox)
     return ids
 
 
-def _apply_inline(conn: Connection, alert: Alert, inline) -> Optional[int]:
+def _apply_inline(tx: Transaction, alert: Alert, inline) -> Optional[int]:
     incident_id = None
     for sink, settings in inline:
-        incident_id = sink.apply(conn, alert, settings) or incident_id
+        incident_id = sink.apply(tx, alert, settings) or incident_id
     return incident_id
 
 
@@ -318,13 +326,51 @@ def _alert_row(alert: Alert, incident_id: Optional[int]) -> dict:
     )
 
 
-def _queue(conn: Connection, alert_id: int, fingerprint: str, outbox: list[str]) -> None:
-    """One outbox row per external sink, ordered per fingerprint."""
-    if outbox:
-        now = utcnow()
-        for name in outbox:
-            _DELIVERY_INSERT.run(conn, dict(alert_id=alert_id, sink_name=name, ordering_key=fingerprint,
-                                            status="pending", attempts=0, next_attempt_at=now, created_at=now))
+class _Transaction(Transaction):
+    """The core's ``Transaction``: it remembers whether it queued deliveries, to wake the
+    dispatchers once it commits."""
+
+    def __init__(self, snapshot: Snapshot):
+        self.snapshot = snapshot
+        self.queued = False
+
+    def begin(self, connection: Connection) -> "_Transaction":
+        """Start an attempt afresh on ``connection`` (a retry forgets what the last one queued)."""
+        self.connection, self.queued = connection, False
+        return self
+
+    def queue(self, alert_id: int, fingerprint: str, outbox: list[str]) -> None:
+        """One outbox row per external sink, ordered per fingerprint."""
+        if outbox:
+            now = utcnow()
+            for name in outbox:
+                _DELIVERY_INSERT.run(self.connection, dict(
+                    alert_id=alert_id, sink_name=name, ordering_key=fingerprint,
+                    status="pending", attempts=0, next_attempt_at=now, created_at=now))
+            self.queued = True
+
+    def submit(self, alert: Alert, *, incident_id: Optional[int] = None) -> int:
+        problems = _problems(alert)
+        if alert.origin == "webhook":
+            problems["origin"] = "must say who made the alert (e.g. 'manual'): 'webhook' is for what sources parse"
+        if problems:
+            raise ValueError("cannot submit this alert: " + "; ".join(f"{k} {v}" for k, v in problems.items()))
+        received = alert.received_at or utcnow()
+        alert = alert.replace(received_at=received, occurred_at=alert.occurred_at or received)
+        _, _, outbox = _route(self.snapshot, alert, None)
+        alert_id = _ALERT_INSERT.scalar(self.connection, dict(_alert_row(alert, incident_id), raw_request_id=None))
+        self.queue(alert_id, alert.fingerprint, outbox)
+        return alert_id
+
+
+def in_transaction(runtime: Runtime, work: Callable[[Transaction], T]) -> T:
+    """Run ``work`` with a ``Transaction``, retried whole when it loses a race; once it has
+    committed, wake the dispatchers if it queued deliveries."""
+    tx = _Transaction(runtime.snapshot)
+    result = run_in_transaction(runtime.engine, lambda conn: work(tx.begin(conn)))
+    if tx.queued:
+        runtime.notify_deliveries()
+    return result
 
 
 def _store_handshake(runtime: Runtime, source: ActiveSource, request: InboundRequest, raw: dict,
@@ -339,21 +385,3 @@ def _store_handshake(runtime: Runtime, source: ActiveSource, request: InboundReq
 
     with _storing(source, "the handshake was not recorded"):
         run_in_transaction(runtime.engine, work)
-
-
-def forward_manual_resolve(conn: Connection, snapshot: Snapshot, incident, actor: str, note: Optional[str]) -> int:
-    """A person resolved an incident: tell the outbox sinks that opted in, through the same routes."""
-    labels = {"resolved_by": actor, **({"note": note} if note else {})}
-    now = utcnow()
-    alert = Alert(
-        status="resolved", severity=incident.severity, title=incident.title, description=incident.description,
-        resource=Resource(incident.resource_id, incident.resource_name, incident.resource_type),
-        occurred_at=now, received_at=now, labels=labels,
-        source_key=incident.source_key, source_type=incident.source_type,
-        fingerprint=incident.fingerprint, origin="manual",
-    )
-    # The incident store already recorded the transition, so only the outbox sinks are told.
-    _, _, outbox = _route(snapshot, alert, None)
-    alert_id = _ALERT_INSERT.scalar(conn, dict(_alert_row(alert, incident.id), raw_request_id=None))
-    _queue(conn, alert_id, alert.fingerprint, outbox)
-    return alert_id

@@ -24,7 +24,8 @@ from sqlalchemy.orm import aliased
 
 from gateway import metrics
 from gateway.contracts import (
-    DELIVERY_LEASE_SECONDS, Alert, Delivery as DeliveryTask, PermanentError, Resource, RetryableError, SinkType,
+    DELIVERY_LEASE_SECONDS, Alert, Delivery as DeliveryTask, InlineSinkType, PermanentError, Resource, RetryableError,
+    SinkType,
 )
 from gateway.pipeline.runtime import Runtime
 from gateway.store.db import run_in_transaction
@@ -175,7 +176,7 @@ class Dispatcher:
     def run_once(self, sink_name: str, worker: Optional[str] = None) -> int:
         """Claim and deliver one batch for one sink; returns how many rows were tried."""
         sink = self.runtime.snapshot.sinks.get(sink_name)
-        if sink is None or sink.inline:
+        if sink is None or isinstance(sink, InlineSinkType):
             return 0
         worker = worker or worker_name()
         rows = self.claim(sink_name, worker)
@@ -209,7 +210,7 @@ class Dispatcher:
         def supervise() -> None:
             while not self.stopping.is_set():
                 for name, sink in self.runtime.snapshot.sinks.items():
-                    if not sink.inline and name not in self._threads:
+                    if not isinstance(sink, InlineSinkType) and name not in self._threads:
                         thread = threading.Thread(target=self._sink_loop, args=(name,), daemon=True,
                                                   name=f"dispatch-{name}")
                         self._threads[name] = thread

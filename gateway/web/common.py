@@ -1,19 +1,23 @@
-"""What every API endpoint shares: JSON bodies, checked strings, timestamps, filters and pagination."""
+"""What every API endpoint shares: JSON bodies, checked strings, timestamps, filters, pagination
+and the database."""
 from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, TypeVar
 
 from flask import current_app, request
 from marshmallow import Schema, ValidationError, fields, validate
-from sqlalchemy import Select, func, select
+from sqlalchemy import Connection, Select, func, select
 from werkzeug.routing import BaseConverter, IntegerConverter
 
 from gateway.bodies import MAY_HOLD_UNSTORABLE, parse_json, strings
 from gateway.config import NAME
-from gateway.contracts import Rejected
+from gateway.contracts import Rejected, Transaction
+from gateway.pipeline.ingest import in_transaction
 from gateway.store.models import UNSTORABLE_TEXT
+
+T = TypeVar("T")
 
 
 def json_object(schema: Optional[Schema] = None) -> dict:
@@ -93,8 +97,22 @@ class Page(Schema):
     per_page = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
 
 
+def reading() -> Connection:
+    """A connection for reads, to use as ``with reading() as conn:``; writes go through ``transaction``."""
+    return current_app.extensions["gateway"].engine.connect()
+
+
+def transaction(work: Callable[[Transaction], T]) -> T:
+    """Run ``work(tx)`` in one database transaction and return what it returns.
+
+    It is run again, whole, on a fresh transaction when it loses a race, so it must be safe
+    to repeat.  Alerts it hands the pipeline (``tx.submit``) are delivered once it commits.
+    """
+    return in_transaction(current_app.extensions["gateway"].runtime, work)
+
+
 def paginate(query: Select, args: dict, to_json: Callable) -> dict:
-    with current_app.extensions["gateway"].engine.connect() as conn:
+    with reading() as conn:
         total = conn.execute(select(func.count()).select_from(query.order_by(None).subquery())).scalar_one()
         rows = conn.execute(query.limit(args["per_page"]).offset((args["page"] - 1) * args["per_page"])).all()
     return {"items": [to_json(row) for row in rows], "total": total, "page": args["page"], "per_page": args["per_page"]}
