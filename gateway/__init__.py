@@ -17,6 +17,7 @@ from gateway.contracts import (
     SinkType,
     SourceOptions,
     SourceType,
+    whole_group,
 )
 from gateway.fields import Duration
 from gateway.hookspecs import hookimpl
@@ -24,5 +25,5 @@ from gateway.hookspecs import hookimpl
 __all__ = [
     "DELIVERY_LEASE_SECONDS", "SEVERITIES", "STATUSES", "Alert", "Delivery", "DeliveryError", "Duration",
     "Headers", "InboundRequest", "PermanentError", "Rejected", "Reply", "Resource", "RetryableError",
-    "SinkOptions", "SinkType", "SourceOptions", "SourceType", "hookimpl",
+    "SinkOptions", "SinkType", "SourceOptions", "SourceType", "hookimpl", "whole_group",
 ]

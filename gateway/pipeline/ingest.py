@@ -20,7 +20,9 @@ from sqlalchemy.exc import DataError, SQLAlchemyError
 
 from gateway import metrics
 from gateway.bodies import MAY_HOLD_UNSTORABLE, clean_text, cleaned, parse_json
-from gateway.contracts import SEVERITIES, STATUSES, Alert, Headers, InboundRequest, Rejected, Reply, Resource
+from gateway.contracts import (
+    SEVERITIES, STATUSES, Alert, Headers, InboundRequest, Rejected, Reply, Resource, namespaced_fingerprint,
+)
 from gateway.pipeline.runtime import ActiveSource, Runtime, Snapshot
 from gateway.store.db import HotStatement, refusal_reason, run_in_transaction
 from gateway.store.models import UNSTORABLE_TEXT, AlertRow, Delivery, Handshake, RawRequest, utcnow
@@ -40,11 +42,6 @@ class Outcome:
     status: int
     body: Mapping[str, Any]
     headers: Mapping[str, str] = field(default_factory=dict)
-
-
-def namespaced_fingerprint(source_key: str, plugin_fingerprint: str) -> str:
-    """Two sources never merge incidents, however alike their alerts."""
-    return hashlib.sha256(f"{source_key}\n{plugin_fingerprint}".encode("utf-8", "surrogatepass")).hexdigest()
 
 
 BodyReader = Callable[[int], bytes]
@@ -195,7 +192,7 @@ def _complete(source: ActiveSource, alert: Alert, received_at: datetime) -> Aler
     resource = (alert.resource.id, alert.resource.name, alert.resource.type)
     return alert.replace(
         source_key=source.key, source_type=source.type, occurred_at=occurred, labels=labels, received_at=received_at,
-        fingerprint=namespaced_fingerprint(source.key, source.plugin.fingerprint(alert)),
+        fingerprint=namespaced_fingerprint(source.key, source.plugin.fingerprint(alert), source.plugin.group(alert)),
         title=clean_text(alert.title), description=clean_text(alert.description or ""),
         resource=Resource(*(_storable(text or "", limit) for text, limit in zip(resource, _RESOURCE_LENGTHS))),
         external_id=_storable_id(alert.external_id),
@@ -203,18 +200,32 @@ def _complete(source: ActiveSource, alert: Alert, received_at: datetime) -> Aler
 
 
 def _route(snapshot: Snapshot, alert: Alert, source_reopen_window: Optional[float]):
-    """(alert, inline sinks with their settings, names of outbox sinks) for one alert."""
+    """(alert, inline sinks with their settings, outbox rows to queue as (sink name, error)) for one alert.
+
+    A sink whose ``accepts`` raises is a bug in that sink, not in the request: the alert is
+    still stored and the other sinks still get it; the failing outbox sink gets a dead row
+    carrying the error (re-drivable through the API), and the error is logged and counted.
+    """
     decision = snapshot.router.decide_alert(alert)
     settings = {"reopen_window": decision.reopen_window if decision.reopen_window is not None
                 else source_reopen_window}
     inline, outbox = [], []
     for name in decision.sinks:
         sink = snapshot.sinks[name]
-        if sink.accepts(alert):
+        try:
+            wanted = sink.accepts(alert)
+        except Exception as exc:
+            log.exception("sink %s raised in accepts on an alert from %s; the alert is stored without it",
+                          name, alert.source_key)
+            metrics.SINK_ERRORS.labels(name, "accepts").inc()
+            if not sink.inline:
+                outbox.append((name, f"accepts raised {exc.__class__.__name__}: {exc}"))
+            continue
+        if wanted:
             if sink.inline:
                 inline.append((sink, settings))
             else:
-                outbox.append(name)
+                outbox.append((name, None))
     return alert, inline, outbox
 
 
@@ -318,13 +329,16 @@ def _alert_row(alert: Alert, incident_id: Optional[int]) -> dict:
     )
 
 
-def _queue(conn: Connection, alert_id: int, fingerprint: str, outbox: list[str]) -> None:
-    """One outbox row per external sink, ordered per fingerprint."""
+def _queue(conn: Connection, alert_id: int, fingerprint: str, outbox: list[tuple[str, Optional[str]]]) -> None:
+    """One outbox row per external sink, ordered per fingerprint; a sink that failed on the
+    ingest path gets its row dead at once, with the error, for an operator to re-drive."""
     if outbox:
         now = utcnow()
-        for name in outbox:
-            _DELIVERY_INSERT.run(conn, dict(alert_id=alert_id, sink_name=name, ordering_key=fingerprint,
-                                            status="pending", attempts=0, next_attempt_at=now, created_at=now))
+        for name, error in outbox:
+            _DELIVERY_INSERT.run(conn, dict(
+                alert_id=alert_id, sink_name=name, ordering_key=fingerprint, attempts=0, next_attempt_at=now,
+                created_at=now, status="dead" if error else "pending", last_error=error,
+                finished_at=now if error else None))
 
 
 def _store_handshake(runtime: Runtime, source: ActiveSource, request: InboundRequest, raw: dict,
