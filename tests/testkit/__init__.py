@@ -61,6 +61,7 @@ class EchoSource(SourceType):
 class HttpSinkOptions(SinkOptions):
     url = fields.String(required=True)
     timeout = fields.Float(load_default=2.0)
+    broken_accepts = fields.Boolean(load_default=False)  # a sink with a bug on the ingest path
 
 
 class HttpSink(SinkType):
@@ -70,6 +71,8 @@ class HttpSink(SinkType):
     options_schema = HttpSinkOptions
 
     def accepts(self, alert):
+        if self.options["broken_accepts"]:
+            raise ValueError(f"a sink bug on {alert.title!r}")
         return True
 
     def deliver(self, delivery):
