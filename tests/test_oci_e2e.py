@@ -494,3 +494,13 @@ def test_the_spec_table_of_states_and_severities(oci, api, status, severity, exp
     items = api.get("/api/incidents", query_string={"status": "triggered"}).json["items"]
     assert [(i["status"], i["severity"]) for i in items] == ([expected] if expected else [])
     assert api.get("/api/events").json["total"] == 1
+
+
+def test_a_grouped_firing_delivered_after_its_alarms_recovery_opens_nothing(oci, api):
+    """ONS redelivers for up to 2 h: the OK (15:44) may arrive before the firing (15:34) it ends."""
+    assert oci.post("oracle_grouped_ok.json", message_id="grouped-ok").status_code == 202
+    assert oci.post("oracle_grouped.json", message_id="grouped-1").status_code == 202
+    assert api.get("/api/incidents", query_string={"status": "triggered"}).json["total"] == 0
+    [kept] = api.get("/api/incidents").json["items"]  # the alarm's recovery, which every stream's firing joined
+    assert (kept["status"], kept["event_count"], kept["resolved_at"]) == (
+        "resolved", 5, "2023-05-17T15:44:23.852000+00:00")

@@ -1,7 +1,6 @@
 """Any source: a recovery stored before its firing, the firing happening before it, leaves nothing open.
 
-Through the HTTP app on both databases, with the testkit source and a real WhaTap body; an
-outbox sink on a real local receiver shows what is forwarded.
+Through the HTTP app on both databases, with WhaTap's published body.
 """
 from __future__ import annotations
 
@@ -10,18 +9,7 @@ import time
 
 import pytest
 
-CONFIG = """
-sources:
-  - key: src
-    type: testsrc
-  - key: whatap-prod
-    type: whatap
-sinks:
-  - name: itms
-    type: itms
-route:
-  sinks: [itms]
-"""
+CONFIG = "{sources: [{key: whatap-prod, type: whatap}], sinks: [{name: itms, type: itms}], route: {sinks: [itms]}}"
 MINUTE = 60_000
 
 

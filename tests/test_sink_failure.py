@@ -9,23 +9,10 @@ from gateway.pipeline.outbox import Dispatcher
 
 
 def config(url: str) -> str:
-    return f"""
-sources:
-  - key: src
-    type: testsrc
-sinks:
-  - name: itms
-    type: itms
-  - name: good
-    type: testhttp
-    url: {url}
-  - name: buggy
-    type: testhttp
-    url: {url}
-    broken_accepts: true
-route:
-  sinks: [itms, good, buggy]
-"""
+    good, buggy = (f"{{name: {name}, type: testhttp, url: '{url}'{extra}}}"
+                   for name, extra in (("good", ""), ("buggy", ", broken_accepts: true")))
+    return (f"{{sources: [{{key: src, type: testsrc}}], sinks: [{{name: itms, type: itms}}, {good}, {buggy}], "
+            "route: {sinks: [itms, good, buggy]}}")
 
 
 def sink_errors(client) -> float:

@@ -146,14 +146,19 @@ def apply_alert(
         _alert_entry(conn, previous.id, "reopened", alert, from_status="resolved", to_status="triggered")
         return previous.id
 
-    incident_id = _CREATE.scalar(conn, dict(
-        fingerprint=alert.fingerprint, source_key=alert.source_key, source_type=alert.source_type,
-        title=alert.title, description=alert.description, severity=alert.severity, status="triggered",
-        resource_id=alert.resource.id, resource_name=alert.resource.name, resource_type=alert.resource.type,
-        event_count=1, first_seen_at=occurred, last_seen_at=occurred, created_at=now, last_event_at=now,
-    ))
+    incident_id = _create(conn, alert, now, occurred, status="triggered")
     _alert_entry(conn, incident_id, "created", alert)
     return incident_id
+
+
+def _create(conn: Connection, alert: Alert, now: datetime, occurred: datetime, **state: Any) -> int:
+    """A new incident of the alert's problem, in ``state`` (its status, and when resolved, its resolution)."""
+    return _CREATE.scalar(conn, dict(
+        fingerprint=alert.fingerprint, source_key=alert.source_key, source_type=alert.source_type,
+        title=alert.title, description=alert.description, severity=alert.severity,
+        resource_id=alert.resource.id, resource_name=alert.resource.name, resource_type=alert.resource.type,
+        event_count=1, first_seen_at=occurred, last_seen_at=occurred, created_at=now, last_event_at=now, **state,
+    ))
 
 
 def _group_fingerprint(fingerprint: str) -> str:
@@ -197,13 +202,7 @@ def _remember_recovery(conn: Connection, alert: Alert, now: datetime, occurred: 
             _alert_entry(conn, previous.id, "webhook_received", alert,
                          note="a later recovery with nothing open; a firing from before it will open nothing")
         return previous.id
-    incident_id = _CREATE.scalar(conn, dict(
-        fingerprint=alert.fingerprint, source_key=alert.source_key, source_type=alert.source_type,
-        title=alert.title, description=alert.description, severity=alert.severity, status="resolved",
-        resource_id=alert.resource.id, resource_name=alert.resource.name, resource_type=alert.resource.type,
-        event_count=1, first_seen_at=occurred, last_seen_at=occurred, created_at=now, last_event_at=now,
-        resolved_at=occurred,
-    ))
+    incident_id = _create(conn, alert, now, occurred, status="resolved", resolved_at=occurred)
     _alert_entry(conn, incident_id, "created", alert, to_status="resolved",
                  note="a recovery with no incident before it; a firing from before it will open nothing")
     return incident_id
