@@ -269,3 +269,46 @@ def test_severity_follows_the_spec_table_and_unknown_is_info(source, make_reques
 def test_occurred_at_falls_back_to_epoch_millis_then_receipt(source, make_request, load_payload, timestamp, epoch_millis, expected):
     payload = {**load_payload("ok_to_firing.json"), "timestamp": timestamp, "timestampEpochMillis": epoch_millis}
     assert source.parse(make_request(payload))[0].occurred_at == expected
+
+
+# -- grouped messages, the spec's table --------------------------------------------------------
+
+def test_grouped_example_gives_one_alert_per_stream_with_its_own_value(parse, source):
+    """Oracle's grouped raw example, repaired (metricValues inside alarmMetaData[0]): four streams."""
+    alerts = parse("oracle_grouped.json")
+    assert [(a.resource.name, a.labels["metric.CpuUtilization[1m].mean()"]) for a in alerts] == [
+        ("wordpress", "92"), ("oke-0", "95"), ("oke-2", "93"), ("oke-1", "91")]
+    assert len({source.fingerprint(a) for a in alerts}) == 4
+    assert {source.group(a) for a in alerts} == {"oci:alarm:ocid1.alarm.oc1.iad.exampleuniqueID"}
+    assert {a.labels["region"] for a in alerts} == {"us-ashburn-1"}  # alarmUrl's, as the recovery has it
+
+
+def test_values_are_not_paired_when_their_count_differs_from_the_streams(source, make_request, load_payload):
+    payload = load_payload("oracle_grouped.json")
+    del payload["alarmMetaData"][0]["metricValues"][1:]
+    alerts = source.parse(make_request(payload))
+    assert len(alerts) == 4
+    assert not any(name.startswith("metric.") for alert in alerts for name in alert.labels)
+
+
+def test_flat_form_with_several_streams_gives_one_alert_each(source, make_request, load_payload):
+    envelope = load_payload("envelope_flat.json")
+    flat = json.loads(envelope["message"])
+    second = {**flat["metricData"][0], "value": 81.0,
+              "dimensions": {"resourceId": "ocid1.instance.oc1.ap-seoul-1.other", "resourceDisplayName": "web-02"}}
+    flat["metricData"].append(second)
+    alerts = source.parse(make_request({**envelope, "message": json.dumps(flat)}))
+    assert [(a.resource.name, a.labels["metric.CpuUtilization"]) for a in alerts] == [
+        ("web-server-01", "85.5"), ("web-02", "81.0")]
+
+
+def test_the_specs_test_message_takes_the_alarm_id_as_title(parse):
+    [alert] = parse("spec_test_message.json")
+    assert (alert.title, alert.status, alert.severity) == ("ocid1.alarm.oc1...", "firing", "critical")
+
+
+@pytest.mark.parametrize("message_type", ["SOMETHING_NEW", "Subscription", 5])
+def test_unknown_message_type_is_400(source, make_request, load_payload, message_type):
+    with pytest.raises(Rejected) as refused:
+        source.parse(make_request({**load_payload("ok_to_firing.json"), "type": message_type}))
+    assert (refused.value.status, refused.value.code) == (400, "unknown_message_type")
