@@ -260,7 +260,7 @@ class SourceType:
     The core creates one instance per configured source (``key`` plus validated
     ``options``) and reuses it for every request, so instances must be thread-safe
     and must not keep per-request state.  Per request the core calls, in order:
-    ``verify``, ``handshake``, ``parse``, then ``fingerprint`` for each alert.
+    ``verify``, ``handshake``, ``parse``, then ``fingerprint`` and ``group`` for each alert.
     """
 
     name: ClassVar[str]

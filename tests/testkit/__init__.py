@@ -16,7 +16,7 @@ from gateway import (
 
 
 class EchoSource(SourceType):
-    """Payload: {"id", "title", "problem", "status", "severity", "at"?, "alerts"?: [...]}.
+    """Payload: {"id", "title", "problem", "group"?, "status", "severity", "at"?, "alerts"?: [...]}.
 
     ``{"crash": true}`` makes ``parse`` fail the way a buggy plugin would (not ``Rejected``).
     """
@@ -49,13 +49,17 @@ class EchoSource(SourceType):
                 title=item["title"], description=item.get("description", ""),
                 resource=Resource(item.get("resource", ""), item.get("resource", ""), "test"),
                 occurred_at=datetime.fromisoformat(item["at"]) if item.get("at") else None,
-                labels={"problem": item.get("problem", item["title"])}, external_id=str(item["id"]),
+                labels={"problem": item.get("problem", item["title"]), **({"group": item["group"]} if "group" in item else {})},
+                external_id=str(item["id"]),
             )
             for item in items
         ]
 
     def fingerprint(self, alert):
         return alert.labels["problem"]
+
+    def group(self, alert):
+        return alert.labels.get("group")
 
 
 class HttpSinkOptions(SinkOptions):
