@@ -24,7 +24,7 @@ from gateway.contracts import (
     SEVERITIES, STATUSES, Alert, Headers, InboundRequest, Rejected, Reply, Resource, namespaced_fingerprint,
 )
 from gateway.pipeline.runtime import ActiveSource, Runtime, Snapshot
-from gateway.store.db import HotStatement, refusal_reason, run_in_transaction
+from gateway.store.db import HotStatement, RetryTransaction, refusal_reason, run_in_transaction
 from gateway.store.models import UNSTORABLE_TEXT, AlertRow, Delivery, Handshake, RawRequest, utcnow
 
 log = logging.getLogger(__name__)
@@ -103,11 +103,17 @@ def _receive(runtime: Runtime, source: Optional[ActiveSource], source_type: str,
     if raw["external_id"] is None and external_ids and all(external_ids):
         raw["external_id"] = _storable_id("|".join(external_ids))
     raw["alert_count"] = len(alerts)
-    try:
-        with _storing(source, "nothing was stored"):
-            ids = run_in_transaction(runtime.engine, lambda conn: _store(conn, raw, routed))
-    except Duplicate:
-        return Outcome(200, {"status": "duplicate"})
+    while True:
+        try:
+            with _storing(source, "nothing was stored"):
+                ids = run_in_transaction(runtime.engine, lambda conn: _store(conn, raw, routed))
+            break
+        except Duplicate:
+            return Outcome(200, {"status": "duplicate"})
+        except InlineSinkFailed as failed:  # rolled back: store it again without that sink for that alert
+            alert, inline, outbox = routed[failed.index]
+            routed[failed.index] = (alert, [(sink, settings) for sink, settings in inline if sink is not failed.sink],
+                                    outbox)
     if any(outbox for _, _, outbox in routed):
         runtime.notify_deliveries()
     return Outcome(202, {"status": "accepted", "alerts": ids})
@@ -292,7 +298,8 @@ def _store(conn: Connection, raw: dict, routed) -> list[int]:
     PostgreSQL store the raw request with the first alert in one statement; a duplicate
     raises ``Duplicate``, and the rollback undoes what the sinks wrote.
     """
-    rows = [(_alert_row(alert, _apply_inline(conn, alert, inline)), outbox) for alert, inline, outbox in routed]
+    rows = [(_alert_row(alert, _apply_inline(conn, index, alert, inline)), outbox)
+            for index, (alert, inline, outbox) in enumerate(routed)]
     if rows and conn.dialect.name == "postgresql":
         params = {_RAW_BINDS[column]: value for column, value in raw.items()}
         params.update(rows[0][0])
@@ -311,10 +318,27 @@ def _store(conn: Connection, raw: dict, routed) -> list[int]:
     return ids
 
 
-def _apply_inline(conn: Connection, alert: Alert, inline) -> Optional[int]:
+class InlineSinkFailed(Exception):
+    """An inline sink raised on the ``index``-th alert (its bug, not the request's): the
+    transaction rolls back and is run again without it, so the alert is still stored."""
+
+    def __init__(self, index: int, sink: Any):
+        super().__init__(f"inline sink {sink.name} failed")
+        self.index, self.sink = index, sink
+
+
+def _apply_inline(conn: Connection, index: int, alert: Alert, inline) -> Optional[int]:
     incident_id = None
     for sink, settings in inline:
-        incident_id = sink.apply(conn, alert, settings) or incident_id
+        try:
+            incident_id = sink.apply(conn, alert, settings) or incident_id
+        except (SQLAlchemyError, RetryTransaction):
+            raise  # the database's doing: the transaction's retry and error handling apply
+        except Exception as exc:
+            log.exception("inline sink %s raised on an alert from %s; the alert is stored without it",
+                          sink.name, alert.source_key)
+            metrics.SINK_ERRORS.labels(sink.name, "apply").inc()
+            raise InlineSinkFailed(index, sink) from exc
     return incident_id
 
 
