@@ -20,6 +20,7 @@ from gateway.contracts import (
     SourceOptions,
     SourceType,
     Transaction,
+    whole_group,
 )
 from gateway.fields import Duration
 from gateway.hookspecs import hookimpl
@@ -28,5 +29,5 @@ __all__ = [
     "DELIVERY_LEASE_SECONDS", "SEVERITIES", "STATUSES", "Alert", "Delivery", "DeliveryError", "Duration",
     "Headers", "InboundRequest", "InlineSinkType", "PermanentError", "PluginError", "Rejected", "Reply",
     "Resource", "RetryableError", "SinkOptions", "SinkType", "SourceOptions", "SourceType", "Transaction",
-    "hookimpl",
+    "hookimpl", "whole_group",
 ]

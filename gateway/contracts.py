@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Optional
@@ -33,6 +34,34 @@ DELIVERY_LEASE_SECONDS = 120.0
 A delivery that runs longer may be taken over and sent again by another dispatcher, so
 a sink's timeouts must keep ``deliver`` well within it.
 """
+
+
+GROUP_PREFIX_LENGTH = 32
+"""Hex digits of a grouped fingerprint that name its group (the other half names the alert)."""
+
+
+def _digest(source_key: str, key: str) -> str:
+    return hashlib.sha256(f"{source_key}\n{key}".encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def namespaced_fingerprint(source_key: str, plugin_fingerprint: str, group: Optional[str] = None) -> str:
+    """The stored fingerprint: two sources never merge incidents, however alike their alerts.
+
+    A grouped alert (``SourceType.group``) gets its group's half-digest followed by its own, so
+    every fingerprint of a group shares one prefix and a group's members are one index range.
+    """
+    if group is None:
+        return _digest(source_key, plugin_fingerprint)
+    return _digest(source_key, group)[:GROUP_PREFIX_LENGTH] + _digest(source_key, plugin_fingerprint)[:GROUP_PREFIX_LENGTH]
+
+
+def whole_group(fingerprint: str) -> Optional[str]:
+    """The group prefix when ``fingerprint`` is its group's own (plugin fingerprint == group), else None.
+
+    Such an alert speaks for the whole group: a recovery of it ends every member's problem.
+    """
+    head, tail = fingerprint[:GROUP_PREFIX_LENGTH], fingerprint[GROUP_PREFIX_LENGTH:]
+    return head if len(fingerprint) == 2 * GROUP_PREFIX_LENGTH and head == tail else None
 
 
 class Headers(Mapping[str, str]):
@@ -267,7 +296,7 @@ class SourceType:
     The core creates one instance per configured source (``key`` plus validated
     ``options``) and reuses it for every request, so instances must be thread-safe
     and must not keep per-request state.  Per request the core calls, in order:
-    ``verify``, ``handshake``, ``parse``, then ``fingerprint`` for each alert.
+    ``verify``, ``handshake``, ``parse``, then ``fingerprint`` and ``group`` for each alert.
     """
 
     name: ClassVar[str]
@@ -293,6 +322,16 @@ class SourceType:
     def fingerprint(self, alert: Alert) -> str:
         """A string equal for every alert about the same problem (firing and recovery alike)."""
         raise NotImplementedError
+
+    def group(self, alert: Alert) -> Optional[str]:
+        """The problem family the alert belongs to, or ``None`` (the default) for none.
+
+        For a vendor that reports parts of one problem in one message (an OCI alarm's metric
+        streams): each part has its own ``fingerprint``, all share a ``group``, and an alert
+        whose fingerprint *is* the group speaks for all of them, so its recovery resolves
+        every open incident of the group.
+        """
+        return None
 
     def delivery_id(self, request: InboundRequest) -> Optional[str]:
         """The vendor's id for this delivery, if it has one; redeliveries of it have one effect.

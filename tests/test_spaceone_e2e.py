@@ -117,6 +117,8 @@ def test_oci_alarm_arrives_as_an_exact_event(gateway, receiver):
             "namespace": "oci_computeagent", "query": meta["query"], "alarm_url": meta["alarmUrl"],
             "region": "ap-seoul-1", "alarm_id": meta["id"], "alarm_status": "FIRING", "oci_type": "OK_TO_FIRING",
             "dedupe_key": OCI_FIRING["dedupeKey"], f"metric.{expression}": value,
+                "notification_type": OCI_FIRING["notificationType"],
+                **{f"dimension.{name}": text for name, text in dimension.items()},
             "source_key": "oci-seoul", "source_type": "oci", "origin": "webhook"},
     }
 

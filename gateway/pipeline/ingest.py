@@ -22,9 +22,10 @@ from gateway import metrics
 from gateway.bodies import MAY_HOLD_UNSTORABLE, clean_text, cleaned, parse_json
 from gateway.contracts import (
     SEVERITIES, STATUSES, Alert, Headers, InboundRequest, InlineSinkType, Rejected, Reply, Resource, Transaction,
+    namespaced_fingerprint,
 )
 from gateway.pipeline.runtime import ActiveSource, Runtime, Snapshot
-from gateway.store.db import HotStatement, refusal_reason, run_in_transaction
+from gateway.store.db import HotStatement, RetryTransaction, refusal_reason, run_in_transaction
 from gateway.store.models import UNSTORABLE_TEXT, AlertRow, Delivery, Handshake, RawRequest, utcnow
 
 log = logging.getLogger(__name__)
@@ -43,11 +44,6 @@ class Outcome:
     status: int
     body: Mapping[str, Any]
     headers: Mapping[str, str] = field(default_factory=dict)
-
-
-def namespaced_fingerprint(source_key: str, plugin_fingerprint: str) -> str:
-    """Two sources never merge incidents, however alike their alerts."""
-    return hashlib.sha256(f"{source_key}\n{plugin_fingerprint}".encode("utf-8", "surrogatepass")).hexdigest()
 
 
 BodyReader = Callable[[int], bytes]
@@ -109,11 +105,17 @@ def _receive(runtime: Runtime, source: Optional[ActiveSource], source_type: str,
     if raw["external_id"] is None and external_ids and all(external_ids):
         raw["external_id"] = _storable_id("|".join(external_ids))
     raw["alert_count"] = len(alerts)
-    try:
-        with _storing(source, "nothing was stored"):
-            ids = in_transaction(runtime, lambda tx: _store(tx, raw, routed))
-    except Duplicate:
-        return Outcome(200, {"status": "duplicate"})
+    while True:
+        try:
+            with _storing(source, "nothing was stored"):
+                ids = in_transaction(runtime, lambda tx: _store(tx, raw, routed))
+            break
+        except Duplicate:
+            return Outcome(200, {"status": "duplicate"})
+        except InlineSinkFailed as failed:  # rolled back: store it again without that sink for that alert
+            alert, inline, outbox = routed[failed.index]
+            routed[failed.index] = (alert, [(sink, settings) for sink, settings in inline if sink is not failed.sink],
+                                    outbox)
     return Outcome(202, {"status": "accepted", "alerts": ids})
 
 
@@ -202,7 +204,7 @@ def _complete(source: ActiveSource, alert: Alert, received_at: datetime) -> Aler
     resource = (alert.resource.id, alert.resource.name, alert.resource.type)
     return alert.replace(
         source_key=source.key, source_type=source.type, occurred_at=occurred, labels=labels, received_at=received_at,
-        fingerprint=namespaced_fingerprint(source.key, source.plugin.fingerprint(alert)),
+        fingerprint=namespaced_fingerprint(source.key, source.plugin.fingerprint(alert), source.plugin.group(alert)),
         title=clean_text(alert.title), description=clean_text(alert.description or ""),
         resource=Resource(*(_storable(text or "", limit) for text, limit in zip(resource, _RESOURCE_LENGTHS))),
         external_id=_storable_id(alert.external_id),
@@ -210,18 +212,32 @@ def _complete(source: ActiveSource, alert: Alert, received_at: datetime) -> Aler
 
 
 def _route(snapshot: Snapshot, alert: Alert, source_reopen_window: Optional[float]):
-    """(alert, inline sinks with their settings, names of outbox sinks) for one alert."""
+    """(alert, inline sinks with their settings, outbox rows to queue as (sink name, error)) for one alert.
+
+    A sink whose ``accepts`` raises is a bug in that sink, not in the request: the alert is
+    still stored and the other sinks still get it; the failing outbox sink gets a dead row
+    carrying the error (re-drivable through the API), and the error is logged and counted.
+    """
     decision = snapshot.router.decide_alert(alert)
     settings = {"reopen_window": decision.reopen_window if decision.reopen_window is not None
                 else source_reopen_window}
     inline, outbox = [], []
     for name in decision.sinks:
         sink = snapshot.sinks[name]
-        if sink.accepts(alert):
+        try:
+            wanted = sink.accepts(alert)
+        except Exception as exc:
+            log.exception("sink %s raised in accepts on an alert from %s; the alert is stored without it",
+                          name, alert.source_key)
+            metrics.SINK_ERRORS.labels(name, "accepts").inc()
+            if not isinstance(sink, InlineSinkType):
+                outbox.append((name, f"accepts raised {exc.__class__.__name__}: {exc}"))
+            continue
+        if wanted:
             if isinstance(sink, InlineSinkType):
                 inline.append((sink, settings))
             else:
-                outbox.append(name)
+                outbox.append((name, None))
     return alert, inline, outbox
 
 
@@ -289,7 +305,8 @@ def _store(tx: _Transaction, raw: dict, routed) -> list[int]:
     raises ``Duplicate``, and the rollback undoes what the sinks wrote.
     """
     conn = tx.connection
-    rows = [(_alert_row(alert, _apply_inline(tx, alert, inline)), outbox) for alert, inline, outbox in routed]
+    rows = [(_alert_row(alert, _apply_inline(tx, index, alert, inline)), outbox)
+            for index, (alert, inline, outbox) in enumerate(routed)]
     if rows and conn.dialect.name == "postgresql":
         params = {_RAW_BINDS[column]: value for column, value in raw.items()}
         params.update(rows[0][0])
@@ -308,10 +325,27 @@ def _store(tx: _Transaction, raw: dict, routed) -> list[int]:
     return ids
 
 
-def _apply_inline(tx: Transaction, alert: Alert, inline) -> Optional[int]:
+class InlineSinkFailed(Exception):
+    """An inline sink raised on the ``index``-th alert (its bug, not the request's): the
+    transaction rolls back and is run again without it, so the alert is still stored."""
+
+    def __init__(self, index: int, sink: Any):
+        super().__init__(f"inline sink {sink.name} failed")
+        self.index, self.sink = index, sink
+
+
+def _apply_inline(tx: Transaction, index: int, alert: Alert, inline) -> Optional[int]:
     incident_id = None
     for sink, settings in inline:
-        incident_id = sink.apply(tx, alert, settings) or incident_id
+        try:
+            incident_id = sink.apply(tx, alert, settings) or incident_id
+        except (SQLAlchemyError, RetryTransaction):
+            raise  # the database's doing: the transaction's retry and error handling apply
+        except Exception as exc:
+            log.exception("inline sink %s raised on an alert from %s; the alert is stored without it",
+                          sink.name, alert.source_key)
+            metrics.SINK_ERRORS.labels(sink.name, "apply").inc()
+            raise InlineSinkFailed(index, sink) from exc
     return incident_id
 
 
@@ -339,15 +373,17 @@ class _Transaction(Transaction):
         self.connection, self.queued = connection, False
         return self
 
-    def queue(self, alert_id: int, fingerprint: str, outbox: list[str]) -> None:
-        """One outbox row per external sink, ordered per fingerprint."""
+    def queue(self, alert_id: int, fingerprint: str, outbox: list[tuple[str, Optional[str]]]) -> None:
+        """One outbox row per external sink, ordered per fingerprint; a sink that failed on the
+        ingest path gets its row dead at once, with the error, for an operator to re-drive."""
         if outbox:
             now = utcnow()
-            for name in outbox:
+            for name, error in outbox:
                 _DELIVERY_INSERT.run(self.connection, dict(
-                    alert_id=alert_id, sink_name=name, ordering_key=fingerprint,
-                    status="pending", attempts=0, next_attempt_at=now, created_at=now))
-            self.queued = True
+                    alert_id=alert_id, sink_name=name, ordering_key=fingerprint, attempts=0, next_attempt_at=now,
+                    created_at=now, status="dead" if error else "pending", last_error=error,
+                    finished_at=now if error else None))
+            self.queued = self.queued or any(error is None for _, error in outbox)
 
     def submit(self, alert: Alert, *, incident_id: Optional[int] = None) -> int:
         problems = _problems(alert)
