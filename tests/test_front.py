@@ -158,3 +158,17 @@ def test_the_front_answers_its_own_refusals_in_json_and_counts_them(gateway):
         assert (got, headers.get("content-type")) == (status, "application/json"), name
         assert json.loads(body)["error"]["code"] == code, name
         assert metric(gateway, "gateway_http_rejected_total", reason=code) >= 1, name
+
+
+def test_a_body_sent_after_100_continue_is_read_and_a_pipelined_request_answered(gateway):
+    """The front answers ``Expect: 100-continue`` itself, since it reads the body before the
+    application runs; two requests sent back to back on one connection are both answered."""
+    body = json.dumps({"id": "expect-1", "title": "disk"}).encode()
+    with socket.create_connection(address(gateway), timeout=5) as sock:
+        sock.sendall(b"POST /hooks/testsrc/src/ HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                     b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body))
+        assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body + b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        status, _, rest = answer(sock)
+    assert status == 202
+    assert b"HTTP/1.1 200 OK" in rest and b'"worker_pid"' in rest
