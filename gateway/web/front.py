@@ -121,18 +121,29 @@ class FrontWorker(base.Worker):
             self.loop.call_soon_threadsafe(self.stopping.set)
 
     async def _serve(self) -> None:
-        self.loop, self.stopping = asyncio.get_running_loop(), asyncio.Event()
-        servers = [await asyncio.start_server(self._connection, sock=listener.sock, limit=MAX_HEAD)
-                   for listener in self.sockets]
+        self.stopping = asyncio.Event()
+        self.loop = asyncio.get_running_loop()  # after stopping: handle_exit needs both
+        acceptors = [asyncio.create_task(self._accept(listener.sock)) for listener in self.sockets]
         while self.alive and self.ppid == os.getppid():
             self.notify()
             try:
                 await asyncio.wait_for(self.stopping.wait(), 1.0)
             except TimeoutError:
                 pass
-        for server in servers:
-            server.close()
+        for acceptor in acceptors:
+            acceptor.cancel()
         await self._finish()
+
+    async def _accept(self, listener) -> None:
+        """One connection at a time, yielding after each: the workers share the listening socket,
+        and one that took every waiting connection at once (as asyncio's own server does, up
+        to 100) left the others idle while it served a whole burst of clients alone."""
+        listener.setblocking(False)
+        while True:
+            sock, _ = await self.loop.sock_accept(listener)
+            reader, writer = await asyncio.open_connection(sock=sock, limit=MAX_HEAD)
+            self.loop.create_task(self._connection(reader, writer))
+            await asyncio.sleep(0)
 
     async def _finish(self) -> None:
         """Graceful stop: idle connections close now, requests under way get graceful_timeout."""
@@ -148,13 +159,12 @@ class FrontWorker(base.Worker):
         self.pool.shutdown(wait=True)
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if len(self.connections) >= self.cfg.worker_connections:
-            await self._refuse(FrontError(503, "too many open connections; retry later", "too_many_connections",
-                                          {"Retry-After": "1"}), reader, writer)
-            return
         task = asyncio.current_task()
         self.connections[task] = False
         try:
+            if len(self.connections) > self.cfg.worker_connections:
+                raise FrontError(503, "too many open connections; retry later", "too_many_connections",
+                                 {"Retry-After": "1"})
             number = 1
             while await self._exchange(reader, writer, number):
                 self.connections[task] = False
@@ -163,8 +173,9 @@ class FrontWorker(base.Worker):
         except FrontError as error:
             await self._refuse(error, reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
-            writer.transport.abort()  # the client went away, or stopped reading its answer
+            pass  # the client went away, or stopped reading its answer
         finally:
+            writer.transport.abort()  # closes it, if nothing did (also when cancelled at a stop)
             del self.connections[task]
 
     async def _refuse(self, error: FrontError, reader, writer) -> None:
@@ -175,7 +186,8 @@ class FrontWorker(base.Worker):
     @staticmethod
     async def _close(reader, writer) -> None:
         """Send what is queued, then drop the client's input until it closes too (LINGER at
-        most): closing with input unread would reset the connection and lose the answer."""
+        most; the caller closes): closing with input unread would reset the connection and
+        lose the answer."""
         try:
             async with asyncio.timeout(LINGER):
                 await writer.drain()
@@ -184,7 +196,6 @@ class FrontWorker(base.Worker):
                     pass
         except (ConnectionError, TimeoutError, OSError):
             pass
-        writer.transport.abort()
 
     async def _exchange(self, reader, writer, number: int) -> bool:
         """Read one request, answer it; whether the connection stays open for another."""
