@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import select
+import shutil
 import socket
 import threading
 import time
@@ -16,16 +17,6 @@ import requests
 import testkit
 from testkit.support import serve_environment, serving
 
-CONFIG = """
-sources:
-  - key: src
-    type: testsrc
-sinks:
-  - name: itms
-    type: itms
-route:
-  sinks: [itms]
-"""
 READ_TIMEOUT = 6.0
 SLOW = 200
 
@@ -94,11 +85,24 @@ class Drippers:
             sock.close()
 
 
-@pytest.fixture
-def gateway(tmp_path, database_url):
-    environment = serve_environment(tmp_path, CONFIG, database_url, GATEWAY_ADMIN_TOKEN="front-token")
+def serve(tmp_path, database_url: str, config_path: str):
+    """``gateway serve`` of conftest's default config (source ``src``) on ``database_url``."""
+    environment = serve_environment(tmp_path, config_path, database_url, GATEWAY_ADMIN_TOKEN="front-token")
     with serving(environment, "--read-timeout", str(READ_TIMEOUT)) as (_, base):
         yield base
+
+
+@pytest.fixture
+def gateway(tmp_path, database_url, write_config):
+    """On both databases: whether slow senders starve ingest depends on how it writes."""
+    yield from serve(tmp_path, database_url, write_config())
+
+
+@pytest.fixture
+def sqlite_gateway(tmp_path, sqlite_template, write_config):
+    """On SQLite only: what the front refuses never reaches a database."""
+    shutil.copy(sqlite_template, tmp_path / "gateway.db")
+    yield from serve(tmp_path, f"sqlite:///{tmp_path / 'gateway.db'}", write_config())
 
 
 def test_slow_senders_hold_no_worker_and_are_cut_at_the_read_deadline_with_408(gateway):
@@ -147,9 +151,9 @@ FRONT_ERRORS = {
 }
 
 
-def test_the_front_answers_its_own_refusals_in_json_and_counts_them(gateway):
+def test_the_front_answers_its_own_refusals_in_json_and_counts_them(sqlite_gateway):
     for name, (raw, status, code) in FRONT_ERRORS.items():
-        with socket.create_connection(address(gateway), timeout=5) as sock:
+        with socket.create_connection(address(sqlite_gateway), timeout=5) as sock:
             try:
                 sock.sendall(raw)
             except OSError:
@@ -157,14 +161,14 @@ def test_the_front_answers_its_own_refusals_in_json_and_counts_them(gateway):
             got, headers, body = answer(sock)
         assert (got, headers.get("content-type")) == (status, "application/json"), name
         assert json.loads(body)["error"]["code"] == code, name
-        assert metric(gateway, "gateway_http_rejected_total", reason=code) >= 1, name
+        assert metric(sqlite_gateway, "gateway_http_rejected_total", reason=code) >= 1, name
 
 
-def test_a_body_sent_after_100_continue_is_read_and_a_pipelined_request_answered(gateway):
+def test_a_body_sent_after_100_continue_is_read_and_a_pipelined_request_answered(sqlite_gateway):
     """The front answers ``Expect: 100-continue`` itself, since it reads the body before the
     application runs; two requests sent back to back on one connection are both answered."""
     body = json.dumps({"id": "expect-1", "title": "disk"}).encode()
-    with socket.create_connection(address(gateway), timeout=5) as sock:
+    with socket.create_connection(address(sqlite_gateway), timeout=5) as sock:
         sock.sendall(b"POST /hooks/testsrc/src/ HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
                      b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body))
         assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"

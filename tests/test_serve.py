@@ -33,8 +33,9 @@ LATE_SOURCE = "  - key: late\n    type: testsrc\nsinks:"
 
 
 @pytest.fixture
-def environment(tmp_path):
-    return serve_environment(tmp_path, CONFIG, f"sqlite:///{tmp_path / 'gateway.db'}", GATEWAY_ADMIN_TOKEN=TOKEN,
+def environment(tmp_path, write_config):
+    return serve_environment(tmp_path, write_config(CONFIG), f"sqlite:///{tmp_path / 'gateway.db'}",
+                             GATEWAY_ADMIN_TOKEN=TOKEN,
                              GATEWAY_THREADS="2", GATEWAY_KEEPALIVE_REQUESTS="5")
 
 

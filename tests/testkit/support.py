@@ -78,20 +78,17 @@ def wait_healthy(base: str, proc, timeout: float = 30.0) -> None:
     wait_until(healthy, timeout, interval=0.2)
 
 
-def serve_environment(tmp_path, config_text: str, database_url: str, **settings: str) -> dict:
+def serve_environment(tmp_path, config_path: str, database_url: str, **settings: str) -> dict:
     """The environment an operator sets for ``gateway serve``, with the test plugin installed as a
     distribution; ``settings`` are further variables (``GATEWAY_THREADS="2"``)."""
     import os
-    import textwrap
     from pathlib import Path
 
     import testkit
 
-    config = tmp_path / "gateway.yaml"
-    config.write_text(textwrap.dedent(config_text))
     site = testkit.install_testkit(tmp_path / "site")
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(Path(testkit.__file__).parents[1])]),
-            "GATEWAY_CONFIG": str(config), "GATEWAY_DATABASE_URL": database_url, **settings}
+            "GATEWAY_CONFIG": config_path, "GATEWAY_DATABASE_URL": database_url, **settings}
 
 
 @contextmanager
