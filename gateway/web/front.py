@@ -10,7 +10,9 @@ the response the thread hands back.  Multi-process scaling, signals and hooks st
 gunicorn's.
 
 Requests are parsed by gunicorn's own parser and body readers and the WSGI environ is built
-by ``gunicorn.http.wsgi.create``, so a request means what it meant under gthread.  What the
+by ``gunicorn.http.wsgi.create``, so a request means what it meant under gthread.  Those are
+gunicorn's internals (``Request``, ``Unreader``, ``_expected_100_continue``), hence the pin to
+one major version in setup.cfg: check them before allowing the next.  What the
 front refuses itself (408, 413, 414, 431, a malformed request, too many connections) is JSON
 like every other error, and counted in ``gateway_http_rejected_total{reason}``.
 """
