@@ -15,7 +15,7 @@ import time
 import pytest
 import requests
 import testkit
-from testkit.support import serve_environment, serving
+from testkit.support import serve_environment, serving, wait_until
 
 READ_TIMEOUT = 6.0
 SLOW = 200
@@ -103,6 +103,25 @@ def sqlite_gateway(tmp_path, sqlite_template, write_config):
     """On SQLite only: what the front refuses never reaches a database."""
     shutil.copy(sqlite_template, tmp_path / "gateway.db")
     yield from serve(tmp_path, f"sqlite:///{tmp_path / 'gateway.db'}", write_config())
+
+
+def test_a_connection_past_worker_connections_is_503_json(tmp_path, sqlite_template, write_config):
+    """gunicorn's worker_connections bounds the connections one worker keeps open (3 here)."""
+    shutil.copy(sqlite_template, tmp_path / "gateway.db")
+    environment = serve_environment(tmp_path, write_config(), f"sqlite:///{tmp_path / 'gateway.db'}",
+                                    GUNICORN_CMD_ARGS="--worker-connections 3")
+    with serving(environment, workers=1) as (_, base):
+        held = [socket.create_connection(address(base), timeout=5) for _ in range(3)]
+        try:
+            time.sleep(0.5)  # accepted by now
+            with socket.create_connection(address(base), timeout=5) as extra:
+                status, headers, body = answer(extra)
+        finally:
+            for sock in held:
+                sock.close()
+        assert (status, headers["retry-after"]) == (503, "1")
+        assert json.loads(body)["error"]["code"] == "too_many_connections"
+        wait_until(lambda: requests.get(f"{base}/health", timeout=5).status_code == 200)  # once they are gone
 
 
 def test_slow_senders_hold_no_worker_and_are_cut_at_the_read_deadline_with_408(gateway):
