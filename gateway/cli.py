@@ -57,7 +57,7 @@ def main():
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=int)
-@click.option("--workers", default=2, show_default=True, type=int, help="worker processes")
+@click.option("--workers", default=2, show_default=True, type=int, help="gunicorn worker processes")
 @click.option("--no-dispatcher", is_flag=True, help="deliver nothing here; run `gateway worker` instead")
 @click.option("--read-timeout", default=30.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
               envvar="GATEWAY_READ_TIMEOUT", help="seconds a request may take to arrive whole; 408 past it")
