@@ -185,13 +185,16 @@ def test_the_front_answers_its_own_refusals_in_json_and_counts_them(sqlite_gatew
 
 def test_a_body_sent_after_100_continue_is_read_and_a_pipelined_request_answered(sqlite_gateway):
     """The front answers ``Expect: 100-continue`` itself, since it reads the body before the
-    application runs; two requests sent back to back on one connection are both answered."""
+    application runs; requests sent back to back on one connection are all answered, a chunked
+    one with a chunk extension and a trailer too."""
     body = json.dumps({"id": "expect-1", "title": "disk"}).encode()
     with socket.create_connection(address(sqlite_gateway), timeout=5) as sock:
         sock.sendall(b"POST /hooks/testsrc/src/ HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
                      b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body))
         assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
-        sock.sendall(body + b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        sock.sendall(body + b"POST /hooks/testsrc/src/ HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     b'10;note=1\r\n{"id": "chunk-1"\r\n11\r\n, "title": "cpu"}\r\n0\r\nX-Trailer: t\r\n\r\n'
+                     b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         status, _, rest = answer(sock)
     assert status == 202
-    assert b"HTTP/1.1 200 OK" in rest and b'"worker_pid"' in rest
+    assert rest.count(b"HTTP/1.1 202 ") == 1 and b"HTTP/1.1 200 OK" in rest and b'"worker_pid"' in rest
