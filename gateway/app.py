@@ -34,7 +34,7 @@ def create_app(test_config: Optional[Mapping[str, Any]] = None, *, extra_plugins
     """Build the app; an invalid gateway.yaml or plugin stops it here with the exact messages.
 
     Settings come from ``GATEWAY_*`` environment variables (``GATEWAY_CONFIG``,
-    ``GATEWAY_DATABASE_URL``, ``GATEWAY_ADMIN_TOKEN``), then ``test_config``.
+    ``GATEWAY_DATABASE_URL``, ``GATEWAY_ADMIN_TOKEN``, ``GATEWAY_SQLITE_SYNCHRONOUS``), then ``test_config``.
     """
     app = Flask(__name__)
     app.json.ensure_ascii = False  # Korean titles stay readable
@@ -45,13 +45,14 @@ def create_app(test_config: Optional[Mapping[str, Any]] = None, *, extra_plugins
         DATABASE_URL=default_database_url(),
         ADMIN_TOKEN=None,
         SERVED_BY_GUNICORN=False,
+        SQLITE_SYNCHRONOUS="FULL",
     )
     app.config.from_prefixed_env("GATEWAY", loads=str)
     if test_config:
         app.config.update(test_config)
 
     registry = build_registry(extra_plugins)
-    engine = make_engine(app.config["DATABASE_URL"])
+    engine = make_engine(app.config["DATABASE_URL"], sqlite_synchronous=app.config["SQLITE_SYNCHRONOUS"])
     runtime = Runtime(registry, engine, app.config["CONFIG"], os.environ, app.config.get("LAST_GOOD_CONFIG"))
     app.extensions["gateway"] = Gateway(runtime)
 

@@ -15,6 +15,8 @@ from prometheus_client.core import GaugeMetricFamily
 WEBHOOKS_RECEIVED = Counter("gateway_webhooks_received_total", "Webhook requests received", ["source"])
 WEBHOOKS_ACCEPTED = Counter("gateway_webhooks_accepted_total", "Webhook requests stored (2xx)", ["source", "outcome"])
 WEBHOOKS_REJECTED = Counter("gateway_webhooks_rejected_total", "Webhook requests refused", ["source", "reason"])
+HTTP_REJECTED = Counter("gateway_http_rejected_total",
+                        "Requests the HTTP front refused before the application saw them", ["reason"])
 INGEST_SECONDS = Histogram(
     "gateway_ingest_duration_seconds",
     "Time from request to acknowledgement",
@@ -52,7 +54,7 @@ def exposition(count_rows) -> bytes:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         multiprocess.MultiProcessCollector(registry)
     else:
-        for collector in (WEBHOOKS_RECEIVED, WEBHOOKS_ACCEPTED, WEBHOOKS_REJECTED, INGEST_SECONDS,
+        for collector in (WEBHOOKS_RECEIVED, WEBHOOKS_ACCEPTED, WEBHOOKS_REJECTED, HTTP_REJECTED, INGEST_SECONDS,
                           DELIVERY_ATTEMPTS, SINK_ERRORS, CONFIG_RELOAD_OK, CONFIG_RELOAD_TIME):
             registry.register(collector)
     registry.register(OutboxCollector(count_rows))

@@ -20,14 +20,29 @@ from gateway.store.models import UNSTORABLE_TEXT
 T = TypeVar("T")
 
 
+def read_body(limit: int) -> bytes:
+    """The request body, refused (413 ``body_too_large``) past ``limit`` bytes, declared or sent."""
+    if request.content_length is not None and request.content_length > limit:
+        raise Rejected(413, "body_too_large", f"body is {request.content_length} bytes; the limit is {limit}")
+    body = request.stream.read(limit + 1)
+    if len(body) > limit:
+        raise Rejected(413, "body_too_large", f"body exceeds the limit of {limit} bytes")
+    return body
+
+
+MAX_API_BODY = 256 * 1024
+"""The largest /api request body: far above any real one (a source with its options, a note)."""
+
+
 def json_object(schema: Optional[Schema] = None) -> dict:
-    """The request body as a JSON object (an empty body is ``{}``), loaded through ``schema``.
+    """The request body as a JSON object (an empty body is ``{}``), loaded through ``schema``;
+    one over MAX_API_BODY is refused (413).
 
     Parsed whatever the content type (curl -d sends a form one).  A body holding an unpaired
     surrogate is refused whole: it is no text, so it could be neither stored nor echoed in an
     error, not even as an unknown field's name.  (NUL is text: ``Text`` fields refuse it by name.)
     """
-    body = request.get_data()
+    body = read_body(MAX_API_BODY)
     data = parse_json(body) if body.strip() else None
     if data is not None and not isinstance(data, dict):
         raise ValidationError({"_schema": ["the body must be a JSON object"]})
