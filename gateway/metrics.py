@@ -21,6 +21,10 @@ INGEST_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 DELIVERY_ATTEMPTS = Counter("gateway_delivery_attempts_total", "Outbox delivery attempts", ["sink", "outcome"])
+REFRESH_ATTEMPTS = Counter(
+    "gateway_refresh_attempts_total", "Outbox attempts that re-sent an open problem's firing (refreshes)",
+    ["sink", "outcome"],
+)
 CONFIG_RELOAD_OK = Gauge(
     "gateway_config_last_reload_successful", "1 if the last config (re)load succeeded",
     multiprocess_mode="min",
@@ -50,7 +54,7 @@ def exposition(count_rows) -> bytes:
         multiprocess.MultiProcessCollector(registry)
     else:
         for collector in (WEBHOOKS_RECEIVED, WEBHOOKS_ACCEPTED, WEBHOOKS_REJECTED, INGEST_SECONDS,
-                          DELIVERY_ATTEMPTS, CONFIG_RELOAD_OK, CONFIG_RELOAD_TIME):
+                          DELIVERY_ATTEMPTS, REFRESH_ATTEMPTS, CONFIG_RELOAD_OK, CONFIG_RELOAD_TIME):
             registry.register(collector)
     registry.register(OutboxCollector(count_rows))
     return generate_latest(registry)

@@ -20,7 +20,10 @@ from sqlalchemy.exc import DataError, SQLAlchemyError
 
 from gateway import metrics
 from gateway.bodies import MAY_HOLD_UNSTORABLE, clean_text, cleaned, parse_json
-from gateway.contracts import SEVERITIES, STATUSES, Alert, Headers, InboundRequest, Rejected, Reply, Resource
+from gateway.contracts import (
+    SEVERITIES, STATUSES, Alert, Headers, InboundRequest, Rejected, Reply, Resource, SinkType,
+)
+from gateway.pipeline import problems
 from gateway.pipeline.runtime import ActiveSource, Runtime, Snapshot
 from gateway.store.db import HotStatement, refusal_reason, run_in_transaction
 from gateway.store.models import UNSTORABLE_TEXT, AlertRow, Delivery, Handshake, RawRequest, utcnow
@@ -203,7 +206,7 @@ def _complete(source: ActiveSource, alert: Alert, received_at: datetime) -> Aler
 
 
 def _route(snapshot: Snapshot, alert: Alert, source_reopen_window: Optional[float]):
-    """(alert, inline sinks with their settings, names of outbox sinks) for one alert."""
+    """(alert, inline sinks with their settings, outbox sinks) for one alert."""
     decision = snapshot.router.decide_alert(alert)
     settings = {"reopen_window": decision.reopen_window if decision.reopen_window is not None
                 else source_reopen_window}
@@ -214,7 +217,7 @@ def _route(snapshot: Snapshot, alert: Alert, source_reopen_window: Optional[floa
             if sink.inline:
                 inline.append((sink, settings))
             else:
-                outbox.append(name)
+                outbox.append(sink)
     return alert, inline, outbox
 
 
@@ -296,7 +299,7 @@ def _store(conn: Connection, raw: dict, routed) -> list[int]:
             raise Duplicate
     ids += [_ALERT_INSERT.scalar(conn, dict(row, raw_request_id=raw_id)) for row, _ in rows[len(ids):]]
     for alert_id, (row, outbox) in zip(ids, rows):
-        _queue(conn, alert_id, row["fingerprint"], outbox)
+        _queue(conn, alert_id, row, outbox)
     return ids
 
 
@@ -318,13 +321,17 @@ def _alert_row(alert: Alert, incident_id: Optional[int]) -> dict:
     )
 
 
-def _queue(conn: Connection, alert_id: int, fingerprint: str, outbox: list[str]) -> None:
-    """One outbox row per external sink, ordered per fingerprint."""
+def _queue(conn: Connection, alert_id: int, row: dict, outbox: list[SinkType]) -> None:
+    """One outbox row per external sink, ordered per fingerprint; a sink that tracks problems
+    gets one only if the alert opens, continues or ends a problem period (``problems``)."""
     if outbox:
         now = utcnow()
-        for name in outbox:
-            _DELIVERY_INSERT.run(conn, dict(alert_id=alert_id, sink_name=name, ordering_key=fingerprint,
-                                            status="pending", attempts=0, next_attempt_at=now, created_at=now))
+        for sink in outbox:
+            if sink.tracks_problems:
+                problems.queue(conn, sink.name, alert_id, row, now)
+            else:
+                _DELIVERY_INSERT.run(conn, dict(alert_id=alert_id, sink_name=sink.name, ordering_key=row["fingerprint"],
+                                                status="pending", attempts=0, next_attempt_at=now, created_at=now))
 
 
 def _store_handshake(runtime: Runtime, source: ActiveSource, request: InboundRequest, raw: dict,
@@ -354,6 +361,7 @@ def forward_manual_resolve(conn: Connection, snapshot: Snapshot, incident, actor
     )
     # The incident store already recorded the transition, so only the outbox sinks are told.
     _, _, outbox = _route(snapshot, alert, None)
-    alert_id = _ALERT_INSERT.scalar(conn, dict(_alert_row(alert, incident.id), raw_request_id=None))
-    _queue(conn, alert_id, alert.fingerprint, outbox)
+    row = _alert_row(alert, incident.id)
+    alert_id = _ALERT_INSERT.scalar(conn, dict(row, raw_request_id=None))
+    _queue(conn, alert_id, row, outbox)
     return alert_id

@@ -1,0 +1,127 @@
+"""Problem periods, for outbox sinks that track them (``SinkType.tracks_problems``).
+
+Some destinations know a problem only from the events they were sent: SpaceONE matches
+an event to the open alert of its key only if an event of that key came in the last ten
+minutes.  For such a sink the core keeps, per (sink, fingerprint), the problem's open
+*period* (``SinkProblem``) and decides in the ingest transaction what the sink gets:
+
+- a firing opens a period (the next number) when none is open, or joins the open one;
+  one that happened at or before the problem's last resolution is stale and not queued;
+- a recovery ends the open period; one with no open period, or older than the period's
+  latest firing (the problem fired again after it), is not queued.  A person's resolve
+  (``origin: manual``) ends the open period whatever its time.
+
+Each queued row is tagged with its period (``ProblemDelivery``), which the sink gets as
+``Delivery.period``.  A sink with a ``refresh_interval`` also gets a *refresh*: when a
+firing row is delivered and its period is still open with nothing queued after it, the
+same transaction queues a row re-delivering that firing ``refresh_interval`` later.  It
+is an outbox row like any other (ordered by fingerprint, retried, dead-lettered, kept
+across restarts) and costs nothing until it is due.  A row queued for the problem
+before then replaces it: an untried refresh is deleted, and the new row (a repeat or
+the recovery) goes out at once instead of waiting behind it.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any, Iterable, Mapping, NamedTuple, Optional
+
+from sqlalchemy import Connection, Engine, and_, delete, exists, insert, or_, select
+
+from gateway.contracts import Alert, SinkType
+from gateway.store.models import Delivery, ProblemDelivery, SinkProblem
+
+sink_problems = SinkProblem.__table__
+problem_deliveries = ProblemDelivery.__table__
+deliveries = Delivery.__table__
+
+
+class Period(NamedTuple):
+    """What an outbox row of a tracking sink knows of its problem."""
+
+    number: int
+    refresh: bool
+
+
+def advance(state: Any, status: str, occurred: datetime, origin: str) -> Optional[dict]:
+    """The problem's state after this alert, or None when the sink must not get the alert.
+
+    ``state`` is the stored ``SinkProblem`` row (None before the problem first fired).
+    """
+    if status == "firing":
+        if state is not None and state.resolved_at is not None and occurred <= state.resolved_at:
+            return None  # it happened before the problem last ended: a late or repeated delivery
+        if state is not None and state.open:
+            return {"period": state.period, "open": True, "last_seen_at": max(state.last_seen_at, occurred)}
+        return {"period": (state.period if state is not None else 0) + 1, "open": True,
+                "first_seen_at": occurred, "last_seen_at": occurred}
+    if state is None or not state.open:
+        return None  # nothing open to end
+    if origin != "manual" and occurred < state.last_seen_at:
+        return None  # the problem fired after this recovery (or it ends an earlier period)
+    return {"period": state.period, "open": False, "resolved_at": max(occurred, state.last_seen_at)}
+
+
+def _key(sink_name: str, fingerprint: str):
+    return and_(sink_problems.c.sink_name == sink_name, sink_problems.c.fingerprint == fingerprint)
+
+
+def queue(conn: Connection, sink_name: str, alert_id: int, alert: Mapping[str, Any], now: datetime) -> None:
+    """Queue a stored alert (``alert`` is its row's values) for a tracking sink, if it should get it."""
+    fingerprint = alert["fingerprint"]
+    state = conn.execute(select(sink_problems).where(_key(sink_name, fingerprint)).with_for_update()).first()
+    changed = advance(state, alert["status"], alert["occurred_at"], alert["origin"])
+    if changed is None:
+        return
+    if state is None:
+        conn.execute(insert(sink_problems).values(sink_name=sink_name, fingerprint=fingerprint, **changed))
+    else:
+        conn.execute(sink_problems.update().where(_key(sink_name, fingerprint)).values(**changed))
+    _drop_untried_refresh(conn, sink_name, fingerprint, now)
+    _insert(conn, alert_id, sink_name, fingerprint, Period(changed["period"], False), now)
+
+
+def _drop_untried_refresh(conn: Connection, sink_name: str, fingerprint: str, now: datetime) -> None:
+    """A new row for the problem makes its pending refresh needless; one that was tried, or
+    is held by a dispatcher right now, stays and goes out first."""
+    conn.execute(delete(deliveries).where(
+        deliveries.c.sink_name == sink_name, deliveries.c.ordering_key == fingerprint,
+        deliveries.c.status == "pending", deliveries.c.attempts == 0,
+        or_(deliveries.c.claimed_until.is_(None), deliveries.c.claimed_until < now),
+        exists().where(problem_deliveries.c.delivery_id == deliveries.c.id, problem_deliveries.c.refresh),
+    ))
+
+
+def _insert(conn: Connection, alert_id: int, sink_name: str, fingerprint: str, period: Period,
+            due: datetime, now: Optional[datetime] = None) -> None:
+    delivery_id = conn.execute(insert(deliveries).values(
+        alert_id=alert_id, sink_name=sink_name, ordering_key=fingerprint, status="pending", attempts=0,
+        next_attempt_at=due, created_at=now or due,
+    ).returning(deliveries.c.id)).scalar_one()
+    conn.execute(insert(problem_deliveries).values(delivery_id=delivery_id, period=period.number,
+                                                   refresh=period.refresh))
+
+
+def periods(engine: Engine, delivery_ids: Iterable[int]) -> dict[int, Period]:
+    """The periods of a claimed batch's rows, in one query (rows queued before tracking have none)."""
+    with engine.connect() as conn:
+        found = conn.execute(select(problem_deliveries).where(problem_deliveries.c.delivery_id.in_(set(delivery_ids))))
+        return {row.delivery_id: Period(row.period, row.refresh) for row in found}
+
+
+def follow_up(conn: Connection, sink: SinkType, delivery_id: int, alert: Alert, period: Period,
+              now: datetime) -> None:
+    """After a firing row was delivered: queue its refresh, if the sink refreshes and the
+    period is still open with nothing queued after it (a later row refreshes in its turn)."""
+    interval = sink.refresh_interval()
+    if interval is None or alert.status != "firing":
+        return
+    state = conn.execute(select(sink_problems).where(_key(sink.name, alert.fingerprint)).with_for_update()).first()
+    if state is None or not state.open or state.period != period.number:
+        return
+    later = conn.execute(select(deliveries.c.id).where(
+        deliveries.c.sink_name == sink.name, deliveries.c.ordering_key == alert.fingerprint,
+        deliveries.c.status == "pending", deliveries.c.id != delivery_id,
+    ).limit(1)).first()
+    if later is None:
+        _insert(conn, alert.id, sink.name, alert.fingerprint, Period(period.number, True),
+                now + timedelta(seconds=interval), now)
