@@ -218,3 +218,14 @@ def test_a_disabled_webhook_is_retried_not_dead_lettered(world):
     assert w.deliveries(sink="spaceone")[0]["status"] == "delivered"
     assert [a.state for a in w.spaceone.alerts] == ["TRIGGERED"]
     w.assert_agrees()
+
+
+def test_a_firing_arriving_after_its_own_recovery_opens_nothing(world):
+    """The recovery came first (no period open, nothing to send); the firing it ends, delivered late, is stale."""
+    w = world()
+    t0 = clock.now()
+    w.post("disk", "resolved", at=t0 + timedelta(minutes=1))
+    w.post("disk", at=t0)
+    assert w.spaceone.requests == []
+    w.post("disk", at=t0 + timedelta(minutes=2))  # it fired again after that recovery: a new period
+    assert w.sent() == [("ALERT", key("disk", 1))]

@@ -8,8 +8,10 @@ minutes.  For such a sink the core keeps, per (sink, fingerprint), the problem's
 - a firing opens a period (the next number) when none is open, or joins the open one;
   one that happened at or before the problem's last resolution is stale and not queued;
 - a recovery ends the open period; one with no open period, or older than the period's
-  latest firing (the problem fired again after it), is not queued.  A person's resolve
-  (``origin: manual``) ends the open period whatever its time.
+  latest firing (the problem fired again after it), is not queued.  With no period open
+  it still counts as a resolution, so a firing that happened before it, arriving after
+  it, is stale.  A person's resolve (``origin: manual``) ends the open period whatever
+  its time.
 
 Each queued row is tagged with its period (``ProblemDelivery``), which the sink gets as
 ``Delivery.period``.  A sink with a ``refresh_interval`` also gets a *refresh*: when a
@@ -42,23 +44,31 @@ class Period(NamedTuple):
     refresh: bool
 
 
-def advance(state: Any, status: str, occurred: datetime, origin: str) -> Optional[dict]:
-    """The problem's state after this alert, or None when the sink must not get the alert.
+class Step(NamedTuple):
+    """What one alert does to a problem: its new state values (None: unchanged), and the
+    period whose row the sink gets (None: the sink does not get the alert)."""
 
-    ``state`` is the stored ``SinkProblem`` row (None before the problem first fired).
-    """
+    changes: Optional[dict]
+    period: Optional[int]
+
+
+def advance(state: Any, status: str, occurred: datetime, origin: str) -> Step:
+    """``state`` is the stored ``SinkProblem`` row (None before the problem was first seen)."""
     if status == "firing":
         if state is not None and state.resolved_at is not None and occurred <= state.resolved_at:
-            return None  # it happened before the problem last ended: a late or repeated delivery
+            return Step(None, None)  # it happened before the problem last ended: a late or repeated delivery
         if state is not None and state.open:
-            return {"period": state.period, "open": True, "last_seen_at": max(state.last_seen_at, occurred)}
-        return {"period": (state.period if state is not None else 0) + 1, "open": True,
-                "first_seen_at": occurred, "last_seen_at": occurred}
-    if state is None or not state.open:
-        return None  # nothing open to end
+            return Step({"last_seen_at": max(state.last_seen_at, occurred)}, state.period)
+        period = (state.period if state is not None else 0) + 1
+        return Step({"period": period, "open": True, "first_seen_at": occurred, "last_seen_at": occurred}, period)
+    if state is None:  # a recovery before any firing: remembered, so that a firing from before it is stale
+        return Step({"period": 0, "open": False, "first_seen_at": occurred, "last_seen_at": occurred,
+                     "resolved_at": occurred}, None)
+    if not state.open:
+        return Step({"resolved_at": max(state.resolved_at, occurred)}, None)
     if origin != "manual" and occurred < state.last_seen_at:
-        return None  # the problem fired after this recovery (or it ends an earlier period)
-    return {"period": state.period, "open": False, "resolved_at": max(occurred, state.last_seen_at)}
+        return Step(None, None)  # the problem fired after this recovery (or it ends an earlier period)
+    return Step({"open": False, "resolved_at": max(occurred, state.last_seen_at)}, state.period)
 
 
 def _key(sink_name: str, fingerprint: str):
@@ -69,15 +79,14 @@ def queue(conn: Connection, sink_name: str, alert_id: int, alert: Mapping[str, A
     """Queue a stored alert (``alert`` is its row's values) for a tracking sink, if it should get it."""
     fingerprint = alert["fingerprint"]
     state = conn.execute(select(sink_problems).where(_key(sink_name, fingerprint)).with_for_update()).first()
-    changed = advance(state, alert["status"], alert["occurred_at"], alert["origin"])
-    if changed is None:
-        return
-    if state is None:
-        conn.execute(insert(sink_problems).values(sink_name=sink_name, fingerprint=fingerprint, **changed))
-    else:
-        conn.execute(sink_problems.update().where(_key(sink_name, fingerprint)).values(**changed))
-    _drop_untried_refresh(conn, sink_name, fingerprint, now)
-    _insert(conn, alert_id, sink_name, fingerprint, Period(changed["period"], False), now)
+    step = advance(state, alert["status"], alert["occurred_at"], alert["origin"])
+    if step.changes is not None and state is None:
+        conn.execute(insert(sink_problems).values(sink_name=sink_name, fingerprint=fingerprint, **step.changes))
+    elif step.changes is not None:
+        conn.execute(sink_problems.update().where(_key(sink_name, fingerprint)).values(**step.changes))
+    if step.period is not None:
+        _drop_untried_refresh(conn, sink_name, fingerprint, now)
+        _insert(conn, alert_id, sink_name, fingerprint, Period(step.period, False), now)
 
 
 def _drop_untried_refresh(conn: Connection, sink_name: str, fingerprint: str, now: datetime) -> None:
