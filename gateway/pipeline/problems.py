@@ -27,10 +27,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any, Iterable, Mapping, NamedTuple, Optional
 
-from sqlalchemy import Connection, Engine, and_, delete, exists, insert, or_, select
+from sqlalchemy import Connection, Engine, bindparam, delete, exists, insert, or_, select, update
 
 from gateway.contracts import Alert, SinkType
-from gateway.store.models import Delivery, ProblemDelivery, SinkProblem
+from gateway.store.db import HotStatement
+from gateway.store.models import Delivery, ProblemDelivery, SinkProblem, UTCDateTime
 
 sink_problems = SinkProblem.__table__
 problem_deliveries = ProblemDelivery.__table__
@@ -71,43 +72,50 @@ def advance(state: Any, status: str, occurred: datetime, origin: str) -> Step:
     return Step({"open": False, "resolved_at": max(occurred, state.last_seen_at)}, state.period)
 
 
-def _key(sink_name: str, fingerprint: str):
-    return and_(sink_problems.c.sink_name == sink_name, sink_problems.c.fingerprint == fingerprint)
+# Built once, and the writes run as HotStatements: they run on the ingest path, for every
+# alert routed to a tracking sink, where building each statement cost more than running it.
+_SINK, _FP = bindparam("sink"), bindparam("fp")
+_BY_KEY = (sink_problems.c.sink_name == _SINK, sink_problems.c.fingerprint == _FP)
+_STATE = select(sink_problems).where(*_BY_KEY).with_for_update()
+_NEW_STATE = HotStatement(insert(sink_problems))
+_CHANGE_STATE = HotStatement(update(sink_problems).where(*_BY_KEY))
+_DROP_UNTRIED_REFRESH = HotStatement(delete(deliveries).where(
+    deliveries.c.sink_name == _SINK, deliveries.c.ordering_key == _FP,
+    deliveries.c.status == "pending", deliveries.c.attempts == 0,
+    or_(deliveries.c.claimed_until.is_(None), deliveries.c.claimed_until < bindparam("now", type_=UTCDateTime())),
+    exists().where(problem_deliveries.c.delivery_id == deliveries.c.id, problem_deliveries.c.refresh),
+))
+"""A new row for the problem makes its pending refresh needless; one that was tried, or is
+held by a dispatcher right now, stays and goes out first."""
+_QUEUE = HotStatement(insert(deliveries).returning(deliveries.c.id))
+_TAG = HotStatement(insert(problem_deliveries))
+_LATER = select(deliveries.c.id).where(
+    deliveries.c.sink_name == _SINK, deliveries.c.ordering_key == _FP,
+    deliveries.c.status == "pending", deliveries.c.id != bindparam("delivery_id"),
+).limit(1)
 
 
 def queue(conn: Connection, sink_name: str, alert_id: int, alert: Mapping[str, Any], now: datetime) -> None:
     """Queue a stored alert (``alert`` is its row's values) for a tracking sink, if it should get it."""
-    fingerprint = alert["fingerprint"]
-    state = conn.execute(select(sink_problems).where(_key(sink_name, fingerprint)).with_for_update()).first()
+    key = {"sink": sink_name, "fp": alert["fingerprint"]}
+    state = conn.execute(_STATE, key).first()
     step = advance(state, alert["status"], alert["occurred_at"], alert["origin"])
     if step.changes is not None and state is None:
-        conn.execute(insert(sink_problems).values(sink_name=sink_name, fingerprint=fingerprint, **step.changes))
+        _NEW_STATE.run(conn, {"sink_name": sink_name, "fingerprint": alert["fingerprint"], **step.changes})
     elif step.changes is not None:
-        conn.execute(sink_problems.update().where(_key(sink_name, fingerprint)).values(**step.changes))
+        _CHANGE_STATE.run(conn, {**key, **step.changes})
     if step.period is not None:
-        _drop_untried_refresh(conn, sink_name, fingerprint, now)
-        _insert(conn, alert_id, sink_name, fingerprint, Period(step.period, False), now)
-
-
-def _drop_untried_refresh(conn: Connection, sink_name: str, fingerprint: str, now: datetime) -> None:
-    """A new row for the problem makes its pending refresh needless; one that was tried, or
-    is held by a dispatcher right now, stays and goes out first."""
-    conn.execute(delete(deliveries).where(
-        deliveries.c.sink_name == sink_name, deliveries.c.ordering_key == fingerprint,
-        deliveries.c.status == "pending", deliveries.c.attempts == 0,
-        or_(deliveries.c.claimed_until.is_(None), deliveries.c.claimed_until < now),
-        exists().where(problem_deliveries.c.delivery_id == deliveries.c.id, problem_deliveries.c.refresh),
-    ))
+        _DROP_UNTRIED_REFRESH.run(conn, {**key, "now": now})
+        _insert(conn, alert_id, sink_name, alert["fingerprint"], Period(step.period, False), now)
 
 
 def _insert(conn: Connection, alert_id: int, sink_name: str, fingerprint: str, period: Period,
             due: datetime, now: Optional[datetime] = None) -> None:
-    delivery_id = conn.execute(insert(deliveries).values(
+    delivery_id = _QUEUE.scalar(conn, dict(
         alert_id=alert_id, sink_name=sink_name, ordering_key=fingerprint, status="pending", attempts=0,
         next_attempt_at=due, created_at=now or due,
-    ).returning(deliveries.c.id)).scalar_one()
-    conn.execute(insert(problem_deliveries).values(delivery_id=delivery_id, period=period.number,
-                                                   refresh=period.refresh))
+    ))
+    _TAG.run(conn, {"delivery_id": delivery_id, "period": period.number, "refresh": period.refresh})
 
 
 def periods(engine: Engine, delivery_ids: Iterable[int]) -> dict[int, Period]:
@@ -124,13 +132,10 @@ def follow_up(conn: Connection, sink: SinkType, delivery_id: int, alert: Alert, 
     interval = sink.refresh_interval()
     if interval is None or alert.status != "firing":
         return
-    state = conn.execute(select(sink_problems).where(_key(sink.name, alert.fingerprint)).with_for_update()).first()
+    key = {"sink": sink.name, "fp": alert.fingerprint}
+    state = conn.execute(_STATE, key).first()
     if state is None or not state.open or state.period != period.number:
         return
-    later = conn.execute(select(deliveries.c.id).where(
-        deliveries.c.sink_name == sink.name, deliveries.c.ordering_key == alert.fingerprint,
-        deliveries.c.status == "pending", deliveries.c.id != delivery_id,
-    ).limit(1)).first()
-    if later is None:
+    if conn.execute(_LATER, {**key, "delivery_id": delivery_id}).first() is None:
         _insert(conn, alert.id, sink.name, alert.fingerprint, Period(period.number, True),
                 now + timedelta(seconds=interval), now)
