@@ -179,13 +179,18 @@ class Delivery:
     """One outbox row handed to an outbox sink's ``deliver``.
 
     ``id`` is stable across retries: a sink that can send an idempotency key should
-    send this one.  ``attempt`` starts at 1.
+    send this one.  ``attempt`` starts at 1.  For a sink that tracks problems,
+    ``period`` is the open period of ``alert.fingerprint`` the alert belongs to (1, 2, …)
+    and ``refresh`` is True when the core re-delivers the period's firing; otherwise
+    they are None and False.
     """
 
     id: int
     attempt: int
     sink_name: str
     alert: Alert
+    period: Optional[int] = None
+    refresh: bool = False
 
 
 class Rejected(Exception):
@@ -359,6 +364,9 @@ class SinkType:
 
     name: ClassVar[str]
     options_schema: ClassVar[type[Schema]] = SinkOptions
+    tracks_problems: ClassVar[bool] = False
+    """Outbox sinks only: the core follows each problem's open periods for this sink (see
+    docs/plugins.md, "Problem periods") and tags each delivery with its period."""
 
     def __init__(self, name: str, options: Mapping[str, Any]):
         self.name = name
@@ -371,6 +379,11 @@ class SinkType:
     def deliver(self, delivery: Delivery) -> None:
         """Send one alert; return on success, raise ``RetryableError`` or ``PermanentError``."""
         raise NotImplementedError
+
+    def refresh_interval(self) -> Optional[float]:
+        """Sinks that track problems: seconds after a firing was delivered at which the core
+        delivers it again, while its period stays open; None (the default) never does."""
+        return None
 
     def close(self) -> None:
         """Release pooled connections; called a grace period after a reload replaced this instance."""

@@ -26,6 +26,10 @@ DELIVERY_ATTEMPTS = Counter("gateway_delivery_attempts_total", "Outbox delivery 
 SINK_ERRORS = Counter(
     "gateway_sink_errors_total", "Sink code that raised on the ingest path (the alert was stored)", ["sink", "stage"]
 )
+REFRESH_ATTEMPTS = Counter(
+    "gateway_refresh_attempts_total", "Outbox attempts that re-sent an open problem's firing (refreshes)",
+    ["sink", "outcome"],
+)
 CONFIG_RELOAD_OK = Gauge(
     "gateway_config_last_reload_successful", "1 if the last config (re)load succeeded",
     multiprocess_mode="min",
@@ -55,7 +59,7 @@ def exposition(count_rows) -> bytes:
         multiprocess.MultiProcessCollector(registry)
     else:
         for collector in (WEBHOOKS_RECEIVED, WEBHOOKS_ACCEPTED, WEBHOOKS_REJECTED, HTTP_REJECTED, INGEST_SECONDS,
-                          DELIVERY_ATTEMPTS, SINK_ERRORS, CONFIG_RELOAD_OK, CONFIG_RELOAD_TIME):
+                          DELIVERY_ATTEMPTS, REFRESH_ATTEMPTS, SINK_ERRORS, CONFIG_RELOAD_OK, CONFIG_RELOAD_TIME):
             registry.register(collector)
     registry.register(OutboxCollector(count_rows))
     return generate_latest(registry)

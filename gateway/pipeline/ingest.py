@@ -24,6 +24,7 @@ from gateway.contracts import (
     SEVERITIES, STATUSES, Alert, Headers, InboundRequest, InlineSinkType, Rejected, Reply, Resource, Transaction,
     namespaced_fingerprint,
 )
+from gateway.pipeline import problems
 from gateway.pipeline.runtime import ActiveSource, Runtime, Snapshot
 from gateway.store.db import HotStatement, RetryTransaction, refusal_reason, run_in_transaction
 from gateway.store.models import UNSTORABLE_TEXT, AlertRow, Delivery, Handshake, RawRequest, utcnow
@@ -175,16 +176,16 @@ def _plugin_guard(source: ActiveSource) -> Iterator[None]:
                        f"the {source.type} plugin could not process this payload ({exc.__class__.__name__})") from exc
 
 
-def _problems(alert: Alert) -> dict[str, str]:
+def _faults(alert: Alert) -> dict[str, str]:
     """The fields that make an alert unfit to store, each with what is wrong with it."""
-    problems = {}
+    faults = {}
     if alert.status not in STATUSES:
-        problems["status"] = f"must be one of {', '.join(STATUSES)}, got {alert.status!r}"
+        faults["status"] = f"must be one of {', '.join(STATUSES)}, got {alert.status!r}"
     if alert.severity not in SEVERITIES:
-        problems["severity"] = f"must be one of {', '.join(SEVERITIES)}, got {alert.severity!r}"
+        faults["severity"] = f"must be one of {', '.join(SEVERITIES)}, got {alert.severity!r}"
     if not isinstance(alert.title, str) or not alert.title:
-        problems["title"] = "missing"
-    return problems
+        faults["title"] = "missing"
+    return faults
 
 
 MAX_CLOCK_SKEW = timedelta(minutes=5)
@@ -193,9 +194,9 @@ MAX_CLOCK_SKEW = timedelta(minutes=5)
 
 def _complete(source: ActiveSource, alert: Alert, received_at: datetime) -> Alert:
     """Check what the plugin produced and add what only the core knows."""
-    problems = _problems(alert)
-    if problems:
-        raise Rejected.invalid(problems)
+    faults = _faults(alert)
+    if faults:
+        raise Rejected.invalid(faults)
     occurred = alert.occurred_at or received_at
     if occurred.tzinfo is None:
         occurred = occurred.replace(tzinfo=timezone.utc)
@@ -212,7 +213,7 @@ def _complete(source: ActiveSource, alert: Alert, received_at: datetime) -> Aler
 
 
 def _route(snapshot: Snapshot, alert: Alert, source_reopen_window: Optional[float]):
-    """(alert, inline sinks with their settings, outbox rows to queue as (sink name, error)) for one alert.
+    """(alert, inline sinks with their settings, outbox rows to queue as (sink, error)) for one alert.
 
     A sink whose ``accepts`` raises is a bug in that sink, not in the request: the alert is
     still stored and the other sinks still get it; the failing outbox sink gets a dead row
@@ -231,13 +232,13 @@ def _route(snapshot: Snapshot, alert: Alert, source_reopen_window: Optional[floa
                           name, alert.source_key)
             metrics.SINK_ERRORS.labels(name, "accepts").inc()
             if not isinstance(sink, InlineSinkType):
-                outbox.append((name, f"accepts raised {exc.__class__.__name__}: {exc}"))
+                outbox.append((sink, f"accepts raised {exc.__class__.__name__}: {exc}"))
             continue
         if wanted:
             if isinstance(sink, InlineSinkType):
                 inline.append((sink, settings))
             else:
-                outbox.append((name, None))
+                outbox.append((sink, None))
     return alert, inline, outbox
 
 
@@ -321,7 +322,7 @@ def _store(tx: _Transaction, raw: dict, routed) -> list[int]:
             raise Duplicate
     ids += [_ALERT_INSERT.scalar(conn, dict(row, raw_request_id=raw_id)) for row, _ in rows[len(ids):]]
     for alert_id, (row, outbox) in zip(ids, rows):
-        tx.queue(alert_id, row["fingerprint"], outbox)
+        tx.queue(alert_id, row, outbox)
     return ids
 
 
@@ -373,29 +374,34 @@ class _Transaction(Transaction):
         self.connection, self.queued = connection, False
         return self
 
-    def queue(self, alert_id: int, fingerprint: str, outbox: list[tuple[str, Optional[str]]]) -> None:
-        """One outbox row per external sink, ordered per fingerprint; a sink that failed on the
-        ingest path gets its row dead at once, with the error, for an operator to re-drive."""
-        if outbox:
-            now = utcnow()
-            for name, error in outbox:
+    def queue(self, alert_id: int, row: dict, outbox: list[tuple[SinkType, Optional[str]]]) -> None:
+        """One outbox row per external sink, ordered per fingerprint.  A sink that failed on the
+        ingest path gets its row dead at once, with the error, for an operator to re-drive; a
+        sink that tracks problems gets one only if the alert opens, continues or ends a problem
+        period (``problems``)."""
+        now = utcnow()
+        for sink, error in outbox:
+            if error is None and sink.tracks_problems:
+                problems.queue(self.connection, sink.name, alert_id, row, now)
+            else:
                 _DELIVERY_INSERT.run(self.connection, dict(
-                    alert_id=alert_id, sink_name=name, ordering_key=fingerprint, attempts=0, next_attempt_at=now,
-                    created_at=now, status="dead" if error else "pending", last_error=error,
+                    alert_id=alert_id, sink_name=sink.name, ordering_key=row["fingerprint"], attempts=0,
+                    next_attempt_at=now, created_at=now, status="dead" if error else "pending", last_error=error,
                     finished_at=now if error else None))
-            self.queued = self.queued or any(error is None for _, error in outbox)
+            self.queued = self.queued or error is None
 
     def submit(self, alert: Alert, *, incident_id: Optional[int] = None) -> int:
-        problems = _problems(alert)
+        faults = _faults(alert)
         if alert.origin == "webhook":
-            problems["origin"] = "must say who made the alert (e.g. 'manual'): 'webhook' is for what sources parse"
-        if problems:
-            raise ValueError("cannot submit this alert: " + "; ".join(f"{k} {v}" for k, v in problems.items()))
+            faults["origin"] = "must say who made the alert (e.g. 'manual'): 'webhook' is for what sources parse"
+        if faults:
+            raise ValueError("cannot submit this alert: " + "; ".join(f"{k} {v}" for k, v in faults.items()))
         received = alert.received_at or utcnow()
         alert = alert.replace(received_at=received, occurred_at=alert.occurred_at or received)
         _, _, outbox = _route(self.snapshot, alert, None)
-        alert_id = _ALERT_INSERT.scalar(self.connection, dict(_alert_row(alert, incident_id), raw_request_id=None))
-        self.queue(alert_id, alert.fingerprint, outbox)
+        row = _alert_row(alert, incident_id)
+        alert_id = _ALERT_INSERT.scalar(self.connection, dict(row, raw_request_id=None))
+        self.queue(alert_id, row, outbox)
         return alert_id
 
 
