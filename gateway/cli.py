@@ -32,7 +32,7 @@ def _config_path(path: str | None) -> str:
 def _load(path: str):
     """The validated config, or every problem in it and exit status 1."""
     try:
-        return load_config(path, _registry())
+        return load_config(path, _registry(), os.environ)
     except ConfigError as exc:
         click.echo(f"{path}: FAILED", err=True)
         click.echo(str(exc), err=True)
@@ -63,7 +63,7 @@ def serve(host: str, port: int, workers: int, no_dispatcher: bool):
     """Serve webhooks, the API, /health and /metrics through gunicorn."""
     config_path = _config_path(None)
     try:
-        config = load_config(config_path, _registry())
+        config = load_config(config_path, _registry(), os.environ)
     except ConfigError as exc:
         raise click.ClickException(f"refusing to start: {config_path} is invalid\n{exc}") from None
     env = dict(os.environ)

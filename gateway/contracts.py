@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Mapping, Optional
 
 from marshmallow import Schema, fields, validate
 
-from gateway.fields import Duration
+from gateway.fields import Duration, OptionsSchema
 
 SEVERITIES = ("critical", "error", "warning", "info")
 """Normalized severities, most to least urgent."""
@@ -210,14 +210,14 @@ class PermanentError(DeliveryError):
     """The destination will never accept this delivery: the row goes dead at once."""
 
 
-class SourceOptions(Schema):
+class SourceOptions(OptionsSchema):
     """Options every source accepts; a source type's ``options_schema`` extends it."""
 
     token = fields.String(load_default=None, allow_none=True, metadata={"secret": True})
     reopen_window = Duration(load_default=None, allow_none=True)
 
 
-class SinkOptions(Schema):
+class SinkOptions(OptionsSchema):
     """Options every sink accepts; retries and backoff are applied by the core."""
 
     max_attempts = fields.Integer(load_default=8, validate=validate.Range(min=1))

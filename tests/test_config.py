@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from marshmallow import ValidationError, fields, validate
+from marshmallow import ValidationError, fields, validate, validates_schema
 
 from gateway import SinkOptions, SinkType, SourceOptions, SourceType, hookimpl
 from gateway.fields import parse_size
@@ -35,6 +35,8 @@ class FakeSource(SourceType):
 
 class FakeSinkOptions(SinkOptions):
     url = fields.String(required=True, metadata={"secret": True})
+    headers = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
+    proxy = fields.String(load_default=None, allow_none=True)
 
 
 class FakeSink(SinkType):
@@ -387,6 +389,72 @@ def test_redaction_hides_every_secret():
     assert shown["sources"][0]["options"]["password"] is None
     assert shown["sinks"][1]["options"]["url"] == "***"
     assert shown["route"]["sinks"] == ["tickets"]
+
+
+def test_redaction_hides_header_values_and_url_passwords_of_any_option():
+    """Header maps carry credentials whether or not the plugin marked them; so do URLs' userinfo."""
+    text = "sources:\n  - key: a\n    type: fakesrc\n" + SINKS_AND_ROUTE.replace(
+        "url: https://pager.example.com/hook",
+        "url: https://pager.example.com/hook\n    headers: {Authorization: \"${AUTH}\", X-Team: ops}\n"
+        "    proxy: http://proxyuser:${PROXY_PASSWORD}@proxy.example.com:3128/",
+    )
+    cfg = load(text, {"AUTH": "Bearer hdr-s3cret", "PROXY_PASSWORD": "pr0xy-s3cret"})
+    shown = redacted(cfg)
+    for secret in ("hdr-s3cret", "pr0xy-s3cret"):
+        assert secret not in json.dumps(shown) and secret not in repr(cfg)
+    options = shown["sinks"][1]["options"]
+    assert options["headers"] == {"Authorization": "***", "X-Team": "***"}
+    assert options["proxy"] == "http://proxyuser:***@proxy.example.com:3128/"
+    assert cfg.sinks["pager"].options["headers"]["Authorization"] == "Bearer hdr-s3cret"  # only the view hides it
+
+
+class CrossCheckedOptions(SourceOptions):
+    """Written as a plugin writes it: a plain @validates_schema, no marshmallow flag."""
+
+    port = fields.Integer(load_default=None, allow_none=True)
+    username = fields.String(load_default=None, allow_none=True)
+    password = fields.String(load_default=None, allow_none=True, metadata={"secret": True})
+
+    @validates_schema
+    def _credentials_come_in_pairs(self, data, **kwargs):
+        if bool(data.get("username")) != bool(data.get("password")):
+            raise ValidationError("username and password must be given together", "username")
+
+    @validates_schema
+    def _port_needs_a_username(self, data, **kwargs):
+        if data["port"] is not None and not data["username"]:  # raises KeyError once port failed
+            raise ValidationError("a port needs a username", "port")
+
+
+def test_cross_field_checks_run_even_when_a_field_failed():
+    with pytest.raises(ValidationError) as info:
+        CrossCheckedOptions().load({"port": "eighty", "password": "p"})
+    assert info.value.messages == {
+        "port": ["Not a valid integer."],
+        "username": ["username and password must be given together"],
+    }
+
+
+def test_every_problem_of_a_plugin_schema_is_reported_with_its_line():
+    class CrossCheckedSource(SourceType):
+        name = "crosschecked"
+        options_schema = CrossCheckedOptions
+
+    class Plugin:
+        @hookimpl
+        def register_source_types(self, register):
+            register(CrossCheckedSource)
+
+    registry = build_registry(extra_plugins=[FakePlugin(), Plugin()])
+    Path("gateway.yaml").write_text(
+        "sources:\n  - key: a\n    type: crosschecked\n    port: eighty\n    password: p\n" + SINKS_AND_ROUTE,
+        encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config("gateway.yaml", registry, {})
+    assert [str(p) for p in info.value.problems] == [
+        "gateway.yaml:2: sources[0].username: username and password must be given together",
+        "gateway.yaml:4: sources[0].port: Not a valid integer.",
+    ]
 
 
 def test_secret_fields_reads_schema_metadata():
