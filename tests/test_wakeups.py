@@ -67,7 +67,7 @@ def test_announcer_sends_a_burst_as_a_few_notifications(engine, app):  # engine 
     _, wakes = listening(engine)
     announcer = wakeups.Announcer(engine)
     announcer.start()
-    runtime.announcer = announcer
+    runtime.wakeups.announcer = announcer
     for _ in range(500):
         runtime.notify_deliveries()
     assert wakes.acquire(timeout=5)

@@ -15,7 +15,7 @@ ROUTE_KEYS = ("match", "sinks", "continue", "reopen_window", "routes")
 MATCH_KEYS = ("source", "source_type", "severity", "status")
 
 NAME = r"[A-Za-z0-9._-]{1,64}"
-"""Source keys and sink names: they appear in URLs."""
+"""Source keys and sink names: they appear in URLs, sink names also in metric labels."""
 NAME_PATTERN = re.compile(rf"^{NAME}\Z")
 
 
