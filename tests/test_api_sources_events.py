@@ -182,20 +182,12 @@ def test_metrics_never_show_the_key_of_an_api_source(api, client):
     assert api.get(f"/api/sources/{unnamed}").json["name"] == "testsrc"
 
 
-WITH_CREDENTIALS = """
-sources:
-  - key: src
-    type: testsrc
-sinks:
-  - name: itms
-    type: itms
+WITH_CREDENTIALS = NEW_SOURCE.replace("route:", """\
   - name: spaceone
     type: spaceone
     url: https://monitoring-webhook.example.com/monitoring/v1/webhook/webhook-1/access-key-1/events
     headers: {Authorization: "Bearer header-s3cret", X-Api-Key: key-s3cret}
-route:
-  sinks: [itms]
-"""
+route:""")
 
 
 def test_api_config_hides_every_credential(make_app):

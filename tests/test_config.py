@@ -409,30 +409,35 @@ def test_redaction_hides_header_values_and_url_passwords_of_any_option():
 
 
 class CrossCheckedOptions(SourceOptions):
-    """Written as a plugin writes it: a plain @validates_schema, no marshmallow flag."""
+    """Written as a plugin writes it: plain @validates_schema checks, no marshmallow flag."""
 
-    port = fields.Integer(load_default=None, allow_none=True)
-    username = fields.String(load_default=None, allow_none=True)
-    password = fields.String(load_default=None, allow_none=True, metadata={"secret": True})
-
-    @validates_schema
-    def _credentials_come_in_pairs(self, data, **kwargs):
-        if bool(data.get("username")) != bool(data.get("password")):
-            raise ValidationError("username and password must be given together", "username")
+    low = fields.Integer(load_default=0)
+    high = fields.Integer(load_default=10)
+    mode = fields.String(load_default="poll", validate=validate.OneOf(["poll", "push"]))
 
     @validates_schema
-    def _port_needs_a_username(self, data, **kwargs):
-        if data["port"] is not None and not data["username"]:  # raises KeyError once port failed
-            raise ValidationError("a port needs a username", "port")
+    def _low_not_above_high(self, data, **kwargs):
+        if data.get("low", 0) > data.get("high", 10):
+            raise ValidationError("must not be above high", "low")
+
+    @validates_schema
+    def _push_needs_a_range(self, data, **kwargs):
+        if data["mode"] == "push" and data["low"] == data["high"]:  # a KeyError once mode failed
+            raise ValidationError("push needs a range", "mode")
 
 
 def test_cross_field_checks_run_even_when_a_field_failed():
     with pytest.raises(ValidationError) as info:
-        CrossCheckedOptions().load({"port": "eighty", "password": "p"})
-    assert info.value.messages == {
-        "port": ["Not a valid integer."],
-        "username": ["username and password must be given together"],
-    }
+        CrossCheckedOptions().load({"low": 20, "mode": "pull"})
+    assert info.value.messages == {"low": ["must not be above high"], "mode": ["Must be one of: poll, push."]}
+
+
+def test_a_bundled_plugin_reports_its_cross_field_check_beside_a_field_error():
+    """OCI's schema is unchanged: its credential pair is checked although confirm_timeout failed."""
+    oci_options = build_registry().source_types["oci"].options_schema
+    with pytest.raises(ValidationError) as info:
+        oci_options().load({"password": "p", "confirm_timeout": "soon"})
+    assert set(info.value.messages) == {"confirm_timeout", "username"}
 
 
 def test_every_problem_of_a_plugin_schema_is_reported_with_its_line():
@@ -447,13 +452,13 @@ def test_every_problem_of_a_plugin_schema_is_reported_with_its_line():
 
     registry = build_registry(extra_plugins=[FakePlugin(), Plugin()])
     Path("gateway.yaml").write_text(
-        "sources:\n  - key: a\n    type: crosschecked\n    port: eighty\n    password: p\n" + SINKS_AND_ROUTE,
+        "sources:\n  - key: a\n    type: crosschecked\n    low: 20\n    mode: pull\n" + SINKS_AND_ROUTE,
         encoding="utf-8")
     with pytest.raises(ConfigError) as info:
         load_config("gateway.yaml", registry, {})
     assert [str(p) for p in info.value.problems] == [
-        "gateway.yaml:2: sources[0].username: username and password must be given together",
-        "gateway.yaml:4: sources[0].port: Not a valid integer.",
+        "gateway.yaml:4: sources[0].low: must not be above high",
+        "gateway.yaml:5: sources[0].mode: Must be one of: poll, push.",
     ]
 
 
