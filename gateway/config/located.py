@@ -6,7 +6,7 @@ the loaded nodes turns each into ``FILE:LINE: path: message``.
 from __future__ import annotations
 
 import re
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import yaml
 
@@ -104,6 +104,9 @@ def load_yaml(text: str, path: str) -> Any:
         raise ConfigError([ConfigProblem(path, None, "yaml", str(exc))]) from None
 
 
+Order = Callable[[str, Any, Any], Any]
+
+
 class Problems:
     """Collects problems; a path that already failed (e.g. an unset variable) reports once."""
 
@@ -119,19 +122,24 @@ class Problems:
         if final:
             self.settled.add(path)
 
-    def report(self, messages: Any, node: Any, path: str, line: Optional[int]) -> None:
-        """Turn marshmallow's nested messages (field names, list indexes) into located problems."""
+    def report(self, messages: Any, node: Any, path: str, line: Optional[int], order: Optional[Order] = None) -> None:
+        """Turn marshmallow's nested messages (field names, list indexes) into located problems.
+
+        ``order(path, node, key)`` sorts the problems of one node (they may share a line); by
+        default they come in the node's key order.
+        """
+        order = order or (lambda _path, node, key: position(node, key))
         if isinstance(messages, dict):
-            for key, sub in sorted(messages.items(), key=lambda item: _position(node, item[0])):
+            for key, sub in sorted(messages.items(), key=lambda item: order(path, node, item[0])):
                 if key == "_schema":
-                    self.report(sub, node, path, line)
+                    self.report(sub, node, path, line, order)
                     continue
                 child, child_line = child_of(node, key)
                 in_list = isinstance(node, LineList) or (not isinstance(node, LineMap) and isinstance(key, int))
-                self.report(sub, child, join(path, key, in_list), child_line or line)
+                self.report(sub, child, join(path, key, in_list), child_line or line, order)
         elif isinstance(messages, (list, tuple)):
             for message in messages:
-                self.report(message, node, path, line)
+                self.report(message, node, path, line, order)
         else:
             self.add(line, path, str(messages))
 
@@ -139,7 +147,7 @@ class Problems:
         return sorted(self.items, key=lambda p: (p.line is None, p.line or 0))
 
 
-def _position(node: Any, key: Any) -> int:
+def position(node: Any, key: Any) -> int:
     """Where ``key`` is in ``node``, so that problems on one line come in the file's order."""
     if key == "_schema":
         return -1

@@ -5,13 +5,14 @@ types) read them from ``_KNOWN``, set for the duration of one ``check_route``.
 """
 from __future__ import annotations
 
+import re
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from marshmallow import RAISE, Schema, ValidationError, fields, post_load
+from marshmallow import RAISE, Schema, ValidationError, fields, missing, post_load
 
-from gateway.config.located import Problems
+from gateway.config.located import Problems, position
 from gateway.config.model import MATCH_KEYS, ROUTE_KEYS, Route
 from gateway.contracts import SEVERITIES, STATUSES
 from gateway.fields import Duration, parse_duration
@@ -40,16 +41,16 @@ class _SinkNames(fields.Field):
     default_error_messages = {"invalid": "must be a list of sink names", "null": "must be a list of sink names",
                               "empty": "the root route needs at least one sink"}
 
-    def __init__(self, *, root: bool = False, **kwargs):
+    def __init__(self, *, of_root: bool = False, **kwargs):
         super().__init__(**kwargs)
-        self.root = root
+        self.of_root = of_root
 
     def _deserialize(self, value, attr, data, **kwargs) -> tuple[str, ...]:
         if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
             raise self.make_error("invalid")
         defined = _KNOWN.get().sinks
         errors: dict[Any, list[str]] = {}
-        if self.root and not value:
+        if self.of_root and not value:
             errors["_schema"] = [self.error_messages["empty"]]
         for i, name in enumerate(value):
             if name not in defined:
@@ -98,14 +99,28 @@ class _Match(Schema):
     status = _Labels("status", allowed=STATUSES)
 
 
-class _Refused(fields.Field):
-    """A key the root route must not have: it receives every alert."""
-
-    def _deserialize(self, value, attr, data, **kwargs):
-        raise ValidationError(f"the root route must not have {self.data_key or attr}: it receives every alert")
-
-
 _MUST_BE_BOOLEAN = {"invalid": "must be true or false", "null": "must be true or false"}
+
+
+class _Refused(fields.Field):
+    """A key the root route must not have: it receives every alert.  Its value is still checked
+    (``also``), as on any other route."""
+
+    def __init__(self, also: Optional[fields.Field] = None, **kwargs):
+        super().__init__(**kwargs)
+        self.also = also
+
+    def deserialize(self, value, attr=None, data=None, **kwargs):
+        """Whatever the value, even none (``match:`` left empty)."""
+        if value is missing:
+            return value
+        messages = [f"the root route must not have {self.data_key or attr}: it receives every alert"]
+        if self.also is not None:
+            try:
+                self.also.deserialize(value)
+            except ValidationError as exc:
+                messages += exc.messages
+        raise ValidationError(messages)
 
 
 class _RouteFields(Schema):
@@ -118,7 +133,8 @@ class _RouteFields(Schema):
                       "type": "a route must be a mapping"}
 
     reopen_window = Duration(error_messages={"null": _not_a_duration(None)})
-    routes = fields.List(fields.Nested(lambda: _ChildRoute()), allow_none=True,
+    routes = fields.List(fields.Nested(lambda: _ChildRoute(), error_messages={"null": "a route must be a mapping"}),
+                         allow_none=True,
                          error_messages={"invalid": "must be a list of routes"})
 
     @post_load(pass_original=True)
@@ -135,8 +151,8 @@ class _ChildRoute(_RouteFields):
 
 class _RootRoute(_RouteFields):
     match = _Refused()
-    continue_ = _Refused(data_key="continue")
-    sinks = _SinkNames(root=True, required=True, error_messages={
+    continue_ = _Refused(fields.Boolean(error_messages=_MUST_BE_BOOLEAN), data_key="continue")
+    sinks = _SinkNames(of_root=True, required=True, error_messages={
         "required": "required: the root route's sinks get every alert no child route takes"})
 
 
@@ -146,12 +162,25 @@ def _tree(loaded: dict, parent: Optional[Route]) -> Route:
         match=loaded.get("match", {}),
         sinks=loaded["sinks"] if "sinks" in loaded else parent.sinks,
         continue_=loaded.get("continue_", False),
-        reopen_window=loaded["reopen_window"] if "reopen_window" in loaded else (parent and parent.reopen_window),
+        reopen_window=loaded["reopen_window"] if "reopen_window" in loaded else parent.reopen_window if parent else None,
         routes=(),
         line=loaded["line"],
     )
     children = tuple(_tree(child, this) for child in loaded.get("routes") or ())
     return Route(this.match, this.sinks, this.continue_, this.reopen_window, children, this.line)
+
+
+_ROUTE_PATH = re.compile(r"route(?:\.routes\[\d+\])*\Z")
+
+
+def _in_check_order(path: str, node: Any, key: Any) -> tuple:
+    """A route's problems that share a line: unknown keys, the root's refused keys, then each key
+    in ROUTE_KEYS order; any other node's in its key order."""
+    if not _ROUTE_PATH.match(path) or key not in ROUTE_KEYS:
+        return 0, position(node, key)
+    if path == "route" and key in ("match", "continue"):
+        return 1, key != "match"
+    return 2, ROUTE_KEYS.index(key)
 
 
 def check_route(node: Any, line: Optional[int], sinks: list[str], source_types: list[str],
@@ -161,7 +190,7 @@ def check_route(node: Any, line: Optional[int], sinks: list[str], source_types: 
     try:
         loaded = _RootRoute().load(node)
     except ValidationError as exc:
-        problems.report(exc.messages, node, "route", line)
+        problems.report(exc.messages, node, "route", line, _in_check_order)
         return None
     finally:
         _KNOWN.reset(token)
