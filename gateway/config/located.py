@@ -126,11 +126,11 @@ class Problems:
         """Turn marshmallow's nested messages (field names, list indexes) into located problems.
 
         ``order(path, node, key)`` sorts the problems of one node (they may share a line); by
-        default they come in the node's key order.
+        default they come in marshmallow's order.
         """
-        order = order or (lambda _path, node, key: position(node, key))
         if isinstance(messages, dict):
-            for key, sub in sorted(messages.items(), key=lambda item: order(path, node, item[0])):
+            items = sorted(messages.items(), key=lambda item: order(path, node, item[0])) if order else messages.items()
+            for key, sub in items:
                 if key == "_schema":
                     self.report(sub, node, path, line, order)
                     continue
