@@ -54,7 +54,7 @@ def serve(host: str, port: int, workers: int, no_dispatcher: bool):
         config = load_config(settings.config_path, _registry(settings), settings.env)
     except ConfigError as exc:
         raise click.ClickException(f"refusing to start: {settings.config_path} is invalid\n{exc}") from None
-    env = dict(os.environ)
+    env = dict(settings.env)  # the environment gunicorn and its workers start with
     if settings.admin_token:  # the operator's secret: never printed, the curl names the variable instead
         token_shown = "$GATEWAY_ADMIN_TOKEN"
     else:
