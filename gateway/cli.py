@@ -38,8 +38,10 @@ def _load(settings: Settings, path: str | None = None):
 
 
 @click.group()
-def main():
+@click.pass_context
+def main(ctx: click.Context):
     """Alert integration gateway: vendor webhooks in, incidents and forwarded events out."""
+    ctx.obj = Settings.from_environ()  # read once; every command gets them with @click.pass_obj
 
 
 @main.command()
@@ -47,9 +49,9 @@ def main():
 @click.option("--port", default=8080, show_default=True, type=int)
 @click.option("--workers", default=2, show_default=True, type=int, help="gunicorn worker processes")
 @click.option("--no-dispatcher", is_flag=True, help="deliver nothing here; run `gateway worker` instead")
-def serve(host: str, port: int, workers: int, no_dispatcher: bool):
+@click.pass_obj
+def serve(settings: Settings, host: str, port: int, workers: int, no_dispatcher: bool):
     """Serve webhooks, the API, /health and /metrics through gunicorn."""
-    settings = Settings.from_environ()
     try:
         config = load_config(settings.config_path, _registry(settings), settings.env)
     except ConfigError as exc:
@@ -82,7 +84,8 @@ def serve(host: str, port: int, workers: int, no_dispatcher: bool):
 @click.option("--threads", default=1, show_default=True, type=int, help="dispatchers in this process")
 @click.option("--poll", default=1.0, show_default=True, type=float,
               help="seconds between looks for due rows; on PostgreSQL new rows wake the worker at once")
-def worker(threads: int, poll: float):
+@click.pass_obj
+def worker(settings: Settings, threads: int, poll: float):
     """Deliver outbox rows without serving HTTP; run as many as you like on one PostgreSQL."""
     from gateway.pipeline.outbox import Dispatcher
     from gateway.pipeline.runtime import open_runtime
@@ -90,7 +93,7 @@ def worker(threads: int, poll: float):
     from gateway.store.db import start_wal_checkpointer
 
     try:
-        runtime = open_runtime(Settings.from_environ())
+        runtime = open_runtime(settings)
     except (ConfigError, PluginError) as exc:
         raise click.ClickException(f"refusing to start:\n{exc}") from None
     start_wal_checkpointer(runtime.engine)
@@ -115,11 +118,12 @@ def db():
 
 
 @db.command("upgrade")
-def db_upgrade():
+@click.pass_obj
+def db_upgrade(settings: Settings):
     """Apply Alembic migrations to GATEWAY_DATABASE_URL (default: SQLite in instance/)."""
     from gateway.store.db import upgrade
 
-    url = Settings.from_environ().database_url
+    url = settings.database_url
     upgrade(url)
     click.echo(f"database at head: {url.split('@')[-1]}")
 
@@ -131,9 +135,9 @@ def config():
 
 @config.command("check")
 @click.argument("file", required=False)
-def config_check(file: str | None):
+@click.pass_obj
+def config_check(settings: Settings, file: str | None):
     """Print every problem as FILE:LINE: path: message, or a summary; exit 1 on error."""
-    settings = Settings.from_environ()
     click.echo(f"{file or settings.config_path}: {summary(_load(settings, file))}")
 
 
@@ -146,11 +150,12 @@ def routes():
 @click.option("--source", "source_key", required=True, help="source key")
 @click.option("--config", "file", default=None, help="config file (default GATEWAY_CONFIG)")
 @click.argument("labels", nargs=-1)
-def routes_test(source_key: str, file: str | None, labels: tuple[str, ...]):
+@click.pass_obj
+def routes_test(settings: Settings, source_key: str, file: str | None, labels: tuple[str, ...]):
     """Print the sinks an alert would reach: gateway routes test --source KEY severity=critical status=firing"""
     from gateway.pipeline.router import Router
 
-    loaded = _load(Settings.from_environ(), file)
+    loaded = _load(settings, file)
     given = dict(label.split("=", 1) for label in labels if "=" in label)
     unknown = set(given) - {"severity", "status", "source_type"}
     if unknown:
@@ -163,20 +168,21 @@ def routes_test(source_key: str, file: str | None, labels: tuple[str, ...]):
 
 
 @main.command()
-def plugins():
+@click.pass_obj
+def plugins(settings: Settings):
     """Installed plugins: distribution, version and the types each registers (JSON)."""
-    click.echo(json.dumps([p.as_dict() for p in _registry(Settings.from_environ()).plugins], indent=2))
+    click.echo(json.dumps([p.as_dict() for p in _registry(settings).plugins], indent=2))
 
 
 @main.command()
 @click.option("--older-than", default=None, help="override global.retention, e.g. 7d")
-def purge(older_than: str | None):
+@click.pass_obj
+def purge(settings: Settings, older_than: str | None):
     """Delete raw requests older than the retention period (alerts and incidents stay)."""
     from gateway.fields import parse_duration
     from gateway.store.db import make_engine, run_in_transaction
     from gateway.store.models import RawRequest, utcnow
 
-    settings = Settings.from_environ()
     seconds = parse_duration(older_than) if older_than else _load(settings).retention
     cutoff = utcnow() - timedelta(seconds=seconds)
     engine = make_engine(settings.database_url)
