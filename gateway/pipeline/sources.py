@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Mapping, Optional
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, Select, insert, select, update
 
 from gateway.config import NAME_PATTERN, SourceConfig, SourceFields, validate_source
 from gateway.contracts import Rejected, SourceType
 from gateway.plugins import Registry
 from gateway.store.db import run_in_transaction
-from gateway.store.models import RuntimeSource, utcnow
+from gateway.store.models import Handshake, RuntimeSource, utcnow
 
 sources_table = RuntimeSource.__table__
 OWN_FIELDS = frozenset(SourceFields().fields)
@@ -80,6 +80,11 @@ class Sources:
         """Every source created through the API, by key."""
         with self.engine.connect() as conn:
             return conn.execute(select(sources_table).order_by(RuntimeSource.key)).all()
+
+    @staticmethod
+    def handshakes(key: str) -> Select:
+        """The protocol exchanges a source answered itself, newest first (a query, for the caller to page)."""
+        return select(Handshake.__table__).where(Handshake.source_key == key).order_by(Handshake.id.desc())
 
     def create(self, data: Mapping[str, Any]) -> tuple[Any, Optional[str]]:
         """Store a new source from API input; returns its row and its token (shown once, to the creator).

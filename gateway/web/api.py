@@ -13,7 +13,7 @@ from sqlalchemy.orm import aliased
 from gateway.config import redacted, redacted_options
 from gateway.contracts import Rejected
 from gateway.store.db import run_in_transaction
-from gateway.store.models import Delivery, DeliveryAttempt, Handshake, RawRequest, RuntimeSource, utcnow
+from gateway.store.models import Delivery, DeliveryAttempt, RawRequest, RuntimeSource, utcnow
 from gateway.web.auth import require_admin
 from gateway.web.common import Page, Text, iso, json_object, paginate, where_given
 
@@ -101,8 +101,7 @@ def patch_source(key: str):
 @bp.get("/sources/<source_key:key>/handshakes")
 def list_handshakes(key: str):
     args = Page().load(request.args)
-    query = select(Handshake.__table__).where(Handshake.source_key == key).order_by(Handshake.id.desc())
-    return jsonify(paginate(query, args, lambda r: {
+    return jsonify(paginate(_sources().handshakes(key), args, lambda r: {
         "id": r.id, "received_at": iso(r.received_at), "status": r.status, "record": r.record,
         "raw_url": f"/api/events/{r.raw_request_id}/raw" if r.raw_request_id else None}))
 
