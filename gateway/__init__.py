@@ -1,9 +1,11 @@
 """Alert integration gateway.  What a plugin imports comes from here."""
 from gateway.contracts import (
+    DELIVERY_DEADLINE_SECONDS,
     DELIVERY_LEASE_SECONDS,
     SEVERITIES,
     STATUSES,
     Alert,
+    Deadline,
     Delivery,
     DeliveryError,
     Headers,
@@ -22,7 +24,7 @@ from gateway.fields import Duration
 from gateway.hookspecs import hookimpl
 
 __all__ = [
-    "DELIVERY_LEASE_SECONDS", "SEVERITIES", "STATUSES", "Alert", "Delivery", "DeliveryError", "Duration",
+    "DELIVERY_DEADLINE_SECONDS", "DELIVERY_LEASE_SECONDS", "SEVERITIES", "STATUSES", "Alert", "Deadline", "Delivery", "DeliveryError", "Duration",
     "Headers", "InboundRequest", "PermanentError", "Rejected", "Reply", "Resource", "RetryableError",
     "SinkOptions", "SinkType", "SourceOptions", "SourceType", "hookimpl",
 ]
