@@ -23,7 +23,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, Mapping, Optional, TypeVar
 
 from sqlalchemy import Connection, Engine, func, insert, literal_column, select, update
 from sqlalchemy.exc import DBAPIError
@@ -44,6 +44,8 @@ deliveries = Delivery.__table__
 MAX_RETRY_AFTER = 3600.0
 RENEWALS_PER_LEASE = 4
 WATCH_INTERVAL = 0.05
+RENEWAL_RETRY = 0.25
+"""Seconds between tries to renew a claim while the database does not answer."""
 """How often a batch's keeper looks whether the delivery in flight must be cut."""
 
 PENDING = literal_column("'pending'")
@@ -92,8 +94,9 @@ class Holding:
     worker: str
     ids: set[int]
     valid_until: float
-    """When the claim runs out unless renewed (``time.monotonic()``, from before the statement was sent)."""
-    renewed_at: float
+    """When the claim on the row in flight runs out unless renewed (``time.monotonic()``, counted
+    from before the last statement that renewed it was sent)."""
+    renew_at: float
     deadline: Optional[Deadline] = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -166,7 +169,7 @@ class Dispatcher:
                                                      attempts=1)}
         with holding.lock:
             holding.ids &= kept | (holding.ids - set(ids))
-        holding.valid_until = sent + self.lease
+        holding.valid_until = max(holding.valid_until, sent + self.lease)
 
     def _keep(self, holding: Holding, done: threading.Event) -> None:
         """While a batch is worked through: renew its claim, and cut the delivery in flight when
@@ -177,13 +180,14 @@ class Dispatcher:
             deadline = holding.deadline
             if deadline is not None and now >= min(deadline.at, holding.valid_until - margin, self._stop_at):
                 deadline.expire()
-            if now - holding.renewed_at >= margin:
-                holding.renewed_at = now
+            if now >= holding.renew_at:
                 try:
                     self._renew(holding)
+                    holding.renew_at = now + margin
                 except DBAPIError as exc:  # the database is away: the claim runs on until valid_until
                     log.warning("could not renew the claim of %s on %d rows: %s", holding.worker,
                                 len(holding.ids), exc.__class__.__name__)
+                    holding.renew_at = now + RENEWAL_RETRY
 
     def _start(self, row_id: int, worker: str):
         """Begin an attempt on a row ``worker`` still holds: renew its lease and count the attempt.
@@ -304,7 +308,7 @@ class Dispatcher:
         rows = self.claim(sink_name, worker)
         if not rows:
             return 0
-        holding = Holding(worker, {r.id for r in rows}, sent + self.lease, sent)
+        holding = Holding(worker, {r.id for r in rows}, sent + self.lease, sent + self.lease / RENEWALS_PER_LEASE)
         done = threading.Event()
         keeper = threading.Thread(target=self._keep, args=(holding, done), daemon=True, name=f"keep-{sink_name}")
         keeper.start()
@@ -314,8 +318,10 @@ class Dispatcher:
                 if self.stopping.is_set():
                     self._release([r.id for r in rows[index:]], worker)
                     break
+                sent = time.monotonic()
                 started = self._start(row.id, worker)
-                if started is not None:
+                if started is not None:  # which renewed the claim on this row
+                    holding.valid_until = max(holding.valid_until, sent + self.lease)
                     self.deliver_one(sink, started, alerts[started.alert_id], worker, holding)
                 with holding.lock:
                     holding.ids.discard(row.id)
@@ -438,6 +444,25 @@ def delivery_status(engine: Engine, delivery_id: int) -> Optional[str]:
     """A row's status, or None if there is no such row."""
     with engine.connect() as conn:
         return conn.execute(select(Delivery.status).where(Delivery.id == delivery_id)).scalar()
+
+
+def outbox_stats(engine: Engine, sinks: Mapping[str, SinkType]) -> metrics.OutboxStats:
+    """Pending and dead rows per sink and each sink's oldest pending row; every configured
+    outbox sink is listed, with zeros when it has no such rows."""
+    query = (select(Delivery.sink_name, Delivery.status, func.count(), func.min(Delivery.created_at))
+             .where(Delivery.status.in_(("pending", "dead")))
+             .group_by(Delivery.sink_name, Delivery.status))
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+    outbox_sinks = [name for name, sink in sinks.items() if not sink.inline]
+    pending, dead = dict.fromkeys(outbox_sinks, 0), dict.fromkeys(outbox_sinks, 0)
+    oldest: dict[str, datetime] = {}
+    for sink, status, count, first in rows:
+        if status == "pending":
+            pending[sink], oldest[sink] = count, first
+        else:
+            dead[sink] = count
+    return metrics.OutboxStats(pending, dead, oldest, utcnow())
 
 
 def _describe(exc: Exception) -> str:
