@@ -271,8 +271,8 @@ class Dispatcher:
         finally:
             if holding is not None:
                 holding.deadline = None
-        if deadline.cut and outcome != "delivered":
-            error = f"cut at the delivery deadline; {error}"
+        if deadline.cut:  # whatever the sink made of it, the answer it read was incomplete
+            outcome, error = "retry", f"cut at the delivery deadline; {error or 'the answer was incomplete'}"
         seconds = time.perf_counter() - clock
         now = utcnow()
         outcome, error, values = _next_step(sink.options, row, now, outcome, error, retry_after)
