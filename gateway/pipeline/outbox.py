@@ -130,6 +130,12 @@ class Dispatcher:
         Rows ``worker`` already holds are claimed again: a dispatcher whose batch was cut off
         by a lost database connection takes it up again when the database is back.
         """
+        stmt = self.claim_statement(sink_name, worker)
+        rows = run_in_transaction(self.runtime.engine, lambda conn: conn.execute(stmt).all())
+        return sorted(rows, key=lambda r: r.id)
+
+    def claim_statement(self, sink_name: str, worker: str):
+        """The claim's UPDATE ... RETURNING (id, alert_id), as ``claim`` runs it."""
         now, until = self._clock()
         candidates = (
             select(Delivery.id)
@@ -144,14 +150,12 @@ class Dispatcher:
             .limit(self.batch)
             .with_for_update(skip_locked=True)
         )
-        stmt = (
+        return (
             update(deliveries)
             .where(deliveries.c.id.in_(candidates.scalar_subquery()))
             .values(claimed_by=worker, claimed_until=until)
             .returning(deliveries.c.id, deliveries.c.alert_id)
         )
-        rows = run_in_transaction(self.runtime.engine, lambda conn: conn.execute(stmt).all())
-        return sorted(rows, key=lambda r: r.id)
 
     def _renew(self, holding: Holding) -> None:
         """Extend the claim on every row ``holding`` still has; rows lost meanwhile are dropped from it."""
