@@ -424,14 +424,14 @@ def test_an_outage_outlasting_any_attempt_count_loses_nothing_and_keeps_the_orde
     gw = gateway()
     receiver.default = (503, {}, "down")
     fired, other, recovered = gw.post("p"), gw.post("q"), gw.post("p", "resolved")
-    gw.drive("hook", lambda: gw.row(fired, "hook")["attempts"] >= 12)
+    gw.drive("hook", lambda: min(gw.row(fired, "hook")["attempts"], gw.row(other, "hook")["attempts"]) >= 10)
     assert {row["status"] for row in gw.deliveries(sink="hook")} == {"pending"}
     receiver.default = (200, {}, "{}")
     gw.drive("hook", lambda: len(gw.deliveries(status="delivered", sink="hook")) == 3)
     delivered = [(r["json"]["title"]) for r in receiver.requests if r["status"] == 200]
     assert sorted(delivered) == ["p firing", "p resolved", "q firing"]
     assert delivered.index("p firing") < delivered.index("p resolved")
-    assert gw.row(recovered, "hook")["attempts"] == 1 and gw.row(other, "hook")["attempts"] >= 12
+    assert gw.row(recovered, "hook")["attempts"] == 1 and gw.row(other, "hook")["attempts"] >= 11
 
 
 def test_a_row_goes_dead_once_retried_for_max_age(gateway, receiver):

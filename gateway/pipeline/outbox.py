@@ -77,8 +77,11 @@ def _first_pending_of_key(sink_name: str):
     """The id of the earliest pending row of the claimed row's ordering key in this sink.
 
     A correlated MIN, not NOT EXISTS: the planner may turn an anti-join into a scan of every
-    pending row per candidate (on a table without statistics it did: 1,333 pending rows cost
-    0.5 s), while a MIN under a correlated subquery is always one descent of the partial index.
+    pending row per candidate (on a table without statistics it did: 4,000 pending rows cost
+    2 s), while a MIN under a correlated subquery is always one descent of the partial index.
+    The claim compares with ``<=`` (the same rows: the MIN is never above the row's own id):
+    estimated as selective as ``=`` is, the planner sorted every pending row of the sink once
+    ANALYZE had run (19 ms at 2,000 pending rows, against 0.4 ms walking the index in order).
     """
     earlier = aliased(Delivery)
     return (select(func.min(earlier.id))
@@ -144,7 +147,7 @@ class Dispatcher:
                 Delivery.status == PENDING,
                 Delivery.next_attempt_at <= now,
                 Delivery.claimed_until.is_(None) | (Delivery.claimed_until < now) | (Delivery.claimed_by == worker),
-                Delivery.id == _first_pending_of_key(sink_name),
+                Delivery.id <= _first_pending_of_key(sink_name),
             )
             .order_by(Delivery.id)
             .limit(self.batch)
