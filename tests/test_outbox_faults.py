@@ -30,8 +30,8 @@ def queue_alerts(app) -> None:
         assert client.post("/hooks/whatap/whatap-prod/", json=whatap_alert(n)).status_code == 202
 
 
-def start_worker(env, log) -> subprocess.Popen:
-    worker = subprocess.Popen([GATEWAY, "worker"], env=env, stdout=subprocess.PIPE, text=True, stderr=log)
+def start_worker(env, log, *options: str) -> subprocess.Popen:
+    worker = subprocess.Popen([GATEWAY, "worker", *options], env=env, stdout=subprocess.PIPE, text=True, stderr=log)
     assert worker.stdout.readline().startswith("worker delivering for sinks: spaceone")
     return worker
 
@@ -136,3 +136,40 @@ def test_a_database_blip_delays_deliveries_only_while_it_lasts(outbox_app, recei
         "the worker never noticed the blip: the test proves nothing"
     twice = [delivery for delivery, count in sends(receiver).items() if count > 1]
     assert not twice, {delivery: api.get(f"/api/deliveries/{delivery}").json["attempt_log"] for delivery in twice}
+
+
+OUTAGE_CONFIG = CONFIG.replace("/events\n", "/events\n    backoff_initial: 50ms\n    backoff_max: 200ms\n")
+
+
+def test_a_spaceone_outage_loses_nothing_and_keeps_each_recovery_after_its_alert(make_app, receiver,
+                                                                                 database_url, tmp_path):
+    """With the default retry limits, rows outlive an outage of many more attempts than the old
+    budget of 8 (a 200 ms backoff cap and a 0.1 s poll make that a few seconds)."""
+    app = make_app(OUTAGE_CONFIG.format(receiver=receiver.url))
+    api, client = admin_client(app), app.test_client()
+    receiver.default = (503, {}, "maintenance")
+    with open(tmp_path / "worker.log", "w") as log:
+        worker = start_worker(gateway_env(app, database_url), log, "--poll", "0.1")  # retries fall due at polls
+        try:
+            for n in range(ALERTS // 2):
+                assert client.post("/hooks/whatap/whatap-prod/", json=whatap_alert(n)).status_code == 202
+                recovery = {**whatap_alert(n), "status": "off", "uuid": f"r{n}"}
+                assert client.post("/hooks/whatap/whatap-prod/", json=recovery).status_code == 202
+
+            def past_the_old_budget() -> bool:  # every alert tried more than 8 times; its recovery waits (0)
+                rows = api.get("/api/deliveries?per_page=100").json["items"]
+                return {row["attempts"] > 8 for row in rows if row["attempts"]} == {True} and \
+                    {row["status"] for row in rows} == {"pending"}
+
+            wait_until(past_the_old_budget, timeout=20, interval=0.2)
+            receiver.default = (200, {}, "{}")
+            all_delivered_within(api, BACK_WITHIN)
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            assert worker.wait(timeout=30) == 0
+    assert api.get("/api/deliveries?status=dead").json["total"] == 0
+    accepted = [r["json"] for r in receiver.requests if r["status"] == 200]
+    assert len(accepted) == ALERTS
+    for n in range(ALERTS // 2):
+        kinds = [event["event_type"] for event in accepted if event["title"].endswith(f"problem {n}")]
+        assert kinds == ["ALERT", "RECOVERY"], (n, kinds)
