@@ -24,7 +24,7 @@ from gateway.fields import Duration
 from gateway.hookspecs import hookimpl
 
 __all__ = [
-    "DELIVERY_DEADLINE_SECONDS", "DELIVERY_LEASE_SECONDS", "SEVERITIES", "STATUSES", "Alert", "Deadline", "Delivery", "DeliveryError", "Duration",
-    "Headers", "InboundRequest", "PermanentError", "Rejected", "Reply", "Resource", "RetryableError",
-    "SinkOptions", "SinkType", "SourceOptions", "SourceType", "hookimpl",
+    "DELIVERY_DEADLINE_SECONDS", "DELIVERY_LEASE_SECONDS", "SEVERITIES", "STATUSES", "Alert", "Deadline",
+    "Delivery", "DeliveryError", "Duration", "Headers", "InboundRequest", "PermanentError", "Rejected", "Reply",
+    "Resource", "RetryableError", "SinkOptions", "SinkType", "SourceOptions", "SourceType", "hookimpl",
 ]

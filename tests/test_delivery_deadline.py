@@ -54,20 +54,11 @@ class Trickler:
         self._listener.close()
 
 
-CONFIG = """
-sources:
-  - key: src
-    type: testsrc
-sinks:
-  - name: itms
-    type: itms
-  - name: spaceone
-    type: spaceone
-    url: {url}
-    timeout: 10s
-route:
-  sinks: [itms, spaceone]
-"""
+def config(url: str) -> str:
+    """The test source, the incident store and the SpaceONE sink posting to ``url`` (10 s timeout)."""
+    return (f"sources: [{{key: src, type: testsrc}}]\n"
+            f"sinks: [{{name: itms, type: itms}}, {{name: spaceone, type: spaceone, url: '{url}', timeout: 10s}}]\n"
+            f"route: {{sinks: [itms, spaceone]}}\n")
 
 
 @pytest.fixture
@@ -84,7 +75,7 @@ def post(driver: OutboxDriver) -> int:
 
 
 def test_a_trickled_reply_is_cut_at_the_delivery_deadline(make_app, trickler):
-    driver = OutboxDriver(make_app(CONFIG.format(url=trickler.url)), "w")
+    driver = OutboxDriver(make_app(config(trickler.url)), "w")
     row = post(driver)
     started = time.monotonic()
     assert Dispatcher(driver.runtime, deadline=1.0).run_once("spaceone", "w") == 1
@@ -101,7 +92,7 @@ def test_a_delivery_is_cut_before_a_claim_it_cannot_renew_runs_out(make_app, tri
     target = urlsplit(database_url.replace("postgresql+psycopg", "postgresql"))
     proxy = TcpProxy(target.hostname, target.port or 5432)
     proxied = database_url.replace(f"@{target.netloc.split('@')[1]}", f"@127.0.0.1:{proxy.port}")
-    driver = OutboxDriver(make_app(CONFIG.format(url=trickler.url), DATABASE_URL=proxied), "w")
+    driver = OutboxDriver(make_app(config(trickler.url), DATABASE_URL=proxied), "w")
     row = post(driver)
     dispatcher = Dispatcher(driver.runtime, lease=2.0, deadline=30.0)
     finished = {}
@@ -123,7 +114,7 @@ def test_a_delivery_is_cut_before_a_claim_it_cannot_renew_runs_out(make_app, tri
     finally:
         proxy.down()
     assert not worker.is_alive()
-    detail = OutboxDriver(make_app(CONFIG.format(url=trickler.url)), "w").delivery(row)
+    detail = OutboxDriver(make_app(config(trickler.url)), "w").delivery(row)
     (attempt,) = detail["attempt_log"]
     assert attempt["error"].startswith("cut at the delivery deadline")
     assert attempt["duration_ms"] < 2000, "the delivery outlived its claim"

@@ -10,14 +10,13 @@ ordering key.
 from __future__ import annotations
 
 import json
-import uuid
 
 import pytest
 from sqlalchemy import text
 
-from conftest import POSTGRES_URL, SKIP_PG
+from conftest import migrated_schema
 from gateway.pipeline.outbox import Dispatcher
-from gateway.store.db import make_engine, upgrade
+from gateway.store.db import make_engine
 
 ROWS, PENDING_FROM = 100_000, 96_001
 
@@ -25,15 +24,7 @@ ROWS, PENDING_FROM = 100_000, 96_001
 @pytest.fixture
 def unanalyzed_outbox():
     """An engine on a fresh schema whose outbox has 100,000 rows and no statistics."""
-    if not POSTGRES_URL:
-        pytest.skip(SKIP_PG)
-    schema = f"gw_plan_{uuid.uuid4().hex[:12]}"
-    admin = make_engine(POSTGRES_URL)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = f"{POSTGRES_URL}{'&' if '?' in POSTGRES_URL else '?'}options=-csearch_path%3D{schema}"
-    try:
-        upgrade(url)
+    with migrated_schema("gw_plan") as url:
         engine = make_engine(url)
         with engine.begin() as conn:
             for table in ("alerts", "deliveries"):
@@ -51,10 +42,6 @@ def unanalyzed_outbox():
                 f" FROM generate_series(1, {ROWS}) g"))
         yield engine
         engine.dispose()
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 def plan_nodes(plan: dict):

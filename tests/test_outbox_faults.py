@@ -13,6 +13,7 @@ import signal
 import subprocess
 import time
 from collections import Counter
+from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 import pytest
@@ -34,6 +35,17 @@ def start_worker(env, log, *options: str) -> subprocess.Popen:
     worker = subprocess.Popen([GATEWAY, "worker", *options], env=env, stdout=subprocess.PIPE, text=True, stderr=log)
     assert worker.stdout.readline().startswith("worker delivering for sinks: spaceone")
     return worker
+
+
+@contextmanager
+def running_worker(env, log, *options: str):
+    """A ``gateway worker`` for the block; SIGTERM at its end must stop it cleanly."""
+    worker = start_worker(env, log, *options)
+    try:
+        yield worker
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=30) == 0, "the worker did not stop cleanly"
 
 
 def held_rows(api) -> list[dict]:
@@ -82,12 +94,8 @@ def test_sigterm_of_gateway_serve_hands_back_every_claim(outbox_app, receiver, d
             assert server.wait(timeout=30) == 0, (tmp_path / "serve.log").read_text()
         assert held_rows(api) == [], "a stopped gateway still holds claims"
         assert api.get("/api/deliveries?status=delivered").json["total"] < ALERTS
-        worker = start_worker(env, worker_log)
-        try:
+        with running_worker(env, worker_log):
             all_delivered_within(api, BACK_WITHIN)
-        finally:
-            worker.send_signal(signal.SIGTERM)
-            assert worker.wait(timeout=30) == 0
     assert set(sends(receiver).values()) == {1}
 
 
@@ -100,12 +108,8 @@ def test_a_killed_worker_s_rows_are_taken_up_within_seconds(outbox_app, receiver
         first.kill()
         first.wait(timeout=10)
         assert held_rows(api), "the killed worker held nothing: the test proves nothing"
-        second = start_worker(env, log)
-        try:
+        with running_worker(env, log):
             all_delivered_within(api, BACK_WITHIN)
-        finally:
-            second.send_signal(signal.SIGTERM)
-            assert second.wait(timeout=30) == 0
     counts = sends(receiver)
     repeated = [delivery for delivery, count in counts.items() if count > 1]
     assert len(repeated) <= 1 and max(counts.values()) <= 2, counts  # at most the request in flight at the kill
@@ -119,19 +123,15 @@ def test_a_database_blip_delays_deliveries_only_while_it_lasts(outbox_app, recei
     env = gateway_env(outbox_app, database_url.replace(f"@{target.netloc.split('@')[1]}",
                                                        f"@127.0.0.1:{proxy.port}"))
     api = admin_client(outbox_app)
-    with open(tmp_path / "worker.log", "w") as log:
-        worker = start_worker(env, log)
-        try:
+    try:
+        with open(tmp_path / "worker.log", "w") as log, running_worker(env, log):
             wait_until(lambda: len(receiver.requests) >= 3, timeout=15)
             proxy.down()
             time.sleep(3)
             proxy.up()
             all_delivered_within(api, BACK_WITHIN)
-        finally:
-            worker.send_signal(signal.SIGTERM)
-            code = worker.wait(timeout=30)
-            proxy.down()
-    assert code == 0, (tmp_path / "worker.log").read_text()
+    finally:
+        proxy.down()
     assert "lost" in (tmp_path / "worker.log").read_text() or "failed" in (tmp_path / "worker.log").read_text(), \
         "the worker never noticed the blip: the test proves nothing"
     twice = [delivery for delivery, count in sends(receiver).items() if count > 1]
@@ -149,8 +149,7 @@ def test_a_spaceone_outage_loses_nothing_and_keeps_each_recovery_after_its_alert
     api, client = admin_client(app), app.test_client()
     receiver.default = (503, {}, "maintenance")
     with open(tmp_path / "worker.log", "w") as log:
-        worker = start_worker(gateway_env(app, database_url), log, "--poll", "0.1")  # retries fall due at polls
-        try:
+        with running_worker(gateway_env(app, database_url), log, "--poll", "0.1"):  # retries fall due at polls
             for n in range(ALERTS // 2):
                 assert client.post("/hooks/whatap/whatap-prod/", json=whatap_alert(n)).status_code == 202
                 recovery = {**whatap_alert(n), "status": "off", "uuid": f"r{n}"}
@@ -164,9 +163,6 @@ def test_a_spaceone_outage_loses_nothing_and_keeps_each_recovery_after_its_alert
             wait_until(past_the_old_budget, timeout=20, interval=0.2)
             receiver.default = (200, {}, "{}")
             all_delivered_within(api, BACK_WITHIN)
-        finally:
-            worker.send_signal(signal.SIGTERM)
-            assert worker.wait(timeout=30) == 0
     assert api.get("/api/deliveries?status=dead").json["total"] == 0
     accepted = [r["json"] for r in receiver.requests if r["status"] == 200]
     assert len(accepted) == ALERTS

@@ -35,6 +35,6 @@ def downgrade() -> None:
     with op.batch_alter_table('deliveries', schema=None) as batch_op:
         batch_op.drop_index('ix_deliveries_pending_sink_name_ordering_key_id')
         batch_op.drop_index('ix_deliveries_pending_sink_name_id')
-        batch_op.create_index('ix_deliveries_sink_name_status_next_attempt_at', ['sink_name', 'status', 'next_attempt_at'],
-                              unique=False)
+        batch_op.create_index('ix_deliveries_sink_name_status_next_attempt_at',
+                              ['sink_name', 'status', 'next_attempt_at'], unique=False)
         batch_op.drop_column('requeued_at')
