@@ -79,19 +79,28 @@ def outbox_app(make_app, receiver):
     return app
 
 
-def test_sigterm_of_gateway_serve_hands_back_every_claim(outbox_app, receiver, database_url, tmp_path):
+def start_delivering(command: str, env, log) -> subprocess.Popen:
+    """``gateway serve`` (one worker) or ``gateway worker``, once it delivers."""
+    if command == "worker":
+        return start_worker(env, log)
+    port = free_port()
+    server = subprocess.Popen([GATEWAY, "serve", "--workers", "1", "--port", str(port)], env=env,
+                              stdout=log, stderr=subprocess.STDOUT)
+    wait_healthy(f"http://127.0.0.1:{port}", server)
+    return server
+
+
+@pytest.mark.parametrize("command", ["serve", "worker"])
+def test_sigterm_hands_back_every_claim(command, outbox_app, receiver, database_url, tmp_path):
     env = gateway_env(outbox_app, database_url)
     api = admin_client(outbox_app)
-    port = free_port()
-    with open(tmp_path / "serve.log", "w") as log, open(tmp_path / "worker.log", "w") as worker_log:
-        server = subprocess.Popen([GATEWAY, "serve", "--workers", "1", "--port", str(port)], env=env,
-                                  stdout=log, stderr=subprocess.STDOUT)
+    with open(tmp_path / "first.log", "w") as log, open(tmp_path / "worker.log", "w") as worker_log:
+        first = start_delivering(command, env, log)
         try:
-            wait_healthy(f"http://127.0.0.1:{port}", server)
             wait_until(lambda: len(receiver.requests) >= 3, timeout=15)
         finally:
-            server.send_signal(signal.SIGTERM)
-            assert server.wait(timeout=30) == 0, (tmp_path / "serve.log").read_text()
+            first.send_signal(signal.SIGTERM)
+            assert first.wait(timeout=30) == 0, (tmp_path / "first.log").read_text()
         assert held_rows(api) == [], "a stopped gateway still holds claims"
         assert api.get("/api/deliveries?status=delivered").json["total"] < ALERTS
         with running_worker(env, worker_log):
