@@ -21,8 +21,8 @@ from sqlalchemy.exc import DataError, SQLAlchemyError
 from gateway import metrics
 from gateway.bodies import MAY_HOLD_UNSTORABLE, clean_text, cleaned, parse_json
 from gateway.contracts import (
-    SEVERITIES, STATUSES, Alert, Headers, InboundRequest, InlineSinkType, Rejected, Reply, Resource, Transaction,
-    namespaced_fingerprint,
+    SEVERITIES, STATUSES, Alert, Headers, InboundRequest, InlineSinkType, Rejected, Reply, Resource, SinkType,
+    Transaction, namespaced_fingerprint,
 )
 from gateway.pipeline import problems
 from gateway.pipeline.runtime import ActiveSource, Runtime, Snapshot
