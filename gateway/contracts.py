@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 SEVERITIES = ("critical", "error", "warning", "info")
 """Normalized severities, most to least urgent."""
 
-STATUSES = ("firing", "resolved")
+ALERT_STATUSES = ("firing", "resolved")
 
 DELIVERY_LEASE_SECONDS = 6.0
 """How long an outbox row stays claimed after its dispatcher last renewed the claim.
@@ -249,11 +249,12 @@ class Delivery:
     refresh: bool = False
 
 
-class Rejected(Exception):
-    """Raised by a source to refuse a request with a client error.
+class ApiError(Exception):
+    """An HTTP error, answered as JSON ``{"error": {"code", "message", "fields"?}}``: what the
+    API and a plugin's routes raise (``gateway.views`` exports it).
 
-    ``code`` is a short machine-readable reason (also the metrics label);
-    ``fields`` maps each missing or invalid payload field to what is wrong with it.
+    ``code`` is a short machine-readable reason; ``fields`` maps each bad field to what is
+    wrong with it; ``headers`` go on the answer (``Retry-After``, ``WWW-Authenticate``).
     """
 
     def __init__(
@@ -271,6 +272,13 @@ class Rejected(Exception):
         self.message = message
         self.fields = dict(fields or {})
         self.headers = dict(headers or {})
+
+
+class Rejected(ApiError):
+    """Raised by a source (or the core's ingest) to refuse a webhook request with a client error.
+
+    Its ``code`` is also the label of ``gateway_webhooks_rejected_total``.
+    """
 
     @classmethod
     def unauthorized(cls, message: str, code: str = "unauthorized", **kw: Any) -> "Rejected":

@@ -50,13 +50,13 @@ def running_worker(env, log, *options: str):
 
 def held_rows(api) -> list[dict]:
     """Pending rows someone holds a claim on (the API does not show claims: read them in the database)."""
-    from gateway.store.models import Delivery
+    from gateway.store.models import DeliveryRow
     from sqlalchemy import select
 
     engine = api.application.extensions["gateway"].engine
     with engine.connect() as conn:
-        return conn.execute(select(Delivery.id, Delivery.claimed_by)
-                            .where(Delivery.status == "pending", Delivery.claimed_by.is_not(None))).all()
+        return conn.execute(select(DeliveryRow.id, DeliveryRow.claimed_by)
+                            .where(DeliveryRow.status == "pending", DeliveryRow.claimed_by.is_not(None))).all()
 
 
 def all_delivered_within(api, seconds: float) -> float:

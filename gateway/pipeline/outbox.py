@@ -31,17 +31,17 @@ from sqlalchemy.orm import aliased
 
 from gateway import metrics
 from gateway.contracts import (
-    DELIVERY_DEADLINE_SECONDS, DELIVERY_LEASE_SECONDS, Alert, Deadline, Delivery as DeliveryTask, InlineSinkType,
+    DELIVERY_DEADLINE_SECONDS, DELIVERY_LEASE_SECONDS, Alert, Deadline, Delivery, InlineSinkType,
     PermanentError, Resource, RetryableError, SinkType,
 )
 from gateway.pipeline import problems
 from gateway.pipeline.runtime import Runtime
 from gateway.store.db import run_in_transaction
-from gateway.store.models import AlertRow, Delivery, DeliveryAttempt, utcnow
+from gateway.store.models import AlertRow, DeliveryRow, DeliveryAttempt, utcnow
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-deliveries = Delivery.__table__
+deliveries = DeliveryRow.__table__
 MAX_RETRY_AFTER = 3600.0
 RENEWALS_PER_LEASE = 4
 WATCH_INTERVAL = 0.05
@@ -84,9 +84,9 @@ def _first_pending_of_key(sink_name: str):
     estimated as selective as ``=`` is, the planner sorted every pending row of the sink once
     ANALYZE had run (19 ms at 2,000 pending rows, against 0.4 ms walking the index in order).
     """
-    earlier = aliased(Delivery)
+    earlier = aliased(DeliveryRow)
     return (select(func.min(earlier.id))
-            .where(earlier.sink_name == sink_name, earlier.ordering_key == Delivery.ordering_key,
+            .where(earlier.sink_name == sink_name, earlier.ordering_key == DeliveryRow.ordering_key,
                    earlier.status == PENDING)
             .scalar_subquery())
 
@@ -145,15 +145,15 @@ class Dispatcher:
         """The claim's UPDATE ... RETURNING (id, alert_id), as ``claim`` runs it."""
         now, until = self._clock()
         candidates = (
-            select(Delivery.id)
+            select(DeliveryRow.id)
             .where(
-                Delivery.sink_name == sink_name,
-                Delivery.status == PENDING,
-                Delivery.next_attempt_at <= utcnow(),
-                Delivery.claimed_until.is_(None) | (Delivery.claimed_until < now) | (Delivery.claimed_by == worker),
-                Delivery.id <= _first_pending_of_key(sink_name),
+                DeliveryRow.sink_name == sink_name,
+                DeliveryRow.status == PENDING,
+                DeliveryRow.next_attempt_at <= utcnow(),
+                DeliveryRow.claimed_until.is_(None) | (DeliveryRow.claimed_until < now) | (DeliveryRow.claimed_by == worker),
+                DeliveryRow.id <= _first_pending_of_key(sink_name),
             )
-            .order_by(Delivery.id)
+            .order_by(DeliveryRow.id)
             .limit(self.batch)
             .with_for_update(skip_locked=True)
         )
@@ -273,7 +273,7 @@ class Dispatcher:
         if holding is not None:
             holding.deadline = deadline
         try:
-            sink.deliver(DeliveryTask(row.id, row.attempts, sink.name, alert, deadline, *(period or (None, False))))
+            sink.deliver(Delivery(row.id, row.attempts, sink.name, alert, deadline, *(period or (None, False))))
             outcome = "delivered"
         except PermanentError as exc:
             outcome, error, status_code = "dead", _describe(exc), exc.status_code
@@ -425,10 +425,10 @@ def superseded_by():
     problem, and the older one sent now (an ALERT after its RECOVERY) would bring back a
     problem that has ended.  ``/api/deliveries`` shows it, so the loss is never silent.
     """
-    later = aliased(Delivery)
+    later = aliased(DeliveryRow)
     first_later = (select(func.min(later.id))
-                   .where(later.sink_name == Delivery.sink_name, later.ordering_key == Delivery.ordering_key,
-                          later.id > Delivery.id, later.status == "delivered")
+                   .where(later.sink_name == DeliveryRow.sink_name, later.ordering_key == DeliveryRow.ordering_key,
+                          later.id > DeliveryRow.id, later.status == "delivered")
                    .scalar_subquery())
     return first_later.label("superseded_by")
 
@@ -444,11 +444,11 @@ def redrive(runtime: Runtime, *, delivery_id: Optional[int] = None, sink: Option
     """Put dead rows (one, or all of a sink's) back in the queue with a fresh retry budget:
     their attempts count from zero and their ``max_age`` from now; the attempt log stays.
     Superseded rows (see ``superseded_by``) stay dead."""
-    where = Delivery.id == delivery_id if delivery_id is not None else Delivery.sink_name == sink
+    where = DeliveryRow.id == delivery_id if delivery_id is not None else DeliveryRow.sink_name == sink
 
     def work(conn) -> Redriven:
         # One read decides both sets, so a row delivered meanwhile cannot leave a dead row in neither.
-        dead = dict(conn.execute(select(Delivery.id, superseded_by()).where(Delivery.status == "dead", where)).all())
+        dead = dict(conn.execute(select(DeliveryRow.id, superseded_by()).where(DeliveryRow.status == "dead", where)).all())
         requeue = [row_id for row_id, later_id in dead.items() if later_id is None]
         now = utcnow()
         requeued = conn.execute(
@@ -466,17 +466,17 @@ def redrive(runtime: Runtime, *, delivery_id: Optional[int] = None, sink: Option
 def delivery_status(engine: Engine, delivery_id: int) -> Optional[str]:
     """A row's status, or None if there is no such row."""
     with engine.connect() as conn:
-        return conn.execute(select(Delivery.status).where(Delivery.id == delivery_id)).scalar()
+        return conn.execute(select(DeliveryRow.status).where(DeliveryRow.id == delivery_id)).scalar()
 
 
 def outbox_stats(engine: Engine, sinks: Mapping[str, SinkType]) -> metrics.OutboxStats:
     """Pending and dead rows per sink and each sink's oldest pending row; every configured
     outbox sink is listed, with zeros when it has no such rows.  A row never tried and not due
     yet is scheduled work (a refresh), not a stall, so it is left out."""
-    scheduled = (Delivery.attempts == 0) & (Delivery.next_attempt_at > utcnow())
-    query = (select(Delivery.sink_name, Delivery.status, func.count(), func.min(Delivery.created_at))
-             .where(Delivery.status.in_(("pending", "dead")), ~scheduled)
-             .group_by(Delivery.sink_name, Delivery.status))
+    scheduled = (DeliveryRow.attempts == 0) & (DeliveryRow.next_attempt_at > utcnow())
+    query = (select(DeliveryRow.sink_name, DeliveryRow.status, func.count(), func.min(DeliveryRow.created_at))
+             .where(DeliveryRow.status.in_(("pending", "dead")), ~scheduled)
+             .group_by(DeliveryRow.sink_name, DeliveryRow.status))
     with engine.connect() as conn:
         rows = conn.execute(query).all()
     outbox_sinks = [name for name, sink in sinks.items() if not isinstance(sink, InlineSinkType)]

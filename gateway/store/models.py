@@ -197,7 +197,7 @@ PENDING_SQL = "status = 'pending'"
 """The pending-row condition of the outbox's partial indexes (the dispatcher's claim names it so)."""
 
 
-class Delivery(Base):
+class DeliveryRow(Base):
     """The outbox: one row per (alert, external sink), delivered by the dispatcher.
 
     ``requeued_at``: when an operator last re-drove the row; its retries run for the sink's
@@ -276,7 +276,7 @@ class ProblemDelivery(Base):
     refresh: Mapped[bool]
 
 
-class RuntimeSource(Base):
+class SourceRow(Base):
     """A source created through the API rather than declared in gateway.yaml."""
 
     __tablename__ = "sources"

@@ -10,9 +10,9 @@ from marshmallow import EXCLUDE, Schema, fields, validate
 from sqlalchemy import func, select
 
 from gateway.config import redacted, redacted_options
-from gateway.contracts import Rejected
+from gateway.contracts import ApiError
 from gateway.pipeline import outbox
-from gateway.store.models import Delivery, DeliveryAttempt, RawRequest, RuntimeSource
+from gateway.store.models import DeliveryRow, DeliveryAttempt, RawRequest, SourceRow
 from gateway.web.auth import require_admin
 from gateway.web.common import Page, Text, iso, json_object, paginate, where_given
 
@@ -64,7 +64,7 @@ def get_source(key: str):
         return jsonify(_file_source_json(declared))
     row = _sources().stored(key)
     if row is None:
-        raise Rejected(404, "not_found", f"no source {key!r}")
+        raise ApiError(404, "not_found", f"no source {key!r}")
     return jsonify(_stored_source_json(row))
 
 
@@ -72,7 +72,7 @@ class StoredName(Schema):
     """What the sources table needs of a name beyond validate_source, which also checks the
     sources of gateway.yaml: those are never stored, so their names have no column to fit."""
 
-    name = Text(column=RuntimeSource.name, allow_none=True)
+    name = Text(column=SourceRow.name, allow_none=True)
 
 
 @bp.post("/sources")
@@ -85,7 +85,7 @@ def create_source():
 
 class SourcePatch(Schema):
     enabled = fields.Boolean()
-    name = Text(column=RuntimeSource.name, validate=validate.Length(min=1))
+    name = Text(column=SourceRow.name, validate=validate.Length(min=1))
     rotate_token = fields.Boolean()
     token = fields.String(allow_none=True)
 
@@ -136,7 +136,7 @@ def raw_event(event_id: int):
     with _gateway().engine.connect() as conn:
         row = conn.execute(select(RawRequest.body, RawRequest.content_type).where(RawRequest.id == event_id)).first()
     if row is None:
-        raise Rejected(404, "not_found", f"no stored event {event_id} (it may have been purged)")
+        raise ApiError(404, "not_found", f"no stored event {event_id} (it may have been purged)")
     return Response(row.body, content_type=row.content_type or "application/octet-stream")
 
 
@@ -158,18 +158,18 @@ def _delivery_json(row) -> dict:
 @bp.get("/deliveries")
 def list_deliveries():
     args = DeliveryQuery().load(request.args)
-    query = select(Delivery.__table__, outbox.superseded_by()).order_by(Delivery.id.desc())
-    query = where_given(query, args, {"status": Delivery.status, "sink": Delivery.sink_name})
+    query = select(DeliveryRow.__table__, outbox.superseded_by()).order_by(DeliveryRow.id.desc())
+    query = where_given(query, args, {"status": DeliveryRow.status, "sink": DeliveryRow.sink_name})
     return jsonify(paginate(query, args, _delivery_json))
 
 
 @bp.get("/deliveries/<id:delivery_id>")
 def get_delivery(delivery_id: int):
     with _gateway().engine.connect() as conn:
-        row = conn.execute(select(Delivery.__table__, outbox.superseded_by())
-                           .where(Delivery.id == delivery_id)).first()
+        row = conn.execute(select(DeliveryRow.__table__, outbox.superseded_by())
+                           .where(DeliveryRow.id == delivery_id)).first()
         if row is None:
-            raise Rejected(404, "not_found", f"no delivery {delivery_id}")
+            raise ApiError(404, "not_found", f"no delivery {delivery_id}")
         attempts = conn.execute(select(DeliveryAttempt.__table__)
                                 .where(DeliveryAttempt.delivery_id == delivery_id)
                                 .order_by(DeliveryAttempt.id)).all()
@@ -182,15 +182,15 @@ def get_delivery(delivery_id: int):
 def retry_delivery(delivery_id: int):
     result = outbox.redrive(_gateway().runtime, delivery_id=delivery_id)
     if result.superseded:
-        raise Rejected(409, "superseded",
+        raise ApiError(409, "superseded",
                        f"delivery {delivery_id} stays dead: delivery {result.superseded[delivery_id]}, of a later "
                        "alert with the same fingerprint, was delivered to the same sink; sending this one now "
                        "would deliver an older state after a newer one")
     if not result.requeued:
         status = outbox.delivery_status(_gateway().engine, delivery_id)
         if status is None:
-            raise Rejected(404, "not_found", f"no delivery {delivery_id}")
-        raise Rejected(409, "not_dead", f"delivery {delivery_id} is {status}; only dead deliveries are retried")
+            raise ApiError(404, "not_found", f"no delivery {delivery_id}")
+        raise ApiError(409, "not_dead", f"delivery {delivery_id} is {status}; only dead deliveries are retried")
     return get_delivery(delivery_id)
 
 
@@ -219,7 +219,7 @@ def show_config():
 def reload_config():
     runtime = _gateway().runtime
     if not runtime.reload():
-        raise Rejected(422, "invalid_config", f"config not applied; the previous one stays:\n{runtime.reload_error}")
+        raise ApiError(422, "invalid_config", f"config not applied; the previous one stays:\n{runtime.reload_error}")
     if _gateway().settings.served_by_gunicorn:
         os.kill(os.getppid(), signal.SIGHUP)  # the master passes it on to every worker
     return jsonify({"status": "reloaded", "loaded_at": iso(runtime.snapshot.config.loaded_at)})
