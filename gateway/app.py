@@ -55,11 +55,13 @@ def create_app(test_config: Optional[Mapping[str, Any]] = None, *, extra_plugins
     runtime = Runtime(registry, engine, app.config["CONFIG"], os.environ, app.config.get("LAST_GOOD_CONFIG"))
     app.extensions["gateway"] = Gateway(runtime)
 
+    from gateway.incidents import console as incidents_console
     from gateway.incidents.api import bp as incidents_bp
-    from gateway.web import api, hooks, ops
+    from gateway.web import api, console, hooks, ops
     from gateway.web.errors import register_error_handlers
 
-    for blueprint in (hooks.bp, api.bp, incidents_bp, ops.bp):
+    for blueprint in (hooks.bp, api.bp, incidents_bp, ops.bp, console.bp, incidents_console.bp):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
+    console.init_app(app)
     return app

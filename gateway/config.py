@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import zoneinfo
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Mapping, Optional
@@ -95,6 +96,9 @@ class GatewayConfig:
     route: Route
     retention: float
     max_body_size: int
+    external_url: Optional[str] = None
+    default_language: str = "ko"
+    timezone: str = "Asia/Seoul"
     loaded_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
 
 
@@ -174,7 +178,9 @@ def redacted(config: GatewayConfig) -> dict:
     return {
         "path": config.path,
         "loaded_at": config.loaded_at.isoformat(),
-        "global": {"retention": config.retention, "max_body_size": config.max_body_size},
+        "global": {"retention": config.retention, "max_body_size": config.max_body_size,
+                   "external_url": config.external_url, "default_language": config.default_language,
+                   "timezone": config.timezone},
         "sources": [redacted_source(s) for s in config.sources.values()],
         "sinks": [
             {"name": s.name, "type": s.type, "line": s.line, "options": redacted_options(s.options)}
@@ -574,9 +580,20 @@ class _RouteChecker:
 # --- the whole file ------------------------------------------------------------------------
 
 
+def _known_zone(name: str) -> None:
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValidationError(f"unknown time zone {name!r} (an IANA name such as Asia/Seoul)") from None
+
+
 class _GlobalFields(Schema):
     retention = Duration(load_default=DEFAULT_RETENTION)
     max_body_size = Size(load_default=DEFAULT_MAX_BODY_SIZE)
+    # The console: absolute links (Webhook URL) and a Secure cookie when https; its defaults.
+    external_url = fields.Url(load_default=None, allow_none=True, schemes={"http", "https"}, require_tld=False)
+    default_language = fields.String(load_default="ko", validate=validate.OneOf(["ko", "en"]))
+    timezone = fields.String(load_default="Asia/Seoul", validate=_known_zone)
 
 
 def _entries(doc: _Map, section: str, id_field: str, build, problems: _Problems):
@@ -639,6 +656,8 @@ def _build(doc: Any, path: str, registry: Registry, problems: _Problems) -> Opti
     return GatewayConfig(
         path=path, sources=sources, sinks=sinks, route=route,
         retention=settings["retention"], max_body_size=settings["max_body_size"],
+        external_url=settings["external_url"], default_language=settings["default_language"],
+        timezone=settings["timezone"],
     )
 
 

@@ -1,6 +1,8 @@
 """/api/incidents: list, detail with timeline, lifecycle actions and comments."""
 from __future__ import annotations
 
+from typing import Optional
+
 from flask import Blueprint, current_app, jsonify, request
 from marshmallow import Schema, fields, validate
 from sqlalchemy import or_, select
@@ -9,12 +11,13 @@ from gateway.contracts import SEVERITIES, Rejected
 from gateway.incidents import service
 from gateway.pipeline.ingest import forward_manual_resolve
 from gateway.store.db import run_in_transaction
-from gateway.store.models import Incident
-from gateway.web.auth import actor, require_admin
+from gateway.store.models import Incident, TimelineEntry
+from gateway.web.auth import actor, require_role
 from gateway.web.common import Page, Text, iso, json_object, paginate, where_given
 
 bp = Blueprint("incidents", __name__, url_prefix="/api/incidents")
-bp.before_request(require_admin)
+bp.before_request(require_role("viewer"))
+OPERATOR = require_role("operator")
 
 STATUSES = ("triggered", "acknowledged", "resolved", "closed")
 SORTS = {
@@ -71,14 +74,25 @@ def entry_json(row: service.TimelineItem) -> dict:
 @bp.get("")
 def list_incidents():
     args = IncidentQuery().load(request.args)
+    return jsonify(paginate(incident_query(args), args, incident_json))
+
+
+def incident_query(args: dict):
+    """The incidents ``args`` (an ``IncidentQuery``, sort included) select, for the API and the console.
+
+    ``q`` finds text in the title, description, resource name or any comment.
+    """
     query = where_given(select(Incident.__table__), args,
                         {"status": Incident.status, "severity": Incident.severity, "source": Incident.source_key})
     if args.get("q"):
         # autoescape: "100%" finds that text rather than acting as a LIKE wildcard.
+        commented = select(TimelineEntry.id).where(
+            TimelineEntry.incident_id == Incident.id, TimelineEntry.kind == "commented",
+            TimelineEntry.note.icontains(args["q"], autoescape=True))
         query = query.where(or_(*(column.icontains(args["q"], autoescape=True)
-                                  for column in (Incident.title, Incident.description, Incident.resource_name))))
-    query = query.order_by(SORTS[args["sort"]], Incident.id.desc())
-    return jsonify(paginate(query, args, incident_json))
+                                  for column in (Incident.title, Incident.description, Incident.resource_name)),
+                                commented.exists()))
+    return query.order_by(SORTS[args["sort"]], Incident.id.desc())
 
 
 @bp.get("/<id:incident_id>")
@@ -92,11 +106,15 @@ def get_incident(incident_id: int):
 
 
 @bp.post("/<id:incident_id>/<any(acknowledge, resolve, close):action>")
+@OPERATOR
 def change_status(incident_id: int, action: str):
-    note = json_object(NoteBody())["note"]
+    return jsonify(incident_json(act(incident_id, action, actor(), json_object(NoteBody())["note"])))
+
+
+def act(incident_id: int, action: str, who: str, note: Optional[str]):
+    """Acknowledge, resolve or close for ``who``; the incident's row after it.  Refusals are 404 and 409."""
     gateway = current_app.extensions["gateway"]
     snapshot = gateway.runtime.snapshot
-    who = actor()
 
     def work(conn):
         row = service.transition(conn, incident_id, action, who, note)
@@ -112,15 +130,18 @@ def change_status(incident_id: int, action: str):
         raise Rejected(409, "transition_not_allowed", str(exc)) from None
     if action == "resolve":
         gateway.runtime.notify_deliveries()
-    return jsonify(incident_json(row))
+    return row
 
 
 @bp.post("/<id:incident_id>/comments")
+@OPERATOR
 def comment(incident_id: int):
-    body = json_object(CommentBody())["body"]
-    gateway = current_app.extensions["gateway"]
+    return jsonify(entry_json(add_comment(incident_id, actor(), json_object(CommentBody())["body"]))), 201
+
+
+def add_comment(incident_id: int, who: str, body: str) -> service.TimelineItem:
     try:
-        entry = run_in_transaction(gateway.engine, lambda conn: service.add_comment(conn, incident_id, actor(), body))
+        return run_in_transaction(current_app.extensions["gateway"].engine,
+                                  lambda conn: service.add_comment(conn, incident_id, who, body))
     except LookupError as exc:
         raise Rejected(404, "not_found", str(exc)) from None
-    return jsonify(entry_json(entry)), 201

@@ -14,11 +14,12 @@ from gateway.config import redacted, redacted_options, validate_source
 from gateway.contracts import Rejected
 from gateway.store.db import run_in_transaction
 from gateway.store.models import Delivery, DeliveryAttempt, Handshake, RawRequest, RuntimeSource, utcnow
-from gateway.web.auth import require_admin
+from gateway.web.auth import require_role
 from gateway.web.common import Page, Text, iso, json_object, paginate, where_given
 
 bp = Blueprint("api", __name__, url_prefix="/api")
-bp.before_request(require_admin)
+bp.before_request(require_role("viewer"))
+OPERATOR, ADMIN = require_role("operator"), require_role("admin")
 
 
 def _gateway():
@@ -27,10 +28,16 @@ def _gateway():
 
 # -- sources -----------------------------------------------------------------------
 
+def webhook_url(type_: str, key: str) -> str:
+    """The absolute URL a vendor posts to: from ``global.external_url`` when set, else this request's host."""
+    base = _gateway().runtime.snapshot.config.external_url or request.host_url
+    return f"{base.rstrip('/')}/hooks/{type_}/{key}/"
+
+
 def _source_json(key: str, type_: str, name: str, enabled: bool, options: dict, origin: str) -> dict:
     cls = _gateway().registry.source_types.get(type_)
     return {"key": key, "type": type_, "name": name, "enabled": enabled, "origin": origin,
-            "webhook_url": f"{request.host_url}hooks/{type_}/{key}/",
+            "webhook_url": webhook_url(type_, key),
             "options": redacted_options(options, cls.options_schema if cls else None),
             "read_only": origin == "file"}
 
@@ -43,11 +50,16 @@ def _file_source_json(source) -> dict:
 
 @bp.get("/sources")
 def list_sources():
+    items = all_sources()
+    return jsonify({"items": items, "total": len(items), "page": 1})
+
+
+def all_sources() -> list[dict]:
+    """Every source as JSON: gateway.yaml's first, then the API's by key."""
     with _gateway().engine.connect() as conn:
         rows = conn.execute(select(RuntimeSource.__table__).order_by(RuntimeSource.key)).all()
     items = [_file_source_json(s) for s in _gateway().runtime.snapshot.config.sources.values()]
-    items += [_source_json(r.key, r.type, r.name, r.enabled, r.options, "api") for r in rows]
-    return jsonify({"items": items, "total": len(items), "page": 1})
+    return items + [_source_json(r.key, r.type, r.name, r.enabled, r.options, "api") for r in rows]
 
 
 @bp.get("/sources/<source_key:key>")
@@ -69,8 +81,13 @@ class StoredName(Schema):
 
 
 @bp.post("/sources")
+@ADMIN
 def create_source():
-    data = json_object()
+    return jsonify(create_runtime_source(json_object())), 201
+
+
+def create_runtime_source(data: dict) -> dict:
+    """Store a new API source; its JSON, with the token in clear this once (for the creator)."""
     # Without an explicit key the key is unguessable: with no token set, the key is the secret.
     data.setdefault("key", secrets.token_urlsafe(18))
     StoredName(unknown=EXCLUDE).load(data)
@@ -91,7 +108,7 @@ def create_source():
     body = _source_json(config.key, config.type, config.name, config.enabled, options, "api")
     if options.get("token"):
         body["token"] = options["token"]  # shown once, to the creator
-    return jsonify(body), 201
+    return body
 
 
 class SourcePatch(Schema):
@@ -102,10 +119,15 @@ class SourcePatch(Schema):
 
 
 @bp.patch("/sources/<source_key:key>")
+@ADMIN
 def patch_source(key: str):
+    return jsonify(change_runtime_source(key, SourcePatch().load(json_object())))
+
+
+def change_runtime_source(key: str, change: dict) -> dict:
+    """Apply a ``SourcePatch`` to an API source; its JSON, with a rotated token in clear this once."""
     if key in _gateway().runtime.snapshot.config.sources:
         raise Rejected(409, "read_only", f"source {key!r} is declared in gateway.yaml; edit the file instead")
-    change = SourcePatch().load(json_object())
     row = _gateway().runtime.source_row(key)
     if row is None:
         raise Rejected(404, "not_found", f"no source {key!r}")
@@ -124,7 +146,7 @@ def patch_source(key: str):
     body = _source_json(key, row.type, name, enabled, options, "api")
     if new_token:
         body["token"] = new_token
-    return jsonify(body)
+    return body
 
 
 @bp.get("/sources/<source_key:key>/handshakes")
@@ -207,7 +229,7 @@ def get_delivery(delivery_id: int):
          "status_code": a.status_code, "error": a.error, "worker": a.worker} for a in attempts]})
 
 
-def _redrive(where) -> tuple[int, dict[int, int]]:
+def redrive(where) -> tuple[int, dict[int, int]]:
     """Put dead rows back in the queue with a fresh attempt budget (their attempt log stays).
 
     A dead row stays dead once a later row of its sink with the same ordering key (the
@@ -242,8 +264,9 @@ def _redrive(where) -> tuple[int, dict[int, int]]:
 
 
 @bp.post("/deliveries/<id:delivery_id>/retry")
+@OPERATOR
 def retry_delivery(delivery_id: int):
-    requeued, superseded = _redrive(Delivery.id == delivery_id)
+    requeued, superseded = redrive(Delivery.id == delivery_id)
     if superseded:
         raise Rejected(409, "superseded",
                        f"delivery {delivery_id} stays dead: delivery {superseded[delivery_id]}, of a later alert "
@@ -263,15 +286,17 @@ class BulkRetry(Schema):
 
 
 @bp.post("/deliveries/retry")
+@OPERATOR
 def retry_dead_of_sink():
     sink = BulkRetry().load(json_object())["sink"]
-    requeued, superseded = _redrive(Delivery.sink_name == sink)
+    requeued, superseded = redrive(Delivery.sink_name == sink)
     return jsonify({"sink": sink, "requeued": requeued, "superseded": sorted(superseded)})
 
 
 # -- config ------------------------------------------------------------------------
 
 @bp.get("/config")
+@ADMIN
 def show_config():
     runtime = _gateway().runtime
     return jsonify({"config": redacted(runtime.snapshot.config), "last_reload_ok": runtime.reload_ok,
@@ -280,6 +305,7 @@ def show_config():
 
 
 @bp.post("/config/reload")
+@ADMIN
 def reload_config():
     runtime = _gateway().runtime
     if not runtime.reload():

@@ -1,27 +1,125 @@
-"""Bearer-token protection for /api/*.  Webhooks use only their source's own authentication."""
+"""Who is acting, and what their role lets them do.  Webhooks use only their source's own authentication.
+
+``/api/*`` takes a bearer token: ``GATEWAY_ADMIN_TOKEN`` (a service token, acting as ``admin``)
+or a user's personal token (acting as that user, with that user's role).  The console's pages
+take the Flask-Login session of a signed-in user; the API never does, so a cookie can never
+make an API call that skipped the console's CSRF check.
+"""
 from __future__ import annotations
 
+import functools
 import hmac
+from typing import Callable, Optional
 
-from flask import current_app, request
+from flask import current_app, g, redirect, request, url_for
+from flask_login import LoginManager, UserMixin, current_user
 
+from gateway import users
 from gateway.contracts import Rejected
+from gateway.users import Principal
 
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="gateway"'}
+SERVICE_PRINCIPAL = Principal("admin", "admin")
+login_manager = LoginManager()
+login_manager.login_view = "console.login"
+login_manager.session_protection = "basic"
 
 
-def require_admin() -> None:
-    """A ``before_request`` hook for API blueprints."""
-    expected = current_app.config.get("ADMIN_TOKEN")
-    if not expected:
-        raise Rejected(401, "api_disabled", "the API is disabled: set GATEWAY_ADMIN_TOKEN", headers=CHALLENGE)
+class SignedIn(UserMixin):
+    """The session's user, read from the database on every request: a role change or a
+    disabled account takes effect at once."""
+
+    def __init__(self, row):
+        self.id = row.id
+        self.name = row.name
+        self.role = row.role
+        self.language = row.language
+        self.timezone = row.timezone
+
+    @property
+    def principal(self) -> Principal:
+        return Principal(self.name, self.role, self.id)
+
+
+@login_manager.user_loader
+def _load_user(user_id: str) -> Optional[SignedIn]:
+    if not user_id.isdigit():
+        return None
+    row = users.get_user(current_app.extensions["gateway"].engine, int(user_id))
+    return SignedIn(row) if row is not None and row.enabled else None
+
+
+def _is_api() -> bool:
+    return request.path.startswith("/api/")
+
+
+def _bearer_principal() -> Principal:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise Rejected(401, "missing_token", "send Authorization: Bearer <token>", headers=CHALLENGE)
-    if not hmac.compare_digest(token.strip().encode(), str(expected).encode()):
+    expected = current_app.config.get("ADMIN_TOKEN")
+    if expected and hmac.compare_digest(token.encode(), str(expected).encode()):
+        return SERVICE_PRINCIPAL
+    principal = users.principal_for_token(current_app.extensions["gateway"].engine, token)
+    if principal is None:
         raise Rejected(401, "invalid_token", "the bearer token is not valid", headers=CHALLENGE)
+    return principal
+
+
+def principal() -> Optional[Principal]:
+    """Who this request acts as: checked once per request.  On the API a missing or wrong
+    token is a 401 here; on a page, None means nobody is signed in."""
+    if "principal" not in g:
+        if _is_api():
+            g.principal = _bearer_principal()
+        else:
+            g.principal = current_user.principal if current_user.is_authenticated else None
+    return g.principal
+
+
+def _check(role: str) -> None:
+    who = principal()
+    if who is None:
+        # A page: sign in first, then come back.
+        raise _Redirect(url_for("console.login", next=request.full_path.rstrip("?")))
+    if not who.can(role):
+        raise Rejected(403, "forbidden", f"{who.name} is {who.role}; this needs {role}")
+
+
+class _Redirect(Exception):
+    """Raised by a role check on a page when nobody is signed in; answered with a redirect."""
+
+    def __init__(self, location: str):
+        super().__init__(location)
+        self.response = redirect(location)
+
+
+def require_role(role: str) -> Callable:
+    """A check for ``role`` (viewer < operator < admin): use it as a blueprint's
+    ``before_request`` hook, or as a view decorator for a stricter role on one endpoint."""
+    users.check_role(role)
+
+    def check(view: Optional[Callable] = None):
+        if view is None:
+            _check(role)
+            return None
+
+        @functools.wraps(view)
+        def guarded(*args, **kwargs):
+            _check(role)
+            return view(*args, **kwargs)
+
+        return guarded
+
+    return check
 
 
 def actor() -> str:
-    """Who the timeline names for an API action; users and sign-in come with the UI."""
-    return "admin"
+    """Who the timeline names for this request's action: the user, or ``admin`` for the service token."""
+    return principal().name
+
+
+def init_app(app) -> None:
+    login_manager.init_app(app)
+    app.register_error_handler(_Redirect, lambda exc: exc.response)

@@ -18,6 +18,7 @@ class OciSource(SourceType):
     """One configured OCI subscription endpoint; stateless apart from the certificate cache."""
 
     name = "oci"
+    display_name = "Oracle Cloud (OCI)"
     options_schema = OciOptions
 
     def __init__(self, key: str, options: Mapping[str, Any]):

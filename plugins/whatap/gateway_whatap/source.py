@@ -37,6 +37,7 @@ class WhatapOptions(SourceOptions):
 
 class WhatapSource(SourceType):
     name = "whatap"
+    display_name = "WhaTap (와탭)"
     options_schema = WhatapOptions
 
     def verify(self, request: InboundRequest) -> None:

@@ -1,0 +1,81 @@
+"""The incident store's console pages: the incident list and an incident with its Status Actions,
+Incident Timeline and Add Comment.  Actions go through the API's own functions (``act``,
+``add_comment``), so a page and an API call change an incident in exactly one way."""
+from __future__ import annotations
+
+from flask import current_app, redirect, render_template, request, url_for
+from marshmallow import EXCLUDE, ValidationError
+from sqlalchemy import func, select
+
+from gateway.contracts import SEVERITIES
+from gateway.incidents import service
+from gateway.incidents.api import (
+    STATUSES, CommentBody, IncidentQuery, NoteBody, act, add_comment, incident_query,
+)
+from gateway.store.models import AlertRow, Delivery, Incident
+from gateway.web.auth import actor, require_role
+from gateway.web.console import console_blueprint
+
+bp = console_blueprint("incidents_console", __name__, template_folder="templates")
+OPERATOR = require_role("operator")
+PER_PAGE = 50
+
+
+def _engine():
+    return current_app.extensions["gateway"].engine
+
+
+@bp.get("/")
+@bp.get("/incidents")
+def list_incidents():
+    """Tabs by status, filters, search, sort and pages; ``?partial=1`` is the refreshing table alone."""
+    try:
+        args = IncidentQuery(unknown=EXCLUDE).load({**request.args, "per_page": PER_PAGE})
+    except ValidationError:
+        args = IncidentQuery().load({"per_page": PER_PAGE})  # a hand-edited URL shows the default list
+    status = args.get("status") or "triggered"
+    args["status"] = status
+    query = incident_query(args)
+    with _engine().connect() as conn:
+        rows = conn.execute(query.limit(PER_PAGE).offset((args["page"] - 1) * PER_PAGE)).all()
+        every_status = incident_query({k: v for k, v in args.items() if k != "status"}).order_by(None)
+        counts = dict(conn.execute(every_status.with_only_columns(Incident.status, func.count())
+                                   .group_by(Incident.status)).all())
+        sources = [key for (key,) in conn.execute(select(Incident.source_key).distinct().order_by(Incident.source_key))]
+    template = "incidents/rows.html" if request.args.get("partial") else "incidents/list.html"
+    return render_template(template, rows=rows, counts=counts, args=args, status=status, statuses=STATUSES,
+                           severities=SEVERITIES, sources=sources, sorts=["-last_event_at", "-created_at",
+                                                                          "severity", "-event_count"],
+                           has_next=counts.get(status, 0) > args["page"] * PER_PAGE)
+
+
+@bp.get("/incidents/<id:incident_id>")
+def incident(incident_id: int):
+    with _engine().connect() as conn:
+        row = conn.execute(select(Incident.__table__).where(Incident.id == incident_id)).first()
+        if row is None:
+            return render_template("console/error.html", status=404, message=f"no incident {incident_id}"), 404
+        entries = service.timeline(conn, incident_id)
+        labels = conn.execute(select(AlertRow.labels).where(AlertRow.incident_id == incident_id)
+                              .order_by(AlertRow.id.desc()).limit(1)).scalar() or {}
+        deliveries = conn.execute(
+            select(Delivery.sink_name, Delivery.status, func.count(), func.max(Delivery.id))
+            .join(AlertRow, AlertRow.id == Delivery.alert_id).where(AlertRow.incident_id == incident_id)
+            .group_by(Delivery.sink_name, Delivery.status)).all()
+    return render_template("incidents/detail.html", incident=row, entries=entries, labels=labels,
+                           deliveries=deliveries, allowed=service.allowed_actions(row.status),
+                           actions=list(service.TRANSITIONS), source_actor=service.SOURCE_ACTOR)
+
+
+@bp.post("/incidents/<id:incident_id>/<any(acknowledge, resolve, close):action>")
+@OPERATOR
+def change_status(incident_id: int, action: str):
+    act(incident_id, action, actor(), NoteBody().load({"note": request.form.get("note") or None})["note"])
+    return redirect(url_for(".incident", incident_id=incident_id))
+
+
+@bp.post("/incidents/<id:incident_id>/comments")
+@OPERATOR
+def comment(incident_id: int):
+    add_comment(incident_id, actor(), CommentBody().load({"body": request.form.get("body", "").strip()})["body"])
+    return redirect(url_for(".incident", incident_id=incident_id) + "#add-comment")
