@@ -6,7 +6,7 @@ PLUGINS := plugins/whatap plugins/oci plugins/spaceone_sink
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: install run test bench clean
+.PHONY: install run test bench clean messages
 
 install: $(VENV)/.installed
 
@@ -28,6 +28,13 @@ test: install
 # `make bench BENCH_SOAK=1` sends 100,000 webhooks and prints worker memory instead.
 bench: install
 	$(BIN)/python bench/bench.py
+
+# The console's ko/en catalogs: extract, merge into the .po files (translate what is new), compile.
+# The compiled .mo files are committed, so `make run` needs no build step.
+messages: install
+	$(BIN)/pybabel extract -F babel.cfg -k lazy_gettext -o gateway/translations/messages.pot --no-location --omit-header .
+	$(BIN)/pybabel update -i gateway/translations/messages.pot -d gateway/translations -w 120 --no-fuzzy-matching
+	$(BIN)/pybabel compile -d gateway/translations
 
 clean:
 	rm -rf $(VENV) instance

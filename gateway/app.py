@@ -36,7 +36,7 @@ def create_app(test_config: Optional[Mapping[str, Any]] = None, *, extra_plugins
     Settings come from ``GATEWAY_*`` environment variables (``GATEWAY_CONFIG``,
     ``GATEWAY_DATABASE_URL``, ``GATEWAY_ADMIN_TOKEN``), then ``test_config``.
     """
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # the console serves its own assets
     app.json.ensure_ascii = False  # Korean titles stay readable
     app.url_map.converters.update(id=RowIdConverter, source_key=SourceKeyConverter)
     app.url_map.merge_slashes = False  # "//" is a 404 in JSON, not werkzeug's HTML redirect
