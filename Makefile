@@ -33,7 +33,7 @@ bench: install
 # The compiled .mo files are committed, so `make run` needs no build step.
 messages: install
 	$(BIN)/pybabel extract -F babel.cfg -k lazy_gettext -o gateway/translations/messages.pot --no-location --omit-header .
-	$(BIN)/pybabel update -i gateway/translations/messages.pot -d gateway/translations -w 120 --no-fuzzy-matching
+	$(BIN)/pybabel update -i gateway/translations/messages.pot -d gateway/translations -w 120 --no-fuzzy-matching --ignore-obsolete
 	$(BIN)/pybabel compile -d gateway/translations
 
 clean:

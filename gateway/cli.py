@@ -201,17 +201,20 @@ def plugins():
 @main.command()
 @click.option("--older-than", default=None, help="override global.retention, e.g. 7d")
 def purge(older_than: str | None):
-    """Delete raw requests older than the retention period (alerts and incidents stay)."""
+    """Delete raw and refused requests older than the retention period (alerts and incidents stay)."""
     from gateway.fields import parse_duration
     from gateway.store.db import run_in_transaction
-    from gateway.store.models import RawRequest, utcnow
+    from gateway.store.models import RawRequest, RefusedRequest, utcnow
 
     app = _app()
     gateway = app.extensions["gateway"]
     seconds = parse_duration(older_than) if older_than else gateway.runtime.snapshot.config.retention
     cutoff = utcnow() - timedelta(seconds=seconds)
-    removed = run_in_transaction(gateway.engine, lambda conn: conn.execute(
-        delete(RawRequest.__table__).where(RawRequest.received_at < cutoff)).rowcount)
+    def work(conn) -> int:
+        conn.execute(delete(RefusedRequest.__table__).where(RefusedRequest.received_at < cutoff))
+        return conn.execute(delete(RawRequest.__table__).where(RawRequest.received_at < cutoff)).rowcount
+
+    removed = run_in_transaction(gateway.engine, work)
     click.echo(f"purged {removed} raw requests received before {cutoff.isoformat()}")
 
 

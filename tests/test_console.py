@@ -222,3 +222,28 @@ def test_first_run_creates_admin_once(engine):
     password = users.create_first_admin(engine)
     assert password and users.authenticate(engine, "admin", password).role == "admin"
     assert users.create_first_admin(engine) is None
+
+
+def test_a_sources_page_tells_why_requests_were_refused(make_app):
+    users_app = make_app("""
+sources:
+  - {key: src, type: testsrc, token: right-token}
+  - {key: off, type: testsrc, enabled: false}
+sinks:
+  - {name: itms, type: itms}
+route: {sinks: [itms]}
+""")
+    hooks = users_app.test_client()
+    assert hooks.post("/hooks/testsrc/src/", json=ALERT, headers={"X-Test-Token": "wrong"}).status_code == 401
+    assert hooks.post("/hooks/testsrc/src/", json={"id": "e2"}, headers={"X-Test-Token": "right-token"}).status_code == 422
+    assert hooks.post("/hooks/testsrc/src/", json=ALERT, headers={"X-Test-Token": "right-token"}).status_code == 202
+    assert hooks.post("/hooks/testsrc/off/", json=ALERT).status_code == 403
+    assert hooks.post("/hooks/testsrc/nobody/", json=ALERT).status_code == 404  # no source: nothing to show it on
+    browser = sign_in(users_app, users_app.extensions["gateway"].engine, "kim", "viewer")
+    page = browser.get("/sources/src").text
+    rows = re.findall(r'<tr class="(accepted|refused)">', page)
+    assert rows == ["accepted", "refused", "refused"]
+    assert "wrong or missing X-Test-Token" in page and "title (missing)" in page
+    assert "source_disabled" in browser.get("/sources/off").text
+    listing = browser.get("/sources").text
+    assert re.search(r'href="/sources/src" class="error">2</a>', listing)

@@ -177,6 +177,12 @@ def test_in_korean_a_new_whatap_source_takes_webhooks_with_its_token(open_page, 
                          timeout=10).status_code == 202
     page.reload()
     assert page.locator("#shown-token").count() == 0  # the secret is shown once
+    page.click("text=와탭 실운영 환경")
+    refused = page.locator("#requests tr.refused")
+    assert refused.count() == 1 and "invalid_token" in refused.inner_text()
+    assert page.locator("#requests tr.accepted").count() == 1
+    shot(page, f"source-ko-{db}")
+    page.go_back()
     page.click("nav.sidebar >> text=인시던트 관리")
     assert page.locator("tr[data-incident]").count() == 1
     for path in ("deliveries", "settings", "plugins"):

@@ -23,7 +23,7 @@ from gateway.bodies import MAY_HOLD_UNSTORABLE, clean_text, cleaned, parse_json
 from gateway.contracts import SEVERITIES, STATUSES, Alert, Headers, InboundRequest, Rejected, Reply, Resource
 from gateway.pipeline.runtime import ActiveSource, Runtime, Snapshot
 from gateway.store.db import HotStatement, refusal_reason, run_in_transaction
-from gateway.store.models import UNSTORABLE_TEXT, AlertRow, Delivery, Handshake, RawRequest, utcnow
+from gateway.store.models import UNSTORABLE_TEXT, AlertRow, Delivery, Handshake, RawRequest, RefusedRequest, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,8 @@ def receive(runtime: Runtime, source_type: str, source_key: str, method: str, pa
         outcome = _receive(runtime, source, source_type, source_key, method, path, headers, read_body, remote_addr)
     except Rejected as exc:
         metrics.WEBHOOKS_REJECTED.labels(label, exc.code).inc()
+        if source is not None:
+            _journal_refusal(runtime, source.key, exc, remote_addr)
         raise
     except Unavailable:
         metrics.WEBHOOKS_REJECTED.labels(label, "database_unavailable").inc()
@@ -75,6 +77,17 @@ def receive(runtime: Runtime, source_type: str, source_key: str, method: str, pa
     metrics.WEBHOOKS_ACCEPTED.labels(label, outcome.body.get("status", "reply")).inc()
     metrics.INGEST_SECONDS.observe(time.perf_counter() - started)
     return outcome
+
+
+def _journal_refusal(runtime: Runtime, source_key: str, exc: Rejected, remote_addr: str) -> None:
+    """Keep why a known source refused a request, for its console page.  Best effort: the
+    refusal is answered the same whether or not this row could be written."""
+    try:
+        run_in_transaction(runtime.engine, lambda conn: conn.execute(insert(RefusedRequest.__table__).values(
+            source_key=source_key, received_at=utcnow(), status=exc.status, code=exc.code[:64],
+            message=UNSTORABLE_TEXT.sub("\ufffd", exc.message), remote_addr=remote_addr[:64] or None)))
+    except SQLAlchemyError as error:
+        log.warning("could not record a refused request of %r: %s", source_key, error)
 
 
 def _receive(runtime: Runtime, source: Optional[ActiveSource], source_type: str, source_key: str,

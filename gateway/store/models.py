@@ -257,6 +257,23 @@ class Handshake(Base):
     __table_args__ = (Index("ix_handshakes_source_key_id", "source_key", "id"),)
 
 
+class RefusedRequest(Base):
+    """A webhook a known source refused, and why: what the console's source page shows, so
+    "the incident is not created" is answered on screen.  ``gateway purge`` removes old ones."""
+
+    __tablename__ = "refused_requests"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source_key: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[datetime]
+    status: Mapped[int]
+    code: Mapped[str] = mapped_column(String(64))
+    message: Mapped[str] = mapped_column(Text)
+    remote_addr: Mapped[Optional[str]] = mapped_column(String(64))
+
+    __table_args__ = (Index("ix_refused_requests_source_key_id", "source_key", "id"),
+                      Index("ix_refused_requests_received_at", "received_at"))
+
+
 class User(Base):
     """A console user; ``role`` is viewer, operator or admin (see gateway.users.ROLES)."""
 

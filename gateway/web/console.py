@@ -28,7 +28,7 @@ from werkzeug.exceptions import HTTPException
 from gateway import users
 from gateway.config import redacted
 from gateway.contracts import Rejected
-from gateway.store.models import Delivery, DeliveryAttempt, RawRequest, utcnow
+from gateway.store.models import Delivery, DeliveryAttempt, RawRequest, RefusedRequest, utcnow
 from gateway.web import auth
 from gateway.web.api import all_sources, change_runtime_source, create_runtime_source, redrive
 
@@ -170,14 +170,20 @@ def _option_fields(type_name: str) -> list[tuple[str, ma_fields.Field]]:
             if name != "token" and isinstance(field, (ma_fields.String, ma_fields.Boolean, ma_fields.Number))]
 
 
-def _source_stats() -> dict[str, tuple[int, object]]:
+def _source_stats() -> dict[str, dict]:
+    """Per source: accepted and refused requests over 24 h, and when the last one came."""
     since = utcnow() - timedelta(hours=24)
+    stats: dict[str, dict] = {}
     with _gateway().engine.connect() as conn:
-        accepted = dict(conn.execute(select(RawRequest.source_key, func.count()).where(
-            RawRequest.received_at >= since).group_by(RawRequest.source_key)).all())
-        last = dict(conn.execute(select(RawRequest.source_key, func.max(RawRequest.received_at))
-                                 .group_by(RawRequest.source_key)).all())
-    return {key: (accepted.get(key, 0), last.get(key)) for key in set(accepted) | set(last)}
+        for table, kind in ((RawRequest, "accepted"), (RefusedRequest, "refused")):
+            for key, count in conn.execute(select(table.source_key, func.count()).where(
+                    table.received_at >= since).group_by(table.source_key)):
+                stats.setdefault(key, {})[kind] = count
+            for key, last in conn.execute(select(table.source_key, func.max(table.received_at))
+                                          .group_by(table.source_key)):
+                entry = stats.setdefault(key, {})
+                entry["last"] = max(filter(None, (entry.get("last"), last)))
+    return stats
 
 
 @bp.get("/sources")
@@ -226,14 +232,18 @@ def change_source(key: str):
 
 @bp.get("/sources/<source_key:key>")
 def source(key: str):
+    """The source's last 100 requests, accepted or refused, newest first, with each refusal's reason."""
     found = next((s for s in all_sources() if s["key"] == key), None)
     if found is None:
         abort(404, _("No such source."))
     with _gateway().engine.connect() as conn:
-        requests = conn.execute(
-            select(RawRequest.id, RawRequest.received_at, RawRequest.alert_count, RawRequest.remote_addr,
-                   RawRequest.external_id)
+        accepted = conn.execute(
+            select(RawRequest.id, RawRequest.received_at, RawRequest.alert_count, RawRequest.remote_addr)
             .where(RawRequest.source_key == key).order_by(RawRequest.id.desc()).limit(100)).all()
+        refused = conn.execute(select(RefusedRequest.__table__).where(RefusedRequest.source_key == key)
+                               .order_by(RefusedRequest.id.desc()).limit(100)).all()
+    requests = sorted([("accepted", row) for row in accepted] + [("refused", row) for row in refused],
+                      key=lambda item: item[1].received_at, reverse=True)[:100]
     return render_template("console/source.html", source=found, requests=requests)
 
 

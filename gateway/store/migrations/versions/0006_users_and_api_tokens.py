@@ -1,4 +1,4 @@
-"""users, personal API tokens and failed sign-ins: the console's accounts
+"""users, personal API tokens, failed sign-ins and refused webhooks: what the console needs
 
 Revision ID: 0006
 Revises: 0003
@@ -48,8 +48,23 @@ def upgrade() -> None:
     with op.batch_alter_table('sign_in_failures', schema=None) as batch_op:
         batch_op.create_index('ix_sign_in_failures_username_at', ['username', 'at'], unique=False)
 
+    op.create_table('refused_requests',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('source_key', sa.String(length=64), nullable=False),
+    sa.Column('received_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('status', sa.Integer(), nullable=False),
+    sa.Column('code', sa.String(length=64), nullable=False),
+    sa.Column('message', sa.Text(), nullable=False),
+    sa.Column('remote_addr', sa.String(length=64), nullable=True),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_refused_requests'))
+    )
+    with op.batch_alter_table('refused_requests', schema=None) as batch_op:
+        batch_op.create_index('ix_refused_requests_received_at', ['received_at'], unique=False)
+        batch_op.create_index('ix_refused_requests_source_key_id', ['source_key', 'id'], unique=False)
+
 
 def downgrade() -> None:
+    op.drop_table('refused_requests')
     op.drop_table('sign_in_failures')
     op.drop_table('api_tokens')
     op.drop_table('users')
