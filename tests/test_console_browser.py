@@ -81,6 +81,8 @@ def open_page(browser, server, app):
         page.on("dialog", lambda dialog: (page.dialogs.append(dialog.message), dialog.dismiss()))
         page.goto(f"{server}/incidents")
         assert "/login" in page.url  # signed out: nothing but the sign-in page
+        assert page.locator("nav.sidebar").count() == 0
+        shot(page, f"login-{language}")
         page.fill("#username", name)
         page.fill("#password", f"{name}-password")
         page.click("button[type=submit]")
@@ -104,10 +106,18 @@ def test_an_operator_works_an_incident_from_the_browser(open_page, server, datab
                                                              "resource": "db-1"}, timeout=10).status_code == 202
     for language in ("ko", "en"):
         page = open_page(f"kim-{language}", "operator", language)
-        row = page.locator("tr[data-incident]").first
+        row = page.locator("tr[data-incident]", has_text="disk full")
         assert title in row.inner_text()  # shown as text ...
         assert page.evaluate("window.pwned") is None and page.dialogs == []  # ... and never run
         shot(page, f"incidents-{language}-{db}")
+        if language == "ko":
+            # The list refreshes itself, keeps its filters and marks what came since the last look.
+            page.goto(f"{server}/incidents?severity=critical")
+            assert requests.post(f"{server}/hooks/testsrc/src/", json={"id": "e2", "title": "new one",
+                                                                     "severity": "critical"}, timeout=10).status_code == 202
+            page.wait_for_selector("tr.new", timeout=15_000)
+            assert "new one" in page.locator("tr.new").inner_text() and page.locator("tr[data-incident]").count() == 2
+            assert page.locator("select[name=severity]").input_value() == "critical"
         row.locator("a.title").click()
         page.wait_for_selector("#timeline")
         shot(page, f"incident-{language}-{db}")
@@ -137,7 +147,8 @@ def test_an_operator_works_an_incident_from_the_browser(open_page, server, datab
         shot(page, f"payload-{language}-{db}")
 
 
-def test_a_viewer_cannot_act_and_forged_posts_change_nothing(open_page, server, api):
+def test_a_viewer_cannot_act_and_forged_posts_change_nothing(open_page, server, api, database_url):
+    db = "pg" if database_url.startswith("postgresql") else "sqlite"
     assert requests.post(f"{server}/hooks/testsrc/src/", json={"id": "e1", "title": "cpu high"},
                          timeout=10).status_code == 202
     page = open_page("lee", "viewer")
@@ -151,6 +162,9 @@ def test_a_viewer_cannot_act_and_forged_posts_change_nothing(open_page, server, 
     assert crafted.status == 403
     without_token = page.request.post(f"{server}/incidents/{incident_id}/comments", form={"body": "x"})
     assert without_token.status == 400
+    for path in ("sources", "deliveries", "settings", "plugins"):
+        page.goto(f"{server}/{path}")
+        shot(page, f"{path}-en-{db}")
     detail = api.get(f"/api/incidents/{incident_id}").json
     assert detail["status"] == "triggered" and [e["kind"] for e in detail["timeline"]] == ["created"]
 

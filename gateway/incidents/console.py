@@ -13,6 +13,7 @@ from gateway.incidents.api import (
     STATUSES, CommentBody, IncidentQuery, NoteBody, act, add_comment, incident_query,
 )
 from gateway.store.models import AlertRow, Delivery, Incident
+from gateway.web.api import all_sources
 from gateway.web.auth import actor, require_role
 from gateway.web.console import console_blueprint
 
@@ -41,7 +42,7 @@ def list_incidents():
         every_status = incident_query({k: v for k, v in args.items() if k != "status"}).order_by(None)
         counts = dict(conn.execute(every_status.with_only_columns(Incident.status, func.count())
                                    .group_by(Incident.status)).all())
-        sources = [key for (key,) in conn.execute(select(Incident.source_key).distinct().order_by(Incident.source_key))]
+    sources = [source["key"] for source in all_sources()]
     template = "incidents/rows.html" if request.args.get("partial") else "incidents/list.html"
     return render_template(template, rows=rows, counts=counts, args=args, status=status, statuses=STATUSES,
                            severities=SEVERITIES, sources=sources, sorts=["-last_event_at", "-created_at",

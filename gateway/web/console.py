@@ -16,9 +16,9 @@ from datetime import timedelta
 from typing import Optional
 
 from flask import (
-    Blueprint, Flask, Response, abort, current_app, flash, redirect, render_template, request, session, url_for,
+    Blueprint, Flask, Response, abort, current_app, flash, g, redirect, render_template, request, session, url_for,
 )
-from flask_babel import Babel, format_datetime, format_timedelta, gettext as _, lazy_gettext
+from flask_babel import Babel, format_timedelta, get_timezone, gettext as _, lazy_gettext
 from flask_login import current_user, login_user, logout_user
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from marshmallow import ValidationError, fields as ma_fields
@@ -170,19 +170,21 @@ def _option_fields(type_name: str) -> list[tuple[str, ma_fields.Field]]:
             if name != "token" and isinstance(field, (ma_fields.String, ma_fields.Boolean, ma_fields.Number))]
 
 
-def _source_stats() -> dict[str, dict]:
-    """Per source: accepted and refused requests over 24 h, and when the last one came."""
+def _source_stats(keys: list[str]) -> dict[str, dict]:
+    """Per source: accepted and refused requests over 24 h, and when the last one came (each an
+    index range: the console stays fast with millions of stored requests)."""
     since = utcnow() - timedelta(hours=24)
-    stats: dict[str, dict] = {}
+    stats: dict[str, dict] = {key: {} for key in keys}
     with _gateway().engine.connect() as conn:
         for table, kind in ((RawRequest, "accepted"), (RefusedRequest, "refused")):
             for key, count in conn.execute(select(table.source_key, func.count()).where(
                     table.received_at >= since).group_by(table.source_key)):
                 stats.setdefault(key, {})[kind] = count
-            for key, last in conn.execute(select(table.source_key, func.max(table.received_at))
-                                          .group_by(table.source_key)):
-                entry = stats.setdefault(key, {})
-                entry["last"] = max(filter(None, (entry.get("last"), last)))
+            for key in keys:
+                last = conn.execute(select(table.received_at).where(table.source_key == key)
+                                    .order_by(table.id.desc()).limit(1)).scalar()
+                if last is not None:
+                    stats[key]["last"] = max(filter(None, (stats[key].get("last"), last)))
     return stats
 
 
@@ -190,7 +192,9 @@ def _source_stats() -> dict[str, dict]:
 def sources():
     types = _source_types()
     chosen = request.args.get("type") or (types[0][0] if types else None)
-    return render_template("console/sources.html", sources=all_sources(), stats=_source_stats(), types=types,
+    sources = all_sources()
+    return render_template("console/sources.html", sources=sources, stats=_source_stats([s["key"] for s in sources]),
+                           types=types,
                            chosen=chosen, option_fields=_option_fields(chosen) if chosen else [],
                            adding="new" in request.args, shown_token=session.pop("shown_token", None))
 
@@ -438,9 +442,11 @@ def init_app(app: Flask) -> None:
     app.jinja_env.globals.update(can=lambda role: bool(auth.principal() and auth.principal().can(role)),
                                  principal=auth.principal, current_locale=_locale)
     app.jinja_env.filters.update(
-        when=lambda value: format_datetime(value, "yyyy-MM-dd HH:mm:ss zzz") if value else "",
+        # strftime, not Babel's format_datetime: the same digits in every language, at a tenth of the cost.
+        when=lambda value: value.astimezone(get_timezone()).strftime("%Y-%m-%d %H:%M:%S %Z") if value else "",
         word=lambda value: WORDS.get(value, value or ""),
-        ago=lambda value: format_timedelta(value - utcnow(), add_direction=True) if value else "",
+        # One "now" per page, so equal times read alike.
+        ago=lambda value: format_timedelta(value - g.setdefault("now", utcnow()), add_direction=True) if value else "",
     )
 
     @app.after_request
