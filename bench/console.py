@@ -123,6 +123,8 @@ def measure(url: str, config_path: str) -> dict[str, list[float]]:
 
 def main() -> None:
     print(f"console pages, {INCIDENTS:,} incidents, {REQUESTS} requests each (server time, ms; target {TARGET_MS})")
+    print(f"load average at start: {' '.join(Path('/proc/loadavg').read_text().split()[:3])} on {os.cpu_count()} CPUs"
+          " (other processes' load inflates every number)")
     workdir = Path(tempfile.mkdtemp(prefix="bench-console-"))
     config_path = workdir / "gateway.yaml"
     config_path.write_text(CONFIG % "\n".join(f"  - {{key: {k}, type: whatap}}" for k in SOURCES))

@@ -22,7 +22,8 @@ OPERATOR = require_role("operator")
 STATUSES = ("triggered", "acknowledged", "resolved", "closed")
 SORTS = {
     "-last_event_at": Incident.last_event_at.desc(), "last_event_at": Incident.last_event_at.asc(),
-    "-created_at": Incident.created_at.desc(), "created_at": Incident.created_at.asc(),
+    # Ids are given in creation order: the primary key sorts as created_at would, without a sort.
+    "-created_at": Incident.id.desc(), "created_at": Incident.id.asc(),
     "-event_count": Incident.event_count.desc(),
     "severity": service.INCIDENT_SEVERITY_RANK,
 }
@@ -86,12 +87,11 @@ def incident_query(args: dict):
                         {"status": Incident.status, "severity": Incident.severity, "source": Incident.source_key})
     if args.get("q"):
         # autoescape: "100%" finds that text rather than acting as a LIKE wildcard.
-        commented = select(TimelineEntry.id).where(
-            TimelineEntry.incident_id == Incident.id, TimelineEntry.kind == "commented",
-            TimelineEntry.note.icontains(args["q"], autoescape=True))
+        commented = select(TimelineEntry.incident_id).where(
+            TimelineEntry.kind == "commented", TimelineEntry.note.icontains(args["q"], autoescape=True))
         query = query.where(or_(*(column.icontains(args["q"], autoescape=True)
                                   for column in (Incident.title, Incident.description, Incident.resource_name)),
-                                commented.exists()))
+                                Incident.id.in_(commented)))
     return query.order_by(SORTS[args["sort"]], Incident.id.desc())
 
 
