@@ -5,7 +5,9 @@ cover the rules a browser cannot show quickly: every refusal, and that it change
 """
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -247,3 +249,21 @@ route: {sinks: [itms]}
     assert "source_disabled" in browser.get("/sources/off").text
     listing = browser.get("/sources").text
     assert re.search(r'href="/sources/src" class="error">2</a>', listing)
+
+
+def test_an_incident_page_shows_what_its_fingerprint_is_made_from(make_app):
+    whatap_app = make_app("""
+sources:
+  - {key: wt, type: whatap}
+sinks:
+  - {name: itms, type: itms}
+route: {sinks: [itms]}
+""")
+    payload = json.loads((Path(__file__).parents[1] / "plugins/whatap/tests/payloads/critical.json").read_text())
+    assert whatap_app.test_client().post("/hooks/whatap/wt/", json=payload).status_code == 202
+    browser = sign_in(whatap_app, whatap_app.extensions["gateway"].engine, "kim", "viewer")
+    page = browser.get("/incidents/1").text
+    made_from = re.search(r'<div class="muted" id="fingerprint-fields">(.*?)</div>', page, re.S).group(1)
+    shown = dict(re.findall(r'<span class="badge label">([^=<]+)=([^<]*)</span>', made_from))
+    assert shown == {"pcode": str(payload["pcode"]), "oid": str(payload["oid"]),
+                     "metric_name": payload["metricName"], "title": payload["title"]}

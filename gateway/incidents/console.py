@@ -59,13 +59,17 @@ def incident(incident_id: int):
         if row is None:
             return render_template("console/error.html", status=404, message=f"no incident {incident_id}"), 404
         entries = service.timeline(conn, incident_id)
-        labels = conn.execute(select(AlertRow.labels).where(AlertRow.incident_id == incident_id)
-                              .order_by(AlertRow.id.desc()).limit(1)).scalar() or {}
+        last_alert = conn.execute(select(AlertRow.labels, AlertRow.title).where(AlertRow.incident_id == incident_id)
+                                  .order_by(AlertRow.id.desc()).limit(1)).first()
         deliveries = conn.execute(
             select(Delivery.sink_name, Delivery.status, func.count(), func.max(Delivery.id))
             .join(AlertRow, AlertRow.id == Delivery.alert_id).where(AlertRow.incident_id == incident_id)
             .group_by(Delivery.sink_name, Delivery.status)).all()
-    return render_template("incidents/detail.html", incident=row, entries=entries, labels=labels,
+    labels = last_alert.labels if last_alert else {}
+    source_type = current_app.extensions["gateway"].registry.source_types.get(row.source_type)
+    made_from = [(name, last_alert.title if name == "title" else labels.get(name, ""))
+                 for name in (source_type.fingerprint_fields if source_type and last_alert else ())]
+    return render_template("incidents/detail.html", incident=row, entries=entries, labels=labels, made_from=made_from,
                            deliveries=deliveries, allowed=service.allowed_actions(row.status),
                            actions=list(service.TRANSITIONS), source_actor=service.SOURCE_ACTOR)
 

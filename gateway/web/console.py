@@ -292,8 +292,7 @@ def retry_deliveries():
         requeued, superseded = redrive(Delivery.sink_name == request.form.get("sink", ""))
     flash(_("%(requeued)d requeued, %(superseded)d superseded (a later alert was already delivered).",
             requeued=requeued, superseded=len(superseded)))
-    return redirect(request.form.get("back") if _safe_next(request.form.get("back")) == request.form.get("back")
-                    else url_for("console.deliveries"))
+    return redirect(url_for("console.deliveries", sink=request.form.get("sink") or None))
 
 
 @bp.get("/plugins")
