@@ -267,3 +267,30 @@ route: {sinks: [itms]}
     shown = dict(re.findall(r'<span class="badge label">([^=<]+)=([^<]*)</span>', made_from))
     assert shown == {"pcode": str(payload["pcode"]), "oid": str(payload["oid"]),
                      "metric_name": payload["metricName"], "title": payload["title"]}
+
+
+def test_settings_reload_shows_a_broken_config_and_keeps_the_old_one(make_app):
+    app = make_app("""
+sources:
+  - {key: src, type: testsrc, token: never-shown-secret}
+sinks:
+  - {name: itms, type: itms}
+route: {sinks: [itms]}
+""")
+    browser = sign_in(app, app.extensions["gateway"].engine, "kim", "admin")
+    page = browser.get("/settings", headers={"Accept-Language": "en"})
+    assert 'id="all-workers">every worker: last reload succeeded' in page.text
+    assert "never-shown-secret" not in page.text and "&#34;***&#34;" in page.text  # the running config, redacted
+    config_path = app.config["CONFIG"]
+    good = open(config_path, encoding="utf-8").read()
+    with open(config_path, "w", encoding="utf-8") as file:
+        file.write("route: [\n")
+    try:
+        assert browser.post("/settings/reload", data={"csrf_token": csrf_of(page)}).status_code == 302
+        failed = browser.get("/settings", headers={"Accept-Language": "en"}).text
+        assert "last reload failed" in failed and 'id="all-workers">at least one worker' in failed
+        assert app.extensions["gateway"].runtime.snapshot.config.sources  # the old config stays
+    finally:
+        with open(config_path, "w", encoding="utf-8") as file:
+            file.write(good)
+        app.extensions["gateway"].runtime.reload()

@@ -25,7 +25,7 @@ from marshmallow import ValidationError, fields as ma_fields
 from sqlalchemy import func, select
 from werkzeug.exceptions import HTTPException
 
-from gateway import users
+from gateway import metrics, users
 from gateway.config import redacted
 from gateway.contracts import Rejected
 from gateway.store.models import Delivery, DeliveryAttempt, RawRequest, RefusedRequest, utcnow
@@ -313,7 +313,8 @@ def settings():
         tokens=users.list_tokens(engine, None if is_admin else who.user_id), roles=users.ROLES,
         config=json.dumps(redacted(runtime.snapshot.config), indent=2, ensure_ascii=False, default=str)
         if is_admin else None,
-        reload_ok=runtime.reload_ok, reload_error=runtime.reload_error, loaded_at=runtime.snapshot.config.loaded_at,
+        reload_ok=runtime.reload_ok, reload_error=runtime.reload_error,
+        all_workers_ok=metrics.all_workers_reloaded_ok() if is_admin else None, loaded_at=runtime.snapshot.config.loaded_at,
         shown_token=session.pop("shown_token", None), languages=LANGUAGES)
 
 
