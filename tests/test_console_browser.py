@@ -139,6 +139,8 @@ def test_an_operator_works_an_incident_from_the_browser(open_page, server, datab
         kinds = page.locator("ol.timeline .kind").all_inner_texts()
         assert kinds == ["Created", "Status Changed", "Commented", "Status Changed", "Status Changed"]
         assert not any(page.locator(f"button:text-is('{b}')").is_enabled() for b in ("Ack", "Resolve", "Close"))
+        shot(page, f"incident-closed-{language}-{db}")
+        assert page.locator(".facts .badge.label").all_inner_texts() == [f"problem={title}"]  # the vendor's labels
         with page.expect_navigation():
             page.click("a.raw")
         assert json.loads(page.locator("#payload").inner_text())["title"] == title

@@ -59,7 +59,9 @@ def incident(incident_id: int):
         if row is None:
             return render_template("console/error.html", status=404, message=f"no incident {incident_id}"), 404
         entries = service.timeline(conn, incident_id)
-        last_alert = conn.execute(select(AlertRow.labels, AlertRow.title).where(AlertRow.incident_id == incident_id)
+        # The vendor's latest word on it: not the alert a person's Resolve made for the sinks.
+        last_alert = conn.execute(select(AlertRow.labels, AlertRow.title)
+                                  .where(AlertRow.incident_id == incident_id, AlertRow.origin == "webhook")
                                   .order_by(AlertRow.id.desc()).limit(1)).first()
         deliveries = conn.execute(
             select(Delivery.sink_name, Delivery.status, func.count(), func.max(Delivery.id))

@@ -308,9 +308,16 @@ def show_config():
 @ADMIN
 def reload_config():
     runtime = _gateway().runtime
-    if not runtime.reload():
+    if not reload_everywhere():
         raise Rejected(422, "invalid_config", f"config not applied; the previous one stays:\n{runtime.reload_error}")
-    if current_app.config.get("SERVED_BY_GUNICORN"):
-        os.kill(os.getppid(), signal.SIGHUP)  # the master passes it on to every worker
     return jsonify({"status": "reloaded", "loaded_at": iso(runtime.snapshot.config.loaded_at)})
 
+
+
+def reload_everywhere() -> bool:
+    """Re-read gateway.yaml here and, if it is valid, in every other worker; False if invalid."""
+    if not _gateway().runtime.reload():
+        return False
+    if current_app.config.get("SERVED_BY_GUNICORN"):
+        os.kill(os.getppid(), signal.SIGHUP)  # the master passes it on to every worker
+    return True

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import zoneinfo
 from datetime import timedelta
 from typing import Optional
@@ -30,7 +29,7 @@ from gateway.config import redacted
 from gateway.contracts import Rejected
 from gateway.store.models import Delivery, DeliveryAttempt, RawRequest, RefusedRequest, utcnow
 from gateway.web import auth
-from gateway.web.api import all_sources, change_runtime_source, create_runtime_source, redrive
+from gateway.web.api import all_sources, change_runtime_source, create_runtime_source, redrive, reload_everywhere
 
 LANGUAGES = ("ko", "en")
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; "
@@ -387,9 +386,7 @@ def preferences():
 @bp.post("/settings/reload")
 @ADMIN
 def reload_config():
-    runtime = _gateway().runtime
-    if runtime.reload() and current_app.config.get("SERVED_BY_GUNICORN"):
-        os.kill(os.getppid(), signal.SIGHUP)  # the master passes it on to every worker
+    reload_everywhere()  # a failure shows on the settings page, with its error
     return redirect(url_for("console.settings"))
 
 
