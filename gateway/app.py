@@ -1,18 +1,21 @@
 """The Flask application factory."""
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterable, Mapping, Optional
 
 from flask import Flask
 from sqlalchemy import Engine
 
-from gateway.config import DEFAULT_PATH
-from gateway.pipeline.runtime import Runtime
-from gateway.plugins import Registry, build_registry
-from gateway.store.db import default_database_url, make_engine
+from gateway.pipeline.runtime import Runtime, open_runtime
+from gateway.plugins import PluginError, Registry
+from gateway.settings import Settings
 from gateway.web.common import RowIdConverter, SourceKeyConverter
+
+_SETTING_OF = {"CONFIG": "config_path", "DATABASE_URL": "database_url", "ADMIN_TOKEN": "admin_token",
+               "LAST_GOOD_CONFIG": "last_good_config", "SERVED_BY_GUNICORN": "served_by_gunicorn",
+               "SQLITE_SYNCHRONOUS": "sqlite_synchronous"}
+"""``create_app``'s ``test_config`` keys that override a setting."""
 
 
 @dataclass
@@ -29,39 +32,61 @@ class Gateway:
     def engine(self) -> Engine:
         return self.runtime.engine
 
+    @property
+    def settings(self) -> Settings:
+        return self.runtime.settings
 
-def create_app(test_config: Optional[Mapping[str, Any]] = None, *, extra_plugins: Iterable[object] = ()) -> Flask:
+
+def create_app(test_config: Optional[Mapping[str, Any]] = None, *, extra_plugins: Iterable[object] = (),
+               settings: Optional[Settings] = None) -> Flask:
     """Build the app; an invalid gateway.yaml or plugin stops it here with the exact messages.
 
-    Settings come from ``GATEWAY_*`` environment variables (``GATEWAY_CONFIG``,
-    ``GATEWAY_DATABASE_URL``, ``GATEWAY_ADMIN_TOKEN``), then ``test_config``.
+    ``settings`` default to ``Settings.from_environ()`` (the ``GATEWAY_*`` variables);
+    ``test_config`` overrides them (``CONFIG``, ``DATABASE_URL``, ``ADMIN_TOKEN``, ...) and sets Flask's own.
     """
+    test_config = dict(test_config or {})
+    settings = replace(settings or Settings.from_environ(),
+                       **{_SETTING_OF[k]: test_config.pop(k) for k in list(test_config) if k in _SETTING_OF})
     app = Flask(__name__, static_folder=None)  # the console serves its own assets
     app.json.ensure_ascii = False  # Korean titles stay readable
     app.url_map.converters.update(id=RowIdConverter, source_key=SourceKeyConverter)
     app.url_map.merge_slashes = False  # "//" is a 404 in JSON, not werkzeug's HTML redirect
-    app.config.from_mapping(
-        CONFIG=DEFAULT_PATH,
-        DATABASE_URL=default_database_url(),
-        ADMIN_TOKEN=None,
-        SERVED_BY_GUNICORN=False,
-    )
-    app.config.from_prefixed_env("GATEWAY", loads=str)
-    if test_config:
-        app.config.update(test_config)
+    # Kept in Flask's config too, where blueprints (auth) and tests read them.
+    app.config.update(CONFIG=settings.config_path, DATABASE_URL=settings.database_url,
+                      ADMIN_TOKEN=settings.admin_token, **test_config)
 
-    registry = build_registry(extra_plugins)
-    engine = make_engine(app.config["DATABASE_URL"])
-    runtime = Runtime(registry, engine, app.config["CONFIG"], os.environ, app.config.get("LAST_GOOD_CONFIG"))
+    runtime = open_runtime(settings, extra_plugins)
     app.extensions["gateway"] = Gateway(runtime)
 
-    from gateway.incidents import console as incidents_console
-    from gateway.incidents.api import bp as incidents_bp
     from gateway.web import api, console, hooks, ops
     from gateway.web.errors import register_error_handlers
 
-    for blueprint in (hooks.bp, api.bp, incidents_bp, ops.bp, console.bp, incidents_console.bp):
+    for blueprint in (hooks.bp, api.bp, ops.bp, console.bp):
         app.register_blueprint(blueprint)
+    _register_plugin_blueprints(app, runtime.registry)
     register_error_handlers(app)
     console.init_app(app)
     return app
+
+
+def _register_plugin_blueprints(app: Flask, registry: Registry) -> None:
+    """After the core's: a plugin may add routes, never take over one that is served already."""
+    for name, blueprint in registry.blueprints.items():
+        plugin = registry.owner("blueprints", name)
+        taken = _served(app)
+        try:
+            app.register_blueprint(blueprint)
+        except ValueError as exc:  # the core has a blueprint of that name
+            raise PluginError(f"plugin {plugin.name!r} ({plugin.distribution}): {exc}") from exc
+        clashes = _served(app, name) & taken
+        if clashes:
+            raise PluginError(f"plugin {plugin.name!r} ({plugin.distribution}): blueprint {name!r} routes "
+                              f"what is served already: {', '.join(sorted(clashes))}")
+
+
+def _served(app: Flask, blueprint: Optional[str] = None) -> set[str]:
+    """``"GET /path"`` for each route of the app (or of one blueprint), without the HEAD and
+    OPTIONS that Flask adds to every route."""
+    return {f"{method} {rule.rule}" for rule in app.url_map.iter_rules()
+            if blueprint is None or rule.endpoint.startswith(f"{blueprint}.")
+            for method in rule.methods - {"HEAD", "OPTIONS"}}

@@ -13,12 +13,10 @@ from gateway.incidents.api import (
     STATUSES, CommentBody, IncidentQuery, NoteBody, act, add_comment, incident_query,
 )
 from gateway.store.models import AlertRow, Delivery, Incident
-from gateway.web.api import all_sources
-from gateway.web.auth import actor, require_role
-from gateway.web.console import console_blueprint
+from gateway.views import actor, all_sources, console_blueprint, needs
 
 bp = console_blueprint("incidents_console", __name__, template_folder="templates")
-OPERATOR = require_role("operator")
+OPERATOR = needs("operator")
 PER_PAGE = 50
 DEFAULT_SORT = "-created_at"
 """Newest first: the primary key's order, which stays fast however many incidents are stored."""

@@ -2,24 +2,28 @@
 from __future__ import annotations
 
 import os
-import secrets
 import signal
+from typing import Optional
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from marshmallow import EXCLUDE, Schema, fields, validate
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import aliased
 
-from gateway.config import redacted, redacted_options, validate_source
+from gateway.config import redacted, redacted_options
 from gateway.contracts import Rejected
 from gateway.store.db import run_in_transaction
-from gateway.store.models import Delivery, DeliveryAttempt, Handshake, RawRequest, RuntimeSource, utcnow
-from gateway.web.auth import require_role
+from gateway.store.models import Delivery, DeliveryAttempt, RawRequest, RuntimeSource, utcnow
+from gateway.web.auth import needs, require_role
 from gateway.web.common import Page, Text, iso, json_object, paginate, where_given
 
 bp = Blueprint("api", __name__, url_prefix="/api")
-bp.before_request(require_role("viewer"))
-OPERATOR, ADMIN = require_role("operator"), require_role("admin")
+
+
+@bp.before_request
+def _caller_may_read() -> None:
+    """Every endpoint takes at least a viewer; those that change something say what more they need."""
+    require_role("viewer")
 
 
 def _gateway():
@@ -27,6 +31,10 @@ def _gateway():
 
 
 # -- sources -----------------------------------------------------------------------
+
+def _sources():
+    return _gateway().runtime.sources
+
 
 def webhook_url(type_: str, key: str) -> str:
     """The absolute URL a vendor posts to: from ``global.external_url`` when set, else this request's host."""
@@ -46,6 +54,12 @@ def _file_source_json(source) -> dict:
     return _source_json(source.key, source.type, source.name, source.enabled, source.options, "file")
 
 
+def _stored_source_json(row, token: Optional[str] = None) -> dict:
+    """A source created through the API; ``token`` only to the one who made it (create, rotate)."""
+    body = _source_json(row.key, row.type, row.name, row.enabled, row.options, "api")
+    if token:
+        body["token"] = token
+    return body
 
 
 @bp.get("/sources")
@@ -55,11 +69,9 @@ def list_sources():
 
 
 def all_sources() -> list[dict]:
-    """Every source as JSON: gateway.yaml's first, then the API's by key."""
-    with _gateway().engine.connect() as conn:
-        rows = conn.execute(select(RuntimeSource.__table__).order_by(RuntimeSource.key)).all()
+    """Every source as JSON: gateway.yaml's first, then the API's by key (the console's list too)."""
     items = [_file_source_json(s) for s in _gateway().runtime.snapshot.config.sources.values()]
-    return items + [_source_json(r.key, r.type, r.name, r.enabled, r.options, "api") for r in rows]
+    return items + [_stored_source_json(row) for row in _sources().all_stored()]
 
 
 @bp.get("/sources/<source_key:key>")
@@ -67,10 +79,10 @@ def get_source(key: str):
     declared = _gateway().runtime.snapshot.config.sources.get(key)
     if declared is not None:
         return jsonify(_file_source_json(declared))
-    row = _gateway().runtime.source_row(key)
+    row = _sources().stored(key)
     if row is None:
         raise Rejected(404, "not_found", f"no source {key!r}")
-    return jsonify(_source_json(row.key, row.type, row.name, row.enabled, row.options, "api"))
+    return jsonify(_stored_source_json(row))
 
 
 class StoredName(Schema):
@@ -81,34 +93,16 @@ class StoredName(Schema):
 
 
 @bp.post("/sources")
-@ADMIN
+@needs("admin")
 def create_source():
     return jsonify(create_runtime_source(json_object())), 201
 
 
 def create_runtime_source(data: dict) -> dict:
     """Store a new API source; its JSON, with the token in clear this once (for the creator)."""
-    # Without an explicit key the key is unguessable: with no token set, the key is the secret.
-    data.setdefault("key", secrets.token_urlsafe(18))
     StoredName(unknown=EXCLUDE).load(data)
-    config = validate_source(_gateway().registry, data, origin="api")
-    if config.key in _gateway().runtime.snapshot.config.sources:
-        raise Rejected(409, "source_exists", f"source {config.key!r} is declared in gateway.yaml")
-    options = {k: v for k, v in data.items() if k not in ("key", "type", "name", "enabled")}
-    now = utcnow()
-
-    def work(conn):
-        if conn.execute(select(RuntimeSource.key).where(RuntimeSource.key == config.key)).first():
-            raise Rejected(409, "source_exists", f"source {config.key!r} already exists")
-        conn.execute(insert(RuntimeSource.__table__).values(
-            key=config.key, type=config.type, name=config.name, enabled=config.enabled, options=options,
-            created_at=now, updated_at=now))
-
-    run_in_transaction(_gateway().engine, work)
-    body = _source_json(config.key, config.type, config.name, config.enabled, options, "api")
-    if options.get("token"):
-        body["token"] = options["token"]  # shown once, to the creator
-    return body
+    row, token = _sources().create(data)
+    return _stored_source_json(row, token)
 
 
 class SourcePatch(Schema):
@@ -119,41 +113,22 @@ class SourcePatch(Schema):
 
 
 @bp.patch("/sources/<source_key:key>")
-@ADMIN
+@needs("admin")
 def patch_source(key: str):
     return jsonify(change_runtime_source(key, SourcePatch().load(json_object())))
 
 
 def change_runtime_source(key: str, change: dict) -> dict:
     """Apply a ``SourcePatch`` to an API source; its JSON, with a rotated token in clear this once."""
-    if key in _gateway().runtime.snapshot.config.sources:
-        raise Rejected(409, "read_only", f"source {key!r} is declared in gateway.yaml; edit the file instead")
-    row = _gateway().runtime.source_row(key)
-    if row is None:
-        raise Rejected(404, "not_found", f"no source {key!r}")
-    options = dict(row.options)
-    new_token = None
-    if change.get("rotate_token"):
-        new_token = options["token"] = secrets.token_urlsafe(24)
-    elif "token" in change:
-        options["token"] = change["token"]
-    name = change.get("name", row.name)
-    enabled = change.get("enabled", row.enabled)
-    validate_source(_gateway().registry, {"key": key, "type": row.type, "name": name, "enabled": enabled, **options})
-    run_in_transaction(_gateway().engine, lambda conn: conn.execute(
-        update(RuntimeSource.__table__).where(RuntimeSource.key == key)
-        .values(name=name, enabled=enabled, options=options, updated_at=utcnow())))
-    body = _source_json(key, row.type, name, enabled, options, "api")
-    if new_token:
-        body["token"] = new_token
-    return body
+    _sources().ensure_changeable(key)
+    row, new_token = _sources().patch(key, change)
+    return _stored_source_json(row, new_token)
 
 
 @bp.get("/sources/<source_key:key>/handshakes")
 def list_handshakes(key: str):
     args = Page().load(request.args)
-    query = select(Handshake.__table__).where(Handshake.source_key == key).order_by(Handshake.id.desc())
-    return jsonify(paginate(query, args, lambda r: {
+    return jsonify(paginate(_sources().handshakes(key), args, lambda r: {
         "id": r.id, "received_at": iso(r.received_at), "status": r.status, "record": r.record,
         "raw_url": f"/api/events/{r.raw_request_id}/raw" if r.raw_request_id else None}))
 
@@ -264,7 +239,7 @@ def redrive(where) -> tuple[int, dict[int, int]]:
 
 
 @bp.post("/deliveries/<id:delivery_id>/retry")
-@OPERATOR
+@needs("operator")
 def retry_delivery(delivery_id: int):
     requeued, superseded = redrive(Delivery.id == delivery_id)
     if superseded:
@@ -286,7 +261,7 @@ class BulkRetry(Schema):
 
 
 @bp.post("/deliveries/retry")
-@OPERATOR
+@needs("operator")
 def retry_dead_of_sink():
     sink = BulkRetry().load(json_object())["sink"]
     requeued, superseded = redrive(Delivery.sink_name == sink)
@@ -296,7 +271,7 @@ def retry_dead_of_sink():
 # -- config ------------------------------------------------------------------------
 
 @bp.get("/config")
-@ADMIN
+@needs("admin")
 def show_config():
     runtime = _gateway().runtime
     return jsonify({"config": redacted(runtime.snapshot.config), "last_reload_ok": runtime.reload_ok,
@@ -305,7 +280,7 @@ def show_config():
 
 
 @bp.post("/config/reload")
-@ADMIN
+@needs("admin")
 def reload_config():
     runtime = _gateway().runtime
     if not reload_everywhere():
@@ -318,6 +293,6 @@ def reload_everywhere() -> bool:
     """Re-read gateway.yaml here and, if it is valid, in every other worker; False if invalid."""
     if not _gateway().runtime.reload():
         return False
-    if current_app.config.get("SERVED_BY_GUNICORN"):
+    if _gateway().settings.served_by_gunicorn:
         os.kill(os.getppid(), signal.SIGHUP)  # the master passes it on to every worker
     return True

@@ -24,6 +24,8 @@ login_manager = LoginManager()
 login_manager.login_view = "console.login"
 login_manager.session_protection = "basic"
 
+ROLES = users.ROLES
+"""Least to most trusted: each role may do what the ones before it may."""
 
 class SignedIn(UserMixin):
     """The session's user, read from the database on every request: a role change or a
@@ -49,8 +51,9 @@ def _load_user(user_id: str) -> Optional[SignedIn]:
     return SignedIn(row) if row is not None and row.enabled else None
 
 
-def _is_api() -> bool:
-    return request.path.startswith("/api/")
+def _by_token() -> bool:
+    """The API always authenticates by bearer token; any other route does when one is sent."""
+    return request.path.startswith("/api/") or "Authorization" in request.headers
 
 
 def _bearer_principal() -> Principal:
@@ -68,23 +71,41 @@ def _bearer_principal() -> Principal:
 
 
 def principal() -> Optional[Principal]:
-    """Who this request acts as: checked once per request.  On the API a missing or wrong
+    """Who this request acts as: checked once per request.  A missing (on the API) or wrong
     token is a 401 here; on a page, None means nobody is signed in."""
     if "principal" not in g:
-        if _is_api():
+        if _by_token():
             g.principal = _bearer_principal()
         else:
             g.principal = current_user.principal if current_user.is_authenticated else None
     return g.principal
 
 
-def _check(role: str) -> None:
+def require_role(role: str) -> None:
+    """Refuse this request unless its caller holds ``role`` or one after it in ``ROLES``: 401 on
+    the API without a valid token, a redirect to the sign-in page on a page nobody signed in to,
+    403 for a caller whose role is too low.  The service token holds every role."""
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}: one of {', '.join(ROLES)}")
     who = principal()
     if who is None:
         # A page: sign in first, then come back.
         raise _Redirect(url_for("console.login", next=request.full_path.rstrip("?")))
     if not who.can(role):
         raise Rejected(403, "forbidden", f"{who.name} is {who.role}; this needs {role}")
+
+
+def needs(role: str) -> Callable:
+    """A view decorator: ``require_role(role)`` before the view, for an endpoint stricter than its blueprint."""
+    def decorate(view: Callable) -> Callable:
+        @functools.wraps(view)
+        def guarded(*args, **kwargs):
+            require_role(role)
+            return view(*args, **kwargs)
+
+        return guarded
+
+    return decorate
 
 
 class _Redirect(Exception):
@@ -95,24 +116,9 @@ class _Redirect(Exception):
         self.response = redirect(location)
 
 
-def require_role(role: str) -> Callable:
-    """A check for ``role`` (viewer < operator < admin): use it as a blueprint's
-    ``before_request`` hook, or as a view decorator for a stricter role on one endpoint."""
-    users.check_role(role)
-
-    def check(view: Optional[Callable] = None):
-        if view is None:
-            _check(role)
-            return None
-
-        @functools.wraps(view)
-        def guarded(*args, **kwargs):
-            _check(role)
-            return view(*args, **kwargs)
-
-        return guarded
-
-    return check
+def require_admin() -> None:
+    """A ``before_request`` hook for the core's admin-only API blueprints."""
+    require_role("admin")
 
 
 def actor() -> str:

@@ -57,7 +57,7 @@ def console_blueprint(name: str, import_name: str, **kwargs) -> Blueprint:
     @bp.before_request
     def _guard():
         if request.endpoint not in PUBLIC_ENDPOINTS:
-            auth.require_role("viewer")()
+            auth.require_role("viewer")
         if request.method not in ("GET", "HEAD", "OPTIONS"):
             csrf.protect()
 
@@ -89,8 +89,8 @@ def _flat(messages) -> str:
 bp = console_blueprint("console", __name__, template_folder="templates", static_folder="static",
                        static_url_path="/static")
 PUBLIC_ENDPOINTS = {"console.login", "console.static"}
-ADMIN = auth.require_role("admin")
-OPERATOR = auth.require_role("operator")
+ADMIN = auth.needs("admin")
+OPERATOR = auth.needs("operator")
 
 
 # -- sign-in ----------------------------------------------------------------------
@@ -99,7 +99,15 @@ def _safe_next(target: Optional[str]) -> str:
     """Only a path on this site: never an absolute or protocol-relative URL."""
     if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
         return target
-    return url_for("incidents_console.list_incidents")
+    return _home()
+
+
+INCIDENTS_PAGE = "incidents_console.list_incidents"
+
+
+def _home() -> str:
+    """Where sign-in lands: the incident list, or the sources when the incident store is disabled."""
+    return url_for(INCIDENTS_PAGE if INCIDENTS_PAGE in current_app.view_functions else "console.sources")
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -429,7 +437,8 @@ def secret_key(path: str) -> str:
 def init_app(app: Flask) -> None:
     """Sessions, CSRF, languages and the security headers of the console."""
     if not app.config.get("SECRET_KEY"):
-        app.config["SECRET_KEY"] = secret_key(os.path.abspath(os.path.join("instance", "secret_key")))
+        app.config["SECRET_KEY"] = (app.extensions["gateway"].settings.env.get("GATEWAY_SECRET_KEY")
+                                    or secret_key(os.path.abspath(os.path.join("instance", "secret_key"))))
     external = app.extensions["gateway"].runtime.snapshot.config.external_url or ""
     app.config.update(
         SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
@@ -442,6 +451,7 @@ def init_app(app: Flask) -> None:
     csrf.init_app(app)
     babel.init_app(app, locale_selector=_locale, timezone_selector=_timezone)
     app.jinja_env.globals.update(can=lambda role: bool(auth.principal() and auth.principal().can(role)),
+                                 incidents_shown=lambda: INCIDENTS_PAGE in app.view_functions, home=_home,
                                  principal=auth.principal, current_locale=_locale)
     app.jinja_env.filters.update(
         # strftime, not Babel's format_datetime: the same digits in every language, at a tenth of the cost.

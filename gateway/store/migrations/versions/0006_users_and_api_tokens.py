@@ -1,14 +1,14 @@
 """users, personal API tokens, failed sign-ins and refused webhooks: what the console needs
 
 Revision ID: 0006
-Revises: 0003
+Revises: 0005
 Create Date: 2026-12-05 12:10:00
 """
 from alembic import op
 import sqlalchemy as sa
 
 revision = '0006'
-down_revision = '0003'
+down_revision = '0005'
 branch_labels = None
 depends_on = None
 
