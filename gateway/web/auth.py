@@ -116,11 +116,6 @@ class _Redirect(Exception):
         self.response = redirect(location)
 
 
-def require_admin() -> None:
-    """A ``before_request`` hook for the core's admin-only API blueprints."""
-    require_role("admin")
-
-
 def actor() -> str:
     """Who the timeline names for this request's action: the user, or ``admin`` for the service token."""
     return principal().name
