@@ -1,0 +1,34 @@
+"""What the packaging and deployment tests do to an installed gateway: the shipped config, one real
+WhaTap webhook posted to it and read back through the API."""
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+SHIPPED_CONFIG = ROOT / "config" / "gateway.yaml"
+"""The config the image carries at /etc/gateway/gateway.yaml; its whatap-prod source needs no token when
+WHATAP_PROD_TOKEN is unset."""
+DISTRIBUTIONS = ("alert-gateway", "gateway-oci", "gateway-spaceone", "gateway-whatap")
+PAYLOAD = json.loads((ROOT / "plugins" / "whatap" / "tests" / "payloads" / "critical.json").read_text())
+
+
+def version() -> str:
+    return (ROOT / "VERSION").read_text().strip()
+
+
+def post_webhook_and_read_back(base: str, admin_token: str) -> dict:
+    """POST a WhaTap alert with a marker no other run used and return the incident the API lists for it."""
+    marker = f"shipping-check-{uuid.uuid4().hex[:12]}"
+    payload = {**PAYLOAD, "title": f"[Critical][JAVA][payments-prod][pay-api][{marker}]", "uuid": str(uuid.uuid4())}
+    posted = requests.post(f"{base}/hooks/whatap/whatap-prod/", json=payload, timeout=10)
+    assert posted.status_code == 202, posted.text
+    listed = requests.get(f"{base}/api/incidents", params={"q": marker}, timeout=10,
+                          headers={"Authorization": f"Bearer {admin_token}"})
+    assert listed.status_code == 200, listed.text
+    [incident] = listed.json()["items"]
+    assert marker in incident["title"] and incident["severity"] == "critical", incident
+    return incident
