@@ -6,7 +6,7 @@ PLUGINS := plugins/whatap plugins/oci plugins/spaceone_sink
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: install run test bench clean
+.PHONY: install run test bench wheels image clean
 
 install: $(VENV)/.installed
 
@@ -29,5 +29,18 @@ test: install
 bench: install
 	$(BIN)/python bench/bench.py
 
+# The image installs from a wheelhouse (the gateway, its bundled plugins and every dependency) so that
+# `docker build` needs no network.  The wheels match this Python, so build them with the image's 3.11.
+WHEELHOUSE := dist/wheelhouse
+IMAGE ?= alert-gateway:$(shell cat VERSION)
+
+wheels: install
+	@$(BIN)/python -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "the image runs Python 3.11: make wheels PYTHON=python3.11")'
+	rm -rf $(WHEELHOUSE) build $(addsuffix /build,$(PLUGINS))
+	$(BIN)/python -m pip wheel --quiet --wheel-dir $(WHEELHOUSE) . $(PLUGINS)
+
+image: wheels
+	docker build --network none --tag $(IMAGE) .
+
 clean:
-	rm -rf $(VENV) instance
+	rm -rf $(VENV) instance dist build
