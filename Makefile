@@ -33,6 +33,7 @@ bench: install
 # `docker build` needs no network.  The wheels match this Python, so build them with the image's 3.11.
 WHEELHOUSE := dist/wheelhouse
 IMAGE ?= alert-gateway:$(shell cat VERSION)
+DOCKER ?= docker
 
 wheels: install
 	@$(BIN)/python -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "the image runs Python 3.11: make wheels PYTHON=python3.11")'
@@ -40,7 +41,7 @@ wheels: install
 	$(BIN)/python -m pip wheel --quiet --wheel-dir $(WHEELHOUSE) . $(PLUGINS)
 
 image: wheels
-	docker build --network none --tag $(IMAGE) .
+	$(DOCKER) build --network none --tag $(IMAGE) --tag alert-gateway:latest .
 
 clean:
 	rm -rf $(VENV) instance dist build

@@ -3,6 +3,8 @@ WhaTap webhook posted to it and read back through the API."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -32,3 +34,13 @@ def post_webhook_and_read_back(base: str, admin_token: str) -> dict:
     [incident] = listed.json()["items"]
     assert marker in incident["title"] and incident["severity"] == "critical", incident
     return incident
+
+
+def kustomized(directory: str) -> list[dict]:
+    """The resources ``kubectl kustomize deploy/kubernetes/<directory>`` builds (kubectl from the test extra)."""
+    import yaml
+
+    kubectl = Path(sys.executable).with_name("kubectl")
+    built = subprocess.run([kubectl, "kustomize", str(ROOT / "deploy" / "kubernetes" / directory)],
+                           check=True, capture_output=True, text=True, timeout=60).stdout
+    return list(yaml.safe_load_all(built))
