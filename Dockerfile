@@ -3,9 +3,9 @@
 # and GATEWAY_* environment variables; GATEWAY_DATABASE_URL points it at PostgreSQL.
 FROM python:3.11-slim AS build
 COPY dist/wheelhouse /wheelhouse
+# Everything in the wheelhouse: the gateway, the bundled plugins and their dependencies, nothing else.
 RUN python -m venv /opt/gateway \
- && /opt/gateway/bin/pip install --no-cache-dir --no-index --find-links /wheelhouse \
-        alert-gateway gateway-oci gateway-spaceone gateway-whatap \
+ && /opt/gateway/bin/pip install --no-cache-dir --no-index /wheelhouse/*.whl \
  && /opt/gateway/bin/pip check
 
 FROM python:3.11-slim

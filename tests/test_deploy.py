@@ -18,7 +18,7 @@ import pytest
 import requests
 from sqlalchemy import create_engine, text
 from testkit import docker
-from testkit.shipping import ROOT, SHIPPED_CONFIG, kustomized, post_webhook_and_read_back
+from testkit.shipping import ROOT, kustomized, post_webhook_and_read_back, version
 from testkit.support import free_port, wait_until
 
 RUN = os.environ.get("GATEWAY_TEST_DOCKER") == "1"
@@ -96,6 +96,9 @@ def test_image_takes_a_webhook_on_postgres_as_a_non_root_user(daemon, image, hos
     assert config["User"] == "gateway"
     assert config["Cmd"] == ["gateway", "serve", "--host", "0.0.0.0", "--port", "8080"]
     assert "GATEWAY_CONFIG=/etc/gateway/gateway.yaml" in config["Env"] and "8080/tcp" in config["ExposedPorts"]
+    versions = daemon.out("run", "--rm", image, "gateway", "--version")
+    assert versions.splitlines()[0] == f"alert-gateway {version()}"
+    assert all(f"plugin {p}:" in versions for p in ("itms", "oci", "spaceone", "whatap")), versions
     env = ["--env", f"GATEWAY_DATABASE_URL={host_database}", "--env", f"GATEWAY_ADMIN_TOKEN={TOKEN}"]
     assert "database at head" in daemon.out("run", "--rm", "--network", NETWORK, *env, image,
                                             "gateway", "db", "upgrade")
@@ -140,6 +143,21 @@ def test_kubernetes_container_specs_run_and_answer_their_probes(daemon, image, h
     daemon.run("rm", "--force", "gateway-ci-k8s-web", "gateway-ci-k8s-worker")
 
 
+COMPOSE_CONFIG = """
+sources:
+  - key: whatap-prod
+    type: whatap
+sinks:
+  - name: itms
+    type: itms
+  - name: spaceone  # an outbox sink: the worker delivers it
+    type: spaceone
+    url: ${SPACEONE_WEBHOOK_URL}
+route:
+  sinks: [itms, spaceone]
+"""
+
+
 class SpaceONE:
     """A SpaceONE webhook endpoint on the compose network's host address: it records the events the
     worker delivers and answers 200 as SpaceONE does."""
@@ -173,22 +191,20 @@ class SpaceONE:
 
 
 def test_compose_web_replicas_and_worker_share_its_postgres(daemon, image, tmp_path):
-    config = tmp_path / "gateway.yaml"  # the shipped config, with SpaceONE delivered by the worker
-    config.write_text(SHIPPED_CONFIG.read_text().replace(
-        "sinks:\n  - name: itms\n    type: itms\n",
-        "sinks:\n  - name: itms\n    type: itms\n  - name: spaceone\n    type: spaceone\n"
-        "    url: ${SPACEONE_WEBHOOK_URL}\n").replace("route:\n  sinks: [itms]\n",
-                                                    "route:\n  sinks: [itms, spaceone]\n"))
+    config = tmp_path / "gateway.yaml"
+    config.write_text(COMPOSE_CONFIG)
     env_file = tmp_path / "gateway.env"
     port = free_port()
     env = {**daemon.env, "GATEWAY_IMAGE": image, "GATEWAY_PORT": str(port), "GATEWAY_ENV_FILE": str(env_file),
            "GATEWAY_CONFIG_FILE": str(config)}
 
-    def compose(*args: str, timeout: float = 300) -> str:
+    def compose(*args: str, timeout: float = 300, check: bool = True) -> str:
         done = subprocess.run(["docker-compose", "--project-name", PROJECT, "--file",
                                str(ROOT / "deploy" / "compose.yaml"), "--env-file", str(env_file), *args],
                               env=env, capture_output=True, text=True, timeout=timeout)
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        if check and done.returncode:
+            logs = compose("logs", "--no-color", "--tail", "40", check=False)
+            raise AssertionError(f"{done.stdout[-3000:]}{done.stderr[-3000:]}\n{logs[-6000:]}")
         return done.stdout.strip()
 
     password = f"ci-{uuid.uuid4().hex}"

@@ -156,33 +156,18 @@ class Daemon:
 def build_standins(daemon: Daemon, workdir: Path) -> None:
     """debootstrap bookworm once, import it, and tag one stand-in per image the project names."""
     rootfs = workdir / "rootfs"
-    subprocess.run(["debootstrap", "--foreign", "--variant=minbase",
-                    "--include=python3,python3-venv,postgresql-15,nginx-light", "bookworm", str(rootfs),
-                    debian_mirror()], check=True, capture_output=True, timeout=900)
-    # Packages must not start their services (PostgreSQL, nginx) in the chroot while it is configured.
-    policy = rootfs / "usr/sbin/policy-rc.d"
-    policy.write_text("#!/bin/sh\nexit 101\n")
-    policy.chmod(0o755)
-    subprocess.run(["chroot", str(rootfs), "/debootstrap/debootstrap", "--second-stage"], check=True,
-                   capture_output=True, timeout=900)
-    policy.unlink()
-    for name in ("python", "python3"):  # where python:3.11-slim has its interpreter
-        (rootfs / "usr/local/bin" / name).symlink_to("/usr/bin/python3")
-    (rootfs / "etc/nginx/sites-enabled/default").unlink()
-    for log, target in (("access.log", "/dev/stdout"), ("error.log", "/dev/stderr")):  # as nginx's image
-        (rootfs / "var/log/nginx" / log).unlink(missing_ok=True)
-        (rootfs / "var/log/nginx" / log).symlink_to(target)
-    shutil.rmtree(rootfs / "var/lib/apt/lists", ignore_errors=True)
-    shutil.rmtree(rootfs / "var/cache/apt/archives", ignore_errors=True)
-    tar = subprocess.Popen(["tar", "-C", str(rootfs), "--exclude=./proc/*", "--exclude=./sys/*", "-c", "."],
-                           stdout=subprocess.PIPE)
     try:
-        subprocess.run([daemon.cli, "import", "-", STANDIN_ROOT], stdin=tar.stdout, env=daemon.env, check=True,
-                       capture_output=True, timeout=600)
+        _debootstrap(rootfs)
+        tar = subprocess.Popen(["tar", "-C", str(rootfs), "--exclude=./proc/*", "--exclude=./sys/*", "-c", "."],
+                               stdout=subprocess.PIPE)
+        try:
+            subprocess.run([daemon.cli, "import", "-", STANDIN_ROOT], stdin=tar.stdout, env=daemon.env,
+                           check=True, capture_output=True, timeout=600)
+        finally:
+            tar.stdout.close()
+            tar.wait()
     finally:
-        tar.stdout.close()
-        tar.wait()
-    shutil.rmtree(rootfs, ignore_errors=True)
+        remove_rootfs(rootfs)
     for tag, recipe in STANDINS.items():
         context = workdir / f"standin-{recipe}"
         context.mkdir()
@@ -192,6 +177,34 @@ def build_standins(daemon: Daemon, workdir: Path) -> None:
         (context / "Dockerfile").write_text(f"FROM {STANDIN_ROOT}\n" + "\n".join(
             line.strip() for line in RECIPES[recipe].strip().splitlines()) + "\n")
         daemon.run("build", "--network", "none", "--tag", tag, str(context))
+
+
+def _debootstrap(rootfs: Path) -> None:
+    """Debian bookworm with python3, PostgreSQL 15 and nginx, laid out as the images we stand in for.
+    debootstrap keeps the packages from starting their services (PostgreSQL, nginx) in the chroot."""
+    subprocess.run(["debootstrap", "--variant=minbase", "--include=python3,python3-venv,postgresql-15,nginx-light",
+                    "bookworm", str(rootfs), debian_mirror()], check=True, capture_output=True, timeout=1200)
+    for name in ("python", "python3"):  # where python:3.11-slim has its interpreter
+        (rootfs / "usr/local/bin" / name).symlink_to("/usr/bin/python3")
+    (rootfs / "etc/nginx/sites-enabled/default").unlink()
+    for log, target in (("access.log", "/dev/stdout"), ("error.log", "/dev/stderr")):  # as nginx's image
+        (rootfs / "var/log/nginx" / log).unlink(missing_ok=True)
+        (rootfs / "var/log/nginx" / log).symlink_to(target)
+    shutil.rmtree(rootfs / "var/lib/apt/lists", ignore_errors=True)
+    shutil.rmtree(rootfs / "var/cache/apt/archives", ignore_errors=True)
+
+
+def remove_rootfs(rootfs: Path) -> None:
+    """Delete a debootstrap tree, first unmounting what a failed run may have left mounted in it (its
+    /proc, /sys), so that nothing outside the tree is touched."""
+    def mounted() -> list[str]:
+        return [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()
+                if line.split()[1].startswith(f"{rootfs}/")]
+
+    for mount in sorted(mounted(), key=len, reverse=True):
+        subprocess.run(["umount", "--lazy", mount], check=False)
+    if not mounted():
+        shutil.rmtree(rootfs, ignore_errors=True)
 
 
 def network_gateway(daemon: Daemon, network: str) -> str:
