@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-PLUGINS := plugins/whatap plugins/oci plugins/spaceone_sink
+PLUGINS := plugins/whatap plugins/oci plugins/spaceone_sink plugins/alertmanager
 HOST ?= 127.0.0.1
 PORT ?= 8080
 

@@ -71,7 +71,8 @@ RUNS = env_int("BENCH_RUNS", 1)
 FINGERPRINTS = env_int("BENCH_FINGERPRINTS", 1000)
 RECOVERY_PCT = env_int("BENCH_RECOVERY_PCT", 5)
 TARGETS = [t.strip() for t in (os.environ.get("BENCH_TARGETS") or "gateway,floor").split(",") if t.strip()]
-DBS = [d.strip() for d in (os.environ.get("BENCH_DBS") or "sqlite,postgresql").split(",") if d.strip()]
+DBS = [d.strip() for d in (os.environ.get("BENCH_DBS") or "sqlite,sqlite-normal,postgresql").split(",") if d.strip()]
+"""Database kinds: sqlite (synchronous=FULL, the default), sqlite-normal (GATEWAY_SQLITE_SYNCHRONOUS=NORMAL), postgresql."""
 PG_ADMIN_URL = os.environ.get("BENCH_PG_URL") or "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 SOAK_ONLY = (os.environ.get("BENCH_SOAK") or "0") not in ("", "0", "no", "false")
 SOAK_REQUESTS = env_int("BENCH_SOAK_REQUESTS", 100_000 if SOAK_ONLY else 20_000)
@@ -79,6 +80,14 @@ SOAK_CHUNK = env_int("BENCH_SOAK_CHUNK", 20_000)
 SOAK_DBS = [d.strip() for d in (os.environ.get("BENCH_SOAK_DBS") or "sqlite").split(",") if d.strip()]
 SOAK_MAX_SECONDS = env_int("BENCH_SOAK_MAX_SECONDS", 1200)
 OUT = os.environ.get("BENCH_OUT")
+SLOW_CLIENTS = env_int("BENCH_SLOW_CLIENTS", 200)
+SLOW_DRIP_SECONDS = env_int("BENCH_SLOW_DRIP_SECONDS", 2)
+SLOW_DURATION = env_int("BENCH_SLOW_DURATION", 10)
+SLOW_CONNECTIONS = env_int("BENCH_SLOW_CONNECTIONS", 8)
+"""wrk's connections beside the slow ones: a load the server keeps up with, so p99 shows what the
+slow clients cost rather than queueing at saturation (that is the 32-connection runs' subject)."""
+SLOW_DBS = [d.strip() for d in (os.environ.get("BENCH_SLOW_DBS") or "sqlite,postgresql").split(",") if d.strip()]
+TARGET_SLOW_P99_MS = 100
 
 TARGET_RATE = 1500
 TARGET_FLOOR_FRACTION = 0.75
@@ -96,6 +105,11 @@ sinks:
 route:
   sinks: [itms]
 """
+
+
+def sqlite_synchronous(db: str) -> dict:
+    """The environment that picks SQLite's synchronous level for a database kind (gateway and floor alike)."""
+    return {"GATEWAY_SQLITE_SYNCHRONOUS": "NORMAL" if db == "sqlite-normal" else "FULL"}
 
 
 def threads_for(db: str) -> int:
@@ -299,10 +313,10 @@ def ensure_wrk() -> str:
     return path
 
 
-def run_wrk(wrk: str, url: str, seconds: int, sampler=None, meter_factory=None) -> dict:
+def run_wrk(wrk: str, url: str, seconds: int, sampler=None, meter_factory=None, connections: int = CONNECTIONS) -> dict:
     """One wrk run; ``sampler(phase)`` is called at its start, middle and end."""
     nonce = secrets.token_hex(4)
-    argv = [wrk, f"-t{WRK_THREADS}", f"-c{CONNECTIONS}", f"-d{seconds}s", "--timeout", "10s", "--latency",
+    argv = [wrk, f"-t{WRK_THREADS}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "--latency",
             "-s", str(LUA), url, "--", nonce, str(FINGERPRINTS), str(RECOVERY_PCT)]
     samples = {}
     if sampler:
@@ -358,7 +372,7 @@ class Databases:
         self.pg_created: list[str] = []
 
     def fresh(self, kind: str, name: str) -> str:
-        if kind == "sqlite":
+        if kind.startswith("sqlite"):
             path = self.workdir / f"{name}.db"
             for suffix in ("", "-wal", "-shm"):
                 Path(str(path) + suffix).unlink(missing_ok=True)
@@ -400,10 +414,10 @@ class Databases:
 
 # --------------------------------------------------------------------------- targets
 
-def start_gateway(workdir: Path, db_url: str, tag: str) -> tuple[Server, str]:
+def start_gateway(workdir: Path, db_url: str, tag: str, db: str) -> tuple[Server, str]:
     config = workdir / "bench-gateway.yaml"
     config.write_text(BENCH_CONFIG)
-    env = dict(os.environ, GATEWAY_DATABASE_URL=db_url, GATEWAY_CONFIG=str(config),
+    env = dict(os.environ, **sqlite_synchronous(db), GATEWAY_DATABASE_URL=db_url, GATEWAY_CONFIG=str(config),
                GATEWAY_ADMIN_TOKEN=secrets.token_urlsafe(16), GATEWAY_THREADS=str(threads_for(db_url)))
     subprocess.run([str(BIN / "gateway"), "db", "upgrade"], env=env, cwd=ROOT, check=True, timeout=120,
                    stdout=subprocess.DEVNULL)
@@ -416,15 +430,15 @@ def start_gateway(workdir: Path, db_url: str, tag: str) -> tuple[Server, str]:
     return server, f"{base}/hooks/whatap/bench/"
 
 
-def start_floor(workdir: Path, db_url: str, tag: str) -> tuple[Server, str]:
+def start_floor(workdir: Path, db_url: str, tag: str, db: str) -> tuple[Server, str]:
     from bench.floor_app import create_schema
 
     create_schema(db_url)
     port = free_port()
-    env = dict(os.environ, BENCH_FLOOR_DATABASE_URL=db_url)
+    env = dict(os.environ, **sqlite_synchronous(db), BENCH_FLOOR_DATABASE_URL=db_url)
     server = Server(f"floor ({tag})",
                     [sys.executable, "-m", "gunicorn", "--config", "python:bench.floor_gunicorn",
-                     "--worker-class", "gthread", "--threads", str(threads_for(db_url)),
+                     "--threads", str(threads_for(db_url)),
                      "--workers", str(WORKERS), "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "20",
                      "bench.floor_app:create_app()"], env, workdir / f"floor-{tag}.log")
     base = f"http://127.0.0.1:{port}"
@@ -485,9 +499,9 @@ def compare(wrk: str, workdir: Path, dbs: Databases) -> dict:
                     continue
                 tag = f"{db}-{target}-{run}"
                 log(f"[run {run}/{RUNS}] {target} on {db}: fresh database, serve --workers {WORKERS} "
-                    f"(gthread x {threads_for(db)}), warm-up {WARMUP}s, wrk -t{WRK_THREADS} -c{CONNECTIONS} -d{DURATION}s")
+                    f"(front x {threads_for(db)} threads), warm-up {WARMUP}s, wrk -t{WRK_THREADS} -c{CONNECTIONS} -d{DURATION}s")
                 url_db = dbs.fresh(db, f"{target}_{run}")
-                server, url = start(workdir, url_db, tag)
+                server, url = start(workdir, url_db, tag, db)
                 try:
                     r = measure(wrk, server, url, url_db)
                 finally:
@@ -497,9 +511,65 @@ def compare(wrk: str, workdir: Path, dbs: Databases) -> dict:
     return results
 
 
+class Drippers:
+    """``count`` connections that each send one more byte of a webhook's headers every
+    ``interval`` seconds and never finish it: the slow senders of issue 11."""
+
+    def __init__(self, url: str, count: int, interval: float):
+        host, port = url.removeprefix("http://").split("/", 1)[0].split(":")
+        self.socks = [socket.create_connection((host, int(port)), timeout=5) for _ in range(count)]
+        for sock in self.socks:
+            sock.sendall(b"POST /hooks/whatap/bench/ HTTP/1.1\r\nHost: bench\r\nX-Slow: ")
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._drip, args=(interval,), daemon=True)
+        self.thread.start()
+
+    def _drip(self, interval: float) -> None:
+        while not self.stopped.wait(interval):
+            for sock in self.socks:
+                try:
+                    sock.send(b"x")
+                except OSError:
+                    pass  # answered and closed (its read deadline passed)
+
+    def unanswered(self) -> int:
+        import select
+
+        return len(self.socks) - len(select.select(self.socks, [], [], 0)[0])
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.thread.join(timeout=10)
+        for sock in self.socks:
+            sock.close()
+
+
+def slow_clients(wrk: str, workdir: Path, dbs: Databases, db: str) -> dict:
+    """wrk's webhooks without, then with SLOW_CLIENTS connections dripping theirs: the p99
+    target with them is 100 ms."""
+    log(f"[slow clients] gateway on {db}: wrk -c{SLOW_CONNECTIONS} -d{SLOW_DURATION}s alone, then while "
+        f"{SLOW_CLIENTS} connections drip a byte every {SLOW_DRIP_SECONDS}s")
+    server, url = start_gateway(workdir, dbs.fresh(db, "slow"), f"{db}-slow", db)
+    try:
+        run_wrk(wrk, url, WARMUP, connections=SLOW_CONNECTIONS)
+        alone = run_wrk(wrk, url, SLOW_DURATION, connections=SLOW_CONNECTIONS)
+        drippers = Drippers(url, SLOW_CLIENTS, SLOW_DRIP_SECONDS)
+        try:
+            result = run_wrk(wrk, url, SLOW_DURATION, connections=SLOW_CONNECTIONS)
+            result["slow_unanswered"] = drippers.unanswered()
+        finally:
+            drippers.close()
+    finally:
+        server.stop()
+    describe("without slow clients", alone)
+    describe(f"with {SLOW_CLIENTS} slow clients", result)
+    log(f"    slow connections still open, unanswered, at the end: {result['slow_unanswered']} of {SLOW_CLIENTS}")
+    return dict(result, db=db, alone_p99_ms=alone["p99_ms"], alone_accepted_per_s=alone["accepted_per_s"])
+
+
 def soak(wrk: str, workdir: Path, dbs: Databases, db: str) -> dict:
     log(f"[soak] gateway on {db}: {SOAK_REQUESTS} webhooks, worker RSS every {SOAK_CHUNK}")
-    server, url = start_gateway(workdir, dbs.fresh(db, "soak"), f"{db}-soak")
+    server, url = start_gateway(workdir, dbs.fresh(db, "soak"), f"{db}-soak", db)
     try:
         warm = run_wrk(wrk, url, WARMUP)
         rate = max(warm["accepted_per_s"], 50.0)
@@ -569,14 +639,14 @@ def med(rs: list[dict], key: str) -> float:
     return statistics.median(r[key] for r in rs)
 
 
-def summary(facts: dict, results: dict, soaks: list[dict]) -> list[str]:
+def summary(facts: dict, results: dict, soaks: list[dict], slows: list[dict]) -> list[str]:
     lines = ["", "=" * 100, "SUMMARY" + (f" (medians of {RUNS} runs)" if RUNS > 1 else ""), ""]
     lines += [f"machine: {facts['nproc']} CPUs, {facts['cpu']}, {facts['memory']} RAM, Linux {facts['kernel']}",
               f"         Python {facts['python']}, SQLite {facts['sqlite']}, PostgreSQL {facts['postgresql']}, "
               f"{facts['wrk']}, commit {facts['git']}, {facts['date']}",
               f"load:    wrk -t{WRK_THREADS} -c{CONNECTIONS} -d{DURATION}s (after {WARMUP}s warm-up), "
               f"{FINGERPRINTS} fingerprints, {RECOVERY_PCT}% recoveries, unique uuids; "
-              f"servers: {WORKERS} gunicorn gthread workers x "
+              f"servers: {WORKERS} gunicorn front workers x "
               + ", ".join(f"{threads_for(db)} threads on {db}" for db in DBS), ""]
     if results:
         head = f"{'database':<11}{'target':<9}{'accepted/s':>11}{'non-2xx':>9}{'p50 ms':>8}{'p95 ms':>8}{'p99 ms':>8}" \
@@ -618,6 +688,15 @@ def summary(facts: dict, results: dict, soaks: list[dict]) -> list[str]:
         lines += ["(CPU ms/req: gunicorn master + workers per response; others: cores used by processes that are",
                   " neither the server, wrk nor PostgreSQL during the run, the worst run — above ~0.2 the machine was shared)"]
         lines += ["", f"targets (gateway, {CONNECTIONS} connections):"] + [f"  {v}" for v in verdicts]
+    if slows:
+        lines += ["", f"slow clients: wrk -c{SLOW_CONNECTIONS} -d{SLOW_DURATION}s while {SLOW_CLIENTS} connections drip "
+                      f"a byte every {SLOW_DRIP_SECONDS}s (target: p99 < {TARGET_SLOW_P99_MS} ms)"]
+        for r in slows:
+            met = r["p99_ms"] < TARGET_SLOW_P99_MS
+            lines.append(f"  {r['db']}: {r['accepted_per_s']:.0f} accepted/s, p99 {r['p99_ms']:.1f} ms "
+                         f"[{'met' if met else 'MISSED'}] (without them: {r['alone_accepted_per_s']:.0f}/s, p99 "
+                         f"{r['alone_p99_ms']:.1f} ms), non-2xx {sum(r['non_2xx'].values())}, "
+                         f"slow connections still open at the end {r['slow_unanswered']}/{SLOW_CLIENTS}")
     for s in soaks:
         pts = s["points"]
         lines += ["", f"soak ({s['db']}): worker RSS MiB by accepted webhooks"]
@@ -651,11 +730,12 @@ def main() -> int:
         facts = machine_facts(dbs)
         log(f"bench: work dir {workdir}; {facts['nproc']} CPUs ({facts['cpu']}); {facts['date']}")
         results = {} if SOAK_ONLY else compare(wrk, workdir, dbs)
+        slows = [] if SOAK_ONLY or not SLOW_CLIENTS else [slow_clients(wrk, workdir, dbs, db) for db in SLOW_DBS]
         soaks = [soak(wrk, workdir, dbs, db) for db in SOAK_DBS] if SOAK_REQUESTS > 0 else []
-        for line in summary(facts, results, soaks):
+        for line in summary(facts, results, soaks, slows):
             log(line)
         if OUT:
-            Path(OUT).write_text(json.dumps({"machine": facts, "results": results, "soaks": soaks}, indent=1,
+            Path(OUT).write_text(json.dumps({"machine": facts, "results": results, "soaks": soaks, "slow_clients": slows}, indent=1,
                                             default=str))
         ok = True
     except KeyboardInterrupt as exc:

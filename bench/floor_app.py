@@ -1,10 +1,10 @@
 """The floor: the least a webhook receiver can do — parse the JSON and INSERT it once.
 
 ``make bench`` serves this with the same gunicorn worker class, threads, worker count and
-keep-alive cycling (bench/floor_gunicorn.py) as the gateway, on the same kind of database,
+keep-alive cycling and buffering front (bench/floor_gunicorn.py) as the gateway, on the same kind of database,
 and drives it with the same wrk script.  On PostgreSQL its engine is the gateway's own
 (``gateway.store.db.make_engine``, so the two cannot drift apart).  On SQLite it has the
-gateway's WAL, synchronous=NORMAL, 30 s busy timeout and BEGIN IMMEDIATE for writes, but
+gateway's WAL, synchronous level (GATEWAY_SQLITE_SYNCHRONOUS, FULL by default), 30 s busy timeout and BEGIN IMMEDIATE for writes, but
 not the gateway's writer flock, which queues writers across threads and workers, nor its
 background WAL checkpointer (and the raised ``wal_autocheckpoint`` that goes with it):
 the floor's writers wait in SQLite's busy handler, and SQLite checkpoints in the commit
@@ -18,7 +18,7 @@ gateway/web/gunicorn_conf.py: 1 on SQLite, 2 on PostgreSQL; bench.py also binds
 
     export BENCH_FLOOR_DATABASE_URL=sqlite:////tmp/x/floor.db
     python -c 'import os; from bench.floor_app import create_schema; create_schema(os.environ["BENCH_FLOOR_DATABASE_URL"])'
-    python -m gunicorn --config python:bench.floor_gunicorn --worker-class gthread --threads 1 \
+    python -m gunicorn --config python:bench.floor_gunicorn --threads 1 \
         --workers 2 --graceful-timeout 20 'bench.floor_app:create_app()'
 """
 from __future__ import annotations
@@ -52,7 +52,7 @@ def make_engine(url: str):
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute(f"PRAGMA synchronous={os.environ.get('GATEWAY_SQLITE_SYNCHRONOUS') or 'FULL'}")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
 

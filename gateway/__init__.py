@@ -8,7 +8,9 @@ from gateway.contracts import (
     DeliveryError,
     Headers,
     InboundRequest,
+    InlineSinkType,
     PermanentError,
+    PluginError,
     Rejected,
     Reply,
     Resource,
@@ -17,12 +19,15 @@ from gateway.contracts import (
     SinkType,
     SourceOptions,
     SourceType,
+    Transaction,
+    whole_group,
 )
 from gateway.fields import Duration
 from gateway.hookspecs import hookimpl
 
 __all__ = [
     "DELIVERY_LEASE_SECONDS", "SEVERITIES", "STATUSES", "Alert", "Delivery", "DeliveryError", "Duration",
-    "Headers", "InboundRequest", "PermanentError", "Rejected", "Reply", "Resource", "RetryableError",
-    "SinkOptions", "SinkType", "SourceOptions", "SourceType", "hookimpl",
+    "Headers", "InboundRequest", "InlineSinkType", "PermanentError", "PluginError", "Rejected", "Reply",
+    "Resource", "RetryableError", "SinkOptions", "SinkType", "SourceOptions", "SourceType", "Transaction",
+    "hookimpl", "whole_group",
 ]

@@ -15,6 +15,7 @@ import click
 from sqlalchemy import delete
 
 from gateway.config import DEFAULT_PATH, ConfigError, load_config, summary
+from gateway.contracts import InlineSinkType
 
 
 def _registry():
@@ -75,8 +76,10 @@ def main():
 @click.option("--port", default=8080, show_default=True, type=int)
 @click.option("--workers", default=2, show_default=True, type=int, help="gunicorn worker processes")
 @click.option("--no-dispatcher", is_flag=True, help="deliver nothing here; run `gateway worker` instead")
-def serve(host: str, port: int, workers: int, no_dispatcher: bool):
-    """Serve webhooks, the API, /health and /metrics through gunicorn."""
+@click.option("--read-timeout", default=30.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              envvar="GATEWAY_READ_TIMEOUT", help="seconds a request may take to arrive whole; 408 past it")
+def serve(host: str, port: int, workers: int, no_dispatcher: bool, read_timeout: float):
+    """Serve webhooks, the API, /health and /metrics through gunicorn and the buffering front."""
     config_path = _config_path(None)
     try:
         config = load_config(config_path, _registry())
@@ -91,6 +94,7 @@ def serve(host: str, port: int, workers: int, no_dispatcher: bool):
     env["GATEWAY_LAST_GOOD_CONFIG"] = os.path.join(tempfile.mkdtemp(prefix="gateway-config-"), "gateway.yaml")
     env["GATEWAY_SERVED_BY_GUNICORN"] = "1"
     env["GATEWAY_DISPATCHER"] = "0" if no_dispatcher else "1"
+    env["GATEWAY_READ_TIMEOUT"] = str(read_timeout)
     base = f"http://{host}:{port}"
     click.echo(f"Gateway on {base}  ({summary(config)})")
     for source in config.sources.values():
@@ -125,7 +129,8 @@ def worker(threads: int, poll: float):
     signal.signal(signal.SIGHUP, lambda *_: runtime.reload())
     for dispatcher in dispatchers:
         dispatcher.start()
-    click.echo(f"worker delivering for sinks: {', '.join(n for n, s in runtime.snapshot.sinks.items() if not s.inline) or '(none)'}")
+    outbox_sinks = [name for name, sink in runtime.snapshot.sinks.items() if not isinstance(sink, InlineSinkType)]
+    click.echo(f"worker delivering for sinks: {', '.join(outbox_sinks) or '(none)'}")
     while not stop.wait(1):
         pass
     for dispatcher in dispatchers:

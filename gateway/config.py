@@ -391,8 +391,11 @@ NAME_PATTERN = re.compile(rf"^{NAME}\Z")
 _NAME = validate.Regexp(NAME_PATTERN, error="must be 1-64 characters of A-Z a-z 0-9 . _ -")
 
 
+_NOT_A_PATH_SEGMENT = validate.NoneOf((".", ".."), error="must not be . or .. (a URL cannot carry it)")
+
+
 class _SourceFields(Schema):
-    key = fields.String(required=True, validate=_NAME)
+    key = fields.String(required=True, validate=[_NAME, _NOT_A_PATH_SEGMENT])
     type = fields.String(required=True)
     name = fields.String(load_default=None, allow_none=True)
     enabled = fields.Boolean(load_default=True)

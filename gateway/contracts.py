@@ -2,20 +2,26 @@
 
 Plugins register *types* (classes); the operator's config creates *instances* of them
 (one per source key or sink name).  Everything a plugin receives or returns is defined
-here, free of Flask and SQLAlchemy, so a plugin can be written and tested on its own.
-Retries, backoff, transactions and storage belong to the core, never to plugins.
+here, free of Flask and, at run time, of SQLAlchemy (it names SQLAlchemy's ``Connection``
+only as the type of ``Transaction.connection``), so a source or an outbox sink can be
+written and tested on its own.  Retries, backoff, transactions and storage belong to the
+core, never to plugins.
 """
 from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar, Mapping, Optional
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Optional
 
 from marshmallow import Schema, fields, validate
 
 from gateway.fields import Duration
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
 
 SEVERITIES = ("critical", "error", "warning", "info")
 """Normalized severities, most to least urgent."""
@@ -28,6 +34,34 @@ DELIVERY_LEASE_SECONDS = 120.0
 A delivery that runs longer may be taken over and sent again by another dispatcher, so
 a sink's timeouts must keep ``deliver`` well within it.
 """
+
+
+GROUP_PREFIX_LENGTH = 32
+"""Hex digits of a grouped fingerprint that name its group (the other half names the alert)."""
+
+
+def _digest(source_key: str, key: str) -> str:
+    return hashlib.sha256(f"{source_key}\n{key}".encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def namespaced_fingerprint(source_key: str, plugin_fingerprint: str, group: Optional[str] = None) -> str:
+    """The stored fingerprint: two sources never merge incidents, however alike their alerts.
+
+    A grouped alert (``SourceType.group``) gets its group's half-digest followed by its own, so
+    every fingerprint of a group shares one prefix and a group's members are one index range.
+    """
+    if group is None:
+        return _digest(source_key, plugin_fingerprint)
+    return _digest(source_key, group)[:GROUP_PREFIX_LENGTH] + _digest(source_key, plugin_fingerprint)[:GROUP_PREFIX_LENGTH]
+
+
+def whole_group(fingerprint: str) -> Optional[str]:
+    """The group prefix when ``fingerprint`` is its group's own (plugin fingerprint == group), else None.
+
+    Such an alert speaks for the whole group: a recovery of it ends every member's problem.
+    """
+    head, tail = fingerprint[:GROUP_PREFIX_LENGTH], fingerprint[GROUP_PREFIX_LENGTH:]
+    return head if len(fingerprint) == 2 * GROUP_PREFIX_LENGTH and head == tail else None
 
 
 class Headers(Mapping[str, str]):
@@ -100,8 +134,10 @@ class Alert:
     Plugins fill the vendor-derived fields.  The core fills ``source_key``,
     ``source_type``, ``fingerprint`` (namespaced by source), ``received_at`` (when the
     webhook carrying it arrived), ``raw_request_id`` and ``id`` when it loads a stored
-    alert for delivery (inline sinks see them unset), and ``origin`` is ``"manual"`` for the recovery the core emits when a person
-    resolves an incident.
+    alert for delivery (inline sinks see them unset).  ``origin`` says where the alert
+    came from: ``"webhook"``, or another word for one a plugin hands the pipeline through
+    ``Transaction.submit`` (``"manual"``: the recovery the incident store sends on when a
+    person resolves an incident).
     """
 
     status: str
@@ -143,13 +179,18 @@ class Delivery:
     """One outbox row handed to an outbox sink's ``deliver``.
 
     ``id`` is stable across retries: a sink that can send an idempotency key should
-    send this one.  ``attempt`` starts at 1.
+    send this one.  ``attempt`` starts at 1.  For a sink that tracks problems,
+    ``period`` is the open period of ``alert.fingerprint`` the alert belongs to (1, 2, …)
+    and ``refresh`` is True when the core re-delivers the period's firing; otherwise
+    they are None and False.
     """
 
     id: int
     attempt: int
     sink_name: str
     alert: Alert
+    period: Optional[int] = None
+    refresh: bool = False
 
 
 class Rejected(Exception):
@@ -210,6 +251,35 @@ class PermanentError(DeliveryError):
     """The destination will never accept this delivery: the row goes dead at once."""
 
 
+class PluginError(Exception):
+    """A plugin could not be loaded or registered; start-up stops with this message."""
+
+
+class Transaction:
+    """One database transaction of the core's, handed to inline sinks and to plugin routes.
+
+    Inline sinks get the ingest transaction in ``InlineSinkType.apply``; a plugin's routes open
+    one with ``gateway.views.transaction``.  What is done through it commits or rolls back whole,
+    and the core may run it again on a fresh transaction when it loses a race.  Never commit,
+    roll back or close it yourself.
+    """
+
+    connection: Connection
+    """The SQLAlchemy Core connection, for a plugin's own tables (the incident store's)."""
+
+    def submit(self, alert: Alert, *, incident_id: Optional[int] = None) -> int:
+        """Hand the pipeline a new alert: stored, and queued for the outbox sinks its route
+        chooses that ``accept`` it, delivered once this transaction commits.  Returns its id.
+
+        ``alert.origin`` must say who made it (``"manual"``, not ``"webhook"``), so that sinks
+        forward it only when they opted in.  ``received_at`` defaults to now and ``occurred_at``
+        to ``received_at``.  Inline sinks are not applied to it: the plugin that submits it has
+        recorded its effect, and ``incident_id`` links it to that incident.  Raises
+        ``ValueError`` for an alert the core would refuse from a source.
+        """
+        raise NotImplementedError
+
+
 class SourceOptions(Schema):
     """Options every source accepts; a source type's ``options_schema`` extends it."""
 
@@ -231,7 +301,7 @@ class SourceType:
     The core creates one instance per configured source (``key`` plus validated
     ``options``) and reuses it for every request, so instances must be thread-safe
     and must not keep per-request state.  Per request the core calls, in order:
-    ``verify``, ``handshake``, ``parse``, then ``fingerprint`` for each alert.
+    ``verify``, ``handshake``, ``parse``, then ``fingerprint`` and ``group`` for each alert.
     """
 
     name: ClassVar[str]
@@ -258,6 +328,16 @@ class SourceType:
         """A string equal for every alert about the same problem (firing and recovery alike)."""
         raise NotImplementedError
 
+    def group(self, alert: Alert) -> Optional[str]:
+        """The problem family the alert belongs to, or ``None`` (the default) for none.
+
+        For a vendor that reports parts of one problem in one message (an OCI alarm's metric
+        streams): each part has its own ``fingerprint``, all share a ``group``, and an alert
+        whose fingerprint *is* the group speaks for all of them, so its recovery resolves
+        every open incident of the group.
+        """
+        return None
+
     def delivery_id(self, request: InboundRequest) -> Optional[str]:
         """The vendor's id for this delivery, if it has one; redeliveries of it have one effect.
 
@@ -277,16 +357,16 @@ class SourceType:
 class SinkType:
     """A destination.  Subclass it and register the class from ``register_sink_types``.
 
-    Outbox sinks (the default) implement ``deliver``; the core calls it from the
-    dispatcher, never on the request path, and retries on ``RetryableError``.
-    A sink with ``inline = True`` is instead applied inside the ingest transaction
-    through ``apply`` (the built-in incident store); it must only write to the
-    session it is given.
+    A ``SinkType`` is an outbox sink: it implements ``deliver``, which the core calls from
+    the dispatcher, never on the request path, and retries on ``RetryableError``.  A sink
+    that records alerts inside the ingest transaction instead subclasses ``InlineSinkType``.
     """
 
     name: ClassVar[str]
     options_schema: ClassVar[type[Schema]] = SinkOptions
-    inline: ClassVar[bool] = False
+    tracks_problems: ClassVar[bool] = False
+    """Outbox sinks only: the core follows each problem's open periods for this sink (see
+    docs/plugins.md, "Problem periods") and tags each delivery with its period."""
 
     def __init__(self, name: str, options: Mapping[str, Any]):
         self.name = name
@@ -300,13 +380,27 @@ class SinkType:
         """Send one alert; return on success, raise ``RetryableError`` or ``PermanentError``."""
         raise NotImplementedError
 
-    def apply(self, session: Any, alert: Alert, settings: Mapping[str, Any]) -> Any:
-        """Inline sinks only: record the alert's effect within the ingest transaction.
+    def refresh_interval(self) -> Optional[float]:
+        """Sinks that track problems: seconds after a firing was delivered at which the core
+        delivers it again, while its period stays open; None (the default) never does."""
+        return None
 
+    def close(self) -> None:
+        """Release pooled connections; called a grace period after a reload replaced this instance."""
+
+
+class InlineSinkType(SinkType):
+    """A sink applied inside the ingest transaction, through ``apply`` (the built-in incident store).
+
+    It gets no outbox rows, so the core never calls its ``deliver``.  It must only write
+    through the ``Transaction`` it is given.
+    """
+
+    def apply(self, tx: Transaction, alert: Alert, settings: Mapping[str, Any]) -> Optional[int]:
+        """Record the alert's effect within the ingest transaction; an incident id for the alert row, or None.
+
+        ``settings`` holds ``reopen_window`` (seconds or None), the route's or else the source's.
         Runs before the raw request is stored, which is the duplicate check: a duplicate
         rolls back what this wrote, and ``alert.raw_request_id`` is not known yet.
         """
         raise NotImplementedError
-
-    def close(self) -> None:
-        """Release pooled connections; called a grace period after a reload replaced this instance."""

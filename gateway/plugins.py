@@ -1,4 +1,4 @@
-"""Builds the plugin manager and the registry of source and sink types.
+"""Builds the plugin manager and the registry of source and sink types and of plugin blueprints.
 
 Every plugin, the bundled ones and the built-in incident store included, is found the
 same way: through the ``gateway`` entry-point group.  Loading happens once per app in
@@ -14,15 +14,12 @@ from types import ModuleType
 from typing import Iterable
 
 import pluggy
+from flask import Blueprint
 
 from gateway import hookspecs
-from gateway.contracts import SinkType, SourceType
+from gateway.contracts import PluginError, SinkType, SourceType
 
 log = logging.getLogger(__name__)
-
-
-class PluginError(Exception):
-    """A plugin could not be loaded or registered; start-up stops with this message."""
 
 
 @dataclass
@@ -32,6 +29,7 @@ class PluginInfo:
     version: str
     source_types: list[str] = field(default_factory=list)
     sink_types: list[str] = field(default_factory=list)
+    blueprints: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {
@@ -45,11 +43,41 @@ class PluginInfo:
 
 @dataclass
 class Registry:
-    """Source and sink types by name, and which plugin registered each."""
+    """Source and sink types and plugin blueprints by name, and which plugin registered each."""
 
     source_types: dict[str, type[SourceType]] = field(default_factory=dict)
     sink_types: dict[str, type[SinkType]] = field(default_factory=dict)
+    blueprints: dict[str, Blueprint] = field(default_factory=dict)
     plugins: list[PluginInfo] = field(default_factory=list)
+
+    def owner(self, attr: str, name: str) -> PluginInfo:
+        """The plugin that registered ``name`` in ``attr`` (``"blueprints"``, ``"sink_types"``...)."""
+        return next(p for p in self.plugins if name in getattr(p, attr))
+
+
+@dataclass(frozen=True)
+class _Registration:
+    """What one registration hook registers: where it goes, and what ``register`` accepts."""
+
+    hook: str
+    attr: str
+    """The ``Registry`` and ``PluginInfo`` attribute."""
+    kind: str
+    base: type
+    classes: bool
+    """Subclasses of ``base`` (types), or instances of it (blueprints)."""
+
+    def accepts(self, obj: object) -> bool:
+        if self.classes:
+            return isinstance(obj, type) and issubclass(obj, self.base)
+        return isinstance(obj, self.base)
+
+
+_REGISTRATIONS = (
+    _Registration("register_source_types", "source_types", "source type", SourceType, classes=True),
+    _Registration("register_sink_types", "sink_types", "sink type", SinkType, classes=True),
+    _Registration("register_blueprints", "blueprints", "blueprint", Blueprint, classes=False),
+)
 
 
 def _distributions() -> dict[str, importlib.metadata.Distribution]:
@@ -98,7 +126,7 @@ def _register(pm: pluggy.PluginManager, module: object, name: str, dist_name: st
 
 
 def build_registry(extra_plugins: Iterable[ModuleType | object] = ()) -> Registry:
-    """Load entry points (plus ``extra_plugins``, registered the same way) and collect types.
+    """Load entry points (plus ``extra_plugins``, registered the same way) and collect what they register.
 
     ``GATEWAY_DISABLE_PLUGINS=a,b`` skips entry points by name.
     """
@@ -120,11 +148,11 @@ def build_registry(extra_plugins: Iterable[ModuleType | object] = ()) -> Registr
     for plugin_name, _ in pm.list_name_plugin():
         info = infos[plugin_name]
         others = [p for n, p in pm.list_name_plugin() if n != plugin_name]
-        # One plugin at a time, so that every registered type is attributed to its plugin.
-        for hook, attr, base in (("register_source_types", "source_types", SourceType),
-                                 ("register_sink_types", "sink_types", SinkType)):
+        # One plugin at a time, so that everything registered is attributed to its plugin.
+        for registration in _REGISTRATIONS:
+            hook = registration.hook
             try:
-                pm.subset_hook_caller(hook, others)(register=_registrar(registry, attr, info, base))
+                pm.subset_hook_caller(hook, others)(register=_registrar(registry, registration, info))
             except PluginError:
                 raise
             except Exception as exc:
@@ -133,23 +161,24 @@ def build_registry(extra_plugins: Iterable[ModuleType | object] = ()) -> Registr
     return registry
 
 
-def _registrar(registry: Registry, attr: str, info: PluginInfo, base: type):
+def _registrar(registry: Registry, registration: _Registration, info: PluginInfo):
+    attr, kind = registration.attr, registration.kind
     table: dict = getattr(registry, attr)
-    kind = attr.split("_")[0]
 
-    def register(cls: type) -> None:
-        if not (isinstance(cls, type) and issubclass(cls, base)):
-            raise PluginError(f"plugin {info.name!r} ({info.distribution}) registered {cls!r}, not a {base.__name__}")
-        type_name = getattr(cls, "name", None)
-        if not type_name or not isinstance(type_name, str):
-            raise PluginError(f"plugin {info.name!r} ({info.distribution}): {cls.__name__} has no name")
-        if type_name in table:
-            owner = next(p for p in registry.plugins if type_name in getattr(p, attr))
+    def register(obj: object) -> None:
+        if not registration.accepts(obj):
+            expected = registration.base.__name__ + (" subclass" if registration.classes else "")
+            raise PluginError(f"plugin {info.name!r} ({info.distribution}) registered {obj!r}, not a {expected}")
+        name = getattr(obj, "name", None)
+        if not name or not isinstance(name, str):
+            raise PluginError(f"plugin {info.name!r} ({info.distribution}): {obj!r} has no name")
+        if name in table:
+            owner = registry.owner(attr, name)
             raise PluginError(
-                f"{kind} type {type_name!r} is registered twice: by plugin {owner.name!r} "
+                f"{kind} {name!r} is registered twice: by plugin {owner.name!r} "
                 f"({owner.distribution}) and by plugin {info.name!r} ({info.distribution})"
             )
-        table[type_name] = cls
-        getattr(info, attr).append(type_name)
+        table[name] = obj
+        getattr(info, attr).append(name)
 
     return register

@@ -98,15 +98,16 @@ def write_config(tmp_path):
 
 @pytest.fixture
 def make_app(database_url, write_config):
-    """make_app(yaml_text=None, **flask_config) -> a Flask app on this test's database."""
+    """make_app(yaml_text=None, *, plugins=(), **flask_config) -> a Flask app on this test's database,
+    with testkit and ``plugins`` registered."""
     from gateway.app import create_app
 
     apps = []
 
-    def make(yaml_text: str = DEFAULT_CONFIG, **overrides):
+    def make(yaml_text: str = DEFAULT_CONFIG, *, plugins=(), **overrides):
         app = create_app({"DATABASE_URL": database_url, "CONFIG": write_config(yaml_text),
                           "ADMIN_TOKEN": ADMIN_TOKEN, "TESTING": True, **overrides},
-                         extra_plugins=[testkit])
+                         extra_plugins=[testkit, *plugins])
         apps.append(app)
         return app
 

@@ -102,9 +102,9 @@ def test_bad_input_is_a_4xx_json_error_and_the_valid_request_works(
     (DataError("SELECT sql_text", {"key": "param_value"}, Exception("value too long\nDETAIL: more")),
      422, "invalid_value"),
     (OperationalError("SELECT sql_text", {"key": "param_value"}, Exception("connection refused")),
-     500, "internal_error"),
+     503, "unavailable"),
 ])
-def test_a_data_error_past_validation_is_422_but_a_database_failure_stays_500(
+def test_a_data_error_past_validation_is_422_and_a_database_failure_503(
         error, status, code, api, seeded, monkeypatch):
     def fail(key):
         raise error
@@ -166,3 +166,30 @@ def test_an_id_no_row_can_have_is_404_on_both_databases(api, seeded, method, pat
 def test_a_page_beyond_any_list_is_422_naming_page(api):
     response = api.get("/api/incidents", query_string={"page": str(2**62)})
     assert (response.status_code, list(response.json["error"]["fields"])) == (422, ["page"])
+
+
+def test_an_api_body_past_the_limit_is_413_declared_or_not(api, seeded):
+    from gateway.web.common import MAX_API_BODY
+
+    comment = json.dumps({"body": "x" * MAX_API_BODY}).encode()
+    declared = api.post(f"/api/incidents/{seeded}/comments", data=comment, content_type="application/json")
+    streamed = api.post(f"/api/incidents/{seeded}/comments", input_stream=iter_stream(comment),
+                        content_type="application/json")
+    for response in (declared, streamed):
+        assert (response.status_code, response.json["error"]["code"]) == (413, "body_too_large")
+    assert api.post(f"/api/incidents/{seeded}/comments", json={"body": "x" * 1000}).status_code == 201
+
+
+def iter_stream(data: bytes):
+    """A body without Content-Length, as a chunked request reaches the application."""
+    import io
+
+    return io.BytesIO(data)
+
+
+@pytest.mark.parametrize("key", [".", ".."])
+def test_a_source_key_a_url_cannot_carry_is_refused(api, key):
+    """``/hooks/testsrc/../`` is no URL of a source: clients collapse dot segments."""
+    response = api.post("/api/sources", json={"key": key, "type": "testsrc"})
+    assert (response.status_code, list(response.json["error"]["fields"])) == (422, ["key"])
+    assert api.post("/api/sources", json={"key": "..a.", "type": "testsrc"}).status_code == 201

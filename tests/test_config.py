@@ -419,3 +419,10 @@ def test_shipped_config_loads_with_no_environment():
     assert set(cfg.sources) == {"whatap-prod", "oci-seoul"}
     assert cfg.sources["whatap-prod"].options["token"] is None
     assert cfg.route.sinks == ("itms",)
+
+
+@pytest.mark.parametrize("key", [".", ".."])
+def test_a_source_key_that_is_a_dot_segment_is_refused(key):
+    """Clients collapse ``/hooks/t/../`` to ``/hooks/``: no webhook could reach such a source."""
+    found = problems(f"sources:\n  - key: '{key}'\n    type: fakesrc\n" + SINKS_AND_ROUTE)
+    assert found == ["gateway.yaml:2: sources[0].key: must not be . or .. (a URL cannot carry it)"]

@@ -7,10 +7,12 @@ import threading
 from datetime import datetime, timezone
 
 import pytest
+import testkit
+from alembic.script import ScriptDirectory
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from gateway.store.db import HotStatement, is_transient, make_engine, run_in_transaction, upgrade
+from gateway.store.db import HotStatement, alembic_config, is_transient, make_engine, run_in_transaction, upgrade
 from gateway.store.models import RawRequest
 
 raw_requests = RawRequest.__table__
@@ -105,7 +107,8 @@ def test_a_migration_waits_for_a_writer_instead_of_failing(tmp_path):
     migration.join(30)
     assert failures == []
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0003"
+        head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == head
         assert conn.execute(select(func.count()).select_from(raw_requests)).scalar_one() == 1
     engine.dispose()
 
@@ -138,3 +141,25 @@ def test_the_cursor_outlives_a_refused_statement(engine):
             statement.run(conn, raw())
         with conn.begin():
             assert statement.run(conn, raw("e-2")) == 1
+
+
+@pytest.mark.parametrize("setting, level", [(None, 2), ("FULL", 2), ("normal", 1)])
+def test_sqlite_syncs_every_commit_unless_told_normal(tmp_path, write_config, setting, level):
+    """FULL (2) by default, so a 202 survives power loss; NORMAL (1) only when the operator
+    sets GATEWAY_SQLITE_SYNCHRONOUS for it."""
+    from gateway.app import create_app
+
+    overrides = {"SQLITE_SYNCHRONOUS": setting} if setting else {}
+    app = create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'gateway.db'}", "CONFIG": write_config(),
+                      **overrides}, extra_plugins=[testkit])
+    engine = app.extensions["gateway"].engine
+    try:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar_one() == level
+    finally:
+        engine.dispose()
+
+
+def test_an_unknown_sqlite_synchronous_level_is_refused():
+    with pytest.raises(ValueError, match="GATEWAY_SQLITE_SYNCHRONOUS='OFF': use one of FULL, NORMAL"):
+        make_engine("sqlite://", sqlite_synchronous="OFF")

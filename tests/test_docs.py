@@ -1,7 +1,7 @@
 """The docs are part of the contract: they fail here when the code moves without them.
 
 docs/plugins.md: a ``### name(args)`` heading for every hookspec and a ``### Class.method(args)`` heading for
-every public SourceType/SinkType method, with the code's argument names; every public name mentioned.
+every public method of the contract's classes, with the code's argument names; every public name mentioned.
 docs/configuration.md: every key the config loader accepts, in the reference block of its section.
 Each check is a function returning problems, and the ``*_catches_*`` tests prove it can fail.
 """
@@ -22,7 +22,7 @@ PLUGINS_MD = DOCS / "plugins.md"
 CONFIGURATION_MD = DOCS / "configuration.md"
 
 SIGNATURE_HEADING = re.compile(r"^###\s+`?(?P<name>[A-Za-z_][\w.]*)\((?P<args>[^)]*)\)`?\s*$", re.MULTILINE)
-CONTRACT_CLASSES = (contracts.SourceType, contracts.SinkType)
+CONTRACT_CLASSES = (contracts.SourceType, contracts.SinkType, contracts.InlineSinkType, contracts.Transaction)
 
 
 # --- what the code defines --------------------------------------------------------------
@@ -40,14 +40,14 @@ def hookspecs_in_code() -> dict[str, list[str]]:
 
 
 def contract_methods_in_code() -> dict[str, list[str]]:
-    """``Class.method`` -> argument names (without self), for public methods defined in gateway/contracts.py."""
+    """``Class.method`` -> argument names (without self), for public methods of ``CONTRACT_CLASSES``."""
     methods = {}
     for cls in CONTRACT_CLASSES:
         for name, fn in vars(cls).items():
             if name.startswith("_") or not inspect.isfunction(fn):
                 continue
             methods[f"{cls.__name__}.{name}"] = list(inspect.signature(fn).parameters)[1:]
-    assert methods, "found no public SourceType/SinkType methods"
+    assert methods, "found no public methods in the contract's classes"
     return methods
 
 

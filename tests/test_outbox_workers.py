@@ -30,10 +30,12 @@ sinks:
   - name: spaceone
     type: spaceone
     url: {receiver}/monitoring/v1/webhook/wh-1/AbCdEf0123456789/events
+    refresh_interval: 0
 route:
   sinks: [itms, spaceone]
 """
-"""whatap in, the incident store and SpaceONE (the test's receiver) out: installed plugins only."""
+"""whatap in, the incident store and SpaceONE (the test's receiver) out: installed plugins only.
+No refreshes: each alert is delivered exactly once, and nothing stays queued."""
 
 
 def gateway_env(app, database_url: str) -> dict:

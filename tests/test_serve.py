@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 import testkit
-from testkit.support import free_port, wait_healthy, wait_until
+from testkit.support import free_port, serve_environment, serving, wait_until, worker_pids
 
 GATEWAY = str(Path(sys.executable).parent / "gateway")
 TOKEN = "serve-admin-token"
@@ -33,36 +33,17 @@ LATE_SOURCE = "  - key: late\n    type: testsrc\nsinks:"
 
 
 @pytest.fixture
-def environment(tmp_path):
-    """The environment an operator sets, with the test plugin installed as a distribution."""
-    config = tmp_path / "gateway.yaml"
-    config.write_text(textwrap.dedent(CONFIG))
-    site = testkit.install_testkit(tmp_path / "site")
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(Path(testkit.__file__).parents[1])]),
-            "GATEWAY_CONFIG": str(config), "GATEWAY_DATABASE_URL": f"sqlite:///{tmp_path / 'gateway.db'}",
-            "GATEWAY_ADMIN_TOKEN": TOKEN, "GATEWAY_THREADS": "2", "GATEWAY_KEEPALIVE_REQUESTS": "5"}
+def environment(tmp_path, write_config):
+    return serve_environment(tmp_path, write_config(CONFIG), f"sqlite:///{tmp_path / 'gateway.db'}",
+                             GATEWAY_ADMIN_TOKEN=TOKEN,
+                             GATEWAY_THREADS="2", GATEWAY_KEEPALIVE_REQUESTS="5")
 
 
 @pytest.fixture
 def server(environment):
     subprocess.run([GATEWAY, "db", "upgrade"], env=environment, check=True, capture_output=True, timeout=60)
-    port = free_port()
-    proc = subprocess.Popen([GATEWAY, "serve", "--workers", "2", "--port", str(port)], env=environment,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(base, proc)
-        wait_until(lambda: len(worker_pids(base)) == 2, timeout=30)  # both workers booted
+    with serving(environment) as (proc, base):
         yield proc, base, Path(environment["GATEWAY_CONFIG"])
-    finally:  # never leave a server behind, even when start-up failed
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait(timeout=30)
-        proc.stdout.close()
-
-
-def worker_pids(base: str, asks: int = 8) -> set[int]:
-    return {requests.get(f"{base}/health", timeout=5).json()["worker_pid"] for _ in range(asks)}
 
 
 def post(base: str, key: str, external_id: str) -> int:

@@ -29,7 +29,8 @@ def config(sinks: dict[str, dict]) -> str:
     lines = ["sources:", "  - key: whatap-prod", "    type: whatap", "  - key: oci-seoul", "    type: oci",
              "sinks:", "  - name: itms", "    type: itms"]
     for name, options in sinks.items():
-        defaults = {"timeout": 1, "backoff_initial": 0.05, "backoff_max": 0.2, "max_attempts": 6}
+        # No refreshes here (a pending one would keep the outbox from draining): test_spaceone_problems has them.
+        defaults = {"timeout": 1, "backoff_initial": 0.05, "backoff_max": 0.2, "max_attempts": 6, "refresh_interval": 0}
         lines += [f"  - name: {name}", "    type: spaceone"]
         lines += [f"    {key}: {json.dumps(value)}" for key, value in {**defaults, **options}.items()]
     lines += ["route:", f"  sinks: [itms, {', '.join(sinks)}]"]
@@ -72,7 +73,7 @@ def events(receiver) -> list[tuple[str, str, int]]:
 
 
 def test_whatap_alert_and_recovery_arrive_as_exact_events(gateway, receiver):
-    gw = gateway(account="sa-1234", image_url="https://img.example.com/whatap.png")
+    gw = gateway(account="sa-1234")
     gw.whatap()
     gw.whatap(WHATAP_RECOVERED)
     gw.drive("spaceone", gw.all_delivered)
@@ -84,9 +85,9 @@ def test_whatap_alert_and_recovery_arrive_as_exact_events(gateway, receiver):
     info = {"pcode": "31337", "project_name": "payments-prod", "oid": "-2087423641", "oname": "pay-api-7f9c",
             "level": "Critical", "status": "on", "metric_name": "heap_use", "metric_threshold": "95",
             "source_key": "whatap-prod", "source_type": "whatap", "origin": "webhook"}
-    common = {"event_key": incident["fingerprint"], "severity": "CRITICAL", "rule": "heap_use",
+    common = {"event_key": f"{incident['fingerprint']}-1", "severity": "CRITICAL", "rule": "heap_use",
               "resource": {"resource_id": "-2087423641", "name": "pay-api-7f9c", "resource_type": "whatap.Agent"},
-              "provider": "whatap", "account": "sa-1234", "image_url": "https://img.example.com/whatap.png"}
+              "provider": "whatap", "account": "sa-1234"}
     assert [r["json"] for r in receiver.requests] == [
         {**common, "event_type": "ALERT", "title": WHATAP["title"], "description": "Heap usage is 97.3% (threshold 95%)",
          "occurred_at": "2025-01-01T03:00:00.123000+00:00",
@@ -108,15 +109,17 @@ def test_oci_alarm_arrives_as_an_exact_event(gateway, receiver):
     ((expression, value),) = meta["metricValues"][0].items()
     (body,) = [r["json"] for r in receiver.requests]
     assert body == {
-        "event_key": incident["fingerprint"], "event_type": "ALERT", "title": "High CPU on web-server-01",
+        "event_key": f"{incident['fingerprint']}-1", "event_type": "ALERT", "title": "High CPU on web-server-01",
         "description": OCI_FIRING["body"], "severity": "CRITICAL",
         "resource": {"resource_id": dimension["resourceId"], "name": "web-server-01",
                      "resource_type": "oci_computeagent"},
-        "rule": meta["query"], "occurred_at": "2025-10-27T11:04:00.123000+00:00", "provider": "oci",
+        "rule": meta["query"], "occurred_at": "2025-10-27T11:04:00.123000+00:00", "provider": "oracle_cloud",
         "additional_info": {
             "namespace": "oci_computeagent", "query": meta["query"], "alarm_url": meta["alarmUrl"],
             "region": "ap-seoul-1", "alarm_id": meta["id"], "alarm_status": "FIRING", "oci_type": "OK_TO_FIRING",
             "dedupe_key": OCI_FIRING["dedupeKey"], f"metric.{expression}": value,
+                "notification_type": OCI_FIRING["notificationType"],
+                **{f"dimension.{name}": text for name, text in dimension.items()},
             "source_key": "oci-seoul", "source_type": "oci", "origin": "webhook"},
     }
 
@@ -248,7 +251,7 @@ def test_manual_resolve_is_forwarded_only_when_the_sink_opts_in(gateway, receive
     if forward:
         recovery = bodies[1]
         assert (recovery["event_key"], recovery["title"], recovery["severity"]) == (
-            incident["fingerprint"], WHATAP["title"], "CRITICAL")
+            f"{incident['fingerprint']}-1", WHATAP["title"], "CRITICAL")
         assert recovery["additional_info"] == {"resolved_by": "admin", "note": "fixed the heap",
                                                "source_key": "whatap-prod", "source_type": "whatap",
                                                "origin": "manual"}

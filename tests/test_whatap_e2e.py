@@ -181,7 +181,7 @@ def test_alert_becomes_an_incident(variant, post, incidents, incident):
     assert [(e["kind"], e["actor"]) for e in detail["timeline"]] == [("created", "source:whatap-prod")]
 
 
-@pytest.mark.parametrize("missing", [("title",), ("pcode",), ("uuid",), ("title", "pcode", "uuid")])
+@pytest.mark.parametrize("missing", [("title",), ("pcode",), ("title", "pcode")])
 def test_missing_required_fields_are_named_and_nothing_is_stored(missing, post, api):
     response = post(whatap(**{name: None for name in missing}))
     assert response.status_code == 422
@@ -308,11 +308,13 @@ def test_recovery_older_than_the_latest_alert_keeps_the_incident_open(fire, inci
         "resolved", at(start + 11 * MINUTE), 4)
 
 
-def test_recovery_with_no_open_incident_is_stored_as_an_event_only(post, api):
+def test_recovery_with_no_incident_before_it_is_kept_as_a_resolved_incident(post, api):
+    """So that a firing from before it, delivered later, opens nothing (tests/test_recovery_first.py)."""
     payload = whatap(status="off")
     response = post(payload)
     assert response.status_code == 202
-    assert api.get("/api/incidents").json["total"] == 0
+    [incident] = api.get("/api/incidents").json["items"]
+    assert (incident["status"], incident["event_count"]) == ("resolved", 1)
     events = api.get("/api/events").json
     assert events["total"] == 1
     event = events["items"][0]
@@ -391,3 +393,19 @@ def test_basic_password_is_accepted_as_the_token(client, incidents):
                            headers={"Content-Type": "application/json", "Authorization": f"Basic {credentials}"})
     assert response.status_code == 202, response.json
     assert len(incidents()) == 1
+
+
+def test_published_format_without_uuid_opens_an_incident_and_a_redelivery_is_a_duplicate(post, incidents, api):
+    """WhaTap's published body (no uuid), read from the plugin's payload file."""
+    from pathlib import Path
+    published = json.loads((Path(__file__).resolve().parents[1] / "plugins/whatap/tests/payloads/published.json")
+                           .read_text())
+    first = post(published)
+    assert first.status_code == 202, first.json
+    assert post(published).json == {"status": "duplicate"}
+    [incident] = incidents()
+    assert (incident["status"], incident["event_count"], incident["title"]) == ("triggered", 1, "Alert Title")
+    recovered = post(dict(published, status="off", time=published["time"] + MINUTE))
+    assert recovered.status_code == 202, recovered.json
+    assert [i["status"] for i in incidents()] == ["resolved"]
+    assert api.get("/api/events").json["total"] == 2

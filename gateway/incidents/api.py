@@ -1,20 +1,26 @@
 """/api/incidents: list, detail with timeline, lifecycle actions and comments."""
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify, request
+from typing import Optional
+
+from flask import Blueprint, jsonify, request
 from marshmallow import Schema, fields, validate
 from sqlalchemy import or_, select
 
-from gateway.contracts import SEVERITIES, Rejected
+from gateway import SEVERITIES, Alert, Resource
 from gateway.incidents import service
-from gateway.pipeline.ingest import forward_manual_resolve
-from gateway.store.db import run_in_transaction
 from gateway.store.models import Incident
-from gateway.web.auth import actor, require_admin
-from gateway.web.common import Page, Text, iso, json_object, paginate, where_given
+from gateway.views import (
+    Page, Rejected, Text, actor, iso, json_object, paginate, reading, require_role, transaction, where_given,
+)
 
 bp = Blueprint("incidents", __name__, url_prefix="/api/incidents")
-bp.before_request(require_admin)
+
+
+@bp.before_request
+def _caller_may() -> None:
+    """Reading incidents takes a viewer; acting on them, an operator."""
+    require_role("viewer" if request.method in ("GET", "HEAD") else "operator")
 
 STATUSES = ("triggered", "acknowledged", "resolved", "closed")
 SORTS = {
@@ -83,7 +89,7 @@ def list_incidents():
 
 @bp.get("/<id:incident_id>")
 def get_incident(incident_id: int):
-    with current_app.extensions["gateway"].engine.connect() as conn:
+    with reading() as conn:
         row = conn.execute(select(Incident.__table__).where(Incident.id == incident_id)).first()
         if row is None:
             raise Rejected(404, "not_found", f"no incident {incident_id}")
@@ -94,33 +100,40 @@ def get_incident(incident_id: int):
 @bp.post("/<id:incident_id>/<any(acknowledge, resolve, close):action>")
 def change_status(incident_id: int, action: str):
     note = json_object(NoteBody())["note"]
-    gateway = current_app.extensions["gateway"]
-    snapshot = gateway.runtime.snapshot
     who = actor()
 
-    def work(conn):
-        row = service.transition(conn, incident_id, action, who, note)
+    def work(tx):
+        row = service.transition(tx.connection, incident_id, action, who, note)
         if action == "resolve":
-            forward_manual_resolve(conn, snapshot, row, who, note)
-        return conn.execute(select(Incident.__table__).where(Incident.id == incident_id)).one()
+            # The incident store recorded the transition; the outbox sinks that opted in are told.
+            tx.submit(manual_resolve(row, who, note), incident_id=incident_id)
+        return tx.connection.execute(select(Incident.__table__).where(Incident.id == incident_id)).one()
 
     try:
-        row = run_in_transaction(gateway.engine, work)
+        row = transaction(work)
     except LookupError as exc:
         raise Rejected(404, "not_found", str(exc)) from None
     except service.TransitionRefused as exc:
         raise Rejected(409, "transition_not_allowed", str(exc)) from None
-    if action == "resolve":
-        gateway.runtime.notify_deliveries()
     return jsonify(incident_json(row))
+
+
+def manual_resolve(incident, who: str, note: Optional[str]) -> Alert:
+    """The recovery a person's resolve sends on: the incident's problem, ``origin="manual"``."""
+    return Alert(
+        status="resolved", severity=incident.severity, title=incident.title, description=incident.description,
+        resource=Resource(incident.resource_id, incident.resource_name, incident.resource_type),
+        labels={"resolved_by": who, **({"note": note} if note else {})},
+        source_key=incident.source_key, source_type=incident.source_type,
+        fingerprint=incident.fingerprint, origin="manual",
+    )
 
 
 @bp.post("/<id:incident_id>/comments")
 def comment(incident_id: int):
     body = json_object(CommentBody())["body"]
-    gateway = current_app.extensions["gateway"]
     try:
-        entry = run_in_transaction(gateway.engine, lambda conn: service.add_comment(conn, incident_id, actor(), body))
+        entry = transaction(lambda tx: service.add_comment(tx.connection, incident_id, actor(), body))
     except LookupError as exc:
         raise Rejected(404, "not_found", str(exc)) from None
     return jsonify(entry_json(entry)), 201

@@ -12,9 +12,9 @@ from collections import defaultdict, deque
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, Optional
 
-from sqlalchemy import Connection, bindparam, case, insert, select, update
+from sqlalchemy import Connection, bindparam, case, func, insert, select, update
 
-from gateway.contracts import SEVERITIES, Alert
+from gateway.contracts import GROUP_PREFIX_LENGTH, SEVERITIES, Alert, whole_group
 from gateway.store.db import HotStatement, RetryTransaction
 from gateway.store.models import AlertRow, Incident, TimelineEntry, UTCDateTime, is_open, utcnow
 
@@ -83,8 +83,16 @@ _REOPEN = HotStatement(update(incidents).where(_BY_ID, incidents.c.status == "re
 _CREATE = HotStatement(insert(incidents).returning(incidents.c.id))
 _OPEN = select(incidents).where(*_OPEN_BY_FP).with_for_update()
 _LAST_RESOLVED = (select(incidents)
-                  .where(incidents.c.fingerprint == bindparam("fp"), incidents.c.resolved_at.is_not(None))
+                  .where(incidents.c.fingerprint.in_([bindparam("fp"), bindparam("group_fp")]),
+                         incidents.c.resolved_at.is_not(None))
                   .order_by(incidents.c.resolved_at.desc()).limit(1).with_for_update())
+"""The latest resolution of the fingerprint or of its group's own fingerprint (see ``_group_fingerprint``)."""
+_IN_GROUP = (incidents.c.fingerprint >= bindparam("prefix"), incidents.c.fingerprint < bindparam("past"),
+             func.substr(incidents.c.fingerprint, 1, GROUP_PREFIX_LENGTH) == bindparam("prefix"))
+"""A group's fingerprints share a prefix, so they are one range of the fingerprint indexes."""
+_OPEN_IN_GROUP = select(incidents).where(*_IN_GROUP, is_open(incidents.c.status)).order_by(incidents.c.id).with_for_update()
+_LAST_RESOLVED_IN_GROUP = (select(incidents).where(*_IN_GROUP, incidents.c.resolved_at.is_not(None))
+                           .order_by(incidents.c.resolved_at.desc()).limit(1).with_for_update())
 _ENTRY = HotStatement(insert(timeline_entries))
 
 
@@ -116,15 +124,17 @@ def apply_alert(
     if joined is not None:
         return joined
 
-    previous = conn.execute(_LAST_RESOLVED, {"fp": alert.fingerprint}).first()
-    if previous is not None and occurred <= previous.resolved_at:
-        # Late or out-of-order delivery: it happened before the incident was resolved.
+    previous = conn.execute(_LAST_RESOLVED, {"fp": alert.fingerprint,
+                                             "group_fp": _group_fingerprint(alert.fingerprint)}).first()
+    if previous is not None and occurred <= _ended_by(previous):
+        # Late or out-of-order delivery: it happened before the incident (or its whole group) was resolved.
         _count_event(conn, previous.id, now, occurred)
         _alert_entry(conn, previous.id, "webhook_received", alert,
                      note="arrived after the incident was resolved; it happened before, so nothing reopens")
         return previous.id
     if (
         previous is not None
+        and previous.fingerprint == alert.fingerprint
         and previous.status == "resolved"
         and reopen_window is not None
         and occurred - previous.resolved_at <= timedelta(seconds=reopen_window)
@@ -136,21 +146,78 @@ def apply_alert(
         _alert_entry(conn, previous.id, "reopened", alert, from_status="resolved", to_status="triggered")
         return previous.id
 
-    incident_id = _CREATE.scalar(conn, dict(
-        fingerprint=alert.fingerprint, source_key=alert.source_key, source_type=alert.source_type,
-        title=alert.title, description=alert.description, severity=alert.severity, status="triggered",
-        resource_id=alert.resource.id, resource_name=alert.resource.name, resource_type=alert.resource.type,
-        event_count=1, first_seen_at=occurred, last_seen_at=occurred, created_at=now, last_event_at=now,
-    ))
+    incident_id = _create(conn, alert, now, occurred, status="triggered")
     _alert_entry(conn, incident_id, "created", alert)
     return incident_id
 
 
+def _create(conn: Connection, alert: Alert, now: datetime, occurred: datetime, **state: Any) -> int:
+    """A new incident of the alert's problem, in ``state`` (its status, and when resolved, its resolution)."""
+    return _CREATE.scalar(conn, dict(
+        fingerprint=alert.fingerprint, source_key=alert.source_key, source_type=alert.source_type,
+        title=alert.title, description=alert.description, severity=alert.severity,
+        resource_id=alert.resource.id, resource_name=alert.resource.name, resource_type=alert.resource.type,
+        event_count=1, first_seen_at=occurred, last_seen_at=occurred, created_at=now, last_event_at=now, **state,
+    ))
+
+
+def _group_fingerprint(fingerprint: str) -> str:
+    """The fingerprint of the alert that speaks for ``fingerprint``'s whole group, if it is grouped
+    (``namespaced_fingerprint``); for an ungrouped fingerprint it names no incident."""
+    return fingerprint[:GROUP_PREFIX_LENGTH] * 2
+
+
 def _recover(conn: Connection, alert: Alert, now: datetime, occurred: datetime) -> Optional[int]:
-    """A recovery resolves the open incident it ends; returns that incident, or None."""
-    current = conn.execute(_OPEN, {"fp": alert.fingerprint}).first()
-    if current is None or occurred < current.first_seen_at:
-        return None  # nothing open, or the recovery of an earlier, already-ended incident
+    """A recovery resolves the open incident it ends (every one of its group, when it speaks for
+    the group); returns the incident its alert belongs to, or None."""
+    prefix = whole_group(alert.fingerprint)
+    if prefix is not None:
+        members = conn.execute(_OPEN_IN_GROUP, {"prefix": prefix, "past": prefix + "g"}).all()
+        if members:
+            ended = [_end(conn, alert, member, now, occurred) for member in members]
+            own = [member.id for member in members if member.fingerprint == alert.fingerprint]
+            return own[0] if own else next(filter(None, ended), None)
+    else:
+        current = conn.execute(_OPEN, {"fp": alert.fingerprint}).first()
+        if current is not None:
+            return _end(conn, alert, current, now, occurred)
+    return _remember_recovery(conn, alert, now, occurred)
+
+
+def _remember_recovery(conn: Connection, alert: Alert, now: datetime, occurred: datetime) -> int:
+    """A recovery with nothing open to end is kept, so that a firing from before it, delivered
+    later, finds the problem ended and opens nothing (``_ended_by``).
+
+    It is counted on the fingerprint's (or group's) last resolved incident, or, for a problem
+    never seen, on a new incident created resolved at the recovery's time.
+    """
+    prefix = whole_group(alert.fingerprint)
+    previous = (conn.execute(_LAST_RESOLVED_IN_GROUP, {"prefix": prefix, "past": prefix + "g"}).first()
+                if prefix is not None else
+                conn.execute(_LAST_RESOLVED, {"fp": alert.fingerprint,
+                                              "group_fp": _group_fingerprint(alert.fingerprint)}).first())
+    if previous is not None:
+        _count_event(conn, previous.id, now, occurred)
+        if occurred > _ended_by(previous):
+            _alert_entry(conn, previous.id, "webhook_received", alert,
+                         note="a later recovery with nothing open; a firing from before it will open nothing")
+        return previous.id
+    incident_id = _create(conn, alert, now, occurred, status="resolved", resolved_at=occurred)
+    _alert_entry(conn, incident_id, "created", alert, to_status="resolved",
+                 note="a recovery with no incident before it; a firing from before it will open nothing")
+    return incident_id
+
+
+def _ended_by(incident: Any) -> datetime:
+    """Until when a resolved incident's problem is known to be over: its resolution, or a later
+    recovery counted on it (which moved ``last_seen_at``; firings counted on it are older)."""
+    return max(incident.resolved_at, incident.last_seen_at)
+
+
+def _end(conn: Connection, alert: Alert, current: Any, now: datetime, occurred: datetime) -> Optional[int]:
+    """Resolve the open incident ``current`` unless the recovery is older than what it knows."""
+    if occurred < current.first_seen_at:
+        return None  # the recovery of an earlier, already-ended incident
     if occurred < current.last_seen_at:
         # Out of order: the problem fired again after this recovery, so it is still open.
         _count_event(conn, current.id, now, occurred)

@@ -12,7 +12,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterator, Mapping, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional, TypeVar
 
 from sqlalchemy import Connection, bindparam, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -20,12 +20,17 @@ from sqlalchemy.exc import DataError, SQLAlchemyError
 
 from gateway import metrics
 from gateway.bodies import MAY_HOLD_UNSTORABLE, clean_text, cleaned, parse_json
-from gateway.contracts import SEVERITIES, STATUSES, Alert, Headers, InboundRequest, Rejected, Reply, Resource
+from gateway.contracts import (
+    SEVERITIES, STATUSES, Alert, Headers, InboundRequest, InlineSinkType, Rejected, Reply, Resource, Transaction,
+    namespaced_fingerprint,
+)
+from gateway.pipeline import problems
 from gateway.pipeline.runtime import ActiveSource, Runtime, Snapshot
-from gateway.store.db import HotStatement, refusal_reason, run_in_transaction
+from gateway.store.db import HotStatement, RetryTransaction, refusal_reason, run_in_transaction
 from gateway.store.models import UNSTORABLE_TEXT, AlertRow, Delivery, Handshake, RawRequest, utcnow
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SECRET_HEADERS = frozenset({"authorization", "x-webhook-token", "cookie"})
 """Stored as "[redacted]": the raw journal must not become a second copy of credentials."""
@@ -40,11 +45,6 @@ class Outcome:
     status: int
     body: Mapping[str, Any]
     headers: Mapping[str, str] = field(default_factory=dict)
-
-
-def namespaced_fingerprint(source_key: str, plugin_fingerprint: str) -> str:
-    """Two sources never merge incidents, however alike their alerts."""
-    return hashlib.sha256(f"{source_key}\n{plugin_fingerprint}".encode("utf-8", "surrogatepass")).hexdigest()
 
 
 BodyReader = Callable[[int], bytes]
@@ -106,13 +106,17 @@ def _receive(runtime: Runtime, source: Optional[ActiveSource], source_type: str,
     if raw["external_id"] is None and external_ids and all(external_ids):
         raw["external_id"] = _storable_id("|".join(external_ids))
     raw["alert_count"] = len(alerts)
-    try:
-        with _storing(source, "nothing was stored"):
-            ids = run_in_transaction(runtime.engine, lambda conn: _store(conn, raw, routed))
-    except Duplicate:
-        return Outcome(200, {"status": "duplicate"})
-    if any(outbox for _, _, outbox in routed):
-        runtime.notify_deliveries()
+    while True:
+        try:
+            with _storing(source, "nothing was stored"):
+                ids = in_transaction(runtime, lambda tx: _store(tx, raw, routed))
+            break
+        except Duplicate:
+            return Outcome(200, {"status": "duplicate"})
+        except InlineSinkFailed as failed:  # rolled back: store it again without that sink for that alert
+            alert, inline, outbox = routed[failed.index]
+            routed[failed.index] = (alert, [(sink, settings) for sink, settings in inline if sink is not failed.sink],
+                                    outbox)
     return Outcome(202, {"status": "accepted", "alerts": ids})
 
 
@@ -172,21 +176,27 @@ def _plugin_guard(source: ActiveSource) -> Iterator[None]:
                        f"the {source.type} plugin could not process this payload ({exc.__class__.__name__})") from exc
 
 
+def _faults(alert: Alert) -> dict[str, str]:
+    """The fields that make an alert unfit to store, each with what is wrong with it."""
+    faults = {}
+    if alert.status not in STATUSES:
+        faults["status"] = f"must be one of {', '.join(STATUSES)}, got {alert.status!r}"
+    if alert.severity not in SEVERITIES:
+        faults["severity"] = f"must be one of {', '.join(SEVERITIES)}, got {alert.severity!r}"
+    if not isinstance(alert.title, str) or not alert.title:
+        faults["title"] = "missing"
+    return faults
+
+
 MAX_CLOCK_SKEW = timedelta(minutes=5)
 """How far in the future a vendor's alert time may be; a skewed clock must not pin an incident's times ahead."""
 
 
 def _complete(source: ActiveSource, alert: Alert, received_at: datetime) -> Alert:
     """Check what the plugin produced and add what only the core knows."""
-    problems = {}
-    if alert.status not in STATUSES:
-        problems["status"] = f"must be one of {', '.join(STATUSES)}, got {alert.status!r}"
-    if alert.severity not in SEVERITIES:
-        problems["severity"] = f"must be one of {', '.join(SEVERITIES)}, got {alert.severity!r}"
-    if not isinstance(alert.title, str) or not alert.title:
-        problems["title"] = "missing"
-    if problems:
-        raise Rejected.invalid(problems)
+    faults = _faults(alert)
+    if faults:
+        raise Rejected.invalid(faults)
     occurred = alert.occurred_at or received_at
     if occurred.tzinfo is None:
         occurred = occurred.replace(tzinfo=timezone.utc)
@@ -195,7 +205,7 @@ def _complete(source: ActiveSource, alert: Alert, received_at: datetime) -> Aler
     resource = (alert.resource.id, alert.resource.name, alert.resource.type)
     return alert.replace(
         source_key=source.key, source_type=source.type, occurred_at=occurred, labels=labels, received_at=received_at,
-        fingerprint=namespaced_fingerprint(source.key, source.plugin.fingerprint(alert)),
+        fingerprint=namespaced_fingerprint(source.key, source.plugin.fingerprint(alert), source.plugin.group(alert)),
         title=clean_text(alert.title), description=clean_text(alert.description or ""),
         resource=Resource(*(_storable(text or "", limit) for text, limit in zip(resource, _RESOURCE_LENGTHS))),
         external_id=_storable_id(alert.external_id),
@@ -203,18 +213,32 @@ def _complete(source: ActiveSource, alert: Alert, received_at: datetime) -> Aler
 
 
 def _route(snapshot: Snapshot, alert: Alert, source_reopen_window: Optional[float]):
-    """(alert, inline sinks with their settings, names of outbox sinks) for one alert."""
+    """(alert, inline sinks with their settings, outbox rows to queue as (sink, error)) for one alert.
+
+    A sink whose ``accepts`` raises is a bug in that sink, not in the request: the alert is
+    still stored and the other sinks still get it; the failing outbox sink gets a dead row
+    carrying the error (re-drivable through the API), and the error is logged and counted.
+    """
     decision = snapshot.router.decide_alert(alert)
     settings = {"reopen_window": decision.reopen_window if decision.reopen_window is not None
                 else source_reopen_window}
     inline, outbox = [], []
     for name in decision.sinks:
         sink = snapshot.sinks[name]
-        if sink.accepts(alert):
-            if sink.inline:
+        try:
+            wanted = sink.accepts(alert)
+        except Exception as exc:
+            log.exception("sink %s raised in accepts on an alert from %s; the alert is stored without it",
+                          name, alert.source_key)
+            metrics.SINK_ERRORS.labels(name, "accepts").inc()
+            if not isinstance(sink, InlineSinkType):
+                outbox.append((sink, f"accepts raised {exc.__class__.__name__}: {exc}"))
+            continue
+        if wanted:
+            if isinstance(sink, InlineSinkType):
                 inline.append((sink, settings))
             else:
-                outbox.append(name)
+                outbox.append((sink, None))
     return alert, inline, outbox
 
 
@@ -274,14 +298,16 @@ def _raw_values(source: ActiveSource, request: InboundRequest) -> dict:
     )
 
 
-def _store(conn: Connection, raw: dict, routed) -> list[int]:
+def _store(tx: _Transaction, raw: dict, routed) -> list[int]:
     """Inline sinks first, then the raw request, then the alert rows and their outbox rows.
 
     The raw insert is the duplicate check.  Coming after the inline sinks, it lets
     PostgreSQL store the raw request with the first alert in one statement; a duplicate
     raises ``Duplicate``, and the rollback undoes what the sinks wrote.
     """
-    rows = [(_alert_row(alert, _apply_inline(conn, alert, inline)), outbox) for alert, inline, outbox in routed]
+    conn = tx.connection
+    rows = [(_alert_row(alert, _apply_inline(tx, index, alert, inline)), outbox)
+            for index, (alert, inline, outbox) in enumerate(routed)]
     if rows and conn.dialect.name == "postgresql":
         params = {_RAW_BINDS[column]: value for column, value in raw.items()}
         params.update(rows[0][0])
@@ -296,14 +322,31 @@ def _store(conn: Connection, raw: dict, routed) -> list[int]:
             raise Duplicate
     ids += [_ALERT_INSERT.scalar(conn, dict(row, raw_request_id=raw_id)) for row, _ in rows[len(ids):]]
     for alert_id, (row, outbox) in zip(ids, rows):
-        _queue(conn, alert_id, row["fingerprint"], outbox)
+        tx.queue(alert_id, row, outbox)
     return ids
 
 
-def _apply_inline(conn: Connection, alert: Alert, inline) -> Optional[int]:
+class InlineSinkFailed(Exception):
+    """An inline sink raised on the ``index``-th alert (its bug, not the request's): the
+    transaction rolls back and is run again without it, so the alert is still stored."""
+
+    def __init__(self, index: int, sink: Any):
+        super().__init__(f"inline sink {sink.name} failed")
+        self.index, self.sink = index, sink
+
+
+def _apply_inline(tx: Transaction, index: int, alert: Alert, inline) -> Optional[int]:
     incident_id = None
     for sink, settings in inline:
-        incident_id = sink.apply(conn, alert, settings) or incident_id
+        try:
+            incident_id = sink.apply(tx, alert, settings) or incident_id
+        except (SQLAlchemyError, RetryTransaction):
+            raise  # the database's doing: the transaction's retry and error handling apply
+        except Exception as exc:
+            log.exception("inline sink %s raised on an alert from %s; the alert is stored without it",
+                          sink.name, alert.source_key)
+            metrics.SINK_ERRORS.labels(sink.name, "apply").inc()
+            raise InlineSinkFailed(index, sink) from exc
     return incident_id
 
 
@@ -318,13 +361,58 @@ def _alert_row(alert: Alert, incident_id: Optional[int]) -> dict:
     )
 
 
-def _queue(conn: Connection, alert_id: int, fingerprint: str, outbox: list[str]) -> None:
-    """One outbox row per external sink, ordered per fingerprint."""
-    if outbox:
+class _Transaction(Transaction):
+    """The core's ``Transaction``: it remembers whether it queued deliveries, to wake the
+    dispatchers once it commits."""
+
+    def __init__(self, snapshot: Snapshot):
+        self.snapshot = snapshot
+        self.queued = False
+
+    def begin(self, connection: Connection) -> "_Transaction":
+        """Start an attempt afresh on ``connection`` (a retry forgets what the last one queued)."""
+        self.connection, self.queued = connection, False
+        return self
+
+    def queue(self, alert_id: int, row: dict, outbox: list[tuple[SinkType, Optional[str]]]) -> None:
+        """One outbox row per external sink, ordered per fingerprint.  A sink that failed on the
+        ingest path gets its row dead at once, with the error, for an operator to re-drive; a
+        sink that tracks problems gets one only if the alert opens, continues or ends a problem
+        period (``problems``)."""
         now = utcnow()
-        for name in outbox:
-            _DELIVERY_INSERT.run(conn, dict(alert_id=alert_id, sink_name=name, ordering_key=fingerprint,
-                                            status="pending", attempts=0, next_attempt_at=now, created_at=now))
+        for sink, error in outbox:
+            if error is None and sink.tracks_problems:
+                problems.queue(self.connection, sink.name, alert_id, row, now)
+            else:
+                _DELIVERY_INSERT.run(self.connection, dict(
+                    alert_id=alert_id, sink_name=sink.name, ordering_key=row["fingerprint"], attempts=0,
+                    next_attempt_at=now, created_at=now, status="dead" if error else "pending", last_error=error,
+                    finished_at=now if error else None))
+            self.queued = self.queued or error is None
+
+    def submit(self, alert: Alert, *, incident_id: Optional[int] = None) -> int:
+        faults = _faults(alert)
+        if alert.origin == "webhook":
+            faults["origin"] = "must say who made the alert (e.g. 'manual'): 'webhook' is for what sources parse"
+        if faults:
+            raise ValueError("cannot submit this alert: " + "; ".join(f"{k} {v}" for k, v in faults.items()))
+        received = alert.received_at or utcnow()
+        alert = alert.replace(received_at=received, occurred_at=alert.occurred_at or received)
+        _, _, outbox = _route(self.snapshot, alert, None)
+        row = _alert_row(alert, incident_id)
+        alert_id = _ALERT_INSERT.scalar(self.connection, dict(row, raw_request_id=None))
+        self.queue(alert_id, row, outbox)
+        return alert_id
+
+
+def in_transaction(runtime: Runtime, work: Callable[[Transaction], T]) -> T:
+    """Run ``work`` with a ``Transaction``, retried whole when it loses a race; once it has
+    committed, wake the dispatchers if it queued deliveries."""
+    tx = _Transaction(runtime.snapshot)
+    result = run_in_transaction(runtime.engine, lambda conn: work(tx.begin(conn)))
+    if tx.queued:
+        runtime.notify_deliveries()
+    return result
 
 
 def _store_handshake(runtime: Runtime, source: ActiveSource, request: InboundRequest, raw: dict,
@@ -339,21 +427,3 @@ def _store_handshake(runtime: Runtime, source: ActiveSource, request: InboundReq
 
     with _storing(source, "the handshake was not recorded"):
         run_in_transaction(runtime.engine, work)
-
-
-def forward_manual_resolve(conn: Connection, snapshot: Snapshot, incident, actor: str, note: Optional[str]) -> int:
-    """A person resolved an incident: tell the outbox sinks that opted in, through the same routes."""
-    labels = {"resolved_by": actor, **({"note": note} if note else {})}
-    now = utcnow()
-    alert = Alert(
-        status="resolved", severity=incident.severity, title=incident.title, description=incident.description,
-        resource=Resource(incident.resource_id, incident.resource_name, incident.resource_type),
-        occurred_at=now, received_at=now, labels=labels,
-        source_key=incident.source_key, source_type=incident.source_type,
-        fingerprint=incident.fingerprint, origin="manual",
-    )
-    # The incident store already recorded the transition, so only the outbox sinks are told.
-    _, _, outbox = _route(snapshot, alert, None)
-    alert_id = _ALERT_INSERT.scalar(conn, dict(_alert_row(alert, incident.id), raw_request_id=None))
-    _queue(conn, alert_id, alert.fingerprint, outbox)
-    return alert_id

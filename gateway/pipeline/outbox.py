@@ -24,8 +24,10 @@ from sqlalchemy.orm import aliased
 
 from gateway import metrics
 from gateway.contracts import (
-    DELIVERY_LEASE_SECONDS, Alert, Delivery as DeliveryTask, PermanentError, Resource, RetryableError, SinkType,
+    DELIVERY_LEASE_SECONDS, Alert, Delivery as DeliveryTask, InlineSinkType, PermanentError, Resource, RetryableError,
+    SinkType,
 )
+from gateway.pipeline import problems
 from gateway.pipeline.runtime import Runtime
 from gateway.store.db import run_in_transaction
 from gateway.store.models import AlertRow, Delivery, DeliveryAttempt, utcnow
@@ -139,14 +141,16 @@ class Dispatcher:
             found = conn.execute(select(AlertRow.__table__).where(AlertRow.id.in_({r.alert_id for r in rows}))).all()
         return {row.id: alert_from_row(row) for row in found}
 
-    def deliver_one(self, sink: SinkType, row, alert: Alert, worker: str) -> str:
+    def deliver_one(self, sink: SinkType, row, alert: Alert, worker: str,
+                    period: Optional[problems.Period] = None) -> str:
+        """``period``: the row's problem period, for a sink that tracks problems."""
         started = utcnow()
         clock = time.perf_counter()
         error: Optional[str] = None
         status_code: Optional[int] = None
         retry_after: Optional[float] = None
         try:
-            sink.deliver(DeliveryTask(row.id, row.attempts, sink.name, alert))
+            sink.deliver(DeliveryTask(row.id, row.attempts, sink.name, alert, *(period or (None, False))))
             outcome = "delivered"
         except PermanentError as exc:
             outcome, error, status_code = "dead", _describe(exc), exc.status_code
@@ -167,26 +171,34 @@ class Dispatcher:
             delay = (min(retry_after, MAX_RETRY_AFTER) if retry_after is not None else backoff_delay(
                 row.attempts, options["backoff_initial"], options["backoff_max"]))
             values = {"next_attempt_at": now + timedelta(seconds=delay)}
-        run_in_transaction(self.runtime.engine, lambda conn: self._finish(
-            conn, row, worker, started, seconds, outcome, values, error, status_code))
+
+        def record(conn: Connection) -> None:
+            self._finish(conn, row, worker, started, seconds, outcome, values, error, status_code)
+            if period is not None and outcome == "delivered":  # a refresh is queued with the outcome
+                problems.follow_up(conn, sink, row.id, alert, period, now)
+
+        run_in_transaction(self.runtime.engine, record)
         metrics.DELIVERY_ATTEMPTS.labels(sink.name, outcome).inc()
+        if period is not None and period.refresh:
+            metrics.REFRESH_ATTEMPTS.labels(sink.name, outcome).inc()
         return outcome
 
     def run_once(self, sink_name: str, worker: Optional[str] = None) -> int:
         """Claim and deliver one batch for one sink; returns how many rows were tried."""
         sink = self.runtime.snapshot.sinks.get(sink_name)
-        if sink is None or sink.inline:
+        if sink is None or isinstance(sink, InlineSinkType):
             return 0
         worker = worker or worker_name()
         rows = self.claim(sink_name, worker)
         alerts = self._alerts(rows) if rows else {}
+        periods = problems.periods(self.runtime.engine, [r.id for r in rows]) if rows and sink.tracks_problems else {}
         for index, row in enumerate(rows):
             if self.stopping.is_set():
                 self._release([r.id for r in rows[index:]], worker)
                 break
             started = self._start(row.id, worker)
             if started is not None:
-                self.deliver_one(sink, started, alerts[started.alert_id], worker)
+                self.deliver_one(sink, started, alerts[started.alert_id], worker, periods.get(started.id))
         return len(rows)
 
     # -- threads -----------------------------------------------------------------
@@ -209,7 +221,7 @@ class Dispatcher:
         def supervise() -> None:
             while not self.stopping.is_set():
                 for name, sink in self.runtime.snapshot.sinks.items():
-                    if not sink.inline and name not in self._threads:
+                    if not isinstance(sink, InlineSinkType) and name not in self._threads:
                         thread = threading.Thread(target=self._sink_loop, args=(name,), daemon=True,
                                                   name=f"dispatch-{name}")
                         self._threads[name] = thread

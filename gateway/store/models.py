@@ -25,6 +25,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from gateway import clock
+
 OPEN_STATUSES = ("triggered", "acknowledged")
 _OPEN_LITERALS = [f"'{status}'" for status in OPEN_STATUSES]  # plain words: no quote to escape
 OPEN_SQL = f"status IN ({', '.join(_OPEN_LITERALS)})"
@@ -43,7 +45,8 @@ and unpaired UTF-16 surrogates, which valid JSON may escape but UTF-8 cannot enc
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    """Now, by the core's clock (``gateway.clock``)."""
+    return clock.now()
 
 
 class UTCDateTime(TypeDecorator):
@@ -228,6 +231,34 @@ class DeliveryAttempt(Base):
     worker: Mapped[str] = mapped_column(String(128))
 
     __table_args__ = (Index("ix_delivery_attempts_delivery_id", "delivery_id"),)
+
+
+class SinkProblem(Base):
+    """Where one problem (fingerprint) stands for one outbox sink that tracks problems.
+
+    ``period`` counts the problem's open periods for that sink: 1 when it first fired, one
+    more each time it fires again after a recovery.  ``resolved_at`` is when its last
+    period ended, so a firing older than that is known to be stale.
+    """
+
+    __tablename__ = "sink_problems"
+    sink_name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64), primary_key=True)
+    period: Mapped[int]
+    open: Mapped[bool]
+    first_seen_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]
+    resolved_at: Mapped[Optional[datetime]]
+
+
+class ProblemDelivery(Base):
+    """The problem period an outbox row of a problem-tracking sink belongs to, and whether
+    the core queued it as a refresh (a re-delivery of the period's firing)."""
+
+    __tablename__ = "problem_deliveries"
+    delivery_id: Mapped[int] = mapped_column(ForeignKey("deliveries.id", ondelete="CASCADE"), primary_key=True)
+    period: Mapped[int]
+    refresh: Mapped[bool]
 
 
 class RuntimeSource(Base):

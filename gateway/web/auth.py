@@ -9,9 +9,18 @@ from gateway.contracts import Rejected
 
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="gateway"'}
 
+ROLES = ("viewer", "operator", "admin")
+"""Least to most trusted: each role may do what the ones before it may."""
 
-def require_admin() -> None:
-    """A ``before_request`` hook for API blueprints."""
+
+def require_role(role: str) -> None:
+    """Refuse this request (401) unless its caller holds ``role`` (or one after it in ``ROLES``).
+
+    Today's one credential is the admin token, which holds every role; users with lesser
+    roles come with the console.
+    """
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}: one of {', '.join(ROLES)}")
     expected = current_app.config.get("ADMIN_TOKEN")
     if not expected:
         raise Rejected(401, "api_disabled", "the API is disabled: set GATEWAY_ADMIN_TOKEN", headers=CHALLENGE)
@@ -20,6 +29,11 @@ def require_admin() -> None:
         raise Rejected(401, "missing_token", "send Authorization: Bearer <token>", headers=CHALLENGE)
     if not hmac.compare_digest(token.strip().encode(), str(expected).encode()):
         raise Rejected(401, "invalid_token", "the bearer token is not valid", headers=CHALLENGE)
+
+
+def require_admin() -> None:
+    """A ``before_request`` hook for the core's API blueprints."""
+    require_role("admin")
 
 
 def actor() -> str:

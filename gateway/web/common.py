@@ -1,29 +1,48 @@
-"""What every API endpoint shares: JSON bodies, checked strings, timestamps, filters and pagination."""
+"""What every API endpoint shares: JSON bodies, checked strings, timestamps, filters, pagination
+and the database."""
 from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, TypeVar
 
 from flask import current_app, request
 from marshmallow import Schema, ValidationError, fields, validate
-from sqlalchemy import Select, func, select
+from sqlalchemy import Connection, Select, func, select
 from werkzeug.routing import BaseConverter, IntegerConverter
 
 from gateway.bodies import MAY_HOLD_UNSTORABLE, parse_json, strings
 from gateway.config import NAME
-from gateway.contracts import Rejected
+from gateway.contracts import Rejected, Transaction
+from gateway.pipeline.ingest import in_transaction
 from gateway.store.models import UNSTORABLE_TEXT
+
+T = TypeVar("T")
+
+
+def read_body(limit: int) -> bytes:
+    """The request body, refused (413 ``body_too_large``) past ``limit`` bytes, declared or sent."""
+    if request.content_length is not None and request.content_length > limit:
+        raise Rejected(413, "body_too_large", f"body is {request.content_length} bytes; the limit is {limit}")
+    body = request.stream.read(limit + 1)
+    if len(body) > limit:
+        raise Rejected(413, "body_too_large", f"body exceeds the limit of {limit} bytes")
+    return body
+
+
+MAX_API_BODY = 256 * 1024
+"""The largest /api request body: far above any real one (a source with its options, a note)."""
 
 
 def json_object(schema: Optional[Schema] = None) -> dict:
-    """The request body as a JSON object (an empty body is ``{}``), loaded through ``schema``.
+    """The request body as a JSON object (an empty body is ``{}``), loaded through ``schema``;
+    one over MAX_API_BODY is refused (413).
 
     Parsed whatever the content type (curl -d sends a form one).  A body holding an unpaired
     surrogate is refused whole: it is no text, so it could be neither stored nor echoed in an
     error, not even as an unknown field's name.  (NUL is text: ``Text`` fields refuse it by name.)
     """
-    body = request.get_data()
+    body = read_body(MAX_API_BODY)
     data = parse_json(body) if body.strip() else None
     if data is not None and not isinstance(data, dict):
         raise ValidationError({"_schema": ["the body must be a JSON object"]})
@@ -93,8 +112,22 @@ class Page(Schema):
     per_page = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
 
 
+def reading() -> Connection:
+    """A connection for reads, to use as ``with reading() as conn:``; writes go through ``transaction``."""
+    return current_app.extensions["gateway"].engine.connect()
+
+
+def transaction(work: Callable[[Transaction], T]) -> T:
+    """Run ``work(tx)`` in one database transaction and return what it returns.
+
+    It is run again, whole, on a fresh transaction when it loses a race, so it must be safe
+    to repeat.  Alerts it hands the pipeline (``tx.submit``) are delivered once it commits.
+    """
+    return in_transaction(current_app.extensions["gateway"].runtime, work)
+
+
 def paginate(query: Select, args: dict, to_json: Callable) -> dict:
-    with current_app.extensions["gateway"].engine.connect() as conn:
+    with reading() as conn:
         total = conn.execute(select(func.count()).select_from(query.order_by(None).subquery())).scalar_one()
         rows = conn.execute(query.limit(args["per_page"]).offset((args["page"] - 1) * args["per_page"])).all()
     return {"items": [to_json(row) for row in rows], "total": total, "page": args["page"], "per_page": args["per_page"]}

@@ -5,7 +5,7 @@ import logging
 
 from flask import Flask, jsonify, request
 from marshmallow import ValidationError
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, DBAPIError, TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 from gateway.contracts import Rejected
@@ -46,6 +46,16 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(Unavailable)
     def unavailable(exc: Unavailable):
         return error_response(503, "unavailable", str(exc), headers={"Retry-After": "5"})
+
+    @app.errorhandler(DBAPIError)
+    @app.errorhandler(PoolTimeout)
+    def database_unavailable(exc: Exception):
+        """The database down, unreachable or unusable (a refused value is DataError's, above):
+        the client may retry, as a webhook sender is told to.  Logged without SQL or parameters."""
+        reason = refusal_reason(exc) if isinstance(exc, DBAPIError) else str(exc)
+        log.error("%s %s: the database is unavailable: %s", request.method, request.path, reason)
+        return error_response(503, "unavailable", "the database is unavailable; nothing was changed, retry later",
+                              headers={"Retry-After": "5"})
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):

@@ -1,4 +1,5 @@
-"""Gunicorn hooks for ``gateway serve``: dispatchers in the workers, SIGHUP as a config reload.
+"""Gunicorn settings and hooks for ``gateway serve``: the buffering front (gateway/web/front.py),
+dispatchers in the workers, SIGHUP as a config reload.
 
 Gunicorn's own SIGHUP restarts every worker, and a worker that cannot load an invalid
 file would fail to boot; instead the master passes SIGHUP on to the running workers,
@@ -8,16 +9,17 @@ import os
 import shutil
 import signal
 
-from gunicorn.workers.gthread import ThreadWorker
 from prometheus_client import multiprocess
 
-# Nothing of the gateway is imported here: this module also runs in the master, and gateway
-# metrics imported there would write the master's own gauge files (the last-reload gauge
+from gateway.web.front import DEFAULT_READ_TIMEOUT, FrontWorker
+
+# Nothing of the gateway but its front is imported here: this module also runs in the master,
+# and gateway metrics imported there would write the master's own gauge files (the last-reload gauge
 # is their minimum across processes, so a master's 0 would pin it).  Workers import in hooks.
 
 
-class GatewayWorker(ThreadWorker):
-    """A gthread worker whose SIGHUP re-reads gateway.yaml, also when it arrives during boot.
+class GatewayWorker(FrontWorker):
+    """A front worker whose SIGHUP re-reads gateway.yaml, also when it arrives during boot.
 
     Gunicorn resets SIGHUP to its default (terminate) before it loads the app, so a reload
     sent while a worker boots killed it, and its replacement could then fail to boot on a
@@ -27,6 +29,12 @@ class GatewayWorker(ThreadWorker):
 
     ready = False
     reload_pending = False
+    read_timeout = float(os.environ.get("GATEWAY_READ_TIMEOUT") or DEFAULT_READ_TIMEOUT)
+
+    def body_limit(self) -> int:
+        from gateway.web.common import MAX_API_BODY
+
+        return max(self.wsgi.extensions["gateway"].runtime.snapshot.config.max_body_size, MAX_API_BODY)
 
     def init_signals(self):
         super().init_signals()

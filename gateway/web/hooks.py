@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, request
 
-from gateway.contracts import Rejected
 from gateway.pipeline import ingest
+from gateway.web.common import read_body
 
 bp = Blueprint("hooks", __name__)
 
@@ -14,22 +14,13 @@ def _headers() -> dict[str, str]:
     return {k: v.encode("latin-1", "replace").decode("utf-8", "replace") for k, v in request.headers.items()}
 
 
-def _read_body(limit: int) -> bytes:
-    if request.content_length is not None and request.content_length > limit:
-        raise Rejected(413, "body_too_large", f"body is {request.content_length} bytes; the limit is {limit}")
-    body = request.stream.read(limit + 1)
-    if len(body) > limit:
-        raise Rejected(413, "body_too_large", f"body exceeds the limit of {limit} bytes")
-    return body
-
-
 @bp.route("/hooks/<source_type>/<source_key>/", strict_slashes=False,
           methods=["POST", "GET", "PUT", "PATCH", "DELETE"])
 def receive(source_type: str, source_key: str):
     """Other methods than POST reach ingest too, so their 405 is counted like any refusal."""
     runtime = current_app.extensions["gateway"].runtime
     outcome = ingest.receive(runtime, source_type, source_key, request.method, request.path,
-                             _headers(), _read_body, request.remote_addr or "")
+                             _headers(), read_body, request.remote_addr or "")
     response = jsonify(outcome.body)
     response.status_code = outcome.status
     response.headers.update(outcome.headers)

@@ -16,7 +16,7 @@ from gateway import (
 
 
 class EchoSource(SourceType):
-    """Payload: {"id", "title", "problem", "status", "severity", "at"?, "alerts"?: [...]}.
+    """Payload: {"id", "title", "problem", "group"?, "status", "severity", "at"?, "alerts"?: [...]}.
 
     ``{"crash": true}`` makes ``parse`` fail the way a buggy plugin would (not ``Rejected``).
     """
@@ -49,7 +49,8 @@ class EchoSource(SourceType):
                 title=item["title"], description=item.get("description", ""),
                 resource=Resource(item.get("resource", ""), item.get("resource", ""), "test"),
                 occurred_at=datetime.fromisoformat(item["at"]) if item.get("at") else None,
-                labels={"problem": item.get("problem", item["title"])}, external_id=str(item["id"]),
+                labels={"problem": item.get("problem", item["title"]), **({"group": item["group"]} if "group" in item else {})},
+                external_id=str(item["id"]),
             )
             for item in items
         ]
@@ -57,10 +58,14 @@ class EchoSource(SourceType):
     def fingerprint(self, alert):
         return alert.labels["problem"]
 
+    def group(self, alert):
+        return alert.labels.get("group")
+
 
 class HttpSinkOptions(SinkOptions):
     url = fields.String(required=True)
     timeout = fields.Float(load_default=2.0)
+    broken_accepts = fields.Boolean(load_default=False)  # a sink with a bug on the ingest path
 
 
 class HttpSink(SinkType):
@@ -70,6 +75,8 @@ class HttpSink(SinkType):
     options_schema = HttpSinkOptions
 
     def accepts(self, alert):
+        if self.options["broken_accepts"]:
+            raise ValueError(f"a sink bug on {alert.title!r}")
         return True
 
     def deliver(self, delivery):

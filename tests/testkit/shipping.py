@@ -2,6 +2,7 @@
 WhaTap webhook posted to it and read back through the API."""
 from __future__ import annotations
 
+import configparser
 import json
 import subprocess
 import sys
@@ -14,12 +15,29 @@ ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_CONFIG = ROOT / "config" / "gateway.yaml"
 """The config the image carries at /etc/gateway/gateway.yaml; its whatap-prod source needs no token when
 WHATAP_PROD_TOKEN is unset."""
-DISTRIBUTIONS = ("alert-gateway", "gateway-oci", "gateway-spaceone", "gateway-whatap")
+PLUGIN_DIRS = tuple(sorted(p.parent.relative_to(ROOT).as_posix() for p in ROOT.glob("plugins/*/setup.cfg")))
+"""The bundled plugins: every directory under plugins/ that is a distribution."""
+
+
+def _name(directory: Path) -> str:
+    config = configparser.ConfigParser()
+    config.read(directory / "setup.cfg")
+    return config["metadata"]["name"]
+
+
+DISTRIBUTIONS = (_name(ROOT), *(_name(ROOT / d) for d in PLUGIN_DIRS))
 PAYLOAD = json.loads((ROOT / "plugins" / "whatap" / "tests" / "payloads" / "critical.json").read_text())
 
 
 def version() -> str:
     return (ROOT / "VERSION").read_text().strip()
+
+
+def assert_versions(output: str) -> None:
+    """``gateway --version``: the core first, then every bundled plugin's distribution at the same version."""
+    assert output.splitlines()[0] == f"alert-gateway {version()}"
+    for distribution in DISTRIBUTIONS:
+        assert f": {distribution} {version()}" in output, output
 
 
 def post_webhook_and_read_back(base: str, admin_token: str) -> dict:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import socket
 import time
+from contextlib import contextmanager
 
 import requests
 
@@ -75,3 +76,45 @@ def wait_healthy(base: str, proc, timeout: float = 30.0) -> None:
             return False
 
     wait_until(healthy, timeout, interval=0.2)
+
+
+def serve_environment(tmp_path, config_path: str, database_url: str, **settings: str) -> dict:
+    """The environment an operator sets for ``gateway serve``, with the test plugin installed as a
+    distribution; ``settings`` are further variables (``GATEWAY_THREADS="2"``)."""
+    import os
+    from pathlib import Path
+
+    import testkit
+
+    site = testkit.install_testkit(tmp_path / "site")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(Path(testkit.__file__).parents[1])]),
+            "GATEWAY_CONFIG": config_path, "GATEWAY_DATABASE_URL": database_url, **settings}
+
+
+@contextmanager
+def serving(environment: dict, *args: str, workers: int = 2):
+    """A real ``gateway serve`` on a free port, its workers booted: yields (process, base URL).
+    It is stopped afterwards, also when start-up failed."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    port = free_port()
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "gateway"), "serve", "--workers", str(workers),
+                             "--port", str(port), *args], env=environment,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(base, proc)
+        wait_until(lambda: len(worker_pids(base)) == workers, timeout=30)
+        yield proc, base
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=30)
+        proc.stdout.close()
+
+
+def worker_pids(base: str, asks: int = 8) -> set[int]:
+    """The gunicorn workers that answered ``asks`` health checks."""
+    return {requests.get(f"{base}/health", timeout=5).json()["worker_pid"] for _ in range(asks)}

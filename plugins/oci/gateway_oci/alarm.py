@@ -1,10 +1,10 @@
-"""Normalises an OCI Monitoring alarm message, in any of the forms it arrives in, to an Alert.
+"""Normalises an OCI Monitoring alarm message, in any of the forms it arrives in, to alerts.
 
 Three forms reach the endpoint: Oracle's real alarm body (``dedupeKey``, ``type``,
 ``alarmMetaData``), the internal spec's SNS-like envelope (``type: Notification`` with
 the alarm as a JSON string in ``message``), and the spec's flat alarm (``alarmId``,
 ``status``, ``metricData``).  One function reads them all so that the same alarm gives
-the same alert whichever way it was wrapped.
+the same alerts whichever way it was wrapped, one per metric stream.
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import json
 import logging
 from datetime import datetime, timezone
 from typing import Any, Mapping, Optional
+from urllib.parse import parse_qs, urlsplit
 
 from gateway import SEVERITIES, Alert, Rejected, Resource
 
@@ -25,19 +26,29 @@ STATUS_BY_TYPE = {
 }
 """Oracle's message types; RESET means the metric stream disappeared (resource gone or moved)."""
 
-STATUS_BY_FLAT_STATUS = {"FIRING": "firing", "OK": "resolved"}
-"""The spec's flat form carries only the alarm state."""
+STATELESS_TYPES = frozenset({"RULE_CHANGE"})
+"""Seen in the live feed (the aramco plugin drops it), not in Oracle's list: no alarm state, no alert."""
 
-DEFAULT_SEVERITY = "warning"
-"""For a severity outside CRITICAL/ERROR/WARNING/INFO: loud enough to be seen, not paging."""
+STATUS_BY_FLAT_STATUS = {"FIRING": "firing", "OK": "resolved", "INSUFFICIENT_DATA": None}
+"""The spec's table (FIRING -> ALERT, OK -> RECOVERY, INSUFFICIENT_DATA -> NONE); any other state is NONE too."""
+
+DEFAULT_SEVERITY = "info"
+"""The spec's default for a severity outside CRITICAL/ERROR/WARNING/INFO."""
+
+DIMENSION = "dimension."
+"""Label prefix of a metric stream's dimensions: the stream's identity, read back by the fingerprint."""
 
 
 def unwrap(payload: Any) -> tuple[dict, dict]:
-    """Split a payload into (alarm, envelope); ``envelope`` is ``{}`` for a bare alarm."""
+    """Split a payload into (alarm, envelope); ``envelope`` is ``{}`` for a bare alarm.
+
+    A ``type`` the spec and Oracle do not know is refused with 400 ``unknown_message_type``,
+    as the spec's handler does: it is not an alarm message at all.
+    """
     if not isinstance(payload, dict):
         raise Rejected.invalid({"body": "expected a JSON object"})
     if payload.get("type") != "Notification":
-        return payload, {}
+        return _known_type(payload), {}
     message = payload.get("message")
     if message is None:
         raise Rejected.invalid({"message": "missing from the Notification envelope"})
@@ -50,79 +61,115 @@ def unwrap(payload: Any) -> tuple[dict, dict]:
             raise Rejected.invalid({"message": f"not valid JSON ({exc})"}) from exc
     if not isinstance(message, dict):
         raise Rejected.invalid({"message": "expected a JSON object (or a string holding one)"})
-    return message, payload
+    return _known_type(message), payload
 
 
-def to_alert(payload: Any, *, received_at: datetime, message_id: Optional[str]) -> Optional[Alert]:
-    """The alert a message describes, or ``None`` for a message type that is not an alarm state.
+def _known_type(alarm: dict) -> dict:
+    raw_type = alarm.get("type")
+    if raw_type is None or raw_type in STATUS_BY_TYPE or raw_type in STATELESS_TYPES:
+        return alarm
+    raise Rejected(400, "unknown_message_type",
+                   f"unknown message type {_text(raw_type)[:100]!r}: expected Notification, "
+                   f"Subscription Confirmation or one of {', '.join(STATUS_BY_TYPE)}")
 
-    ``message_id`` is the ``X-OCI-NS-MessageId`` header; the envelope's ``messageId``
-    stands in for it.  Raises ``Rejected.invalid`` naming each missing required field.
+
+def to_alerts(payload: Any, *, received_at: datetime, message_id: Optional[str]) -> list[Alert]:
+    """The alerts a message describes: one per metric stream of each alarm it lists.
+
+    A grouped message lists several streams (``dimensions[i]`` with ``metricValues[i]``); each
+    becomes its own alert, so grouped and split subscriptions give the same alerts.  A message
+    that names no stream (a recovery with empty ``dimensions``) gives one alert for the whole
+    alarm.  ``[]`` for a message that carries no alarm state.  ``message_id`` is the
+    ``X-OCI-NS-MessageId`` header; the envelope's ``messageId`` stands in for it.  Raises
+    ``Rejected.invalid`` naming each missing required field.
     """
     alarm, envelope = unwrap(payload)
-    meta = _first_dict(alarm.get("alarmMetaData"))
-    metric = _first_dict(alarm.get("metricData"))
-
     raw_type = _text(alarm.get("type"))
-    raw_status = _text(alarm.get("status")) or _text(meta.get("status"))
-    status = STATUS_BY_TYPE.get(raw_type) if raw_type else STATUS_BY_FLAT_STATUS.get(raw_status)
-    if status is None:
-        log.info("OCI message ignored: type %r, status %r is not an alarm state", raw_type, raw_status)
-        return None
+    metas = _objects(alarm.get("alarmMetaData")) or [{}]
+    alerts = []
+    for meta in metas:
+        raw_status = _text(alarm.get("status")) or _text(meta.get("status"))
+        status = STATUS_BY_TYPE.get(raw_type) if raw_type else STATUS_BY_FLAT_STATUS.get(raw_status)
+        if status is None:
+            log.info("OCI message ignored: type %r, status %r is not an alarm state", raw_type, raw_status)
+            continue
+        dedupe_key = _text(alarm.get("dedupeKey"))
+        alarm_id = _text(meta.get("id")) or _text(alarm.get("alarmId"))
+        if not (dedupe_key or alarm_id):
+            raise Rejected.invalid({"dedupeKey": "missing: need dedupeKey, alarmMetaData[].id or alarmId"})
+        namespace = (_text(meta.get("namespace")) or _text(alarm.get("namespace"))
+                     or next((_text(d.get("namespace")) for d in _objects(alarm.get("metricData"))), ""))
+        common = {
+            "namespace": namespace,
+            "query": _text(meta.get("query")) or _text(alarm.get("query")),
+            "alarm_url": _text(meta.get("alarmUrl")),
+            "region": _region(meta, alarm_id),
+            "alarm_id": alarm_id,
+            "alarm_status": raw_status,
+            "oci_type": raw_type,
+            "dedupe_key": dedupe_key,
+            "notification_type": _text(alarm.get("notificationType")),
+            "compartment_id": _text(alarm.get("compartmentId")),
+            "reset": "true" if raw_type == "RESET" else "",
+        }
+        for dimensions, values in _streams(meta, alarm):
+            stream = _lower_keys(dimensions)
+            labels = {**common, **{DIMENSION + str(k): _text(v) for k, v in dimensions.items()}, **values}
+            alerts.append(Alert(
+                status=status,
+                severity=_severity(meta.get("severity") or alarm.get("severity")),
+                title=(_text(alarm.get("title")) or _text(alarm.get("displayName")) or _text(envelope.get("subject"))
+                       or alarm_id or dedupe_key),
+                description=(
+                    _text(alarm.get("body")) or _text(meta.get("alarmSummary")) or _text(alarm.get("message"))
+                ),
+                resource=Resource(
+                    id=_text(stream.get("resourceid")),
+                    name=_text(stream.get("resourcedisplayname")) or _text(stream.get("resourcename")),
+                    type=namespace or "oci.resource",
+                ),
+                occurred_at=_occurred_at(alarm, envelope, received_at),
+                labels={name: value for name, value in labels.items() if value},
+                external_id=message_id or _text(envelope.get("messageId")) or None,
+            ))
+    return alerts
 
-    dedupe_key = _text(alarm.get("dedupeKey"))
-    alarm_id = _text(meta.get("id")) or _text(alarm.get("alarmId"))
-    title = _text(alarm.get("title")) or _text(alarm.get("displayName")) or _text(envelope.get("subject"))
-    missing = {}
-    if not (dedupe_key or alarm_id):
-        missing["dedupeKey"] = "missing: need dedupeKey, alarmMetaData[0].id or alarmId"
-    if not title:
-        missing["title"] = "missing: need title, displayName or subject"
-    if missing:
-        raise Rejected.invalid(missing)
 
-    dimensions = _lower_keys(_first_dict(meta.get("dimensions")) or metric.get("dimensions"))
-    namespace = _text(meta.get("namespace")) or _text(alarm.get("namespace")) or _text(metric.get("namespace"))
-    labels = {
-        "namespace": namespace,
-        "query": _text(meta.get("query")) or _text(alarm.get("query")),
-        "alarm_url": _text(meta.get("alarmUrl")),
-        "region": _text(dimensions.get("region")) or _region_of(alarm_id),
-        "alarm_id": alarm_id,
-        "alarm_status": raw_status,
-        "oci_type": raw_type,
-        "dedupe_key": dedupe_key,
-        "compartment_id": _text(alarm.get("compartmentId")),
-        "reset": "true" if raw_type == "RESET" else "",
-        **_metric_labels(meta, alarm),
-    }
-    return Alert(
-        status=status,
-        severity=_severity(alarm.get("severity") or meta.get("severity")),
-        title=title,
-        description=(
-            _text(alarm.get("body")) or _text(meta.get("alarmSummary")) or _text(alarm.get("message"))
-        ),
-        resource=Resource(
-            id=_text(dimensions.get("resourceid")),
-            name=_text(dimensions.get("resourcedisplayname")) or _text(dimensions.get("resourcename")),
-            type=namespace or "oci.resource",
-        ),
-        occurred_at=_occurred_at(alarm, envelope, received_at),
-        labels={name: value for name, value in labels.items() if value},
-        external_id=message_id or _text(envelope.get("messageId")) or None,
-    )
+def _streams(meta: Mapping, alarm: Mapping) -> list[tuple[dict, dict[str, str]]]:
+    """(dimensions, ``metric.<expression>`` labels) per metric stream; one dimensionless stream
+    for a message that names none.
+
+    Oracle lists ``metricValues`` in the order of ``dimensions``; when the counts differ the
+    pairing is unknown, so no value is attached rather than a wrong one.  The spec's flat
+    form carries each stream in ``metricData`` (``dimensions``, ``name``, ``value``).
+    """
+    dimensions = _objects(meta.get("dimensions"))
+    values = [_value_labels(entry.items()) for entry in _objects(meta.get("metricValues"))]
+    if dimensions:
+        return list(zip(dimensions, values if len(values) == len(dimensions) else [{}] * len(dimensions)))
+    data = _objects(alarm.get("metricData"))
+    if data and all(isinstance(entry.get("dimensions"), dict) and entry["dimensions"] for entry in data):
+        return [(entry["dimensions"], _value_labels([(entry.get("name"), entry.get("value"))])) for entry in data]
+    merged = {label: value for entry in values for label, value in entry.items()}
+    merged.update(_value_labels((entry.get("name"), entry.get("value")) for entry in data))
+    return [({}, merged)]
+
+
+def _value_labels(pairs) -> dict[str, str]:
+    return {f"metric.{_text(expr)}": _text(value) for expr, value in pairs if _text(expr)}
+
+
+def _region(meta: Mapping, alarm_id: str) -> str:
+    """The alarm's region, from what a firing and its recovery both carry: ``alarmUrl``'s
+    ``region`` (``us-ashburn-1``), else the alarm OCID's segment (``iad``, or ``ap-seoul-1``).
+    Never a stream's dimension, which a recovery may lack."""
+    from_url = parse_qs(urlsplit(_text(meta.get("alarmUrl"))).query).get("region", [""])[0]
+    return from_url.strip() or _region_of(alarm_id)
 
 
 def _objects(value: Any) -> list[dict]:
     """The objects in a list field; any other value reads as an empty list, as every optional field does."""
     return [entry for entry in value if isinstance(entry, dict)] if isinstance(value, list) else []
-
-
-def _first_dict(value: Any) -> dict:
-    if isinstance(value, list) and value and isinstance(value[0], dict):
-        return value[0]
-    return value if isinstance(value, dict) else {}
 
 
 def _lower_keys(value: Any) -> dict:
@@ -143,17 +190,6 @@ def _region_of(alarm_id: str) -> str:
     """``ocid1.alarm.oc1.ap-seoul-1.<unique>`` -> ``ap-seoul-1`` (empty for global OCIDs)."""
     parts = alarm_id.split(".")
     return parts[3] if len(parts) >= 5 and parts[0].startswith("ocid") else ""
-
-
-def _metric_labels(meta: Mapping, alarm: Mapping) -> dict[str, str]:
-    """``metric.<expression>`` for each value the alarm reports (real or flat form)."""
-    labels = {}
-    for entry in _objects(meta.get("metricValues")):
-        labels.update({f"metric.{expr}": _text(value) for expr, value in entry.items()})
-    for entry in _objects(alarm.get("metricData")):
-        if _text(entry.get("name")):
-            labels[f"metric.{_text(entry['name'])}"] = _text(entry.get("value"))
-    return labels
 
 
 def _occurred_at(alarm: Mapping, envelope: Mapping, received_at: datetime) -> datetime:

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import hmac
+import json
 from typing import Any, Mapping, Optional
 
 from gateway import Alert, InboundRequest, Rejected, Reply, SourceType
-from gateway_oci.alarm import to_alert
+from gateway_oci.alarm import DIMENSION, to_alerts
 from gateway_oci.confirm import confirm, confirmation_url
 from gateway_oci.options import OciOptions
 from gateway_oci.scrub import scrub_request
@@ -51,14 +52,22 @@ class OciSource(SourceType):
                        timeout=self.options["confirm_timeout"])
 
     def parse(self, request: InboundRequest) -> list[Alert]:
-        alert = to_alert(request.payload, received_at=request.received_at,
+        return to_alerts(request.payload, received_at=request.received_at,
                          message_id=request.headers.get("X-OCI-NS-MessageId"))
-        return [alert] if alert else []
+
+    def group(self, alert: Alert) -> str:
+        """The alarm: a recovery naming no stream speaks for all of its streams."""
+        alarm_id = alert.labels.get("alarm_id")
+        return f"oci:alarm:{alarm_id}" if alarm_id else f"oci:dedupe:{alert.labels['dedupe_key']}"
 
     def fingerprint(self, alert: Alert) -> str:
-        """dedupeKey is stable across FIRING/REPEAT/OK/RESET; the flat form only has the alarm id."""
-        dedupe_key = alert.labels.get("dedupe_key")
-        return f"oci:dedupe:{dedupe_key}" if dedupe_key else f"oci:alarm:{alert.labels['alarm_id']}"
+        """The alarm and the stream's dimensions (keys case-folded), not ``dedupeKey``: that one is
+        per alarm in grouped messages and per stream in split ones, so it would give the same
+        stream two incidents.  An alert naming no stream is the alarm's own (its group)."""
+        stream = sorted((name[len(DIMENSION):].lower(), value)
+                        for name, value in alert.labels.items() if name.startswith(DIMENSION))
+        alarm = self.group(alert)
+        return f"{alarm}:{json.dumps(stream, ensure_ascii=False, separators=(',', ':'))}" if stream else alarm
 
     def _check_basic_auth(self, request: InboundRequest) -> None:
         credentials = request.headers.basic_credentials()

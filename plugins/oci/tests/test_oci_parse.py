@@ -13,6 +13,16 @@ INSTANCE_ID = "ocid1.instance.oc1.ap-seoul-1.anuwgljr5kmzb2qczhk3yyc2ngq6ol6bzn4
 DEDUPE_KEY = "7e4f5a1c-3b2d-4c8e-9f10-2a6b8c0d4e5f"
 QUERY = 'CpuUtilization[1m]{resourceId = "' + INSTANCE_ID + '"}.mean() > 80'
 MESSAGE_ID = "5d2c4b1a-9e8f-4a7b-8c6d-1e2f3a4b5c6d"
+STREAM_LABELS = {
+    "dimension.resourceDisplayName": "web-server-01",
+    "dimension.faultDomain": "FAULT-DOMAIN-2",
+    "dimension.resourceId": INSTANCE_ID,
+    "dimension.availabilityDomain": "QnsC:AP-SEOUL-1-AD-1",
+    "dimension.imageId": "ocid1.image.oc1.ap-seoul-1.aaaaaaaavq3zvx5fa3lsbjyg3a3fbyqufqqdffzqsfmw3w3ygn2ao7c2zdtq",
+    "dimension.region": "ap-seoul-1",
+    "dimension.shape": "VM.Standard.E4.Flex",
+}
+"""The dimensions of the one metric stream in ok_to_firing.json, as labels."""
 
 
 @pytest.fixture
@@ -46,6 +56,8 @@ def test_real_alarm_body_maps_every_field(parse):
             "alarm_status": "FIRING",
             "oci_type": "OK_TO_FIRING",
             "dedupe_key": DEDUPE_KEY,
+            "notification_type": "Split messages per metric stream",
+            **STREAM_LABELS,
             f"metric.{QUERY.removesuffix(' > 80')}": "92.47",
         },
         external_id=MESSAGE_ID,
@@ -66,10 +78,15 @@ def test_message_type_sets_status_and_marks_reset(parse, name, status, reset):
     assert (alert.status, alert.labels.get("reset")) == (status, reset)
 
 
-def test_one_alarm_shares_one_fingerprint_across_its_lifecycle(parse, source):
-    names = ["ok_to_firing.json", "repeat.json", "firing_to_ok.json", "reset.json"]
-    fingerprints = {source.fingerprint(parse(name)[0]) for name in names}
-    assert fingerprints == {f"oci:dedupe:{DEDUPE_KEY}"}
+def test_one_stream_shares_one_fingerprint_and_its_alarm_is_the_group(parse, source):
+    """Firings name their stream; the recoveries (no dimensions) are the alarm's own alert."""
+    firing, repeat, ok, reset = (parse(name)[0] for name in
+                                 ["ok_to_firing.json", "repeat.json", "firing_to_ok.json", "reset.json"])
+    alarm = f"oci:alarm:{ALARM_ID}"
+    assert {source.group(alert) for alert in (firing, repeat, ok, reset)} == {alarm}
+    assert source.fingerprint(firing) == source.fingerprint(repeat) != alarm
+    assert source.fingerprint(firing).startswith(f"{alarm}:")
+    assert source.fingerprint(ok) == source.fingerprint(reset) == alarm
 
 
 def test_recovery_without_dimensions_still_resolves_the_alarm(parse):
@@ -139,11 +156,14 @@ def test_spec_flat_form_in_envelope(parse, source):
             "alarm_id": ALARM_ID,
             "alarm_status": "FIRING",
             "compartment_id": "ocid1.compartment.oc1..aaaaaaaaq4kf3q7pcyhxbxmfsbszmxwvqpd2ymzc5d5g4fdbrfmxvxx2cq2a",
+            "dimension.resourceId": INSTANCE_ID,
+            "dimension.resourceDisplayName": "web-server-01",
             "metric.CpuUtilization": "85.5",
         },
         external_id="12345678-1234-1234-1234-123456789012",
     )
-    assert source.fingerprint(alert) == f"oci:alarm:{ALARM_ID}"
+    assert source.fingerprint(alert) == (
+        f'oci:alarm:{ALARM_ID}:[["resourcedisplayname","web-server-01"],["resourceid","{INSTANCE_ID}"]]')
 
 
 def test_flat_ok_resolves_with_the_firing_fingerprint(source, make_request, load_payload):
@@ -153,7 +173,7 @@ def test_flat_ok_resolves_with_the_firing_fingerprint(source, make_request, load
     [firing] = source.parse(make_request(envelope))
     [resolved] = source.parse(make_request({**envelope, "message": json.dumps(flat_ok)}))
     assert resolved.status == "resolved"
-    assert source.fingerprint(resolved) == source.fingerprint(firing)
+    assert source.fingerprint(resolved) == source.group(resolved) == source.group(firing)
 
 
 @pytest.mark.parametrize(
@@ -171,23 +191,23 @@ def test_messages_that_are_not_alarm_states_give_no_alert(source, make_request, 
     assert "ignored" in caplog.text
 
 
-def test_missing_identity_and_title_are_named(source, make_request, load_payload):
+def test_missing_identity_is_named(source, make_request, load_payload):
     payload = load_payload("ok_to_firing.json")
-    for name in ("dedupeKey", "title"):
-        del payload[name]
+    del payload["dedupeKey"]
     del payload["alarmMetaData"][0]["id"]
 
     with pytest.raises(Rejected) as refused:
         source.parse(make_request(payload))
     assert (refused.value.status, refused.value.code) == (422, "invalid_payload")
-    assert set(refused.value.fields) == {"dedupeKey", "title"}
+    assert set(refused.value.fields) == {"dedupeKey"}
 
 
 def test_alarm_id_alone_is_enough_to_fingerprint(source, make_request, load_payload):
     payload = load_payload("ok_to_firing.json")
     del payload["dedupeKey"]
     [alert] = source.parse(make_request(payload))
-    assert source.fingerprint(alert) == f"oci:alarm:{ALARM_ID}"
+    assert source.group(alert) == f"oci:alarm:{ALARM_ID}"
+    assert source.fingerprint(alert).startswith(f"oci:alarm:{ALARM_ID}:")
 
 
 @pytest.mark.parametrize(
@@ -230,9 +250,9 @@ def test_optional_field_of_the_wrong_type_reads_as_missing(source, make_request,
 
 @pytest.mark.parametrize(
     ("severity", "expected"),
-    [("CRITICAL", "critical"), ("ERROR", "error"), ("WARNING", "warning"), ("INFO", "info"), ("FATAL", "warning"), (None, "warning")],
+    [("CRITICAL", "critical"), ("ERROR", "error"), ("WARNING", "warning"), ("INFO", "info"), ("FATAL", "info"), (None, "info")],
 )
-def test_severity_is_lowercased_and_unknown_is_warning(source, make_request, load_payload, severity, expected):
+def test_severity_follows_the_spec_table_and_unknown_is_info(source, make_request, load_payload, severity, expected):
     payload = {**load_payload("ok_to_firing.json"), "severity": severity}
     payload["alarmMetaData"][0]["severity"] = severity
     assert source.parse(make_request(payload))[0].severity == expected
@@ -249,3 +269,46 @@ def test_severity_is_lowercased_and_unknown_is_warning(source, make_request, loa
 def test_occurred_at_falls_back_to_epoch_millis_then_receipt(source, make_request, load_payload, timestamp, epoch_millis, expected):
     payload = {**load_payload("ok_to_firing.json"), "timestamp": timestamp, "timestampEpochMillis": epoch_millis}
     assert source.parse(make_request(payload))[0].occurred_at == expected
+
+
+# -- grouped messages, the spec's table --------------------------------------------------------
+
+def test_grouped_example_gives_one_alert_per_stream_with_its_own_value(parse, source):
+    """Oracle's grouped raw example, repaired (metricValues inside alarmMetaData[0]): four streams."""
+    alerts = parse("oracle_grouped.json")
+    assert [(a.resource.name, a.labels["metric.CpuUtilization[1m].mean()"]) for a in alerts] == [
+        ("wordpress", "92"), ("oke-0", "95"), ("oke-2", "93"), ("oke-1", "91")]
+    assert len({source.fingerprint(a) for a in alerts}) == 4
+    assert {source.group(a) for a in alerts} == {"oci:alarm:ocid1.alarm.oc1.iad.exampleuniqueID"}
+    assert {a.labels["region"] for a in alerts} == {"us-ashburn-1"}  # alarmUrl's, as the recovery has it
+
+
+def test_values_are_not_paired_when_their_count_differs_from_the_streams(source, make_request, load_payload):
+    payload = load_payload("oracle_grouped.json")
+    del payload["alarmMetaData"][0]["metricValues"][1:]
+    alerts = source.parse(make_request(payload))
+    assert len(alerts) == 4
+    assert not any(name.startswith("metric.") for alert in alerts for name in alert.labels)
+
+
+def test_flat_form_with_several_streams_gives_one_alert_each(source, make_request, load_payload):
+    envelope = load_payload("envelope_flat.json")
+    flat = json.loads(envelope["message"])
+    second = {**flat["metricData"][0], "value": 81.0,
+              "dimensions": {"resourceId": "ocid1.instance.oc1.ap-seoul-1.other", "resourceDisplayName": "web-02"}}
+    flat["metricData"].append(second)
+    alerts = source.parse(make_request({**envelope, "message": json.dumps(flat)}))
+    assert [(a.resource.name, a.labels["metric.CpuUtilization"]) for a in alerts] == [
+        ("web-server-01", "85.5"), ("web-02", "81.0")]
+
+
+def test_the_specs_test_message_takes_the_alarm_id_as_title(parse):
+    [alert] = parse("spec_test_message.json")
+    assert (alert.title, alert.status, alert.severity) == ("ocid1.alarm.oc1...", "firing", "critical")
+
+
+@pytest.mark.parametrize("message_type", ["SOMETHING_NEW", "Subscription", 5])
+def test_unknown_message_type_is_400(source, make_request, load_payload, message_type):
+    with pytest.raises(Rejected) as refused:
+        source.parse(make_request({**load_payload("ok_to_firing.json"), "type": message_type}))
+    assert (refused.value.status, refused.value.code) == (400, "unknown_message_type")

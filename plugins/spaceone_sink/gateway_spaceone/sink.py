@@ -1,9 +1,11 @@
 """Forwards alerts to a SpaceONE (Cloudforet) monitoring webhook as api-direct events.
 
 The SpaceONE webhook must use ``plugin-api-direct-mon-webhook``: the HTTP body we POST
-becomes the plugin's ``data`` and is taken as one ``EventInfo``.  SpaceONE dedupes by
-``event_key`` and resolves an open alert on a ``RECOVERY`` with the same key, so the
-key is the core's incident fingerprint, shared by an alert and its recovery.
+becomes the plugin's ``data`` and is taken as one ``EventInfo``.  SpaceONE matches an
+event to an alert only through an event of the same ``event_key`` received in the last
+600 seconds, so the sink tracks problems (``SinkType.tracks_problems``): each open period
+of a problem has its own key, and the core re-sends the period's firing every
+``refresh_interval`` so that its RECOVERY still finds the alert, however long it lasts.
 """
 from __future__ import annotations
 
@@ -37,6 +39,14 @@ SEVERITY = {"critical": "CRITICAL", "error": "ERROR", "warning": "WARNING", "inf
 """Normalized severity -> SpaceONE severity; anything else is ``NOT_AVAILABLE``."""
 
 EVENT_TYPE = {"firing": "ALERT", "resolved": "RECOVERY"}
+
+PROVIDERS = {"oci": "oracle_cloud", "whatap": "whatap"}
+"""Source type -> Cloudforet's provider id; another source type is sent as itself."""
+
+MATCH_WINDOW = 600.0
+"""Seconds SpaceONE looks back for an event of the same key (its ``SAME_EVENT_TIME``)."""
+
+WEBHOOK_DISABLED = "ERROR_WEBHOOK_STATE_DISABLED"
 
 WEBHOOK_PATH = re.compile(r"^/monitoring/v1/webhook/(?P<webhook_id>[^/]+)/(?P<access_key>[^/]+)/events/?$")
 """The path SpaceONE returns as ``webhook_url`` when a webhook is created."""
@@ -93,9 +103,13 @@ class SpaceoneOptions(SinkOptions):
     headers = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict,
                           validate=_validate_headers)
     verify_tls = fields.Boolean(load_default=True)
-    forward_manual_resolve = fields.Boolean(load_default=False)
+    forward_manual_resolve = fields.Boolean(load_default=True)
     account = fields.String(load_default=None, allow_none=True)
-    image_url = fields.String(load_default=None, allow_none=True)
+    providers = fields.Dict(keys=fields.String(), values=fields.String(validate=validate.Length(min=1)),
+                            load_default=dict)
+    refresh_interval = Duration(load_default=300.0, validate=validate.Range(
+        min=0, max=MATCH_WINDOW, max_inclusive=False,
+        error=f"must be below {MATCH_WINDOW:g}s (10m): SpaceONE forgets an alert's key after that; 0 turns it off"))
 
 
 def _redact_path(path: str) -> str:
@@ -123,14 +137,21 @@ def _occurred_at(alert: Alert) -> str:
     return when.astimezone(timezone.utc).isoformat()
 
 
-def event_body(alert: Alert, *, account: Optional[str] = None, image_url: Optional[str] = None) -> dict:
-    """The api-direct ``EventInfo`` for an alert; ``account``/``image_url`` come from options."""
+def event_key(alert: Alert, period: Optional[int] = None) -> str:
+    """The fingerprint, with the problem's open period: each period is its own SpaceONE alert."""
+    return alert.fingerprint if period is None else f"{alert.fingerprint}-{period}"
+
+
+def event_body(alert: Alert, *, period: Optional[int] = None, account: Optional[str] = None,
+               providers: Optional[Mapping[str, str]] = None) -> dict:
+    """The api-direct ``EventInfo`` for an alert of the problem's ``period`` (None: the bare
+    fingerprint); ``account`` and ``providers`` (over ``PROVIDERS``) come from options."""
     additional_info = {k: _text(v) for k, v in alert.labels.items() if v is not None}
     additional_info.update(
         source_key=alert.source_key, source_type=alert.source_type, origin=alert.origin
     )
     body = {
-        "event_key": alert.fingerprint,
+        "event_key": event_key(alert, period),
         "event_type": EVENT_TYPE[alert.status],
         "title": alert.title,
         "description": alert.description,
@@ -143,12 +164,10 @@ def event_body(alert: Alert, *, account: Optional[str] = None, image_url: Option
         "rule": alert.labels.get("query") or alert.labels.get("metric_name") or alert.title,
         "occurred_at": _occurred_at(alert),
         "additional_info": additional_info,
-        "provider": alert.source_type,
+        "provider": {**PROVIDERS, **(providers or {})}.get(alert.source_type, alert.source_type),
     }
     if account:
         body["account"] = account
-    if image_url:
-        body["image_url"] = image_url
     return body
 
 
@@ -172,11 +191,21 @@ def parse_retry_after(value: Optional[str], now: Optional[float] = None) -> Opti
     return max(0.0, seconds)
 
 
+def _error_code(response: requests.Response) -> Optional[str]:
+    """SpaceONE's error code: its REST layer answers ``{"detail": {"code": ..., "message": ...}}``."""
+    try:
+        detail = response.json().get("detail")
+    except (ValueError, AttributeError):
+        return None
+    return detail.get("code") if isinstance(detail, dict) else None
+
+
 class SpaceoneSink(SinkType):
     """Outbox sink: one POST per delivery; the core retries on ``RetryableError``."""
 
     name = "spaceone"
     options_schema = SpaceoneOptions
+    tracks_problems = True
 
     def __init__(self, name: str, options: Mapping[str, Any]):
         super().__init__(name, options)
@@ -194,8 +223,12 @@ class SpaceoneSink(SinkType):
             return bool(self.options.get("forward_manual_resolve"))
         return alert.origin == "webhook"
 
-    def event_body(self, alert: Alert) -> dict:
-        return event_body(alert, account=self.options.get("account"), image_url=self.options.get("image_url"))
+    def refresh_interval(self) -> Optional[float]:
+        return self.options["refresh_interval"] or None
+
+    def event_body(self, alert: Alert, period: Optional[int] = None) -> dict:
+        return event_body(alert, period=period, account=self.options.get("account"),
+                          providers=self.options.get("providers"))
 
     def deliver(self, delivery: Delivery) -> None:
         headers = {**self.options.get("headers", {}), "X-Gateway-Delivery-Id": str(delivery.id)}
@@ -203,7 +236,7 @@ class SpaceoneSink(SinkType):
         try:
             response = self._session.post(
                 self.options["url"],
-                json=self.event_body(delivery.alert),
+                json=self.event_body(delivery.alert, delivery.period),
                 headers=headers,
                 timeout=timeout,
                 verify=self.options["verify_tls"],
@@ -221,6 +254,9 @@ class SpaceoneSink(SinkType):
             return
         text = response.text[:RESPONSE_LIMIT]
         message = f"SpaceONE answered {status}: {text[:200] or '(empty body)'}"
+        if status == 400 and _error_code(response) == WEBHOOK_DISABLED:
+            raise RetryableError(f"the SpaceONE webhook is disabled; retrying until it is enabled. {message}",
+                                 status_code=status, response=text)
         if status == 429 or status >= 500:
             raise RetryableError(
                 message,

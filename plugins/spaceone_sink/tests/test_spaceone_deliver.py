@@ -91,8 +91,28 @@ def test_parse_retry_after_date_relative_to_now():
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=now) == 60.0
 
 
+DISABLED = ('{"detail": {"code": "ERROR_WEBHOOK_STATE_DISABLED", '
+            '"message": "Webhook state is disabled. (webhook_id = webhook-abc123)"}}')
+"""SpaceONE's answer while its webhook is disabled: python-core's REST layer puts the error in ``detail``."""
+
+
+def test_disabled_webhook_400_is_retryable(spaceone, make_sink, make_alert):
+    spaceone.respond(400, {"Content-Type": "application/json"}, body=DISABLED)
+    with pytest.raises(RetryableError, match="webhook is disabled; retrying until it is enabled") as info:
+        make_sink(url=spaceone.url).deliver(delivery(make_alert()))
+    assert (info.value.status_code, info.value.response, info.value.retry_after) == (400, DISABLED, None)
+
+
+def test_delivery_period_sets_the_event_key(spaceone, make_sink, make_alert):
+    sink = make_sink(url=spaceone.url)
+    sink.deliver(Delivery(id=5, attempt=1, sink_name="spaceone-test", alert=make_alert(), period=3, refresh=True))
+    assert spaceone.requests[0].body["event_key"] == "9f2c1e0b7a4d4c1e8b3f6a2d5c7e9f01-3"
+
+
 @pytest.mark.parametrize("status, body", [
+    (400, '{"detail": {"code": "ERROR_NOT_FOUND", "message": "Value not found. (webhook_id = w)"}}'),
     (400, '{"error_code": "ERROR_INVALID_PARAMETER", "message": "event_key required"}'),
+    (400, "not json"),
     (403, '{"error_code": "ERROR_PERMISSION_DENIED"}'),
     (404, "webhook not found"),
 ])

@@ -91,11 +91,26 @@ def test_missing_occurred_at_falls_back_to_now(make_alert):
     assert before <= sent <= datetime.now(timezone.utc)
 
 
-def test_account_and_image_url_only_when_set(make_alert):
+def test_account_only_when_set_and_no_image_url(make_alert):
+    """api-direct's EventInfo has no image_url: it would be dropped, so it is never sent."""
     assert "account" not in event_body(make_alert())
-    assert "image_url" not in event_body(make_alert())
-    body = event_body(make_alert(), account="prod-account", image_url="https://example.com/i.png")
-    assert (body["account"], body["image_url"]) == ("prod-account", "https://example.com/i.png")
+    body = event_body(make_alert(), account="prod-account")
+    assert body["account"] == "prod-account" and "image_url" not in body
+
+
+@pytest.mark.parametrize("source_type, providers, expected", [
+    ("oci", None, "oracle_cloud"), ("whatap", None, "whatap"), ("testsrc", None, "testsrc"),
+    ("oci", {"oci": "oci_custom"}, "oci_custom"), ("testsrc", {"testsrc": "acme"}, "acme"),
+])
+def test_provider_is_cloudforets_id_and_overridable(make_alert, source_type, providers, expected):
+    assert event_body(make_alert(source_type=source_type), providers=providers)["provider"] == expected
+
+
+def test_each_open_period_has_its_own_event_key(make_alert):
+    alert = make_alert()
+    assert event_body(alert)["event_key"] == alert.fingerprint
+    assert event_body(alert, period=1)["event_key"] == f"{alert.fingerprint}-1"
+    assert event_body(alert, period=2)["event_key"] == f"{alert.fingerprint}-2"
 
 
 def test_sink_event_body_uses_options(make_sink, make_alert):

@@ -18,8 +18,9 @@ def test_defaults():
     assert options["timeout"] == 10.0
     assert options["headers"] == {}
     assert options["verify_tls"] is True
-    assert options["forward_manual_resolve"] is False
-    assert options["account"] is None and options["image_url"] is None
+    assert options["forward_manual_resolve"] is True
+    assert options["account"] is None and options["providers"] == {}
+    assert options["refresh_interval"] == 300.0
     assert options["max_attempts"] == 8  # inherited from the core's SinkOptions
 
 
@@ -38,6 +39,10 @@ def test_durations_and_types_load():
     ({"url": URL, "timeout": "0s"}, "timeout"),
     ({"url": URL, "timeout": "31s"}, "timeout"),
     ({"url": URL, "timeout": "10m"}, "timeout"),
+    ({"url": URL, "refresh_interval": "10m"}, "refresh_interval"),
+    ({"url": URL, "refresh_interval": "11m"}, "refresh_interval"),
+    ({"url": URL, "image_url": "https://example.com/i.png"}, "image_url"),
+    ({"url": URL, "providers": {"oci": ""}}, "providers"),
     ({"url": URL, "headers": {"X-Auth": 5}}, "headers"),
     ({"url": URL, "headers": {"Bad Name": "v"}}, "headers"),
     ({"url": URL, "headers": {"X-Auth": "a\r\nInjected: 1"}}, "headers"),
@@ -82,8 +87,16 @@ def test_webhook_path_does_not_warn(caplog):
     assert caplog.text == ""
 
 
+@pytest.mark.parametrize("raw, refresh", [({}, 300.0), ({"refresh_interval": 599}, 599.0),
+                                          ({"refresh_interval": 0}, None)])
+def test_refresh_interval_below_ten_minutes_and_zero_turns_it_off(make_sink, raw, refresh):
+    sink = make_sink(url=URL, **raw)
+    assert sink.tracks_problems is True
+    assert sink.refresh_interval() == refresh
+
+
 @pytest.mark.parametrize("forward, expected", [(False, False), (True, True)])
-def test_manual_resolve_is_opt_in(make_sink, make_alert, forward, expected):
+def test_manual_resolve_can_be_turned_off(make_sink, make_alert, forward, expected):
     sink = make_sink(url=URL, forward_manual_resolve=forward)
     assert sink.accepts(make_alert()) is True
     assert sink.accepts(make_alert(status="resolved", origin="manual")) is expected

@@ -80,7 +80,7 @@ class WhatapSource(SourceType):
 
         title = read("title", _text, required=True)
         pcode = read("pcode", _integer, required=True)
-        uuid = read("uuid", _text, required=True)
+        uuid = read("uuid", _text)
         occurred_at = read("time", _epoch_millis)
         text = {key: read(key, _text) for key in (
             "projectName", "oid", "oname", "message", "level", "status",
@@ -110,7 +110,7 @@ class WhatapSource(SourceType):
             resource=Resource(id=text["oid"] or "", name=text["oname"] or "", type="whatap.Agent"),
             occurred_at=occurred_at if occurred_at is not None else request.received_at,
             labels={k: v for k, v in labels.items() if v is not None},
-            external_id=f"{uuid}:{status}",
+            external_id=f"{uuid}:{status}" if uuid else _notification_key(payload, status),
         )]
 
     def fingerprint(self, alert: Alert) -> str:
@@ -129,6 +129,14 @@ class WhatapSource(SourceType):
         ]
         canonical = json.dumps(key, ensure_ascii=False, separators=(",", ":"))
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _notification_key(payload: dict, status: str) -> str:
+    """The idempotency key of a body without ``uuid`` (WhaTap's published format has none): the
+    fields that tell one notification from another, so a redelivery of it is a duplicate."""
+    key = [payload.get(name) for name in ("pcode", "oid", "metricName", "title")] + [status, payload.get("time")]
+    canonical = json.dumps(key, ensure_ascii=False, separators=(",", ":"), default=str)
+    return "notification:" + hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 _TEMPLATE_RECOVERY = re.compile(r"^\s*Event Message\s*:\s*RECOVERED\b", re.IGNORECASE | re.MULTILINE)

@@ -141,7 +141,7 @@ def test_a_payload_that_is_not_an_object_is_rejected(payload):
     assert rejection(payload) == {"$": "expected a JSON object"}
 
 
-@pytest.mark.parametrize("field", ["title", "pcode", "uuid"])
+@pytest.mark.parametrize("field", ["title", "pcode"])
 @pytest.mark.parametrize("how", ["absent", "null", "empty", "blank"])
 def test_each_required_field_is_named_when_missing(field, how):
     payload = load("warning")
@@ -154,7 +154,7 @@ def test_each_required_field_is_named_when_missing(field, how):
 
 def test_all_missing_required_fields_are_named_at_once():
     payload = {k: v for k, v in load("warning").items() if k not in ("title", "pcode", "uuid")}
-    assert rejection(payload) == {"title": "missing", "pcode": "missing", "uuid": "missing"}
+    assert rejection(payload) == {"title": "missing", "pcode": "missing"}
 
 
 @pytest.mark.parametrize("value", ["12a", "12.5", 12.5, True, [1234], {"code": 1234}, "-1"])
@@ -175,10 +175,10 @@ def test_text_fields_reject_objects_lists_and_booleans(field):
 
 def test_missing_and_wrongly_typed_fields_are_reported_together():
     payload = with_fields("warning", pcode="abc", time="soon", level=["Critical"])
-    del payload["uuid"]
+    del payload["title"]
     assert rejection(payload) == {
+        "title": "missing",
         "pcode": "must be an integer",
-        "uuid": "missing",
         "time": "must be a number (epoch milliseconds)",
         "level": "must be a string",
     }
@@ -349,6 +349,35 @@ def test_external_id_is_uuid_and_status():
     assert resend.external_id == parse(load("critical")).external_id == "a0e4b6d2-51c8-4f3e-8d27-6c9b1f04e3aa:on"
     assert parse(with_fields("critical", status="OFF")).external_id == "a0e4b6d2-51c8-4f3e-8d27-6c9b1f04e3aa:off"
     assert parse(load("recovered_off")).external_id == "c7d1e9f0-2b3a-4c5d-9e8f-7a6b5c4d3e2f:off"
+
+
+def test_published_format_without_uuid_is_accepted():
+    """WhaTap's published webhook JSON has no uuid (formats.md section 1, W1's example, verbatim)."""
+    assert parse(load("published")) == Alert(
+        status="firing", severity="warning", title="Alert Title", description="Sample warning message",
+        resource=Resource(id="1234567890", name="WAS-01", type="whatap.Agent"),
+        occurred_at=datetime(2020, 1, 1, 1, 0, tzinfo=timezone.utc),
+        labels={"pcode": "1234", "project_name": "Sample project", "oid": "1234567890", "oname": "WAS-01",
+                "level": "Warning", "status": "on", "metric_name": "cpu", "metric_value": "99.99",
+                "metric_threshold": "90"},
+        external_id=parse(load("published")).external_id,
+    )
+
+
+@pytest.mark.parametrize("how", ["absent", "null", "empty"])
+def test_without_uuid_the_key_is_the_notification_itself(how):
+    """pcode, oid, metricName, title, status and time tell notifications apart; a redelivery is the same one."""
+    body = load("published")
+    if how != "absent":
+        body["uuid"] = {"null": None, "empty": ""}[how]
+    key = parse(body).external_id
+    assert key.startswith("notification:") and key == parse(load("published")).external_id
+    # What the key is made of, each change making another notification; other fields change nothing.
+    changed = [dict(body, **{name: value}) for name, value in (
+        ("pcode", 1235), ("oid", 1234567891), ("metricName", "mem"), ("title", "Other"), ("status", "off"),
+        ("time", 1577840460000))]
+    assert len({parse(other).external_id for other in changed} | {key}) == len(changed) + 1
+    assert parse(dict(body, message="reworded", metricValue="98", level="Critical")).external_id == key
 
 
 # --- packaging -----------------------------------------------------------------------

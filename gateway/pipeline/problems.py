@@ -1,0 +1,141 @@
+"""Problem periods, for outbox sinks that track them (``SinkType.tracks_problems``).
+
+Some destinations know a problem only from the events they were sent: SpaceONE matches
+an event to the open alert of its key only if an event of that key came in the last ten
+minutes.  For such a sink the core keeps, per (sink, fingerprint), the problem's open
+*period* (``SinkProblem``) and decides in the ingest transaction what the sink gets:
+
+- a firing opens a period (the next number) when none is open, or joins the open one;
+  one that happened at or before the problem's last resolution is stale and not queued;
+- a recovery ends the open period; one with no open period, or older than the period's
+  latest firing (the problem fired again after it), is not queued.  With no period open
+  it still counts as a resolution, so a firing that happened before it, arriving after
+  it, is stale.  A person's resolve (``origin: manual``) ends the open period whatever
+  its time.
+
+Each queued row is tagged with its period (``ProblemDelivery``), which the sink gets as
+``Delivery.period``.  A sink with a ``refresh_interval`` also gets a *refresh*: when a
+firing row is delivered and its period is still open with nothing queued after it, the
+same transaction queues a row re-delivering that firing ``refresh_interval`` later.  It
+is an outbox row like any other (ordered by fingerprint, retried, dead-lettered, kept
+across restarts) and costs nothing until it is due.  A row queued for the problem
+before then replaces it: an untried refresh is deleted, and the new row (a repeat or
+the recovery) goes out at once instead of waiting behind it.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any, Iterable, Mapping, NamedTuple, Optional
+
+from sqlalchemy import Connection, Engine, bindparam, delete, exists, insert, or_, select, update
+
+from gateway.contracts import Alert, SinkType
+from gateway.store.db import HotStatement
+from gateway.store.models import Delivery, ProblemDelivery, SinkProblem, UTCDateTime
+
+sink_problems = SinkProblem.__table__
+problem_deliveries = ProblemDelivery.__table__
+deliveries = Delivery.__table__
+
+
+class Period(NamedTuple):
+    """What an outbox row of a tracking sink knows of its problem."""
+
+    number: int
+    refresh: bool
+
+
+class Step(NamedTuple):
+    """What one alert does to a problem: its new state values (None: unchanged), and the
+    period whose row the sink gets (None: the sink does not get the alert)."""
+
+    changes: Optional[dict]
+    period: Optional[int]
+
+
+def advance(state: Any, status: str, occurred: datetime, origin: str) -> Step:
+    """``state`` is the stored ``SinkProblem`` row (None before the problem was first seen)."""
+    if status == "firing":
+        if state is not None and state.resolved_at is not None and occurred <= state.resolved_at:
+            return Step(None, None)  # it happened before the problem last ended: a late or repeated delivery
+        if state is not None and state.open:
+            return Step({"last_seen_at": max(state.last_seen_at, occurred)}, state.period)
+        period = (state.period if state is not None else 0) + 1
+        return Step({"period": period, "open": True, "first_seen_at": occurred, "last_seen_at": occurred}, period)
+    if state is None:  # a recovery before any firing: remembered, so that a firing from before it is stale
+        return Step({"period": 0, "open": False, "first_seen_at": occurred, "last_seen_at": occurred,
+                     "resolved_at": occurred}, None)
+    if not state.open:
+        return Step({"resolved_at": max(state.resolved_at, occurred)}, None)
+    if origin != "manual" and occurred < state.last_seen_at:
+        return Step(None, None)  # the problem fired after this recovery (or it ends an earlier period)
+    return Step({"open": False, "resolved_at": max(occurred, state.last_seen_at)}, state.period)
+
+
+# Built once, and the writes run as HotStatements: they run on the ingest path, for every
+# alert routed to a tracking sink, where building each statement cost more than running it.
+_SINK, _FP = bindparam("sink"), bindparam("fp")
+_BY_KEY = (sink_problems.c.sink_name == _SINK, sink_problems.c.fingerprint == _FP)
+_STATE = select(sink_problems).where(*_BY_KEY).with_for_update()
+_NEW_STATE = HotStatement(insert(sink_problems))
+_CHANGE_STATE = HotStatement(update(sink_problems).where(*_BY_KEY))
+_DROP_UNTRIED_REFRESH = HotStatement(delete(deliveries).where(
+    deliveries.c.sink_name == _SINK, deliveries.c.ordering_key == _FP,
+    deliveries.c.status == "pending", deliveries.c.attempts == 0,
+    or_(deliveries.c.claimed_until.is_(None), deliveries.c.claimed_until < bindparam("now", type_=UTCDateTime())),
+    exists().where(problem_deliveries.c.delivery_id == deliveries.c.id, problem_deliveries.c.refresh),
+))
+"""A new row for the problem makes its pending refresh needless; one that was tried, or is
+held by a dispatcher right now, stays and goes out first."""
+_QUEUE = HotStatement(insert(deliveries).returning(deliveries.c.id))
+_TAG = HotStatement(insert(problem_deliveries))
+_LATER = select(deliveries.c.id).where(
+    deliveries.c.sink_name == _SINK, deliveries.c.ordering_key == _FP,
+    deliveries.c.status == "pending", deliveries.c.id != bindparam("delivery_id"),
+).limit(1)
+
+
+def queue(conn: Connection, sink_name: str, alert_id: int, alert: Mapping[str, Any], now: datetime) -> None:
+    """Queue a stored alert (``alert`` is its row's values) for a tracking sink, if it should get it."""
+    key = {"sink": sink_name, "fp": alert["fingerprint"]}
+    state = conn.execute(_STATE, key).first()
+    step = advance(state, alert["status"], alert["occurred_at"], alert["origin"])
+    if step.changes is not None and state is None:
+        _NEW_STATE.run(conn, {"sink_name": sink_name, "fingerprint": alert["fingerprint"], **step.changes})
+    elif step.changes is not None:
+        _CHANGE_STATE.run(conn, {**key, **step.changes})
+    if step.period is not None:
+        _DROP_UNTRIED_REFRESH.run(conn, {**key, "now": now})
+        _insert(conn, alert_id, sink_name, alert["fingerprint"], Period(step.period, False), now)
+
+
+def _insert(conn: Connection, alert_id: int, sink_name: str, fingerprint: str, period: Period,
+            due: datetime, now: Optional[datetime] = None) -> None:
+    delivery_id = _QUEUE.scalar(conn, dict(
+        alert_id=alert_id, sink_name=sink_name, ordering_key=fingerprint, status="pending", attempts=0,
+        next_attempt_at=due, created_at=now or due,
+    ))
+    _TAG.run(conn, {"delivery_id": delivery_id, "period": period.number, "refresh": period.refresh})
+
+
+def periods(engine: Engine, delivery_ids: Iterable[int]) -> dict[int, Period]:
+    """The periods of a claimed batch's rows, in one query (rows queued before tracking have none)."""
+    with engine.connect() as conn:
+        found = conn.execute(select(problem_deliveries).where(problem_deliveries.c.delivery_id.in_(set(delivery_ids))))
+        return {row.delivery_id: Period(row.period, row.refresh) for row in found}
+
+
+def follow_up(conn: Connection, sink: SinkType, delivery_id: int, alert: Alert, period: Period,
+              now: datetime) -> None:
+    """After a firing row was delivered: queue its refresh, if the sink refreshes and the
+    period is still open with nothing queued after it (a later row refreshes in its turn)."""
+    interval = sink.refresh_interval()
+    if interval is None or alert.status != "firing":
+        return
+    key = {"sink": sink.name, "fp": alert.fingerprint}
+    state = conn.execute(_STATE, key).first()
+    if state is None or not state.open or state.period != period.number:
+        return
+    if conn.execute(_LATER, {**key, "delivery_id": delivery_id}).first() is None:
+        _insert(conn, alert.id, sink.name, alert.fingerprint, Period(period.number, True),
+                now + timedelta(seconds=interval), now)

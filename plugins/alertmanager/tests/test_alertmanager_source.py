@@ -1,0 +1,113 @@
+"""Alertmanager source: the webhook_configs body (version 4) as Alertmanager's docs define it."""
+import base64
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from gateway import Headers, InboundRequest, Rejected
+from gateway_alertmanager import AlertmanagerSource
+
+PAYLOADS = Path(__file__).parent / "payloads"
+
+
+def group(**changes) -> dict:
+    payload = json.loads((PAYLOADS / "group_firing.json").read_text())
+    payload.update(changes)
+    return payload
+
+
+def request(payload, headers=None) -> InboundRequest:
+    body = json.dumps(payload).encode()
+    return InboundRequest("POST", "/hooks/alertmanager/am/", Headers(headers or {}), body, json.loads(body),
+                          "127.0.0.1", datetime(2026, 12, 5, 10, 5, tzinfo=timezone.utc))
+
+
+def source(**options) -> AlertmanagerSource:
+    return AlertmanagerSource("am", AlertmanagerSource.options_schema().load(options))
+
+
+def test_each_alert_of_a_group_is_an_alert():
+    first, second = source().parse(request(group()))
+    assert (first.status, first.severity, first.title) == ("firing", "critical", "p99 latency over 2 s on api-1")
+    assert first.description == "p99 is 2.7 s for 5 minutes"
+    assert (first.resource.name, first.resource.type) == ("api-1:9100", "node")
+    assert first.occurred_at == datetime(2026, 12, 5, 10, 0, 0, 123456, tzinfo=timezone.utc)
+    assert first.labels["instance"] == "api-1:9100"
+    # no summary annotation: the alert name is the title; "page" is a common critical label value
+    assert (second.title, second.severity) == ("HighLatency", "critical")
+
+
+def test_severity_mapping_option_and_default():
+    payload = group()
+    payload["alerts"][0]["labels"]["severity"] = "sev2"
+    payload["alerts"][1]["labels"]["severity"] = "P5"
+    first, second = source(severity_map={"sev2": "error"}, default_severity="info").parse(request(payload))
+    assert (first.severity, second.severity) == ("error", "info")
+
+
+def test_resolved_alert_is_a_recovery_of_the_same_problem_at_its_end():
+    src = source()
+    firing = src.parse(request(group()))[0]
+    payload = group(status="resolved")
+    payload["alerts"][0].update(status="resolved", endsAt="2026-12-05T10:20:00Z")
+    resolved = src.parse(request(payload))[0]
+    assert resolved.status == "resolved"
+    assert resolved.occurred_at == datetime(2026, 12, 5, 10, 20, tzinfo=timezone.utc)
+    assert src.fingerprint(resolved) == src.fingerprint(firing)
+    assert resolved.external_id != firing.external_id
+
+
+def test_fingerprint_is_the_label_set_whatever_the_annotations():
+    src = source()
+    payload = group()
+    payload["alerts"][0]["annotations"]["description"] = "p99 is 3.1 s"
+    payload["alerts"][0]["labels"] = dict(reversed(list(payload["alerts"][0]["labels"].items())))
+    before, after = src.parse(request(group()))[0], src.parse(request(payload))[0]
+    assert src.fingerprint(before) == src.fingerprint(after)
+    assert src.fingerprint(before) != src.fingerprint(src.parse(request(group()))[1])
+
+
+def test_a_reminder_has_the_same_idempotency_keys():
+    src = source()
+    assert [a.external_id for a in src.parse(request(group()))] == [a.external_id for a in src.parse(request(group()))]
+
+
+@pytest.mark.parametrize("mutate, field", [
+    (lambda p: p.pop("alerts"), "alerts"),
+    (lambda p: p["alerts"][1].pop("labels"), "alerts[1].labels"),
+    (lambda p: p["alerts"][0].update(status="pending"), "alerts[0].status"),
+    (lambda p: p["alerts"][0].update(startsAt="yesterday"), "alerts[0].startsAt"),
+    (lambda p: p["alerts"][0].update(startsAt="2026-12-05T10:00:00"), "alerts[0].startsAt"),
+    (lambda p: p["alerts"][1]["labels"].pop("alertname"), "alerts[1].labels.alertname"),
+])
+def test_bad_alerts_are_named(mutate, field):
+    payload = group()
+    mutate(payload)
+    with pytest.raises(Rejected) as info:
+        source().parse(request(payload))
+    assert (info.value.status, info.value.code) == (422, "invalid_payload")
+    assert field in info.value.fields
+
+
+def basic(user: str, password: str) -> dict:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+@pytest.mark.parametrize("headers, accepted", [
+    ({"Authorization": "Bearer t0ken"}, True),
+    (basic("alertmanager", "t0ken"), True),
+    ({"Authorization": "Bearer wrong"}, False),
+    (basic("alertmanager", "wrong"), False),
+    (basic("someone-else", "t0ken"), False),
+    ({}, False),
+])
+def test_token_as_bearer_or_basic_password(headers, accepted):
+    src = source(token="t0ken", username="alertmanager")
+    if accepted:
+        src.verify(request(group(), headers))
+    else:
+        with pytest.raises(Rejected) as info:
+            src.verify(request(group(), headers))
+        assert info.value.status == 401

@@ -1,0 +1,244 @@
+"""Issue 12: what reaches SpaceONE opens and closes one alert per problem.
+
+The stand-in (``testkit.spaceone``) applies SpaceONE's own rule: an event joins an alert
+only through an event of its key created in the last 600 s.  The gateway's clock and the
+stand-in's are one (``gateway.clock``), so hours pass in a test without sleeping: each
+``wait`` moves the clock a minute (or ``step``) at a time and lets the dispatcher send what is due.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+from datetime import timedelta
+
+import pytest
+
+from gateway import clock
+from gateway.pipeline.ingest import namespaced_fingerprint
+from testkit import metric
+from testkit.spaceone import SpaceoneStandIn
+from testkit.support import OutboxDriver
+
+WORKER = "problems-worker"
+
+
+def config(url: str, **options) -> str:
+    sink = {"url": url, "timeout": 2, "backoff_initial": 60, "backoff_max": 60, **options}
+    return "\n".join([
+        "sources:", "  - key: src", "    type: testsrc",
+        "sinks:", "  - name: itms", "    type: itms", "  - name: spaceone", "    type: spaceone",
+        *(f"    {key}: {json.dumps(value)}" for key, value in sink.items()),
+        "route:", "  sinks: [itms, spaceone]",
+    ]) + "\n"
+
+
+class World(OutboxDriver):
+    """The gateway (testsrc in, itms and the spaceone sink out) and the SpaceONE stand-in."""
+
+    ids = itertools.count(1)
+
+    def __init__(self, app, spaceone: SpaceoneStandIn):
+        super().__init__(app, WORKER)
+        self.spaceone = spaceone
+
+    def post(self, problem: str, status: str = "firing", at=None) -> list[int]:
+        """A webhook about ``problem`` that happened ``at`` (default: now); then deliver what is due."""
+        body = {"id": f"{problem}-{next(self.ids)}", "title": f"{problem} failing", "problem": problem,
+                "status": status, "severity": "critical", "at": (at or clock.now()).isoformat()}
+        r = self.client.post("/hooks/testsrc/src/", json=body)
+        assert r.status_code == 202, r.json
+        self.settle()
+        return r.json["alerts"]
+
+    def settle(self) -> None:
+        while self.dispatcher.run_once("spaceone", WORKER):
+            pass
+
+    def wait(self, minutes: int, step: int = 1) -> None:
+        for _ in range(minutes // step):
+            clock.advance(timedelta(minutes=step))
+            self.settle()
+
+    def sent(self) -> list[tuple[str, str]]:
+        """(event_type, event_key) of every request SpaceONE received."""
+        return [(r["json"]["event_type"], r["json"]["event_key"]) for r in self.spaceone.requests]
+
+    def assert_agrees(self) -> None:
+        """No SpaceONE alert is open whose problem is closed in the gateway, each open problem has
+        exactly one open SpaceONE alert, and SpaceONE could parse every event it was sent."""
+        incidents = self.api.get("/api/incidents", query_string={"per_page": 500}).json["items"]
+        open_problems = sorted(i["fingerprint"] for i in incidents if i["status"] in ("triggered", "acknowledged"))
+        assert sorted(a.event_key.rsplit("-", 1)[0] for a in self.spaceone.open_alerts()) == open_problems
+        assert not [a for a in self.spaceone.alerts if a.state == "ERROR"]
+
+
+def key(problem: str, period: int) -> str:
+    return f"{namespaced_fingerprint('src', problem)}-{period}"
+
+
+@pytest.fixture
+def spaceone():
+    server = SpaceoneStandIn()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def world(make_app, spaceone):
+    """world(**spaceone_sink_options); the clock goes back to wall time after the test."""
+    made = []
+
+    def make(**options) -> World:
+        made.append(World(make_app(config(spaceone.url, **options)), spaceone))
+        return made[-1]
+
+    yield make
+    clock.reset()
+
+
+@pytest.mark.parametrize("refresh_interval, states", [("5m", ["RESOLVED"]), (0, ["TRIGGERED"])])
+def test_a_problem_open_for_30_minutes_is_closed(world, refresh_interval, states):
+    """Without refreshes (the second case) the RECOVERY finds no event of its key in the last
+    600 s and SpaceONE skips it: the stand-in really applies the rule."""
+    w = world(refresh_interval=refresh_interval)
+    w.post("disk")
+    w.wait(30)
+    w.post("disk", "resolved")
+    assert [a.state for a in w.spaceone.alerts] == states
+    if refresh_interval:
+        assert w.sent() == [("ALERT", key("disk", 1))] * 7 + [("RECOVERY", key("disk", 1))]
+        assert {row["status"] for row in w.deliveries(sink="spaceone")} == {"delivered"}
+        w.wait(20)
+        assert len(w.spaceone.requests) == 8  # a RECOVERY ends the refreshing
+        w.assert_agrees()
+
+
+def test_hourly_repeats_keep_one_alert_and_refreshes_are_counted(world):
+    w = world()
+    counted = metric(w.client.get("/metrics").text, "gateway_refresh_attempts_total",
+                     sink="spaceone", outcome="delivered")
+    for _ in range(4):  # OCI repeats a firing alarm hourly
+        w.post("cpu")
+        w.wait(60, step=5)
+    w.post("cpu", "resolved")
+    ((alert),) = w.spaceone.alerts
+    assert (alert.event_key, alert.state) == (key("cpu", 1), "RESOLVED")
+    refreshes = len(w.spaceone.requests) - 5  # four firings and the recovery came from the webhook
+    assert refreshes == 4 * 12
+    assert metric(w.client.get("/metrics").text, "gateway_refresh_attempts_total",
+                  sink="spaceone", outcome="delivered") - counted == refreshes
+    w.assert_agrees()
+
+
+def test_a_stale_firing_is_stored_but_opens_nothing(world):
+    w = world()
+    t0 = clock.now()
+    w.post("disk", at=t0)
+    w.wait(2)
+    w.post("disk", "resolved")
+    (late,) = w.post("disk", at=t0 + timedelta(minutes=1))  # redelivered: it happened before the recovery
+    assert late not in {row["alert_id"] for row in w.deliveries(sink="spaceone")}
+    (incident,) = w.api.get("/api/incidents").json["items"]
+    assert late in {entry["alert_id"] for entry in w.api.get(f"/api/incidents/{incident['id']}").json["timeline"]}
+    w.wait(15)
+    assert [a.state for a in w.spaceone.alerts] == ["RESOLVED"]
+    assert w.sent() == [("ALERT", key("disk", 1)), ("RECOVERY", key("disk", 1))]
+    w.assert_agrees()
+
+
+def test_a_problem_firing_again_after_its_recovery_opens_a_second_alert(world):
+    w = world()
+    w.post("disk")
+    w.wait(2)
+    w.post("disk", "resolved")
+    w.wait(2)
+    w.post("disk")  # within SpaceONE's 10 minutes of the first key's events
+    assert [(a.event_key, a.state) for a in w.spaceone.alerts] == [
+        (key("disk", 1), "RESOLVED"), (key("disk", 2), "TRIGGERED")]
+    w.assert_agrees()
+    w.wait(25)
+    w.post("disk", "resolved")
+    assert [a.state for a in w.spaceone.alerts] == ["RESOLVED", "RESOLVED"]
+    w.assert_agrees()
+
+
+def test_a_manual_resolve_sends_the_recovery_and_ends_the_refreshing(world):
+    w = world()
+    w.post("disk")
+    w.wait(7)
+    (incident,) = w.api.get("/api/incidents").json["items"]
+    assert w.api.post(f"/api/incidents/{incident['id']}/resolve", json={"note": "fixed"}).status_code == 200
+    w.settle()
+    assert w.sent() == [("ALERT", key("disk", 1))] * 2 + [("RECOVERY", key("disk", 1))]
+    assert [a.state for a in w.spaceone.alerts] == ["RESOLVED"]
+    w.wait(15)
+    assert len(w.spaceone.requests) == 3
+    w.assert_agrees()
+
+
+def test_refreshes_survive_a_restart(world, make_app, spaceone):
+    w = world()
+    w.post("disk")
+    restarted = World(make_app(config(spaceone.url)), spaceone)  # a new process would see the same rows
+    restarted.wait(5)
+    assert restarted.sent() == [("ALERT", key("disk", 1))] * 2
+    restarted.wait(25)
+    restarted.post("disk", "resolved")
+    assert [a.state for a in spaceone.alerts] == ["RESOLVED"]
+
+
+@pytest.mark.parametrize("max_attempts, refresh_status", [(8, "delivered"), (1, "dead")])
+def test_a_failing_refresh_is_retried_or_dead_lettered_like_any_delivery(world, max_attempts, refresh_status):
+    w = world(max_attempts=max_attempts)
+    w.post("disk")
+    w.spaceone.failures = [503]
+    w.wait(5)
+    refresh = w.deliveries(sink="spaceone")[-1]
+    assert (refresh["attempts"], refresh["last_error"]) == (1, w.delivery(refresh["id"])["attempt_log"][0]["error"])
+    w.post("disk", "resolved")
+    if max_attempts > 1:  # the recovery waits behind the refresh being retried (ordering per key)
+        assert [row["status"] for row in w.deliveries(sink="spaceone")] == ["delivered", "pending", "pending"]
+        w.wait(1)
+    assert [row["status"] for row in w.deliveries(sink="spaceone")] == ["delivered", refresh_status, "delivered"]
+    assert [kind for kind, _ in w.sent()] == ["ALERT", "ALERT", *(["ALERT"] if max_attempts > 1 else []), "RECOVERY"]
+    assert [a.state for a in w.spaceone.alerts] == ["RESOLVED"]
+
+
+def test_a_disabled_webhook_is_retried_not_dead_lettered(world):
+    w = world()
+    w.spaceone.state = "DISABLED"
+    w.post("disk")
+    (row,) = w.deliveries(sink="spaceone")
+    assert (row["status"], row["attempts"]) == ("pending", 1)
+    assert row["last_error"].startswith("the SpaceONE webhook is disabled; retrying until it is enabled")
+    assert "ERROR_WEBHOOK_STATE_DISABLED" in row["last_error"]
+    assert [(a["outcome"], a["status_code"]) for a in w.delivery(row["id"])["attempt_log"]] == [("retry", 400)]
+    w.spaceone.state = "ENABLED"
+    w.wait(1)
+    assert w.deliveries(sink="spaceone")[0]["status"] == "delivered"
+    assert [a.state for a in w.spaceone.alerts] == ["TRIGGERED"]
+    w.assert_agrees()
+
+
+def test_a_firing_arriving_after_its_own_recovery_opens_nothing(world):
+    """The recovery came first (no period open, nothing to send); the firing it ends, delivered late, is stale."""
+    w = world()
+    t0 = clock.now()
+    w.post("disk", "resolved", at=t0 + timedelta(minutes=1))
+    w.post("disk", at=t0)
+    assert w.spaceone.requests == []
+    w.post("disk", at=t0 + timedelta(minutes=2))  # it fired again after that recovery: a new period
+    assert w.sent() == [("ALERT", key("disk", 1))]
+
+
+def test_a_recovery_older_than_the_latest_firing_is_not_sent(world):
+    """The problem fired again after that recovery: it stays open here, in the incident store and in SpaceONE."""
+    w = world()
+    t0 = clock.now()
+    w.post("disk", at=t0)
+    w.wait(3)
+    w.post("disk")
+    w.post("disk", "resolved", at=t0 + timedelta(minutes=2))
+    assert [kind for kind, _ in w.sent()] == ["ALERT", "ALERT"]
+    assert [a.state for a in w.spaceone.alerts] == ["TRIGGERED"]
+    w.assert_agrees()
