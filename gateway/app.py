@@ -1,18 +1,21 @@
 """The Flask application factory."""
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterable, Mapping, Optional
 
 from flask import Flask
 from sqlalchemy import Engine
 
-from gateway.config import DEFAULT_PATH
-from gateway.pipeline.runtime import Runtime
-from gateway.plugins import PluginError, Registry, build_registry
-from gateway.store.db import default_database_url, make_engine
+from gateway.pipeline.runtime import Runtime, open_runtime
+from gateway.plugins import PluginError, Registry
+from gateway.settings import Settings
 from gateway.web.common import RowIdConverter, SourceKeyConverter
+
+_SETTING_OF = {"CONFIG": "config_path", "DATABASE_URL": "database_url", "ADMIN_TOKEN": "admin_token",
+               "LAST_GOOD_CONFIG": "last_good_config", "SERVED_BY_GUNICORN": "served_by_gunicorn",
+               "SQLITE_SYNCHRONOUS": "sqlite_synchronous"}
+"""``create_app``'s ``test_config`` keys that override a setting."""
 
 
 @dataclass
@@ -29,31 +32,30 @@ class Gateway:
     def engine(self) -> Engine:
         return self.runtime.engine
 
+    @property
+    def settings(self) -> Settings:
+        return self.runtime.settings
 
-def create_app(test_config: Optional[Mapping[str, Any]] = None, *, extra_plugins: Iterable[object] = ()) -> Flask:
+
+def create_app(test_config: Optional[Mapping[str, Any]] = None, *, extra_plugins: Iterable[object] = (),
+               settings: Optional[Settings] = None) -> Flask:
     """Build the app; an invalid gateway.yaml or plugin stops it here with the exact messages.
 
-    Settings come from ``GATEWAY_*`` environment variables (``GATEWAY_CONFIG``,
-    ``GATEWAY_DATABASE_URL``, ``GATEWAY_ADMIN_TOKEN``, ``GATEWAY_SQLITE_SYNCHRONOUS``), then ``test_config``.
+    ``settings`` default to ``Settings.from_environ()`` (the ``GATEWAY_*`` variables);
+    ``test_config`` overrides them (``CONFIG``, ``DATABASE_URL``, ``ADMIN_TOKEN``, ...) and sets Flask's own.
     """
+    test_config = dict(test_config or {})
+    settings = replace(settings or Settings.from_environ(),
+                       **{_SETTING_OF[k]: test_config.pop(k) for k in list(test_config) if k in _SETTING_OF})
     app = Flask(__name__)
     app.json.ensure_ascii = False  # Korean titles stay readable
     app.url_map.converters.update(id=RowIdConverter, source_key=SourceKeyConverter)
     app.url_map.merge_slashes = False  # "//" is a 404 in JSON, not werkzeug's HTML redirect
-    app.config.from_mapping(
-        CONFIG=DEFAULT_PATH,
-        DATABASE_URL=default_database_url(),
-        ADMIN_TOKEN=None,
-        SERVED_BY_GUNICORN=False,
-        SQLITE_SYNCHRONOUS="FULL",
-    )
-    app.config.from_prefixed_env("GATEWAY", loads=str)
-    if test_config:
-        app.config.update(test_config)
+    # Kept in Flask's config too, where blueprints (auth) and tests read them.
+    app.config.update(CONFIG=settings.config_path, DATABASE_URL=settings.database_url,
+                      ADMIN_TOKEN=settings.admin_token, **test_config)
 
-    registry = build_registry(extra_plugins)
-    engine = make_engine(app.config["DATABASE_URL"], sqlite_synchronous=app.config["SQLITE_SYNCHRONOUS"])
-    runtime = Runtime(registry, engine, app.config["CONFIG"], os.environ, app.config.get("LAST_GOOD_CONFIG"))
+    runtime = open_runtime(settings, extra_plugins)
     app.extensions["gateway"] = Gateway(runtime)
 
     from gateway.web import api, hooks, ops
@@ -61,7 +63,7 @@ def create_app(test_config: Optional[Mapping[str, Any]] = None, *, extra_plugins
 
     for blueprint in (hooks.bp, api.bp, ops.bp):
         app.register_blueprint(blueprint)
-    _register_plugin_blueprints(app, registry)
+    _register_plugin_blueprints(app, runtime.registry)
     register_error_handlers(app)
     return app
 

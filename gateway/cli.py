@@ -14,41 +14,29 @@ from datetime import timedelta
 import click
 from sqlalchemy import delete
 
-from gateway.config import DEFAULT_PATH, ConfigError, load_config, summary
+from gateway.config import ConfigError, load_config, summary
 from gateway.contracts import InlineSinkType
+from gateway.settings import Settings
 
 
-def _registry():
+def _registry(settings: Settings):
     from gateway.plugins import PluginError, build_registry
 
     try:
-        return build_registry()
+        return build_registry(disabled=settings.disabled_plugins)
     except PluginError as exc:
         raise click.ClickException(str(exc)) from None
 
 
-def _config_path(path: str | None) -> str:
-    return path or os.environ.get("GATEWAY_CONFIG", DEFAULT_PATH)
-
-
-def _load(path: str):
-    """The validated config, or every problem in it and exit status 1."""
+def _load(settings: Settings, path: str | None = None):
+    """The validated config (``path``, else ``GATEWAY_CONFIG``), or every problem in it and exit status 1."""
+    path = path or settings.config_path
     try:
-        return load_config(path, _registry())
+        return load_config(path, _registry(settings), settings.env)
     except ConfigError as exc:
         click.echo(f"{path}: FAILED", err=True)
         click.echo(str(exc), err=True)
         sys.exit(1)
-
-
-def _app():
-    from gateway.app import create_app
-    from gateway.plugins import PluginError
-
-    try:
-        return create_app()
-    except (ConfigError, PluginError) as exc:
-        raise click.ClickException(f"refusing to start:\n{exc}") from None
 
 
 def _print_versions(ctx: click.Context, _param, value: bool) -> None:
@@ -67,8 +55,10 @@ def _print_versions(ctx: click.Context, _param, value: bool) -> None:
 @click.group()
 @click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_versions,
               help="Show the gateway's and its plugins' versions and exit.")
-def main():
+@click.pass_context
+def main(ctx: click.Context):
     """Alert integration gateway: vendor webhooks in, incidents and forwarded events out."""
+    ctx.obj = Settings.from_environ()  # read once; every command gets them with @click.pass_obj
 
 
 @main.command()
@@ -78,16 +68,18 @@ def main():
 @click.option("--no-dispatcher", is_flag=True, help="deliver nothing here; run `gateway worker` instead")
 @click.option("--read-timeout", default=30.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
               envvar="GATEWAY_READ_TIMEOUT", help="seconds a request may take to arrive whole; 408 past it")
-def serve(host: str, port: int, workers: int, no_dispatcher: bool, read_timeout: float):
+@click.pass_obj
+def serve(settings: Settings, host: str, port: int, workers: int, no_dispatcher: bool, read_timeout: float):
     """Serve webhooks, the API, /health and /metrics through gunicorn and the buffering front."""
-    config_path = _config_path(None)
     try:
-        config = load_config(config_path, _registry())
+        config = load_config(settings.config_path, _registry(settings), settings.env)
     except ConfigError as exc:
-        raise click.ClickException(f"refusing to start: {config_path} is invalid\n{exc}") from None
-    env = dict(os.environ)
-    if not env.get("GATEWAY_ADMIN_TOKEN"):
-        env["GATEWAY_ADMIN_TOKEN"] = secrets.token_urlsafe(24)
+        raise click.ClickException(f"refusing to start: {settings.config_path} is invalid\n{exc}") from None
+    env = dict(settings.env)  # the environment gunicorn and its workers start with
+    if settings.admin_token:  # the operator's secret: never printed, the curl names the variable instead
+        token_shown = "$GATEWAY_ADMIN_TOKEN"
+    else:
+        env["GATEWAY_ADMIN_TOKEN"] = token_shown = secrets.token_urlsafe(24)
         click.echo("GATEWAY_ADMIN_TOKEN was not set; generated one for this run (set it to keep it stable).")
     env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="gateway-metrics-")
     # Workers keep the last valid config here, so one started while the file is broken still boots.
@@ -100,7 +92,7 @@ def serve(host: str, port: int, workers: int, no_dispatcher: bool, read_timeout:
     for source in config.sources.values():
         state = "" if source.enabled else "  (disabled)"
         click.echo(f"  webhook {source.key}: POST {base}/hooks/{source.type}/{source.key}/{state}")
-    click.echo(f"  API: curl -H 'Authorization: Bearer {env['GATEWAY_ADMIN_TOKEN']}' {base}/api/incidents")
+    click.echo(f"  API: curl -H \"Authorization: Bearer {token_shown}\" {base}/api/incidents")
     click.echo(f"  health: {base}/health   metrics: {base}/metrics")
     sys.stdout.flush()
     argv = [sys.executable, "-m", "gunicorn", "--config", "python:gateway.web.gunicorn_conf",
@@ -112,16 +104,20 @@ def serve(host: str, port: int, workers: int, no_dispatcher: bool, read_timeout:
 @click.option("--threads", default=1, show_default=True, type=int, help="dispatchers in this process")
 @click.option("--poll", default=1.0, show_default=True, type=float,
               help="seconds between looks for due rows; on PostgreSQL new rows wake the worker at once")
-def worker(threads: int, poll: float):
+@click.pass_obj
+def worker(settings: Settings, threads: int, poll: float):
     """Deliver outbox rows without serving HTTP; run as many as you like on one PostgreSQL."""
-    from gateway.pipeline import wakeups
     from gateway.pipeline.outbox import Dispatcher
+    from gateway.pipeline.runtime import open_runtime
+    from gateway.plugins import PluginError
     from gateway.store.db import start_wal_checkpointer
 
-    app = _app()
-    runtime = app.extensions["gateway"].runtime
+    try:
+        runtime = open_runtime(settings)
+    except (ConfigError, PluginError) as exc:
+        raise click.ClickException(f"refusing to start:\n{exc}") from None
     start_wal_checkpointer(runtime.engine)
-    wakeups.start(runtime, announce=False, listen=True)  # it queues nothing itself
+    runtime.wakeups.start(announce=False, listen=True)  # it queues nothing itself
     dispatchers = [Dispatcher(runtime, poll=poll) for _ in range(threads)]
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -143,11 +139,12 @@ def db():
 
 
 @db.command("upgrade")
-def db_upgrade():
+@click.pass_obj
+def db_upgrade(settings: Settings):
     """Apply Alembic migrations to GATEWAY_DATABASE_URL (default: SQLite in instance/)."""
-    from gateway.store.db import default_database_url, upgrade
+    from gateway.store.db import upgrade
 
-    url = os.environ.get("GATEWAY_DATABASE_URL") or default_database_url()
+    url = settings.database_url
     upgrade(url)
     click.echo(f"database at head: {url.split('@')[-1]}")
 
@@ -159,10 +156,10 @@ def config():
 
 @config.command("check")
 @click.argument("file", required=False)
-def config_check(file: str | None):
+@click.pass_obj
+def config_check(settings: Settings, file: str | None):
     """Print every problem as FILE:LINE: path: message, or a summary; exit 1 on error."""
-    path = _config_path(file)
-    click.echo(f"{path}: {summary(_load(path))}")
+    click.echo(f"{file or settings.config_path}: {summary(_load(settings, file))}")
 
 
 @main.group()
@@ -174,11 +171,12 @@ def routes():
 @click.option("--source", "source_key", required=True, help="source key")
 @click.option("--config", "file", default=None, help="config file (default GATEWAY_CONFIG)")
 @click.argument("labels", nargs=-1)
-def routes_test(source_key: str, file: str | None, labels: tuple[str, ...]):
+@click.pass_obj
+def routes_test(settings: Settings, source_key: str, file: str | None, labels: tuple[str, ...]):
     """Print the sinks an alert would reach: gateway routes test --source KEY severity=critical status=firing"""
     from gateway.pipeline.router import Router
 
-    loaded = _load(_config_path(file))
+    loaded = _load(settings, file)
     given = dict(label.split("=", 1) for label in labels if "=" in label)
     unknown = set(given) - {"severity", "status", "source_type"}
     if unknown:
@@ -191,23 +189,25 @@ def routes_test(source_key: str, file: str | None, labels: tuple[str, ...]):
 
 
 @main.command()
-def plugins():
+@click.pass_obj
+def plugins(settings: Settings):
     """Installed plugins: distribution, version and the types each registers (JSON)."""
-    click.echo(json.dumps([p.as_dict() for p in _registry().plugins], indent=2))
+    click.echo(json.dumps([p.as_dict() for p in _registry(settings).plugins], indent=2))
 
 
 @main.command()
 @click.option("--older-than", default=None, help="override global.retention, e.g. 7d")
-def purge(older_than: str | None):
+@click.pass_obj
+def purge(settings: Settings, older_than: str | None):
     """Delete raw requests older than the retention period (alerts and incidents stay)."""
     from gateway.fields import parse_duration
-    from gateway.store.db import run_in_transaction
+    from gateway.store.db import make_engine, run_in_transaction
     from gateway.store.models import RawRequest, utcnow
 
-    app = _app()
-    gateway = app.extensions["gateway"]
-    seconds = parse_duration(older_than) if older_than else gateway.runtime.snapshot.config.retention
+    seconds = parse_duration(older_than) if older_than else _load(settings).retention
     cutoff = utcnow() - timedelta(seconds=seconds)
-    removed = run_in_transaction(gateway.engine, lambda conn: conn.execute(
+    engine = make_engine(settings.database_url)
+    removed = run_in_transaction(engine, lambda conn: conn.execute(
         delete(RawRequest.__table__).where(RawRequest.received_at < cutoff)).rowcount)
+    engine.dispose()
     click.echo(f"purged {removed} raw requests received before {cutoff.isoformat()}")

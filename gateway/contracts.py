@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Optional
 
 from marshmallow import Schema, fields, validate
 
-from gateway.fields import Duration
+from gateway.fields import Duration, OptionsSchema
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
@@ -280,14 +280,14 @@ class Transaction:
         raise NotImplementedError
 
 
-class SourceOptions(Schema):
+class SourceOptions(OptionsSchema):
     """Options every source accepts; a source type's ``options_schema`` extends it."""
 
     token = fields.String(load_default=None, allow_none=True, metadata={"secret": True})
     reopen_window = Duration(load_default=None, allow_none=True)
 
 
-class SinkOptions(Schema):
+class SinkOptions(OptionsSchema):
     """Options every sink accepts; retries and backoff are applied by the core."""
 
     max_attempts = fields.Integer(load_default=8, validate=validate.Range(min=1))

@@ -1,10 +1,10 @@
-"""Marshmallow fields shared by the core and plugin option schemas."""
+"""Marshmallow fields and the base schema shared by the core and plugin option schemas."""
 from __future__ import annotations
 
 import re
 from typing import Callable
 
-from marshmallow import ValidationError, fields
+from marshmallow import Schema, ValidationError, fields
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
@@ -75,3 +75,35 @@ class Size(_Parsed):
     """A size such as ``1048576``, ``512KiB`` or ``1MiB``, loaded as bytes (int)."""
 
     parse = staticmethod(parse_size)
+
+
+class OptionsSchema(Schema):
+    """The base of ``SourceOptions`` and ``SinkOptions``: cross-field checks run even when a field failed.
+
+    marshmallow skips every ``@validates_schema`` check once any field has an error (unless
+    the plugin writes ``skip_on_field_errors=False``), so an operator fixed one problem only
+    to be shown the next.  Here every check runs, on the fields that did load; a check that
+    then fails on a missing value (``data["x"]`` where ``x`` was refused) is not counted,
+    as ``x``'s own problem is already reported.  Both hooks are marshmallow's private API
+    (3.x and 4.x); tests/test_config.py fails if a marshmallow release changes them.
+    """
+
+    def _invoke_schema_validators(self, **kwargs):
+        super()._invoke_schema_validators(**{**kwargs, "field_errors": False})
+
+    def _run_validator(self, validator_func, output, **kwargs):
+        if kwargs["error_store"].errors:
+            validator_func = _judging_only_what_loaded(validator_func)
+        super()._run_validator(validator_func, output, **kwargs)
+
+
+def _judging_only_what_loaded(check: Callable) -> Callable:
+    def run(*args, **kwargs):
+        try:
+            check(*args, **kwargs)
+        except ValidationError:
+            raise
+        except Exception:  # it needed a field that failed, whose own problem is reported
+            pass
+
+    return run

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
-import os
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Iterable
+from typing import Iterable, Optional
 
 import pluggy
 from flask import Blueprint
@@ -125,15 +124,19 @@ def _register(pm: pluggy.PluginManager, module: object, name: str, dist_name: st
         raise PluginError(f"plugin {name!r} from distribution {dist_name}: {exc}") from exc
 
 
-def build_registry(extra_plugins: Iterable[ModuleType | object] = ()) -> Registry:
+def build_registry(extra_plugins: Iterable[ModuleType | object] = (),
+                   disabled: Optional[Iterable[str]] = None) -> Registry:
     """Load entry points (plus ``extra_plugins``, registered the same way) and collect what they register.
 
-    ``GATEWAY_DISABLE_PLUGINS=a,b`` skips entry points by name.
+    ``disabled`` entry points are skipped by name; by default those of ``GATEWAY_DISABLE_PLUGINS``.
     """
+    if disabled is None:
+        from gateway.settings import Settings  # it imports gateway.config, which imports this module
+
+        disabled = Settings.from_environ().disabled_plugins
     pm = pluggy.PluginManager(hookspecs.NAME)
     pm.add_hookspecs(hookspecs)
-    blocked = {n.strip() for n in os.environ.get("GATEWAY_DISABLE_PLUGINS", "").split(",") if n.strip()}
-    infos = _load_entry_points(pm, blocked)
+    infos = _load_entry_points(pm, set(disabled))
     for plugin in extra_plugins:
         name = getattr(plugin, "__name__", type(plugin).__name__)
         _register(pm, plugin, name, "(registered in process)")

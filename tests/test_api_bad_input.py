@@ -109,7 +109,7 @@ def test_a_data_error_past_validation_is_422_and_a_database_failure_503(
     def fail(key):
         raise error
 
-    monkeypatch.setattr(api.application.extensions["gateway"].runtime, "source_row", fail)
+    monkeypatch.setattr(api.application.extensions["gateway"].runtime.sources, "stored", fail)
     response = api.get("/api/sources/team")
     assert response.status_code == status
     assert response.json["error"]["code"] == code

@@ -1,10 +1,12 @@
 """/api/sources, /api/events, /api/config/reload and the bearer token that guards /api/*."""
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
 import testkit
+from testkit.support import admin_client
 
 ALERT = {"id": "evt-1", "title": "disk full", "severity": "critical"}
 
@@ -156,3 +158,41 @@ def test_config_reload_applies_a_valid_file_and_keeps_the_old_on_error(app, api,
                           "gateway_config_last_reload_successful") == 0
     shown = api.get("/api/config").json
     assert shown["last_reload_ok"] is False and [s["key"] for s in shown["config"]["sources"]] == ["src", "added"]
+
+
+def test_metrics_never_show_the_key_of_an_api_source(api, client):
+    """A tokenless source's key is its only secret, and /metrics answers anyone."""
+    counted = (("gateway_webhooks_accepted_total", {"source": "testsrc", "outcome": "accepted"}),
+               ("gateway_webhooks_accepted_total", {"source": "Team C", "outcome": "accepted"}),
+               ("gateway_webhooks_rejected_total", {"source": "testsrc", "reason": "invalid_json"}))
+
+    def counts() -> list[float]:  # the counters live as long as the process: compare before and after
+        exposed = client.get("/metrics").get_data(as_text=True)
+        return [testkit.metric(exposed, name, **labels) for name, labels in counted]
+
+    before = counts()
+    unnamed = api.post("/api/sources", json={"type": "testsrc"}).json["key"]
+    named = api.post("/api/sources", json={"key": "team-c-7f3a9", "type": "testsrc", "name": "Team C"}).json["key"]
+    for key in (unnamed, named):
+        assert client.post(f"/hooks/testsrc/{key}/", json=ALERT).status_code == 202
+    assert client.post(f"/hooks/testsrc/{unnamed}/", data=b"not json").status_code == 400
+    exposed = client.get("/metrics").get_data(as_text=True)
+    assert unnamed not in exposed and named not in exposed
+    assert [after - was for after, was in zip(counts(), before)] == [1, 1, 1]
+    assert api.get(f"/api/sources/{unnamed}").json["name"] == "testsrc"
+
+
+WITH_CREDENTIALS = NEW_SOURCE.replace("route:", """\
+  - name: spaceone
+    type: spaceone
+    url: https://monitoring-webhook.example.com/monitoring/v1/webhook/webhook-1/access-key-1/events
+    headers: {Authorization: "Bearer header-s3cret", X-Api-Key: key-s3cret}
+route:""")
+
+
+def test_api_config_hides_every_credential(make_app):
+    shown = admin_client(make_app(WITH_CREDENTIALS)).get("/api/config").json["config"]
+    dumped = json.dumps(shown)
+    for secret in ("header-s3cret", "key-s3cret", "access-key-1"):
+        assert secret not in dumped
+    assert shown["sinks"][1]["options"]["headers"] == {"Authorization": "***", "X-Api-Key": "***"}

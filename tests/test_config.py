@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from marshmallow import ValidationError, fields, validate
+from marshmallow import ValidationError, fields, validate, validates_schema
 
 from gateway import SinkOptions, SinkType, SourceOptions, SourceType, hookimpl
 from gateway.fields import parse_size
@@ -35,6 +35,8 @@ class FakeSource(SourceType):
 
 class FakeSinkOptions(SinkOptions):
     url = fields.String(required=True, metadata={"secret": True})
+    headers = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
+    proxy = fields.String(load_default=None, allow_none=True)
 
 
 class FakeSink(SinkType):
@@ -387,6 +389,77 @@ def test_redaction_hides_every_secret():
     assert shown["sources"][0]["options"]["password"] is None
     assert shown["sinks"][1]["options"]["url"] == "***"
     assert shown["route"]["sinks"] == ["tickets"]
+
+
+def test_redaction_hides_header_values_and_url_passwords_of_any_option():
+    """Header maps carry credentials whether or not the plugin marked them; so do URLs' userinfo."""
+    text = "sources:\n  - key: a\n    type: fakesrc\n" + SINKS_AND_ROUTE.replace(
+        "url: https://pager.example.com/hook",
+        "url: https://pager.example.com/hook\n    headers: {Authorization: \"${AUTH}\", X-Team: ops}\n"
+        "    proxy: http://proxyuser:${PROXY_PASSWORD}@proxy.example.com:3128/",
+    )
+    cfg = load(text, {"AUTH": "Bearer hdr-s3cret", "PROXY_PASSWORD": "pr0xy-s3cret"})
+    shown = redacted(cfg)
+    for secret in ("hdr-s3cret", "pr0xy-s3cret"):
+        assert secret not in json.dumps(shown) and secret not in repr(cfg)
+    options = shown["sinks"][1]["options"]
+    assert options["headers"] == {"Authorization": "***", "X-Team": "***"}
+    assert options["proxy"] == "http://proxyuser:***@proxy.example.com:3128/"
+    assert cfg.sinks["pager"].options["headers"]["Authorization"] == "Bearer hdr-s3cret"  # only the view hides it
+
+
+class CrossCheckedOptions(SourceOptions):
+    """Written as a plugin writes it: plain @validates_schema checks, no marshmallow flag."""
+
+    low = fields.Integer(load_default=0)
+    high = fields.Integer(load_default=10)
+    mode = fields.String(load_default="poll", validate=validate.OneOf(["poll", "push"]))
+
+    @validates_schema
+    def _low_not_above_high(self, data, **kwargs):
+        if data.get("low", 0) > data.get("high", 10):
+            raise ValidationError("must not be above high", "low")
+
+    @validates_schema
+    def _push_needs_a_range(self, data, **kwargs):
+        if data["mode"] == "push" and data["low"] == data["high"]:  # a KeyError once mode failed
+            raise ValidationError("push needs a range", "mode")
+
+
+def test_cross_field_checks_run_even_when_a_field_failed():
+    with pytest.raises(ValidationError) as info:
+        CrossCheckedOptions().load({"low": 20, "mode": "pull"})
+    assert info.value.messages == {"low": ["must not be above high"], "mode": ["Must be one of: poll, push."]}
+
+
+def test_a_bundled_plugin_reports_its_cross_field_check_beside_a_field_error():
+    """OCI's schema is unchanged: its credential pair is checked although confirm_timeout failed."""
+    oci_options = build_registry().source_types["oci"].options_schema
+    with pytest.raises(ValidationError) as info:
+        oci_options().load({"password": "p", "confirm_timeout": "soon"})
+    assert set(info.value.messages) == {"confirm_timeout", "username"}
+
+
+def test_every_problem_of_a_plugin_schema_is_reported_with_its_line():
+    class CrossCheckedSource(SourceType):
+        name = "crosschecked"
+        options_schema = CrossCheckedOptions
+
+    class Plugin:
+        @hookimpl
+        def register_source_types(self, register):
+            register(CrossCheckedSource)
+
+    registry = build_registry(extra_plugins=[FakePlugin(), Plugin()])
+    Path("gateway.yaml").write_text(
+        "sources:\n  - key: a\n    type: crosschecked\n    low: 20\n    mode: pull\n" + SINKS_AND_ROUTE,
+        encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config("gateway.yaml", registry, {})
+    assert [str(p) for p in info.value.problems] == [
+        "gateway.yaml:4: sources[0].low: must not be above high",
+        "gateway.yaml:5: sources[0].mode: Must be one of: poll, push.",
+    ]
 
 
 def test_secret_fields_reads_schema_metadata():

@@ -56,12 +56,12 @@ def _schema_keys(*schemas) -> set[str]:
 
 
 def config_keys_by_section() -> dict[str, set[str]]:
-    """configuration.md heading -> keys the loader accepts there, read from gateway/config.py."""
+    """configuration.md heading -> keys the loader accepts there, read from gateway/config/."""
     return {
         "Top level": set(gateway_config.TOP_LEVEL_KEYS),
-        "`global`": _schema_keys(gateway_config._GlobalFields),
-        "`<source>`": _schema_keys(gateway_config._SourceFields, contracts.SourceOptions),
-        "`<sink>`": _schema_keys(gateway_config._SinkFields, contracts.SinkOptions),
+        "`global`": _schema_keys(gateway_config.GlobalFields),
+        "`<source>`": _schema_keys(gateway_config.SourceFields, contracts.SourceOptions),
+        "`<sink>`": _schema_keys(gateway_config.SinkFields, contracts.SinkOptions),
         "`<route>`": set(gateway_config.ROUTE_KEYS),
         "`<match>`": set(gateway_config.MATCH_KEYS),
     }

@@ -343,10 +343,10 @@ def test_metrics_show_outbox_depth_and_attempt_outcomes(gateway, receiver):
 def test_a_wake_up_while_a_dispatcher_looks_is_not_lost(app):
     """A dispatcher that found nothing must not sleep through rows queued while it looked."""
     runtime = app.extensions["gateway"].runtime
-    seen = runtime.outbox_generation  # read before looking, as the dispatcher does
+    seen = runtime.wakeups.generation  # read before looking, as the dispatcher does
     runtime.notify_deliveries()  # ...rows queued meanwhile
     # A daemon: should the wake-up be lost, pytest must not wait out the 30 s after the failure.
-    waited = threading.Thread(target=runtime.wait_for_deliveries, args=(30, seen), daemon=True)
+    waited = threading.Thread(target=runtime.wakeups.wait_for_deliveries, args=(30, seen), daemon=True)
     waited.start()
     waited.join(5)
     assert not waited.is_alive()

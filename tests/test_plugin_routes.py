@@ -109,7 +109,7 @@ def _stored(app, table):
 def test_a_submitted_alert_is_stored_and_queued_for_the_outbox_sinks_once_committed(widgets):
     app = widgets.application
     runtime = app.extensions["gateway"].runtime
-    woken = runtime.outbox_generation
+    woken = runtime.wakeups.generation
     r = widgets.post("/api/widgets/alerts", json={"title": "disk full"})
     assert r.status_code == 201, r.json
     (alert,) = _stored(app, AlertRow.__table__)
@@ -119,17 +119,17 @@ def test_a_submitted_alert_is_stored_and_queued_for_the_outbox_sinks_once_commit
     assert widgets.get("/api/incidents").json["total"] == 0
     assert [(d.alert_id, d.sink_name, d.status, d.ordering_key) for d in _stored(app, Delivery.__table__)] == [
         (alert.id, "hook", "pending", "widget-1")]
-    assert runtime.outbox_generation == woken + 1
+    assert runtime.wakeups.generation == woken + 1
 
 
 def test_a_submitted_alert_goes_nowhere_when_its_transaction_rolls_back(widgets):
     app = widgets.application
     runtime = app.extensions["gateway"].runtime
-    woken = runtime.outbox_generation
+    woken = runtime.wakeups.generation
     r = widgets.post("/api/widgets/alerts", json={"title": "disk full", "then_fail": True})
     assert (r.status_code, r.json["error"]["code"]) == (500, "internal_error")
     assert _stored(app, AlertRow.__table__) == [] and _stored(app, Delivery.__table__) == []
-    assert runtime.outbox_generation == woken
+    assert runtime.wakeups.generation == woken
 
 
 @pytest.mark.parametrize(("body", "problem"), [

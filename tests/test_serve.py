@@ -104,6 +104,15 @@ def test_serve_counts_across_workers_reloads_on_sighup_and_stops_cleanly(server)
     assert proc.returncode == 0, output
 
 
+def test_serve_never_prints_the_admin_token_the_operator_set(server):
+    proc, base, _ = server
+    banner = []
+    while not banner or not banner[-1].startswith("  health:"):  # printed before gunicorn starts
+        banner.append(proc.stdout.readline())
+    assert TOKEN not in "".join(banner)
+    assert f'  API: curl -H "Authorization: Bearer $GATEWAY_ADMIN_TOKEN" {base}/api/incidents\n' in banner
+
+
 def test_a_keep_alive_connection_is_closed_after_its_fifth_request(server):
     """So a sender's pooled connections cannot stay pinned to one worker (GATEWAY_KEEPALIVE_REQUESTS=5 here)."""
     _, base, _ = server

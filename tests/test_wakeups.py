@@ -2,6 +2,8 @@
 announcer turns a burst of queued rows into a few notifications."""
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from types import SimpleNamespace
 
@@ -67,7 +69,7 @@ def test_announcer_sends_a_burst_as_a_few_notifications(engine, app):  # engine 
     _, wakes = listening(engine)
     announcer = wakeups.Announcer(engine)
     announcer.start()
-    runtime.announcer = announcer
+    runtime.wakeups.announcer = announcer
     for _ in range(500):
         runtime.notify_deliveries()
     assert wakes.acquire(timeout=5)
@@ -75,3 +77,9 @@ def test_announcer_sends_a_burst_as_a_few_notifications(engine, app):  # engine 
     while wakes.acquire(timeout=0.5):
         notified += 1
     assert notified < 50
+
+
+def test_the_wakeups_room_imports_no_runtime():
+    """The runtime holds the wake-ups; the wake-ups know nothing of it, not even for type hints."""
+    code = "import sys, gateway.pipeline.wakeups; print('gateway.pipeline.runtime' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"

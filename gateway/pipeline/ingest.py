@@ -56,13 +56,13 @@ def receive(runtime: Runtime, source_type: str, source_key: str, method: str, pa
     """Handle one webhook; raises Rejected or Unavailable, counted in metrics either way."""
     started = time.perf_counter()
     try:
-        source = runtime.find_source(source_key)
+        source = runtime.sources.find(source_key)
     except SQLAlchemyError as exc:  # an API-created source is looked up in the database
         metrics.WEBHOOKS_RECEIVED.labels("unknown").inc()
         metrics.WEBHOOKS_REJECTED.labels("unknown", "database_unavailable").inc()
         log.error("could not look up source %r: %s", source_key, exc)
         raise Unavailable("the database is unavailable; nothing was stored, retry later") from exc
-    label = source.key if source is not None else "unknown"
+    label = source.name if source is not None else "unknown"  # not the key: it may be the secret
     metrics.WEBHOOKS_RECEIVED.labels(label).inc()
     try:
         outcome = _receive(runtime, source, source_type, source_key, method, path, headers, read_body, remote_addr)

@@ -205,14 +205,14 @@ class Dispatcher:
     def _sink_loop(self, sink_name: str) -> None:
         worker = worker_name()
         while not self.stopping.is_set() and sink_name in self.runtime.snapshot.sinks:
-            seen = self.runtime.outbox_generation
+            seen = self.runtime.wakeups.generation
             try:
                 tried = self.run_once(sink_name, worker)
             except Exception:
                 log.exception("dispatcher for sink %s failed; retrying after a pause", sink_name)
                 tried = 0
             if not tried:
-                self.runtime.wait_for_deliveries(self.poll, seen)
+                self.runtime.wakeups.wait_for_deliveries(self.poll, seen)
         self._threads.pop(sink_name, None)
 
     def start(self) -> None:
@@ -234,7 +234,7 @@ class Dispatcher:
     def stop(self, timeout: float = 30.0) -> None:
         """Stop claiming and wait up to ``timeout`` for deliveries in flight, so none is cut off half-way."""
         self.stopping.set()
-        self.runtime.wake_dispatchers()
+        self.runtime.wakeups.wake_dispatchers()
         deadline = time.monotonic() + timeout
         if self._supervisor is not None:
             self._supervisor.join(timeout)

@@ -1,27 +1,76 @@
-"""Wake dispatchers in other processes when outbox rows are queued: PostgreSQL LISTEN/NOTIFY.
+"""Waking dispatchers when outbox rows are queued: in this process, and in others through PostgreSQL.
 
-A dispatcher learns of rows queued in its own process at once (``Runtime.notify_deliveries``),
-but of rows queued elsewhere, by another ``gateway serve`` worker or on another machine,
-only at its next poll.  Here ingest processes announce new rows with ``NOTIFY``, and
-processes that deliver ``LISTEN``, so a ``gateway worker`` fleet sends within milliseconds
-and can poll rarely.  The poll stays as the safety net: a notification is lost if no one
-was listening at that moment (a restart, a dropped connection), the rows never are.
-SQLite needs none of this (one machine; its dispatchers run beside ingest) and keeps polling.
+``WakeUps`` is the signal: a commit that queued rows calls ``notify_deliveries``, which wakes
+this process's dispatchers at once and, through the ``Announcer``, those of other processes.
+Those learn of rows queued elsewhere, by another ``gateway serve`` worker or on another
+machine, through ``NOTIFY``, which their ``Listener`` turns into a wake-up, so a
+``gateway worker`` fleet sends within milliseconds and can poll rarely.  The poll stays as
+the safety net: a notification is lost if no one was listening at that moment (a restart, a
+dropped connection), the rows never are.  SQLite needs no announcing (one machine; its
+dispatchers run beside ingest) and keeps polling.
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from typing import Optional
+
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
-
-from gateway.pipeline.runtime import Runtime
 
 log = logging.getLogger(__name__)
 CHANNEL = "gateway_outbox"
 APPLICATION_NAME = "gateway-outbox-listener"
 """How the listening connection shows in ``pg_stat_activity``."""
+
+
+class WakeUps:
+    """The signal between those who queue outbox rows and the dispatchers that deliver them."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self._changed = threading.Condition()
+        self.generation = 0
+        """Counts wake-ups, so a dispatcher can tell it missed one (see ``wait_for_deliveries``)."""
+        self.announcer: Optional[Announcer] = None
+        """Set by ``start``: tells other processes of queued rows."""
+
+    def notify_deliveries(self) -> None:
+        """After a commit that queued outbox rows: wake this process's dispatchers, and
+        through the announcer (PostgreSQL) those of other processes."""
+        self.wake_dispatchers()
+        if self.announcer is not None:
+            self.announcer.announce()
+
+    def wake_dispatchers(self) -> None:
+        with self._changed:
+            self.generation += 1
+            self._changed.notify_all()
+
+    def wait_for_deliveries(self, timeout: float, seen: int) -> None:
+        """Wait up to ``timeout`` for a wake-up after ``seen``, the ``generation`` read before
+        the dispatcher last looked: one that came while it looked is not lost."""
+        with self._changed:
+            self._changed.wait_for(lambda: self.generation != seen, timeout)
+
+    def start(self, *, announce: bool, listen: bool, timeout: float = 5.0) -> None:
+        """``announce``: tell other processes of rows this one queues (ingest and the API do);
+        ``listen``: wake this process's dispatchers for rows queued elsewhere.
+
+        Returns once the listener listens (or ``timeout`` passed; the poll covers the gap), so
+        that rows queued after start-up wake it.  A no-op on SQLite.
+        """
+        if self.engine.dialect.name != "postgresql":
+            return
+        if announce:
+            self.announcer = Announcer(self.engine)
+            self.announcer.start()
+        if listen:
+            listener = Listener(self)
+            listener.start()
+            if not listener.listening.wait(timeout):
+                log.warning("outbox listener not listening after %.0fs; dispatchers poll until it is", timeout)
 
 
 class Announcer(threading.Thread):
@@ -55,9 +104,9 @@ class Listener(threading.Thread):
 
     RECONNECT_MAX = 30.0
 
-    def __init__(self, runtime: Runtime):
+    def __init__(self, wakeups: WakeUps):
         super().__init__(name="outbox-listener", daemon=True)
-        self._runtime = runtime
+        self._wakeups = wakeups
         self.listening = threading.Event()
 
     def run(self) -> None:
@@ -70,12 +119,12 @@ class Listener(threading.Thread):
                     delay = 1.0
                 self.listening.clear()
                 log.warning("outbox listener lost its connection (%s); reconnecting in %.0fs", exc, delay)
-                self._runtime.wake_dispatchers()
+                self._wakeups.wake_dispatchers()
                 time.sleep(delay)
                 delay = min(delay * 2, self.RECONNECT_MAX)
 
     def _listen(self) -> None:
-        engine = self._runtime.engine
+        engine = self._wakeups.engine
         cargs, cparams = engine.dialect.create_connect_args(engine.url)
         cparams.setdefault("application_name", APPLICATION_NAME)
         with engine.dialect.loaded_dbapi.connect(*cargs, **cparams, autocommit=True) as conn:
@@ -83,24 +132,6 @@ class Listener(threading.Thread):
             self.listening.set()
             while True:
                 for _ in conn.notifies(timeout=60, stop_after=1):
-                    self._runtime.wake_dispatchers()
+                    self._wakeups.wake_dispatchers()
                 conn.execute("SELECT 1")  # a quiet connection that died shows here, not never
 
-
-def start(runtime: Runtime, *, announce: bool, listen: bool, timeout: float = 5.0) -> None:
-    """``announce``: tell other processes of rows this one queues (ingest and the API do);
-    ``listen``: wake this process's dispatchers for rows queued elsewhere.
-
-    Returns once the listener listens (or ``timeout`` passed; the poll covers the gap), so
-    that rows queued after start-up wake it.  A no-op on SQLite.
-    """
-    if runtime.engine.dialect.name != "postgresql":
-        return
-    if announce:
-        runtime.announcer = Announcer(runtime.engine)
-        runtime.announcer.start()
-    if listen:
-        listener = Listener(runtime)
-        listener.start()
-        if not listener.listening.wait(timeout):
-            log.warning("outbox listener not listening after %.0fs; dispatchers poll until it is", timeout)

@@ -2,18 +2,18 @@
 from __future__ import annotations
 
 import os
-import secrets
 import signal
+from typing import Optional
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from marshmallow import EXCLUDE, Schema, fields, validate
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import aliased
 
-from gateway.config import redacted, redacted_options, validate_source
+from gateway.config import redacted, redacted_options
 from gateway.contracts import Rejected
 from gateway.store.db import run_in_transaction
-from gateway.store.models import Delivery, DeliveryAttempt, Handshake, RawRequest, RuntimeSource, utcnow
+from gateway.store.models import Delivery, DeliveryAttempt, RawRequest, RuntimeSource, utcnow
 from gateway.web.auth import require_admin
 from gateway.web.common import Page, Text, iso, json_object, paginate, where_given
 
@@ -27,6 +27,10 @@ def _gateway():
 
 # -- sources -----------------------------------------------------------------------
 
+def _sources():
+    return _gateway().runtime.sources
+
+
 def _source_json(key: str, type_: str, name: str, enabled: bool, options: dict, origin: str) -> dict:
     cls = _gateway().registry.source_types.get(type_)
     return {"key": key, "type": type_, "name": name, "enabled": enabled, "origin": origin,
@@ -39,14 +43,18 @@ def _file_source_json(source) -> dict:
     return _source_json(source.key, source.type, source.name, source.enabled, source.options, "file")
 
 
+def _stored_source_json(row, token: Optional[str] = None) -> dict:
+    """A source created through the API; ``token`` only to the one who made it (create, rotate)."""
+    body = _source_json(row.key, row.type, row.name, row.enabled, row.options, "api")
+    if token:
+        body["token"] = token
+    return body
 
 
 @bp.get("/sources")
 def list_sources():
-    with _gateway().engine.connect() as conn:
-        rows = conn.execute(select(RuntimeSource.__table__).order_by(RuntimeSource.key)).all()
     items = [_file_source_json(s) for s in _gateway().runtime.snapshot.config.sources.values()]
-    items += [_source_json(r.key, r.type, r.name, r.enabled, r.options, "api") for r in rows]
+    items += [_stored_source_json(row) for row in _sources().all_stored()]
     return jsonify({"items": items, "total": len(items), "page": 1})
 
 
@@ -55,10 +63,10 @@ def get_source(key: str):
     declared = _gateway().runtime.snapshot.config.sources.get(key)
     if declared is not None:
         return jsonify(_file_source_json(declared))
-    row = _gateway().runtime.source_row(key)
+    row = _sources().stored(key)
     if row is None:
         raise Rejected(404, "not_found", f"no source {key!r}")
-    return jsonify(_source_json(row.key, row.type, row.name, row.enabled, row.options, "api"))
+    return jsonify(_stored_source_json(row))
 
 
 class StoredName(Schema):
@@ -71,27 +79,9 @@ class StoredName(Schema):
 @bp.post("/sources")
 def create_source():
     data = json_object()
-    # Without an explicit key the key is unguessable: with no token set, the key is the secret.
-    data.setdefault("key", secrets.token_urlsafe(18))
     StoredName(unknown=EXCLUDE).load(data)
-    config = validate_source(_gateway().registry, data, origin="api")
-    if config.key in _gateway().runtime.snapshot.config.sources:
-        raise Rejected(409, "source_exists", f"source {config.key!r} is declared in gateway.yaml")
-    options = {k: v for k, v in data.items() if k not in ("key", "type", "name", "enabled")}
-    now = utcnow()
-
-    def work(conn):
-        if conn.execute(select(RuntimeSource.key).where(RuntimeSource.key == config.key)).first():
-            raise Rejected(409, "source_exists", f"source {config.key!r} already exists")
-        conn.execute(insert(RuntimeSource.__table__).values(
-            key=config.key, type=config.type, name=config.name, enabled=config.enabled, options=options,
-            created_at=now, updated_at=now))
-
-    run_in_transaction(_gateway().engine, work)
-    body = _source_json(config.key, config.type, config.name, config.enabled, options, "api")
-    if options.get("token"):
-        body["token"] = options["token"]  # shown once, to the creator
-    return jsonify(body), 201
+    row, token = _sources().create(data)
+    return jsonify(_stored_source_json(row, token)), 201
 
 
 class SourcePatch(Schema):
@@ -103,35 +93,15 @@ class SourcePatch(Schema):
 
 @bp.patch("/sources/<source_key:key>")
 def patch_source(key: str):
-    if key in _gateway().runtime.snapshot.config.sources:
-        raise Rejected(409, "read_only", f"source {key!r} is declared in gateway.yaml; edit the file instead")
-    change = SourcePatch().load(json_object())
-    row = _gateway().runtime.source_row(key)
-    if row is None:
-        raise Rejected(404, "not_found", f"no source {key!r}")
-    options = dict(row.options)
-    new_token = None
-    if change.get("rotate_token"):
-        new_token = options["token"] = secrets.token_urlsafe(24)
-    elif "token" in change:
-        options["token"] = change["token"]
-    name = change.get("name", row.name)
-    enabled = change.get("enabled", row.enabled)
-    validate_source(_gateway().registry, {"key": key, "type": row.type, "name": name, "enabled": enabled, **options})
-    run_in_transaction(_gateway().engine, lambda conn: conn.execute(
-        update(RuntimeSource.__table__).where(RuntimeSource.key == key)
-        .values(name=name, enabled=enabled, options=options, updated_at=utcnow())))
-    body = _source_json(key, row.type, name, enabled, options, "api")
-    if new_token:
-        body["token"] = new_token
-    return jsonify(body)
+    _sources().ensure_changeable(key)
+    row, new_token = _sources().patch(key, SourcePatch().load(json_object()))
+    return jsonify(_stored_source_json(row, new_token))
 
 
 @bp.get("/sources/<source_key:key>/handshakes")
 def list_handshakes(key: str):
     args = Page().load(request.args)
-    query = select(Handshake.__table__).where(Handshake.source_key == key).order_by(Handshake.id.desc())
-    return jsonify(paginate(query, args, lambda r: {
+    return jsonify(paginate(_sources().handshakes(key), args, lambda r: {
         "id": r.id, "received_at": iso(r.received_at), "status": r.status, "record": r.record,
         "raw_url": f"/api/events/{r.raw_request_id}/raw" if r.raw_request_id else None}))
 
@@ -284,7 +254,7 @@ def reload_config():
     runtime = _gateway().runtime
     if not runtime.reload():
         raise Rejected(422, "invalid_config", f"config not applied; the previous one stays:\n{runtime.reload_error}")
-    if current_app.config.get("SERVED_BY_GUNICORN"):
+    if _gateway().settings.served_by_gunicorn:
         os.kill(os.getppid(), signal.SIGHUP)  # the master passes it on to every worker
     return jsonify({"status": "reloaded", "loaded_at": iso(runtime.snapshot.config.loaded_at)})
 

@@ -11,11 +11,13 @@ import signal
 
 from prometheus_client import multiprocess
 
-from gateway.web.front import DEFAULT_READ_TIMEOUT, FrontWorker
+from gateway.settings import Settings
+from gateway.web.front import FrontWorker
 
-# Nothing of the gateway but its front is imported here: this module also runs in the master,
-# and gateway metrics imported there would write the master's own gauge files (the last-reload gauge
+# Only the settings and the front are imported here: this module also runs in the master, and
+# gateway metrics imported there would write the master's own gauge files (the last-reload gauge
 # is their minimum across processes, so a master's 0 would pin it).  Workers import in hooks.
+SETTINGS = Settings.from_environ()
 
 
 class GatewayWorker(FrontWorker):
@@ -29,7 +31,7 @@ class GatewayWorker(FrontWorker):
 
     ready = False
     reload_pending = False
-    read_timeout = float(os.environ.get("GATEWAY_READ_TIMEOUT") or DEFAULT_READ_TIMEOUT)
+    read_timeout = SETTINGS.read_timeout
 
     def body_limit(self) -> int:
         from gateway.web.common import MAX_API_BODY
@@ -62,10 +64,9 @@ def default_threads(database_url: str) -> int:
     return 1 if database_url.startswith("sqlite") else 2
 
 
-threads = int(os.environ.get("GATEWAY_THREADS")
-              or default_threads(os.environ.get("GATEWAY_DATABASE_URL") or "sqlite"))  # the default is SQLite
+threads = SETTINGS.threads or default_threads(SETTINGS.database_url)
 graceful_timeout = 20
-KEEPALIVE_REQUESTS = int(os.environ.get("GATEWAY_KEEPALIVE_REQUESTS", "100"))
+KEEPALIVE_REQUESTS = SETTINGS.keepalive_requests
 control_socket_disable = True  # several gateways on one machine must not fight over one socket
 
 
@@ -99,7 +100,6 @@ def pre_request(worker, req):
 
 
 def post_worker_init(worker):
-    from gateway.pipeline import wakeups
     from gateway.pipeline.outbox import Dispatcher
     from gateway.store.db import start_wal_checkpointer
 
@@ -108,8 +108,8 @@ def post_worker_init(worker):
     worker.ready = True
     if worker.reload_pending:
         gateway.runtime.reload()
-    delivers = os.environ.get("GATEWAY_DISPATCHER", "1") != "0"
-    wakeups.start(gateway.runtime, announce=True, listen=delivers)
+    delivers = gateway.settings.dispatcher
+    gateway.runtime.wakeups.start(announce=True, listen=delivers)
     if delivers:
         Dispatcher(gateway.runtime).start()
 
@@ -120,7 +120,7 @@ def child_exit(server, worker):
 
 def on_exit(server):
     """Remove the per-run directories ``gateway serve`` made (metrics files, last valid config)."""
-    last_good = os.environ.get("GATEWAY_LAST_GOOD_CONFIG")
+    last_good = SETTINGS.last_good_config
     for path in (os.environ.get("PROMETHEUS_MULTIPROC_DIR"), last_good and os.path.dirname(last_good)):
         if path:
             shutil.rmtree(path, ignore_errors=True)
