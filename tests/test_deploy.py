@@ -142,17 +142,11 @@ def test_kubernetes_container_specs_run_and_answer_their_probes(daemon, image, h
 
 
 COMPOSE_CONFIG = """
-sources:
-  - key: whatap-prod
-    type: whatap
+sources: [{key: whatap-prod, type: whatap}]
 sinks:
-  - name: itms
-    type: itms
-  - name: spaceone  # an outbox sink: the worker delivers it
-    type: spaceone
-    url: ${SPACEONE_WEBHOOK_URL}
-route:
-  sinks: [itms, spaceone]
+  - {name: itms, type: itms}
+  - {name: spaceone, type: spaceone, url: "${SPACEONE_WEBHOOK_URL}"}  # an outbox sink: the worker delivers it
+route: {sinks: [itms, spaceone]}
 """
 
 
