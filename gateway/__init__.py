@@ -1,9 +1,11 @@
 """Alert integration gateway.  What a plugin imports comes from here."""
 from gateway.contracts import (
+    ALERT_STATUSES,
+    DELIVERY_DEADLINE_SECONDS,
     DELIVERY_LEASE_SECONDS,
     SEVERITIES,
-    STATUSES,
     Alert,
+    Deadline,
     Delivery,
     DeliveryError,
     Headers,
@@ -26,8 +28,8 @@ from gateway.fields import Duration
 from gateway.hookspecs import hookimpl
 
 __all__ = [
-    "DELIVERY_LEASE_SECONDS", "SEVERITIES", "STATUSES", "Alert", "Delivery", "DeliveryError", "Duration",
-    "Headers", "InboundRequest", "InlineSinkType", "PermanentError", "PluginError", "Rejected", "Reply",
-    "Resource", "RetryableError", "SinkOptions", "SinkType", "SourceOptions", "SourceType", "Transaction",
-    "hookimpl", "whole_group",
+    "ALERT_STATUSES", "DELIVERY_DEADLINE_SECONDS", "DELIVERY_LEASE_SECONDS", "SEVERITIES", "Alert", "Deadline",
+    "Delivery", "DeliveryError", "Duration", "Headers", "InboundRequest", "InlineSinkType", "PermanentError",
+    "PluginError", "Rejected", "Reply", "Resource", "RetryableError", "SinkOptions", "SinkType", "SourceOptions",
+    "SourceType", "Transaction", "hookimpl", "whole_group",
 ]

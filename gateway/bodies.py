@@ -12,7 +12,7 @@ import math
 import re
 from typing import Any, Iterator
 
-from gateway.contracts import Rejected
+from gateway.contracts import ApiError
 from gateway.store.models import UNSTORABLE_TEXT
 
 MAY_HOLD_UNSTORABLE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])|\xed[\xa0-\xbf]")
@@ -36,18 +36,18 @@ _DECODER = json.JSONDecoder(parse_constant=_not_json, parse_float=_finite)
 """Built once: ``json.loads`` with hooks builds a decoder on every call."""
 
 
-def _too_deep() -> Rejected:
-    return Rejected(400, "invalid_json", "body is not valid JSON: nested too deeply")
+def _too_deep() -> ApiError:
+    return ApiError(400, "invalid_json", "body is not valid JSON: nested too deeply")
 
 
 def parse_json(body: bytes) -> Any:
-    """The body as JSON (decoded as ``json.loads`` decodes bytes); raises ``Rejected`` 400 ``invalid_json``."""
+    """The body as JSON (decoded as ``json.loads`` decodes bytes); raises ``ApiError`` 400 ``invalid_json``."""
     try:
         return _DECODER.decode(body.decode(json.detect_encoding(body), "surrogatepass"))
     except RecursionError:
         raise _too_deep() from None
     except (ValueError, UnicodeDecodeError) as exc:
-        raise Rejected(400, "invalid_json", f"body is not valid JSON: {exc}") from None
+        raise ApiError(400, "invalid_json", f"body is not valid JSON: {exc}") from None
 
 
 def clean_text(text: str) -> str:

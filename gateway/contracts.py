@@ -12,9 +12,13 @@ from __future__ import annotations
 import base64
 import dataclasses
 import hashlib
+import math
+import threading
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Mapping, Optional
 
 from marshmallow import Schema, fields, validate
 
@@ -26,14 +30,17 @@ if TYPE_CHECKING:
 SEVERITIES = ("critical", "error", "warning", "info")
 """Normalized severities, most to least urgent."""
 
-STATUSES = ("firing", "resolved")
+ALERT_STATUSES = ("firing", "resolved")
 
-DELIVERY_LEASE_SECONDS = 120.0
-"""How long a dispatcher holds an outbox row for one ``deliver`` call.
+DELIVERY_LEASE_SECONDS = 6.0
+"""How long an outbox row stays claimed after its dispatcher last renewed the claim.
 
-A delivery that runs longer may be taken over and sent again by another dispatcher, so
-a sink's timeouts must keep ``deliver`` well within it.
+A dispatcher renews the claims it holds four times per lease while it works, so rows of a
+dispatcher that died are taken up by another within this many seconds.
 """
+
+DELIVERY_DEADLINE_SECONDS = 30.0
+"""The longest one ``deliver`` call may run: the core cuts it there (see ``Deadline``)."""
 
 
 GROUP_PREFIX_LENGTH = 32
@@ -174,30 +181,80 @@ class Reply:
     record: Optional[Mapping[str, Any]] = None
 
 
+class Deadline:
+    """When a delivery must be over.  The dispatcher cuts it then, or sooner when it can no
+    longer renew its claim on the row (another dispatcher could take the row and send it
+    again): it calls what the sink registered with ``cutting``, e.g. closing its socket, so
+    even a reply that trickles in byte by byte ends in time.
+    """
+
+    def __init__(self, seconds: float = math.inf):
+        self._at = time.monotonic() + seconds
+        self._lock = threading.Lock()
+        self._cuts: list[Callable[[], None]] = []
+        self.cut = False
+        """True once the delivery was cut."""
+
+    def remaining(self) -> float:
+        """Seconds left (0 once cut): bound each timeout of the call by it."""
+        return 0.0 if self.cut else max(0.0, self._at - time.monotonic())
+
+    @contextmanager
+    def cutting(self, cut: Callable[[], None]) -> Iterator[None]:
+        """While inside, ``cut()`` (from another thread) ends the work when the deadline passes."""
+        with self._lock:
+            self._cuts.append(cut)
+            already = self.cut
+        try:
+            if already:
+                cut()
+            yield
+        finally:
+            with self._lock:
+                self._cuts.remove(cut)
+
+    def expire(self) -> None:
+        """The dispatcher's side: cut now (idempotent)."""
+        with self._lock:
+            if self.cut:
+                return
+            self.cut = True
+            cuts = list(self._cuts)
+        for cut in cuts:
+            cut()
+
+    @property
+    def at(self) -> float:
+        """When it passes, on ``time.monotonic()``'s clock."""
+        return self._at
+
+
 @dataclass(frozen=True)
 class Delivery:
     """One outbox row handed to an outbox sink's ``deliver``.
 
     ``id`` is stable across retries: a sink that can send an idempotency key should
-    send this one.  ``attempt`` starts at 1.  For a sink that tracks problems,
-    ``period`` is the open period of ``alert.fingerprint`` the alert belongs to (1, 2, …)
-    and ``refresh`` is True when the core re-delivers the period's firing; otherwise
-    they are None and False.
+    send this one.  ``attempt`` starts at 1.  ``deadline``: when the call must be over.  For a
+    sink that tracks problems, ``period`` is the open period of ``alert.fingerprint`` the alert
+    belongs to (1, 2, …) and ``refresh`` is True when the core re-delivers the period's firing;
+    otherwise they are None and False.
     """
 
     id: int
     attempt: int
     sink_name: str
     alert: Alert
+    deadline: Deadline = field(default_factory=Deadline)
     period: Optional[int] = None
     refresh: bool = False
 
 
-class Rejected(Exception):
-    """Raised by a source to refuse a request with a client error.
+class ApiError(Exception):
+    """An HTTP error, answered as JSON ``{"error": {"code", "message", "fields"?}}``: what the
+    API and a plugin's routes raise (``gateway.views`` exports it).
 
-    ``code`` is a short machine-readable reason (also the metrics label);
-    ``fields`` maps each missing or invalid payload field to what is wrong with it.
+    ``code`` is a short machine-readable reason; ``fields`` maps each bad field to what is
+    wrong with it; ``headers`` go on the answer (``Retry-After``, ``WWW-Authenticate``).
     """
 
     def __init__(
@@ -215,6 +272,13 @@ class Rejected(Exception):
         self.message = message
         self.fields = dict(fields or {})
         self.headers = dict(headers or {})
+
+
+class Rejected(ApiError):
+    """Raised by a source (or the core's ingest) to refuse a webhook request with a client error.
+
+    Its ``code`` is also the label of ``gateway_webhooks_rejected_total``.
+    """
 
     @classmethod
     def unauthorized(cls, message: str, code: str = "unauthorized", **kw: Any) -> "Rejected":
@@ -288,9 +352,15 @@ class SourceOptions(OptionsSchema):
 
 
 class SinkOptions(OptionsSchema):
-    """Options every sink accepts; retries and backoff are applied by the core."""
+    """Options every sink accepts; retries and backoff are applied by the core.
 
-    max_attempts = fields.Integer(load_default=8, validate=validate.Range(min=1))
+    A delivery is retried for ``max_age`` (counted from when it was queued or re-driven), so
+    an outage of the destination shorter than that loses nothing; ``max_attempts`` is an
+    opt-in limit by count on top (unset: none).
+    """
+
+    max_age = Duration(load_default=86400.0, validate=validate.Range(min=0, min_inclusive=False))
+    max_attempts = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=1))
     backoff_initial = Duration(load_default=1.0)
     backoff_max = Duration(load_default=300.0)
 

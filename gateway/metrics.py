@@ -2,15 +2,20 @@
 
 ``gateway serve`` points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory before it
 starts gunicorn (prometheus_client reads it at import), so every worker writes its own files and ``/metrics`` adds them up.
-Outbox depth is read from the database at scrape time, so it is right whoever wrote it.
+The outbox's figures are read from the database at scrape time (``OutboxCollector``).
 """
 from __future__ import annotations
 
 import os
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Callable, Mapping, Optional
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess
 from prometheus_client.core import GaugeMetricFamily
+from sqlalchemy.exc import SQLAlchemyError
 
 WEBHOOKS_RECEIVED = Counter("gateway_webhooks_received_total", "Webhook requests received", ["source"])
 WEBHOOKS_ACCEPTED = Counter("gateway_webhooks_accepted_total", "Webhook requests stored (2xx)", ["source", "outcome"])
@@ -40,20 +45,60 @@ CONFIG_RELOAD_TIME = Gauge(
 )
 
 
-class OutboxCollector:
-    """Outbox rows by sink and status, counted in the database when scraped."""
+@dataclass(frozen=True)
+class OutboxStats:
+    """The outbox per sink as last read from the database."""
 
-    def __init__(self, count_rows):
-        self._count_rows = count_rows  # () -> iterable of (sink, status, count)
+    pending: Mapping[str, int]
+    dead: Mapping[str, int]
+    oldest_pending: Mapping[str, datetime]
+    read_at: datetime
+
+
+class OutboxCollector:
+    """Per sink: pending and dead rows and the age of the oldest pending row, read from the
+    database at scrape time, so they are right whoever wrote them.  While the database cannot
+    be read, the last reading is shown, flagged stale, the age still growing from it: a stall
+    stays visible through the outage that causes it."""
+
+    def __init__(self, read: Callable[[], OutboxStats]):
+        self._read = read
+        self._last: Optional[OutboxStats] = None
+        self._lock = threading.Lock()
+
+    def _stats(self) -> tuple[Optional[OutboxStats], bool]:
+        try:
+            stats = self._read()
+        except SQLAlchemyError:
+            return self._last, True
+        with self._lock:
+            self._last = stats
+        return stats, False
 
     def collect(self):
-        family = GaugeMetricFamily("gateway_outbox_rows", "Outbox rows by sink and status", labels=["sink", "status"])
-        for sink, status, count in self._count_rows():
-            family.add_metric([sink, status], count)
-        yield family
+        stats, stale = self._stats()
+        rows = GaugeMetricFamily("gateway_outbox_rows", "Outbox rows by sink and status", labels=["sink", "status"])
+        age = GaugeMetricFamily("gateway_outbox_oldest_pending_age_seconds",
+                                "Age of the oldest pending outbox row (0 when none is pending)", labels=["sink"])
+        if stats is not None:
+            now = datetime.now(timezone.utc)
+            for status, counts in (("pending", stats.pending), ("dead", stats.dead)):
+                for sink, count in sorted(counts.items()):
+                    rows.add_metric([sink, status], count)
+            for sink in sorted(stats.pending):
+                oldest = stats.oldest_pending.get(sink)
+                age.add_metric([sink], (now - oldest).total_seconds() if oldest else 0.0)
+        yield rows
+        yield age
+        yield GaugeMetricFamily("gateway_outbox_stats_stale",
+                                "1 when the database could not be read and the outbox figures are the last known",
+                                value=1 if stale else 0)
+        yield GaugeMetricFamily("gateway_outbox_stats_read_timestamp_seconds",
+                                "When the outbox figures were read from the database",
+                                value=stats.read_at.timestamp() if stats else 0)
 
 
-def exposition(count_rows) -> bytes:
+def exposition(outbox: OutboxCollector) -> bytes:
     registry = CollectorRegistry()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         multiprocess.MultiProcessCollector(registry)
@@ -61,5 +106,5 @@ def exposition(count_rows) -> bytes:
         for collector in (WEBHOOKS_RECEIVED, WEBHOOKS_ACCEPTED, WEBHOOKS_REJECTED, HTTP_REJECTED, INGEST_SECONDS,
                           DELIVERY_ATTEMPTS, REFRESH_ATTEMPTS, SINK_ERRORS, CONFIG_RELOAD_OK, CONFIG_RELOAD_TIME):
             registry.register(collector)
-    registry.register(OutboxCollector(count_rows))
+    registry.register(outbox)
     return generate_latest(registry)

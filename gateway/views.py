@@ -1,15 +1,15 @@
 """What the views of a plugin's blueprints import (see the ``register_blueprints`` hook).
 
-Roles, JSON errors (raise ``Rejected``; marshmallow's ``ValidationError`` answers 422 naming
+Roles, JSON errors (raise ``ApiError``; marshmallow's ``ValidationError`` answers 422 naming
 each field), request bodies, text fields the database can store, filters, paging and
 transactions.  Plugins import these from here, never from the core's ``gateway.web`` modules.
 Every blueprint also gets the app's URL converters: ``<id:...>`` (a row id) and ``<source_key:...>``.
 """
-from gateway.contracts import Rejected
+from gateway.contracts import ApiError
 from gateway.web.auth import ROLES, actor, require_role
 from gateway.web.common import Page, Text, iso, json_object, paginate, reading, transaction, where_given
 
 __all__ = [
-    "ROLES", "Page", "Rejected", "Text", "actor", "iso", "json_object", "paginate", "reading", "require_role",
+    "ApiError", "ROLES", "Page", "Text", "actor", "iso", "json_object", "paginate", "reading", "require_role",
     "transaction", "where_given",
 ]

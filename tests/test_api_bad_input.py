@@ -11,9 +11,9 @@ import json
 import pytest
 from sqlalchemy.exc import DataError, OperationalError
 
-from gateway.store.models import RuntimeSource
+from gateway.store.models import SourceRow
 
-NAME_MAX = RuntimeSource.__table__.c.name.type.length
+NAME_MAX = SourceRow.__table__.c.name.type.length
 ALERT = {"id": "evt-1", "title": "disk full", "severity": "critical"}
 
 

@@ -133,7 +133,7 @@ def test_valid_file_loads_with_types_defaults_and_inheritance():
                            "hosts": ["a.example.com"], "password": None}
     assert (batch.name, batch.enabled) == ("batch", False)
     assert cfg.sinks["pager"].options["url"] == "https://pager.example.com/hook"
-    assert cfg.sinks["pager"].options["max_attempts"] == 8
+    assert (cfg.sinks["pager"].options["max_age"], cfg.sinks["pager"].options["max_attempts"]) == (86400, None)
     assert (cfg.retention, cfg.max_body_size) == (7 * 86400, 512 * 1024)
     assert cfg.loaded_at.tzinfo is timezone.utc
 

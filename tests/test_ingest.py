@@ -12,7 +12,7 @@ from sqlalchemy import create_engine, func, select, text
 from gateway.app import create_app
 from gateway.incidents.service import timeline
 from gateway.pipeline.outbox import Dispatcher
-from gateway.store.models import AlertRow, Delivery, Incident, RawRequest, TimelineEntry
+from gateway.store.models import AlertRow, DeliveryRow, Incident, RawRequest, TimelineEntry
 
 CONFIG = """
 global:
@@ -34,7 +34,7 @@ route:
 """
 
 ALERT = {"id": "evt-1", "title": "disk full", "severity": "critical"}
-TABLES = (RawRequest, AlertRow, Incident, TimelineEntry, Delivery)
+TABLES = (RawRequest, AlertRow, Incident, TimelineEntry, DeliveryRow)
 
 
 def counts(engine) -> dict[str, int]:

@@ -6,18 +6,22 @@ gets recorded, and with the threaded dispatcher where the point is isolation.
 from __future__ import annotations
 
 import itertools
+import os
 import threading
+import time
 from collections import Counter
+from contextlib import contextmanager
 from datetime import datetime
+from urllib.parse import urlsplit
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.pipeline.outbox import Dispatcher
-from testkit.support import OutboxDriver, wait_until
+from testkit.support import OutboxDriver, TcpProxy, wait_until
 
 WORKER = "test-worker"
-FAST = {"backoff_initial": 0.05, "backoff_max": 0.2, "max_attempts": 4, "timeout": 2}
+FAST = {"backoff_initial": 0.05, "backoff_max": 0.2, "timeout": 2}
 
 
 def config(**sinks: dict) -> str:
@@ -263,19 +267,18 @@ def test_rows_of_a_crashed_worker_are_taken_up_after_the_lease(gateway, receiver
         assert [(a["outcome"], a["worker"]) for a in detail["attempt_log"]] == [("delivered", "live-worker")]
 
 
-def test_a_batch_outlasting_its_lease_is_not_delivered_twice(gateway, receiver):
-    """Rows at the end of a slow batch lose their lease; whoever takes them over delivers them, nobody else."""
+def test_a_batch_slower_than_its_lease_keeps_its_claim(gateway, receiver):
+    """The claim is renewed while the batch is worked through: nobody else takes or sends its rows."""
     gw = gateway(lease=0.3)
     receiver.delay = 0.2
     rows = [gw.row(gw.post(f"p{n}"), "hook")["id"] for n in range(4)]
     slow = threading.Thread(target=gw.dispatcher.run_once, args=("hook", "slow-worker"))
     slow.start()
     wait_until(lambda: len(receiver.requests) >= 2)  # past the slow worker's original lease
-    gw.drive("hook", lambda: len(gw.deliveries(status="delivered")) == 4, worker="fast-worker")
+    assert Dispatcher(gw.runtime, lease=0.3).run_once("hook", "fast-worker") == 0
     slow.join()
     assert Counter(r["delivery"] for r in sent(receiver)) == {row: 1 for row in rows}
-    workers = {a["worker"] for row in rows for a in gw.delivery(row)["attempt_log"]}
-    assert workers == {"slow-worker", "fast-worker"}
+    assert {a["worker"] for row in rows for a in gw.delivery(row)["attempt_log"]} == {"slow-worker"}
 
 
 def test_stopping_finishes_the_delivery_in_flight_and_hands_back_the_rest(gateway, receiver):
@@ -330,14 +333,75 @@ def test_metrics_show_outbox_depth_and_attempt_outcomes(gateway, receiver):
     def rows(sink, status):
         return after.get(("gateway_outbox_rows", (("sink", sink), ("status", status))))
 
-    assert (rows("hook", "pending"), rows("hook", "dead"), rows("other", "pending")) == (1, 1, 4)
-    assert rows("hook", "delivered") is None and rows("other", "dead") is None
+    assert (rows("hook", "pending"), rows("hook", "dead"), rows("other", "pending"), rows("other", "dead")) == (
+        1, 1, 4, 0)
+    assert rows("hook", "delivered") is None and rows("itms", "pending") is None  # inline sinks have no outbox
 
     def attempts(samples, outcome):
         return samples.get(("gateway_delivery_attempts_total", (("outcome", outcome), ("sink", "hook"))), 0)
 
     assert {o: attempts(after, o) - attempts(before, o) for o in ("delivered", "retry", "dead")} == {
         "delivered": 2, "retry": 1, "dead": 1}
+
+
+@contextmanager
+def database_down(engine, proxy: TcpProxy | None):
+    """Make ``engine``'s database unreachable: PostgreSQL's TCP hop goes down (for good); a
+    SQLite file is moved away for the while (a new connection then finds no tables)."""
+    if proxy is not None:
+        proxy.down()
+        engine.dispose()
+        yield
+        return
+    path = engine.url.database
+    os.rename(path, f"{path}.away")
+    engine.dispose()
+    try:
+        yield
+    finally:
+        engine.dispose()
+        os.replace(f"{path}.away", path)
+
+
+def test_metrics_show_each_sinks_backlog_and_keep_it_while_the_database_is_down(make_app, receiver, database_url):
+    proxy = None
+    overrides = {}
+    if database_url.startswith("postgresql"):
+        target = urlsplit(database_url.replace("postgresql+psycopg", "postgresql"))
+        proxy = TcpProxy(target.hostname, target.port or 5432)
+        overrides["DATABASE_URL"] = database_url.replace(f"@{target.netloc.split('@')[1]}",
+                                                         f"@127.0.0.1:{proxy.port}")
+    gw = Gateway(make_app(config(hook={"url": f"{receiver.url}/hook"}, other={"url": f"{receiver.url}/other"}),
+                          **overrides), 5.0)
+    gw.post("p")
+    receiver.answer((400, {}, "no"))
+    assert gw.dispatcher.run_once("hook", WORKER) == 1
+    gw.post("q")
+    time.sleep(0.2)
+
+    def figures():
+        samples = _samples(gw.client)
+        return {key: samples.get(key) for key in [
+            ("gateway_outbox_rows", (("sink", "hook"), ("status", "pending"))),
+            ("gateway_outbox_rows", (("sink", "hook"), ("status", "dead"))),
+            ("gateway_outbox_rows", (("sink", "other"), ("status", "pending"))),
+            ("gateway_outbox_stats_stale", ()),
+            ("gateway_outbox_stats_read_timestamp_seconds", ())]}, {
+            sink: samples.get(("gateway_outbox_oldest_pending_age_seconds", (("sink", sink),))) for sink in (
+                "hook", "other")}
+
+    (up, up_ages) = figures()
+    assert list(up.values())[:4] == [1, 1, 2, 0]
+    assert up_ages["other"] >= 0.2 and 0 <= up_ages["hook"] < up_ages["other"]  # q is younger than p
+    try:
+        with database_down(gw.runtime.engine, proxy):
+            time.sleep(0.2)
+            (stale, stale_ages) = figures()
+    finally:
+        if proxy:
+            proxy.down()
+    assert list(stale.values()) == [1, 1, 2, 1, up[("gateway_outbox_stats_read_timestamp_seconds", ())]]
+    assert stale_ages["other"] >= up_ages["other"] + 0.2, "the age stood still while the database was down"
 
 
 def test_a_wake_up_while_a_dispatcher_looks_is_not_lost(app):
@@ -350,3 +414,84 @@ def test_a_wake_up_while_a_dispatcher_looks_is_not_lost(app):
     waited.start()
     waited.join(5)
     assert not waited.is_alive()
+
+
+# -- retries by age (issue 11, item 2) ------------------------------------------------------
+
+def test_an_outage_outlasting_any_attempt_count_loses_nothing_and_keeps_the_order(gateway, receiver):
+    """With the defaults a row is retried for 24 h, however many attempts that takes: once the
+    sink is back it gets every alert, each recovery after its alert."""
+    gw = gateway()
+    receiver.default = (503, {}, "down")
+    fired, other, recovered = gw.post("p"), gw.post("q"), gw.post("p", "resolved")
+    gw.drive("hook", lambda: min(gw.row(fired, "hook")["attempts"], gw.row(other, "hook")["attempts"]) >= 10)
+    assert {row["status"] for row in gw.deliveries(sink="hook")} == {"pending"}
+    receiver.default = (200, {}, "{}")
+    gw.drive("hook", lambda: len(gw.deliveries(status="delivered", sink="hook")) == 3)
+    delivered = [(r["json"]["title"]) for r in receiver.requests if r["status"] == 200]
+    assert sorted(delivered) == ["p firing", "p resolved", "q firing"]
+    assert delivered.index("p firing") < delivered.index("p resolved")
+    assert gw.row(recovered, "hook")["attempts"] == 1 and gw.row(other, "hook")["attempts"] >= 11
+
+
+def test_a_row_goes_dead_once_retried_for_max_age(gateway, receiver):
+    gw = gateway(hook={"max_age": "300ms"})
+    receiver.default = (503, {}, "down")
+    alert = gw.post("p")
+    gw.drive("hook", lambda: gw.row(alert, "hook")["status"] == "dead")
+    detail = gw.delivery(gw.row(alert, "hook")["id"])
+    assert detail["last_error"].startswith("gave up after ") and "(max_age 0.3s)" in detail["last_error"]
+    assert detail["last_error"].endswith("last error: answered 503")
+    assert detail["attempts"] >= 2  # retried while younger than max_age
+    assert [a["outcome"] for a in detail["attempt_log"]] == ["retry"] * (detail["attempts"] - 1) + ["dead"]
+
+
+def test_max_attempts_is_an_opt_in_limit(gateway, receiver):
+    gw = gateway(hook={"max_attempts": 2})
+    receiver.default = (503, {}, "down")
+    alert = gw.post("p")
+    gw.drive("hook", lambda: gw.row(alert, "hook")["status"] == "dead")
+    assert gw.delivery(gw.row(alert, "hook")["id"])["last_error"] == "gave up after 2 attempts; last error: answered 503"
+
+
+def test_a_redriven_row_gets_a_fresh_max_age(gateway, receiver):
+    gw = gateway(hook={"max_age": "1s"})
+    receiver.default = (503, {}, "down")
+    row = gw.row(gw.post("p"), "hook")["id"]
+    gw.drive("hook", lambda: gw.delivery(row)["status"] == "dead")
+    r = gw.api.post(f"/api/deliveries/{row}/retry")
+    assert r.status_code == 200 and r.json["requeued_at"] is not None
+    assert at(r.json["requeued_at"]) > at(r.json["created_at"])
+    assert gw.dispatcher.run_once("hook", WORKER) == 1
+    assert gw.delivery(row)["status"] == "pending", "a re-driven row died at its first failure: max_age ran from creation"
+
+
+def test_a_superseded_dead_row_shows_it_was_never_delivered_and_why(gateway, receiver):
+    gw = gateway()
+    receiver.answer((400, {}, "bad"))
+    fired = gw.row(gw.post("p"), "hook")["id"]
+    assert gw.dispatcher.run_once("hook", WORKER) == 1
+    assert gw.delivery(fired)["superseded_by"] is None  # dead, but nothing newer reached the sink yet
+    recovered = gw.row(gw.post("p", "resolved"), "hook")["id"]
+    gw.drive("hook", lambda: gw.delivery(recovered)["status"] == "delivered")
+    (listed,) = [row for row in gw.deliveries(status="dead") if row["id"] == fired]
+    assert (listed["status"], listed["superseded_by"], listed["last_error"]) == (
+        "dead", recovered, "answered 400 | response: bad")
+    assert gw.delivery(fired)["superseded_by"] == recovered
+    assert gw.delivery(recovered)["superseded_by"] is None
+
+
+def test_a_sink_back_from_an_outage_gets_its_backlog_at_once(gateway, receiver):
+    """Rows waiting out a long backoff are due as soon as the sink takes a delivery again."""
+    gw = gateway(hook={"backoff_initial": "1m", "backoff_max": "5m"})
+    receiver.default = (503, {}, "down")
+    waiting = [gw.post(f"p{n}") for n in range(3)]
+    assert gw.dispatcher.run_once("hook", WORKER) == 3
+    assert gw.dispatcher.run_once("hook", WORKER) == 0  # all waiting out 30-60 s
+    receiver.default = (200, {}, "{}")
+    fresh = gw.post("q")
+    assert gw.dispatcher.run_once("hook", WORKER) == 1  # the new row goes through: the sink is back
+    gw.drive("hook", lambda: len(gw.deliveries(status="delivered")) == 4, timeout=3)
+    assert [r["json"]["title"] for r in receiver.requests if r["status"] == 200] == [
+        "q firing", *(f"p{n} firing" for n in range(3))]
+    assert gw.row(fresh, "hook")["attempts"] == 1 and all(gw.row(a, "hook")["attempts"] == 2 for a in waiting)

@@ -13,8 +13,8 @@ from testkit.support import admin_client
 
 from gateway import Alert, PluginError, hookimpl
 from gateway.plugins import build_registry
-from gateway.store.models import AlertRow, Delivery
-from gateway.views import ROLES, Rejected, json_object, require_role, transaction
+from gateway.store.models import AlertRow, DeliveryRow
+from gateway.views import ROLES, ApiError, json_object, require_role, transaction
 
 
 def plugin(name: str, *blueprints):
@@ -55,7 +55,7 @@ def submit():
     try:
         return jsonify({"id": transaction(work)}), 201
     except ValueError as exc:
-        raise Rejected(422, "invalid_alert", str(exc)) from None
+        raise ApiError(422, "invalid_alert", str(exc)) from None
 
 
 @WIDGETS_PAGES.get("/")
@@ -117,7 +117,7 @@ def test_a_submitted_alert_is_stored_and_queued_for_the_outbox_sinks_once_commit
     assert alert.received_at is not None and alert.occurred_at == alert.received_at
     # The inline incident store is not applied to it; the outbox sink of its route gets a row.
     assert widgets.get("/api/incidents").json["total"] == 0
-    assert [(d.alert_id, d.sink_name, d.status, d.ordering_key) for d in _stored(app, Delivery.__table__)] == [
+    assert [(d.alert_id, d.sink_name, d.status, d.ordering_key) for d in _stored(app, DeliveryRow.__table__)] == [
         (alert.id, "hook", "pending", "widget-1")]
     assert runtime.wakeups.generation == woken + 1
 
@@ -128,7 +128,7 @@ def test_a_submitted_alert_goes_nowhere_when_its_transaction_rolls_back(widgets)
     woken = runtime.wakeups.generation
     r = widgets.post("/api/widgets/alerts", json={"title": "disk full", "then_fail": True})
     assert (r.status_code, r.json["error"]["code"]) == (500, "internal_error")
-    assert _stored(app, AlertRow.__table__) == [] and _stored(app, Delivery.__table__) == []
+    assert _stored(app, AlertRow.__table__) == [] and _stored(app, DeliveryRow.__table__) == []
     assert runtime.wakeups.generation == woken
 
 

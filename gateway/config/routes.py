@@ -14,7 +14,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, missing, post_lo
 
 from gateway.config.located import Problems, position
 from gateway.config.model import MATCH_KEYS, ROUTE_KEYS, Route
-from gateway.contracts import SEVERITIES, STATUSES
+from gateway.contracts import SEVERITIES, ALERT_STATUSES
 from gateway.fields import Duration, parse_duration
 
 
@@ -96,7 +96,7 @@ class _Match(Schema):
     source = _Labels("source")
     source_type = _Labels("source type", allowed=lambda: _KNOWN.get().source_types)
     severity = _Labels("severity", allowed=SEVERITIES)
-    status = _Labels("status", allowed=STATUSES)
+    status = _Labels("status", allowed=ALERT_STATUSES)
 
 
 _MUST_BE_BOOLEAN = {"invalid": "must be true or false", "null": "must be true or false"}

@@ -11,7 +11,7 @@ from gateway import SEVERITIES, Alert, Resource
 from gateway.incidents import service
 from gateway.store.models import Incident
 from gateway.views import (
-    Page, Rejected, Text, actor, iso, json_object, paginate, reading, require_role, transaction, where_given,
+    Page, ApiError, Text, actor, iso, json_object, paginate, reading, require_role, transaction, where_given,
 )
 
 bp = Blueprint("incidents", __name__, url_prefix="/api/incidents")
@@ -22,7 +22,7 @@ def _caller_may() -> None:
     """Reading incidents takes a viewer; acting on them, an operator."""
     require_role("viewer" if request.method in ("GET", "HEAD") else "operator")
 
-STATUSES = ("triggered", "acknowledged", "resolved", "closed")
+INCIDENT_STATUSES = ("triggered", "acknowledged", "resolved", "closed")
 SORTS = {
     "-last_event_at": Incident.last_event_at.desc(), "last_event_at": Incident.last_event_at.asc(),
     "-created_at": Incident.created_at.desc(), "created_at": Incident.created_at.asc(),
@@ -32,7 +32,7 @@ SORTS = {
 
 
 class IncidentQuery(Page):
-    status = fields.String(validate=validate.OneOf(STATUSES))
+    status = fields.String(validate=validate.OneOf(INCIDENT_STATUSES))
     severity = fields.String(validate=validate.OneOf(SEVERITIES))
     source = Text()
     q = Text()
@@ -92,7 +92,7 @@ def get_incident(incident_id: int):
     with reading() as conn:
         row = conn.execute(select(Incident.__table__).where(Incident.id == incident_id)).first()
         if row is None:
-            raise Rejected(404, "not_found", f"no incident {incident_id}")
+            raise ApiError(404, "not_found", f"no incident {incident_id}")
         entries = service.timeline(conn, incident_id)
     return jsonify({**incident_json(row), "timeline": [entry_json(e) for e in entries]})
 
@@ -112,9 +112,9 @@ def change_status(incident_id: int, action: str):
     try:
         row = transaction(work)
     except LookupError as exc:
-        raise Rejected(404, "not_found", str(exc)) from None
+        raise ApiError(404, "not_found", str(exc)) from None
     except service.TransitionRefused as exc:
-        raise Rejected(409, "transition_not_allowed", str(exc)) from None
+        raise ApiError(409, "transition_not_allowed", str(exc)) from None
     return jsonify(incident_json(row))
 
 
@@ -135,5 +135,5 @@ def comment(incident_id: int):
     try:
         entry = transaction(lambda tx: service.add_comment(tx.connection, incident_id, actor(), body))
     except LookupError as exc:
-        raise Rejected(404, "not_found", str(exc)) from None
+        raise ApiError(404, "not_found", str(exc)) from None
     return jsonify(entry_json(entry)), 201

@@ -21,13 +21,13 @@ from sqlalchemy.exc import DataError, SQLAlchemyError
 from gateway import metrics
 from gateway.bodies import MAY_HOLD_UNSTORABLE, clean_text, cleaned, parse_json
 from gateway.contracts import (
-    SEVERITIES, STATUSES, Alert, Headers, InboundRequest, InlineSinkType, Rejected, Reply, Resource, Transaction,
-    namespaced_fingerprint,
+    ALERT_STATUSES, SEVERITIES, Alert, ApiError, Headers, InboundRequest, InlineSinkType, Rejected, Reply, Resource,
+    SinkType, Transaction, namespaced_fingerprint,
 )
 from gateway.pipeline import problems
 from gateway.pipeline.runtime import ActiveSource, Runtime, Snapshot
 from gateway.store.db import HotStatement, RetryTransaction, refusal_reason, run_in_transaction
-from gateway.store.models import UNSTORABLE_TEXT, AlertRow, Delivery, Handshake, RawRequest, utcnow
+from gateway.store.models import UNSTORABLE_TEXT, AlertRow, DeliveryRow, Handshake, RawRequest, utcnow
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -48,7 +48,7 @@ class Outcome:
 
 
 BodyReader = Callable[[int], bytes]
-"""Reads the request body up to a byte limit, raising Rejected(413) past it."""
+"""Reads the request body up to a byte limit, raising ApiError(413) past it."""
 
 
 def receive(runtime: Runtime, source_type: str, source_key: str, method: str, path: str,
@@ -66,7 +66,7 @@ def receive(runtime: Runtime, source_type: str, source_key: str, method: str, pa
     metrics.WEBHOOKS_RECEIVED.labels(label).inc()
     try:
         outcome = _receive(runtime, source, source_type, source_key, method, path, headers, read_body, remote_addr)
-    except Rejected as exc:
+    except ApiError as exc:  # the source's or the core's refusal, or a body the core cannot read
         metrics.WEBHOOKS_REJECTED.labels(label, exc.code).inc()
         raise
     except Unavailable:
@@ -179,8 +179,8 @@ def _plugin_guard(source: ActiveSource) -> Iterator[None]:
 def _faults(alert: Alert) -> dict[str, str]:
     """The fields that make an alert unfit to store, each with what is wrong with it."""
     faults = {}
-    if alert.status not in STATUSES:
-        faults["status"] = f"must be one of {', '.join(STATUSES)}, got {alert.status!r}"
+    if alert.status not in ALERT_STATUSES:
+        faults["status"] = f"must be one of {', '.join(ALERT_STATUSES)}, got {alert.status!r}"
     if alert.severity not in SEVERITIES:
         faults["severity"] = f"must be one of {', '.join(SEVERITIES)}, got {alert.severity!r}"
     if not isinstance(alert.title, str) or not alert.title:
@@ -250,7 +250,7 @@ _RAW_INSERT = {
 }
 """Per dialect: store the raw request unless its (source, external id) was accepted before."""
 _ALERT_INSERT = HotStatement(insert(AlertRow.__table__).returning(AlertRow.id))
-_DELIVERY_INSERT = HotStatement(insert(Delivery.__table__))
+_DELIVERY_INSERT = HotStatement(insert(DeliveryRow.__table__))
 
 
 _RAW_BINDS = {c.name: f"raw_{c.name}" for c in RawRequest.__table__.c if c.name != "id"}

@@ -31,11 +31,11 @@ from sqlalchemy import Connection, Engine, bindparam, delete, exists, insert, or
 
 from gateway.contracts import Alert, SinkType
 from gateway.store.db import HotStatement
-from gateway.store.models import Delivery, ProblemDelivery, SinkProblem, UTCDateTime
+from gateway.store.models import DeliveryRow, ProblemDelivery, SinkProblem, UTCDateTime
 
 sink_problems = SinkProblem.__table__
 problem_deliveries = ProblemDelivery.__table__
-deliveries = Delivery.__table__
+deliveries = DeliveryRow.__table__
 
 
 class Period(NamedTuple):

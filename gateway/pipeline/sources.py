@@ -16,12 +16,12 @@ from typing import Any, Callable, Mapping, Optional
 from sqlalchemy import Engine, Select, insert, select, update
 
 from gateway.config import NAME_PATTERN, SourceConfig, SourceFields, validate_source
-from gateway.contracts import Rejected, SourceType
+from gateway.contracts import ApiError, SourceType
 from gateway.plugins import Registry
 from gateway.store.db import run_in_transaction
-from gateway.store.models import Handshake, RuntimeSource, utcnow
+from gateway.store.models import Handshake, SourceRow, utcnow
 
-sources_table = RuntimeSource.__table__
+sources_table = SourceRow.__table__
 OWN_FIELDS = frozenset(SourceFields().fields)
 
 
@@ -74,12 +74,12 @@ class Sources:
     def stored(self, key: str) -> Any:
         """The ``sources`` row of a source created through the API, or None."""
         with self.engine.connect() as conn:
-            return conn.execute(select(sources_table).where(RuntimeSource.key == key)).first()
+            return conn.execute(select(sources_table).where(SourceRow.key == key)).first()
 
     def all_stored(self) -> list:
         """Every source created through the API, by key."""
         with self.engine.connect() as conn:
-            return conn.execute(select(sources_table).order_by(RuntimeSource.key)).all()
+            return conn.execute(select(sources_table).order_by(SourceRow.key)).all()
 
     @staticmethod
     def handshakes(key: str) -> Select:
@@ -96,13 +96,13 @@ class Sources:
             data["name"] = data["type"]  # not the key, which may be the source's only secret
         config = validate_source(self.registry, data, origin="api")
         if config.key in self._declared():
-            raise Rejected(409, "source_exists", f"source {config.key!r} is declared in gateway.yaml")
+            raise ApiError(409, "source_exists", f"source {config.key!r} is declared in gateway.yaml")
         options = {k: v for k, v in data.items() if k not in OWN_FIELDS}
         now = utcnow()
 
         def work(conn):
-            if conn.execute(select(RuntimeSource.key).where(RuntimeSource.key == config.key)).first():
-                raise Rejected(409, "source_exists", f"source {config.key!r} already exists")
+            if conn.execute(select(SourceRow.key).where(SourceRow.key == config.key)).first():
+                raise ApiError(409, "source_exists", f"source {config.key!r} already exists")
             conn.execute(insert(sources_table).values(
                 key=config.key, type=config.type, name=config.name, enabled=config.enabled, options=options,
                 created_at=now, updated_at=now))
@@ -113,7 +113,7 @@ class Sources:
     def ensure_changeable(self, key: str) -> None:
         """Refuse to change a source of gateway.yaml: the file is where it is changed."""
         if key in self._declared():
-            raise Rejected(409, "read_only", f"source {key!r} is declared in gateway.yaml; edit the file instead")
+            raise ApiError(409, "read_only", f"source {key!r} is declared in gateway.yaml; edit the file instead")
 
     def patch(self, key: str, change: Mapping[str, Any]) -> tuple[Any, Optional[str]]:
         """Change ``name``, ``enabled`` or ``token`` (``rotate_token`` makes a new one); returns the row
@@ -121,7 +121,7 @@ class Sources:
         self.ensure_changeable(key)
         row = self.stored(key)
         if row is None:
-            raise Rejected(404, "not_found", f"no source {key!r}")
+            raise ApiError(404, "not_found", f"no source {key!r}")
         options = dict(row.options)
         new_token = None
         if change.get("rotate_token"):
@@ -132,7 +132,7 @@ class Sources:
         enabled = change.get("enabled", row.enabled)
         validate_source(self.registry, {"key": key, "type": row.type, "name": name, "enabled": enabled, **options})
         run_in_transaction(self.engine, lambda conn: conn.execute(
-            update(sources_table).where(RuntimeSource.key == key)
+            update(sources_table).where(SourceRow.key == key)
             .values(name=name, enabled=enabled, options=options, updated_at=utcnow())))
         return self.stored(key), new_token
 

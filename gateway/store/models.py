@@ -193,8 +193,16 @@ class TimelineEntry(Base):
     __table_args__ = (Index("ix_timeline_entries_incident_id_id", "incident_id", "id"),)
 
 
-class Delivery(Base):
-    """The outbox: one row per (alert, external sink), delivered by the dispatcher."""
+PENDING_SQL = "status = 'pending'"
+"""The pending-row condition of the outbox's partial indexes (the dispatcher's claim names it so)."""
+
+
+class DeliveryRow(Base):
+    """The outbox: one row per (alert, external sink), delivered by the dispatcher.
+
+    ``requeued_at``: when an operator last re-drove the row; its retries run for the sink's
+    ``max_age`` from then, or else from ``created_at``.
+    """
 
     __tablename__ = "deliveries"
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -209,9 +217,16 @@ class Delivery(Base):
     last_error: Mapped[Optional[str]] = mapped_column(Text)
     created_at: Mapped[datetime]
     finished_at: Mapped[Optional[datetime]]
+    requeued_at: Mapped[Optional[datetime]]
 
     __table_args__ = (
-        Index("ix_deliveries_sink_name_status_next_attempt_at", "sink_name", "status", "next_attempt_at"),
+        # The claim: a sink's pending rows in id order, and per ordering key the earliest of
+        # them.  Partial, so they hold only the backlog, and a plan on a table without
+        # statistics still finds them (migration 0004).
+        Index("ix_deliveries_pending_sink_name_id", "sink_name", "id",
+              sqlite_where=text(PENDING_SQL), postgresql_where=text(PENDING_SQL)),
+        Index("ix_deliveries_pending_sink_name_ordering_key_id", "sink_name", "ordering_key", "id",
+              sqlite_where=text(PENDING_SQL), postgresql_where=text(PENDING_SQL)),
         Index("ix_deliveries_sink_name_ordering_key_status", "sink_name", "ordering_key", "status"),
         Index("ix_deliveries_status", "status"),
     )
@@ -261,7 +276,7 @@ class ProblemDelivery(Base):
     refresh: Mapped[bool]
 
 
-class RuntimeSource(Base):
+class SourceRow(Base):
     """A source created through the API rather than declared in gateway.yaml."""
 
     __tablename__ = "sources"

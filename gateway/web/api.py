@@ -7,13 +7,12 @@ from typing import Optional
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from marshmallow import EXCLUDE, Schema, fields, validate
-from sqlalchemy import func, select, update
-from sqlalchemy.orm import aliased
+from sqlalchemy import func, select
 
 from gateway.config import redacted, redacted_options
-from gateway.contracts import Rejected
-from gateway.store.db import run_in_transaction
-from gateway.store.models import Delivery, DeliveryAttempt, RawRequest, RuntimeSource, utcnow
+from gateway.contracts import ApiError
+from gateway.pipeline import outbox
+from gateway.store.models import DeliveryRow, DeliveryAttempt, RawRequest, SourceRow
 from gateway.web.auth import require_admin
 from gateway.web.common import Page, Text, iso, json_object, paginate, where_given
 
@@ -65,7 +64,7 @@ def get_source(key: str):
         return jsonify(_file_source_json(declared))
     row = _sources().stored(key)
     if row is None:
-        raise Rejected(404, "not_found", f"no source {key!r}")
+        raise ApiError(404, "not_found", f"no source {key!r}")
     return jsonify(_stored_source_json(row))
 
 
@@ -73,7 +72,7 @@ class StoredName(Schema):
     """What the sources table needs of a name beyond validate_source, which also checks the
     sources of gateway.yaml: those are never stored, so their names have no column to fit."""
 
-    name = Text(column=RuntimeSource.name, allow_none=True)
+    name = Text(column=SourceRow.name, allow_none=True)
 
 
 @bp.post("/sources")
@@ -86,7 +85,7 @@ def create_source():
 
 class SourcePatch(Schema):
     enabled = fields.Boolean()
-    name = Text(column=RuntimeSource.name, validate=validate.Length(min=1))
+    name = Text(column=SourceRow.name, validate=validate.Length(min=1))
     rotate_token = fields.Boolean()
     token = fields.String(allow_none=True)
 
@@ -137,7 +136,7 @@ def raw_event(event_id: int):
     with _gateway().engine.connect() as conn:
         row = conn.execute(select(RawRequest.body, RawRequest.content_type).where(RawRequest.id == event_id)).first()
     if row is None:
-        raise Rejected(404, "not_found", f"no stored event {event_id} (it may have been purged)")
+        raise ApiError(404, "not_found", f"no stored event {event_id} (it may have been purged)")
     return Response(row.body, content_type=row.content_type or "application/octet-stream")
 
 
@@ -152,23 +151,25 @@ def _delivery_json(row) -> dict:
     return {"id": row.id, "alert_id": row.alert_id, "sink": row.sink_name, "status": row.status,
             "attempts": row.attempts, "next_attempt_at": iso(row.next_attempt_at),
             "last_error": row.last_error, "created_at": iso(row.created_at),
-            "finished_at": iso(row.finished_at), "ordering_key": row.ordering_key}
+            "finished_at": iso(row.finished_at), "ordering_key": row.ordering_key,
+            "requeued_at": iso(row.requeued_at), "superseded_by": row.superseded_by}
 
 
 @bp.get("/deliveries")
 def list_deliveries():
     args = DeliveryQuery().load(request.args)
-    query = select(Delivery.__table__).order_by(Delivery.id.desc())
-    query = where_given(query, args, {"status": Delivery.status, "sink": Delivery.sink_name})
+    query = select(DeliveryRow.__table__, outbox.superseded_by()).order_by(DeliveryRow.id.desc())
+    query = where_given(query, args, {"status": DeliveryRow.status, "sink": DeliveryRow.sink_name})
     return jsonify(paginate(query, args, _delivery_json))
 
 
 @bp.get("/deliveries/<id:delivery_id>")
 def get_delivery(delivery_id: int):
     with _gateway().engine.connect() as conn:
-        row = conn.execute(select(Delivery.__table__).where(Delivery.id == delivery_id)).first()
+        row = conn.execute(select(DeliveryRow.__table__, outbox.superseded_by())
+                           .where(DeliveryRow.id == delivery_id)).first()
         if row is None:
-            raise Rejected(404, "not_found", f"no delivery {delivery_id}")
+            raise ApiError(404, "not_found", f"no delivery {delivery_id}")
         attempts = conn.execute(select(DeliveryAttempt.__table__)
                                 .where(DeliveryAttempt.delivery_id == delivery_id)
                                 .order_by(DeliveryAttempt.id)).all()
@@ -177,54 +178,19 @@ def get_delivery(delivery_id: int):
          "status_code": a.status_code, "error": a.error, "worker": a.worker} for a in attempts]})
 
 
-def _redrive(where) -> tuple[int, dict[int, int]]:
-    """Put dead rows back in the queue with a fresh attempt budget (their attempt log stays).
-
-    A dead row stays dead once a later row of its sink with the same ordering key (the
-    alert's fingerprint) was delivered: that sink already has a newer state of the
-    problem, and sending the old one now, an ALERT after its RECOVERY, would bring back a
-    problem that has ended.  Returns how many rows were requeued, and each superseded
-    row with the first later delivery that superseded it.
-    """
-    later = aliased(Delivery)
-    first_later_delivered = (
-        select(func.min(later.id))
-        .where(later.sink_name == Delivery.sink_name, later.ordering_key == Delivery.ordering_key,
-               later.id > Delivery.id, later.status == "delivered")
-        .scalar_subquery()
-    )
-
-    def work(conn) -> tuple[int, dict[int, int]]:
-        # One read decides both sets, so a row delivered meanwhile cannot leave a dead row in neither.
-        dead = dict(conn.execute(
-            select(Delivery.id, first_later_delivered).where(Delivery.status == "dead", where)).all())
-        requeue = [row_id for row_id, later_id in dead.items() if later_id is None]
-        requeued = conn.execute(
-            update(Delivery.__table__).where(Delivery.id.in_(requeue), Delivery.status == "dead")
-            .values(status="pending", attempts=0, next_attempt_at=utcnow(), finished_at=None,
-                    claimed_by=None, claimed_until=None)).rowcount if requeue else 0
-        return requeued, {row_id: later_id for row_id, later_id in dead.items() if later_id is not None}
-
-    requeued, superseded = run_in_transaction(_gateway().engine, work)
-    if requeued:
-        _gateway().runtime.notify_deliveries()
-    return requeued, superseded
-
-
 @bp.post("/deliveries/<id:delivery_id>/retry")
 def retry_delivery(delivery_id: int):
-    requeued, superseded = _redrive(Delivery.id == delivery_id)
-    if superseded:
-        raise Rejected(409, "superseded",
-                       f"delivery {delivery_id} stays dead: delivery {superseded[delivery_id]}, of a later alert "
-                       "with the same fingerprint, was delivered to the same sink; sending this one now would "
-                       "deliver an older state after a newer one")
-    if not requeued:
-        with _gateway().engine.connect() as conn:
-            status = conn.execute(select(Delivery.status).where(Delivery.id == delivery_id)).scalar()
+    result = outbox.redrive(_gateway().runtime, delivery_id=delivery_id)
+    if result.superseded:
+        raise ApiError(409, "superseded",
+                       f"delivery {delivery_id} stays dead: delivery {result.superseded[delivery_id]}, of a later "
+                       "alert with the same fingerprint, was delivered to the same sink; sending this one now "
+                       "would deliver an older state after a newer one")
+    if not result.requeued:
+        status = outbox.delivery_status(_gateway().engine, delivery_id)
         if status is None:
-            raise Rejected(404, "not_found", f"no delivery {delivery_id}")
-        raise Rejected(409, "not_dead", f"delivery {delivery_id} is {status}; only dead deliveries are retried")
+            raise ApiError(404, "not_found", f"no delivery {delivery_id}")
+        raise ApiError(409, "not_dead", f"delivery {delivery_id} is {status}; only dead deliveries are retried")
     return get_delivery(delivery_id)
 
 
@@ -235,8 +201,8 @@ class BulkRetry(Schema):
 @bp.post("/deliveries/retry")
 def retry_dead_of_sink():
     sink = BulkRetry().load(json_object())["sink"]
-    requeued, superseded = _redrive(Delivery.sink_name == sink)
-    return jsonify({"sink": sink, "requeued": requeued, "superseded": sorted(superseded)})
+    result = outbox.redrive(_gateway().runtime, sink=sink)
+    return jsonify({"sink": sink, "requeued": result.requeued, "superseded": sorted(result.superseded)})
 
 
 # -- config ------------------------------------------------------------------------
@@ -253,7 +219,7 @@ def show_config():
 def reload_config():
     runtime = _gateway().runtime
     if not runtime.reload():
-        raise Rejected(422, "invalid_config", f"config not applied; the previous one stays:\n{runtime.reload_error}")
+        raise ApiError(422, "invalid_config", f"config not applied; the previous one stays:\n{runtime.reload_error}")
     if _gateway().settings.served_by_gunicorn:
         os.kill(os.getppid(), signal.SIGHUP)  # the master passes it on to every worker
     return jsonify({"status": "reloaded", "loaded_at": iso(runtime.snapshot.config.loaded_at)})

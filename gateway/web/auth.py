@@ -5,7 +5,7 @@ import hmac
 
 from flask import current_app, request
 
-from gateway.contracts import Rejected
+from gateway.contracts import ApiError
 
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="gateway"'}
 
@@ -23,12 +23,12 @@ def require_role(role: str) -> None:
         raise ValueError(f"unknown role {role!r}: one of {', '.join(ROLES)}")
     expected = current_app.config.get("ADMIN_TOKEN")
     if not expected:
-        raise Rejected(401, "api_disabled", "the API is disabled: set GATEWAY_ADMIN_TOKEN", headers=CHALLENGE)
+        raise ApiError(401, "api_disabled", "the API is disabled: set GATEWAY_ADMIN_TOKEN", headers=CHALLENGE)
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token:
-        raise Rejected(401, "missing_token", "send Authorization: Bearer <token>", headers=CHALLENGE)
+        raise ApiError(401, "missing_token", "send Authorization: Bearer <token>", headers=CHALLENGE)
     if not hmac.compare_digest(token.strip().encode(), str(expected).encode()):
-        raise Rejected(401, "invalid_token", "the bearer token is not valid", headers=CHALLENGE)
+        raise ApiError(401, "invalid_token", "the bearer token is not valid", headers=CHALLENGE)
 
 
 def require_admin() -> None:

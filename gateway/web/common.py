@@ -13,7 +13,7 @@ from werkzeug.routing import BaseConverter, IntegerConverter
 
 from gateway.bodies import MAY_HOLD_UNSTORABLE, parse_json, strings
 from gateway.config import NAME
-from gateway.contracts import Rejected, Transaction
+from gateway.contracts import ApiError, Transaction
 from gateway.pipeline.ingest import in_transaction
 from gateway.store.models import UNSTORABLE_TEXT
 
@@ -23,10 +23,10 @@ T = TypeVar("T")
 def read_body(limit: int) -> bytes:
     """The request body, refused (413 ``body_too_large``) past ``limit`` bytes, declared or sent."""
     if request.content_length is not None and request.content_length > limit:
-        raise Rejected(413, "body_too_large", f"body is {request.content_length} bytes; the limit is {limit}")
+        raise ApiError(413, "body_too_large", f"body is {request.content_length} bytes; the limit is {limit}")
     body = request.stream.read(limit + 1)
     if len(body) > limit:
-        raise Rejected(413, "body_too_large", f"body exceeds the limit of {limit} bytes")
+        raise ApiError(413, "body_too_large", f"body exceeds the limit of {limit} bytes")
     return body
 
 
@@ -47,7 +47,7 @@ def json_object(schema: Optional[Schema] = None) -> dict:
     if data is not None and not isinstance(data, dict):
         raise ValidationError({"_schema": ["the body must be a JSON object"]})
     if data and MAY_HOLD_UNSTORABLE.search(body) and any(_SURROGATE.search(text) for text in strings(data)):
-        raise Rejected(400, "invalid_json",
+        raise ApiError(400, "invalid_json",
                        "body holds an unpaired UTF-16 surrogate (\\ud800-\\udfff), which is no text")
     return schema.load(data or {}) if schema is not None else (data or {})
 

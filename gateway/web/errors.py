@@ -8,7 +8,7 @@ from marshmallow import ValidationError
 from sqlalchemy.exc import DataError, DBAPIError, TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
-from gateway.contracts import Rejected
+from gateway.contracts import ApiError
 from gateway.pipeline.ingest import Unavailable
 from gateway.store.db import refusal_reason
 
@@ -26,8 +26,8 @@ def error_response(status: int, code: str, message: str, *, headers=None, fields
 
 
 def register_error_handlers(app: Flask) -> None:
-    @app.errorhandler(Rejected)
-    def rejected(exc: Rejected):
+    @app.errorhandler(ApiError)
+    def rejected(exc: ApiError):
         return error_response(exc.status, exc.code, exc.message, headers=exc.headers, fields=exc.fields)
 
     @app.errorhandler(ValidationError)

@@ -111,7 +111,20 @@ def post_worker_init(worker):
     delivers = gateway.settings.dispatcher
     gateway.runtime.wakeups.start(announce=True, listen=delivers)
     if delivers:
-        Dispatcher(gateway.runtime).start()
+        worker.dispatcher = Dispatcher(gateway.runtime)
+        worker.dispatcher.start()
+
+
+DISPATCHER_STOP_SECONDS = 10
+"""What a stopping worker gives its deliveries in flight, well within ``graceful_timeout``."""
+
+
+def worker_exit(server, worker):
+    """Hand back the worker's claims as it stops (a restart, SIGTERM), so no row waits for
+    them to run out; deliveries in flight finish, or are cut and retried elsewhere."""
+    dispatcher = getattr(worker, "dispatcher", None)
+    if dispatcher is not None:
+        dispatcher.stop(DISPATCHER_STOP_SECONDS)
 
 
 def child_exit(server, worker):

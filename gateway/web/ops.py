@@ -5,11 +5,11 @@ import os
 
 from flask import Blueprint, Response, current_app, jsonify
 from prometheus_client import CONTENT_TYPE_LATEST
-from sqlalchemy import func, select, text
+from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway import metrics
-from gateway.store.models import Delivery
+from gateway.pipeline.outbox import outbox_stats
 
 bp = Blueprint("ops", __name__)
 
@@ -35,18 +35,16 @@ def health():
     return jsonify(body), 200 if database["ok"] else 503
 
 
-def _outbox_counts():
+def _outbox_collector() -> metrics.OutboxCollector:
+    """One per app, so it remembers the last reading for scrapes while the database is down."""
     gateway = current_app.extensions["gateway"]
-    query = (select(Delivery.sink_name, Delivery.status, func.count())
-             .where(Delivery.status.in_(("pending", "dead")))
-             .group_by(Delivery.sink_name, Delivery.status))
-    try:
-        with gateway.engine.connect() as conn:
-            return conn.execute(query).all()
-    except SQLAlchemyError:
-        return []
+    collector = current_app.extensions.get("outbox_metrics")
+    if collector is None:
+        collector = current_app.extensions["outbox_metrics"] = metrics.OutboxCollector(
+            lambda: outbox_stats(gateway.engine, gateway.runtime.snapshot.sinks))
+    return collector
 
 
 @bp.get("/metrics")
 def prometheus():
-    return Response(metrics.exposition(_outbox_counts), content_type=CONTENT_TYPE_LATEST)
+    return Response(metrics.exposition(_outbox_collector()), content_type=CONTENT_TYPE_LATEST)

@@ -20,10 +20,9 @@ from urllib.parse import urlsplit
 
 import requests
 from marshmallow import ValidationError, fields, validate
-from requests.adapters import HTTPAdapter
 
 from gateway import (
-    DELIVERY_LEASE_SECONDS,
+    DELIVERY_DEADLINE_SECONDS,
     Alert,
     Delivery,
     Duration,
@@ -32,6 +31,7 @@ from gateway import (
     SinkOptions,
     SinkType,
 )
+from gateway.http import DeadlineAdapter
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +57,8 @@ RESPONSE_LIMIT = 2000
 POOL_SIZE = 10
 """Connections kept per sink: one host, used by several dispatcher threads at most."""
 
-MAX_TIMEOUT = DELIVERY_LEASE_SECONDS / 4
-"""Largest ``timeout``: a delivery must end within the lease, or another worker may send it again.
-
-``requests`` applies the timeout to connecting (to each address the host resolves to) and
-to each read, not to the whole call, so one POST can take twice the timeout or more; a
-quarter of the lease leaves room for that.
-"""
+MAX_TIMEOUT = DELIVERY_DEADLINE_SECONDS
+"""Largest ``timeout``: the core cuts every delivery at its deadline anyway."""
 
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
@@ -97,8 +92,7 @@ class SpaceoneOptions(SinkOptions):
     timeout = Duration(load_default=10.0, validate=[
         validate.Range(min=0, min_inclusive=False),
         validate.Range(max=MAX_TIMEOUT, error=(
-            f"must be at most {MAX_TIMEOUT:g}s: a delivery has to finish within the "
-            f"{DELIVERY_LEASE_SECONDS:g}s delivery lease, or another worker may send it again")),
+            f"must be at most {MAX_TIMEOUT:g}s, the deadline the gateway sets on every delivery")),
     ])
     headers = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict,
                           validate=_validate_headers)
@@ -214,9 +208,9 @@ class SpaceoneSink(SinkType):
         self._secrets = [s for s in (self.options["url"], parts.path, parts.query) if s and s != "/"]
         self._session = requests.Session()
         # max_retries=0: one attempt per deliver; retries and backoff belong to the core.
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=POOL_SIZE, max_retries=0)
-        self._session.mount("http://", adapter)
-        self._session.mount("https://", adapter)
+        self._adapter = DeadlineAdapter(pool_connections=1, pool_maxsize=POOL_SIZE, max_retries=0)
+        self._session.mount("http://", self._adapter)
+        self._session.mount("https://", self._adapter)
 
     def accepts(self, alert: Alert) -> bool:
         if alert.origin == "manual":
@@ -234,14 +228,16 @@ class SpaceoneSink(SinkType):
         headers = {**self.options.get("headers", {}), "X-Gateway-Delivery-Id": str(delivery.id)}
         timeout = self.options["timeout"]
         try:
-            response = self._session.post(
-                self.options["url"],
-                json=self.event_body(delivery.alert, delivery.period),
-                headers=headers,
-                timeout=timeout,
-                verify=self.options["verify_tls"],
-                allow_redirects=False,
-            )
+            # The whole call ends by the delivery's deadline, even if the reply trickles in.
+            with self._adapter.within(delivery.deadline):
+                response = self._session.post(
+                    self.options["url"],
+                    json=self.event_body(delivery.alert, delivery.period),
+                    headers=headers,
+                    timeout=min(timeout, delivery.deadline.remaining()),
+                    verify=self.options["verify_tls"],
+                    allow_redirects=False,
+                )
         except requests.Timeout as exc:
             raise RetryableError(f"SpaceONE did not answer within {timeout:g}s ({self._redacted_url}): "
                                  f"{self._redact(exc)}") from None

@@ -4,14 +4,14 @@ A sink that tracks problems (the SpaceONE forwarder) gets each firing and recove
 tagged with the problem's open period, and refreshes queued while a period is open.
 
 Revision ID: 0005
-Revises: 0003
+Revises: 0004
 Create Date: 2026-12-05 12:15:00
 """
 from alembic import op
 import sqlalchemy as sa
 
 revision = '0005'
-down_revision = '0003'
+down_revision = '0004'
 branch_labels = None
 depends_on = None
 
