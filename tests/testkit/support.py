@@ -7,15 +7,7 @@ from contextlib import contextmanager
 
 import requests
 
-ADMIN_TOKEN = "test-admin-token"
-"""What ``make_app`` sets as GATEWAY_ADMIN_TOKEN."""
-
-
-def admin_client(app):
-    """A test client whose requests carry the admin bearer token."""
-    client = app.test_client()
-    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {ADMIN_TOKEN}"
-    return client
+from gateway.testing import ADMIN_TOKEN, admin_client  # noqa: F401  (the kit's, imported from here by tests)
 
 
 class OutboxDriver:

@@ -19,6 +19,7 @@ class OciSource(SourceType):
     """One configured OCI subscription endpoint; stateless apart from the certificate cache."""
 
     name = "oci"
+    samples = "samples"
     options_schema = OciOptions
 
     def __init__(self, key: str, options: Mapping[str, Any]):

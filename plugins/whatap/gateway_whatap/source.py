@@ -37,6 +37,7 @@ class WhatapOptions(SourceOptions):
 
 class WhatapSource(SourceType):
     name = "whatap"
+    samples = "samples"
     options_schema = WhatapOptions
 
     def verify(self, request: InboundRequest) -> None:
