@@ -6,9 +6,7 @@ import re
 
 import pytest
 import testkit
-from testkit.support import admin_client
-
-from gateway.plugins import build_registry
+from testkit.support import admin_client, installed_sink_types
 
 ALERT = {"id": "evt-1", "title": "disk full", "severity": "critical"}
 
@@ -138,11 +136,6 @@ sinks:
 route:
   sinks: [itms]
 """
-
-
-def installed_sink_types() -> str:
-    """The sink types a config may name here: the installed plugins' (extra ones too) and testkit's."""
-    return ", ".join(sorted({*build_registry().sink_types, "testhttp"}))
 
 
 def test_config_reload_applies_a_valid_file_and_keeps_the_old_on_error(app, api, client, write_config):

@@ -26,7 +26,8 @@ def test_a_new_source_and_sink_install_and_pass_their_tests(tmp_path):
                                                               "gateway_kitsource", "tests"}
     pip("install", "-e", str(tmp_path / "src"), "-e", str(tmp_path / "sink"))
     try:
-        listed = subprocess.run([str(Path(sys.executable).parent / "gateway"), "plugins"], capture_output=True, text=True)
+        listed = subprocess.run([str(Path(sys.executable).parent / "gateway"), "plugins"],
+                                capture_output=True, text=True)
         tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                                 str(tmp_path / "src" / "tests"), str(tmp_path / "sink" / "tests")],
                                capture_output=True, text=True, cwd=tmp_path)

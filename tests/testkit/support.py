@@ -39,6 +39,14 @@ class OutboxDriver:
                    interval=0.01)
 
 
+def installed_sink_types() -> str:
+    """The sink types a config may name here, as an error lists them: the installed plugins'
+    (extra ones included, so the suite passes beside any plugin) and testkit's."""
+    from gateway.plugins import build_registry
+
+    return ", ".join(sorted({*build_registry().sink_types, "testhttp"}))
+
+
 def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05):
     """Poll ``predicate`` until it is truthy; fail the test with its last value otherwise."""
     deadline = time.monotonic() + timeout
