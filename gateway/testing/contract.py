@@ -388,7 +388,7 @@ def _other_type(value: Any) -> Any:
 
 def _plugin_of(source_types=(), sink_types=()):
     """A plugin registering these types, for a type tested before its distribution is installed."""
-    from types import SimpleNamespace
+    from types import ModuleType
 
     from gateway import hookimpl
 
@@ -402,5 +402,6 @@ def _plugin_of(source_types=(), sink_types=()):
         for cls in sink_types:
             register(cls)
 
-    return SimpleNamespace(__name__=f"contract_{'_'.join(c.name for c in (*source_types, *sink_types))}",
-                           register_source_types=register_source_types, register_sink_types=register_sink_types)
+    plugin = ModuleType(f"contract_{'_'.join(c.name for c in (*source_types, *sink_types))}")
+    plugin.register_source_types, plugin.register_sink_types = register_source_types, register_sink_types
+    return plugin
