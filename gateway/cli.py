@@ -1,4 +1,4 @@
-"""The ``gateway`` command: serve, worker, db, config, routes, plugins, purge."""
+"""The ``gateway`` command: serve, worker, db, config, routes, plugins, plugin new, purge."""
 from __future__ import annotations
 
 import importlib.metadata
@@ -214,6 +214,32 @@ def routes_test(settings: Settings, source_key: str, file: str | None, labels: t
 def plugins(settings: Settings):
     """Installed plugins: distribution, version and the types each registers (JSON)."""
     click.echo(json.dumps([p.as_dict() for p in _registry(settings).plugins], indent=2))
+
+
+@main.group()
+def plugin():
+    """Writing plugins."""
+
+
+@plugin.command("new")
+@click.argument("name")
+@click.option("--sink", is_flag=True, help="a sink type (default: a source type)")
+@click.option("--dir", "directory", type=click.Path(file_okay=False), default=None,
+              help="where to write it (default: ./gateway-NAME)")
+def plugin_new(name: str, sink: bool, directory: str | None):
+    """Write the distribution gateway-NAME: a source (or sink) type, README, samples and tests using the kit."""
+    from pathlib import Path
+
+    from gateway.scaffold import write_plugin
+
+    target = Path(directory or f"gateway-{name}")
+    try:
+        written = write_plugin(name, target, sink=sink)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    for path in written:
+        click.echo(f"  wrote {path}")
+    click.echo(f"next: pip install -e {target} && pytest {target / 'tests'}")
 
 
 @main.command()

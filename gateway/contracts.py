@@ -385,6 +385,9 @@ class SourceType:
     console shows them, with their values, beside an incident's fingerprint."""
 
     options_schema: ClassVar[type[Schema]] = SourceOptions
+    samples: ClassVar[Optional[str]] = None
+    """A directory of sample payloads (JSON files), relative to the module defining the class:
+    shown by ``gateway plugins``, run by the conformance kit (``gateway.testing``)."""
 
     def __init__(self, key: str, options: Mapping[str, Any]):
         self.key = key
@@ -441,6 +444,9 @@ class SinkType:
 
     name: ClassVar[str]
     options_schema: ClassVar[type[Schema]] = SinkOptions
+    samples: ClassVar[Optional[str]] = None
+    """A directory of sample alerts (``Alert`` fields) (JSON files), relative to the module defining the class:
+    shown by ``gateway plugins``, run by the conformance kit (``gateway.testing``)."""
     tracks_problems: ClassVar[bool] = False
     """Outbox sinks only: the core follows each problem's open periods for this sink (see
     docs/plugins.md, "Problem periods") and tags each delivery with its period."""

@@ -7,8 +7,10 @@ same way: through the ``gateway`` entry-point group.  Loading happens once per a
 from __future__ import annotations
 
 import importlib.metadata
+import inspect
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import ModuleType
 from typing import Iterable, Optional
 
@@ -29,6 +31,8 @@ class PluginInfo:
     source_types: list[str] = field(default_factory=list)
     sink_types: list[str] = field(default_factory=list)
     blueprints: list[str] = field(default_factory=list)
+    samples: int = 0
+    """Sample files its types ship (``SourceType.samples``, ``SinkType.samples``)."""
 
     def as_dict(self) -> dict:
         return {
@@ -37,6 +41,7 @@ class PluginInfo:
             "version": self.version,
             "source_types": self.source_types,
             "sink_types": self.sink_types,
+            "samples": self.samples,
         }
 
 
@@ -164,6 +169,14 @@ def build_registry(extra_plugins: Iterable[ModuleType | object] = (),
     return registry
 
 
+def sample_files(cls: type) -> list[Path]:
+    """The JSON files in the directory a type names in ``samples``, by name."""
+    if not cls.samples:
+        return []
+    directory = Path(inspect.getfile(cls)).parent / cls.samples
+    return sorted(directory.glob("*.json"))
+
+
 def _registrar(registry: Registry, registration: _Registration, info: PluginInfo):
     attr, kind = registration.attr, registration.kind
     table: dict = getattr(registry, attr)
@@ -183,5 +196,7 @@ def _registrar(registry: Registry, registration: _Registration, info: PluginInfo
             )
         table[name] = obj
         getattr(info, attr).append(name)
+        if registration.classes:
+            info.samples += len(sample_files(obj))
 
     return register

@@ -6,6 +6,7 @@ from datetime import timedelta
 import pytest
 import testkit
 from click.testing import CliRunner
+from testkit.support import installed_sink_types
 from sqlalchemy import create_engine, func, inspect, select, update
 
 from gateway.cli import main
@@ -57,7 +58,7 @@ def test_an_invalid_file_prints_every_problem_with_its_line(install_testkit, wri
     assert result.stdout == ""
     assert result.stderr.splitlines() == [
         f"{path}: FAILED",
-        f"{path}:9: sinks[1].type: unknown sink type 'nope' (registered: itms, spaceone, testhttp)",
+        f"{path}:9: sinks[1].type: unknown sink type 'nope' (registered: {installed_sink_types()})",
         f"{path}:15: route.routes[0].sinks[1]: undefined sink 'pager' (defined: itms, web)",
     ]
 

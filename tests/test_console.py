@@ -259,7 +259,8 @@ sinks:
   - {name: itms, type: itms}
 route: {sinks: [itms]}
 """)
-    payload = json.loads((Path(__file__).parents[1] / "plugins/whatap/tests/payloads/critical.json").read_text())
+    sample = Path(__file__).parents[1] / "plugins/whatap/gateway_whatap/samples/critical.json"
+    payload = json.loads(sample.read_text())
     assert whatap_app.test_client().post("/hooks/whatap/wt/", json=payload).status_code == 202
     browser = sign_in(whatap_app, whatap_app.extensions["gateway"].engine, "kim", "viewer")
     page = browser.get("/incidents/1").text

@@ -23,7 +23,7 @@ CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
 SHOTS = Path(__file__).parent / "screenshots"
-WHATAP = json.loads((Path(__file__).parents[1] / "plugins/whatap/tests/payloads/critical.json").read_text())
+WHATAP = json.loads((Path(__file__).parents[1] / "plugins/whatap/gateway_whatap/samples/critical.json").read_text())
 
 
 @pytest.fixture(scope="session")

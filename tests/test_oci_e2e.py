@@ -22,7 +22,7 @@ from sqlalchemy import select
 
 from gateway.store.models import AlertRow
 
-PAYLOADS = Path(__file__).resolve().parents[1] / "plugins" / "oci" / "tests" / "payloads"
+PAYLOADS = Path(__file__).resolve().parents[1] / "plugins" / "oci" / "gateway_oci" / "samples"
 HOOK = "/hooks/oci/oci-seoul/"
 SUBSCRIPTION = "ocid1.onssubscription.oc1.ap-seoul-1.aaaaaaaaxmj7ucqzd6vsb6lgmxr3ofkmv5t3ed4wx2nnqhcbfz5ngfo2ji4q"
 TOPIC = "ocid1.onstopic.oc1.ap-seoul-1.aaaaaaaa7rq6n2d6yfbmxoxiqlk5cvh4yjhmj6pqzq7t3c3gcxnd3kqwbxaq"

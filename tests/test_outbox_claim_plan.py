@@ -14,9 +14,9 @@ import json
 import pytest
 from sqlalchemy import text
 
-from conftest import migrated_schema
 from gateway.pipeline.outbox import Dispatcher
 from gateway.store.db import make_engine
+from gateway.testing import migrated_schema
 
 ROWS, PENDING_FROM = 100_000, 96_001
 

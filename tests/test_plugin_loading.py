@@ -93,7 +93,7 @@ def test_cli_and_health_list_the_same_plugins(client):
     assert bundled({p["name"]: p["version"] for p in printed}) == dict.fromkeys(BUNDLED, "0.1.0")
     health = client.get("/health").json["plugins"]
     testkit_entry = {"name": "testkit", "distribution": "(registered in process)", "version": "",
-                     "source_types": ["testsrc"], "sink_types": ["testhttp"]}
+                     "source_types": ["testsrc"], "sink_types": ["testhttp"], "samples": 0}
     assert health == printed + [testkit_entry]
 
 

@@ -16,9 +16,9 @@ import pytest
 from testkit.support import OutboxDriver, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
-WHATAP = json.loads((ROOT / "plugins/whatap/tests/payloads/critical.json").read_text())
-WHATAP_RECOVERED = json.loads((ROOT / "plugins/whatap/tests/payloads/recovered_message.json").read_text())
-OCI_FIRING = json.loads((ROOT / "plugins/oci/tests/payloads/ok_to_firing.json").read_text())
+WHATAP = json.loads((ROOT / "plugins/whatap/gateway_whatap/samples/critical.json").read_text())
+WHATAP_RECOVERED = json.loads((ROOT / "plugins/whatap/gateway_whatap/samples/recovered_message.json").read_text())
+OCI_FIRING = json.loads((ROOT / "plugins/oci/gateway_oci/samples/ok_to_firing.json").read_text())
 ACCESS_KEY = "AbCdEf0123456789"
 PATH = f"/monitoring/v1/webhook/wh-1/{ACCESS_KEY}/events"
 WORKER = "e2e-worker"

@@ -398,7 +398,7 @@ def test_basic_password_is_accepted_as_the_token(client, incidents):
 def test_published_format_without_uuid_opens_an_incident_and_a_redelivery_is_a_duplicate(post, incidents, api):
     """WhaTap's published body (no uuid), read from the plugin's payload file."""
     from pathlib import Path
-    published = json.loads((Path(__file__).resolve().parents[1] / "plugins/whatap/tests/payloads/published.json")
+    published = json.loads((Path(__file__).resolve().parents[1] / "plugins/whatap/gateway_whatap/samples/published.json")
                            .read_text())
     first = post(published)
     assert first.status_code == 202, first.json

@@ -26,7 +26,7 @@ def _name(directory: Path) -> str:
 
 
 DISTRIBUTIONS = (_name(ROOT), *(_name(ROOT / d) for d in PLUGIN_DIRS))
-PAYLOAD = json.loads((ROOT / "plugins" / "whatap" / "tests" / "payloads" / "critical.json").read_text())
+PAYLOAD = json.loads((ROOT / "plugins" / "whatap" / "gateway_whatap" / "samples" / "critical.json").read_text())
 
 
 def version() -> str:

@@ -7,15 +7,7 @@ from contextlib import contextmanager
 
 import requests
 
-ADMIN_TOKEN = "test-admin-token"
-"""What ``make_app`` sets as GATEWAY_ADMIN_TOKEN."""
-
-
-def admin_client(app):
-    """A test client whose requests carry the admin bearer token."""
-    client = app.test_client()
-    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {ADMIN_TOKEN}"
-    return client
+from gateway.testing import ADMIN_TOKEN, admin_client  # noqa: F401  (the kit's, imported from here by tests)
 
 
 class OutboxDriver:
@@ -45,6 +37,14 @@ class OutboxDriver:
         """run_once until ``done()`` holds; rows being retried become due after their backoff."""
         wait_until(lambda: self.dispatcher.run_once(sink, worker or self.worker) >= 0 and done(), timeout,
                    interval=0.01)
+
+
+def installed_sink_types() -> str:
+    """The sink types a config may name here, as an error lists them: the installed plugins'
+    (extra ones included, so the suite passes beside any plugin) and testkit's."""
+    from gateway.plugins import build_registry
+
+    return ", ".join(sorted({*build_registry().sink_types, "testhttp"}))
 
 
 def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05):

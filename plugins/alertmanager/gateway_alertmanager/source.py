@@ -40,6 +40,7 @@ class AlertmanagerOptions(SourceOptions):
 
 class AlertmanagerSource(SourceType):
     name = "alertmanager"
+    samples = "samples"
     options_schema = AlertmanagerOptions
 
     def verify(self, request: InboundRequest) -> None:

@@ -9,7 +9,7 @@ import pytest
 from gateway import Headers, InboundRequest, Rejected
 from gateway_alertmanager import AlertmanagerSource
 
-PAYLOADS = Path(__file__).parent / "payloads"
+PAYLOADS = Path(__file__).parents[1] / "gateway_alertmanager" / "samples"
 
 
 def group(**changes) -> dict:

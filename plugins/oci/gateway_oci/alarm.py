@@ -66,7 +66,7 @@ def unwrap(payload: Any) -> tuple[dict, dict]:
 
 def _known_type(alarm: dict) -> dict:
     raw_type = alarm.get("type")
-    if raw_type is None or raw_type in STATUS_BY_TYPE or raw_type in STATELESS_TYPES:
+    if raw_type is None or isinstance(raw_type, str) and (raw_type in STATUS_BY_TYPE or raw_type in STATELESS_TYPES):
         return alarm
     raise Rejected(400, "unknown_message_type",
                    f"unknown message type {_text(raw_type)[:100]!r}: expected Notification, "

@@ -21,6 +21,7 @@ class OciSource(SourceType):
     name = "oci"
     display_name = "Oracle Cloud (OCI)"
     fingerprint_fields = ("dedupe_key", "alarm_id")
+    samples = "samples"
     options_schema = OciOptions
 
     def __init__(self, key: str, options: Mapping[str, Any]):

@@ -22,13 +22,13 @@ from gateway import Headers, InboundRequest
 from gateway_oci import OciSource
 from gateway_oci.options import OciOptions
 
-PAYLOADS = Path(__file__).parent / "payloads"
+PAYLOADS = Path(__file__).parents[1] / "gateway_oci" / "samples"
 RECEIVED_AT = dt.datetime(2025, 10, 27, 11, 4, 5, tzinfo=dt.timezone.utc)
 
 
 @pytest.fixture
 def load_payload():
-    """A payload file from tests/payloads, decoded."""
+    """A sample payload (gateway_oci/samples), decoded."""
     return lambda name: json.loads((PAYLOADS / name).read_text())
 
 

@@ -198,6 +198,7 @@ class SpaceoneSink(SinkType):
     """Outbox sink: one POST per delivery; the core retries on ``RetryableError``."""
 
     name = "spaceone"
+    samples = "samples"
     options_schema = SpaceoneOptions
     tracks_problems = True
 

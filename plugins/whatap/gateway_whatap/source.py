@@ -39,6 +39,7 @@ class WhatapSource(SourceType):
     name = "whatap"
     display_name = "WhaTap (와탭)"
     fingerprint_fields = ("pcode", "oid", "metric_name", "title")
+    samples = "samples"
     options_schema = WhatapOptions
 
     def verify(self, request: InboundRequest) -> None:

@@ -13,7 +13,7 @@ from gateway import Alert, Headers, InboundRequest, Rejected, Resource, SourceOp
 from gateway.plugins import build_registry
 from gateway_whatap import WhatapSource
 
-PAYLOADS = Path(__file__).parent / "payloads"
+PAYLOADS = Path(__file__).parents[1] / "gateway_whatap" / "samples"
 RECEIVED_AT = datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 TOKEN = "s3:cr3t-와탭"  # a colon, so Basic must split user:password at the first one
 
