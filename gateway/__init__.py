@@ -32,6 +32,6 @@ from gateway.hookspecs import hookimpl
 __all__ = [
     "ALERT_STATUSES", "DELIVERY_DEADLINE_SECONDS", "DELIVERY_LEASE_SECONDS", "SEVERITIES", "Alert", "Deadline",
     "Delivery", "DeliveryError", "Duration", "Headers", "InboundRequest", "InlineSinkType", "Link", "PermanentError",
-    "PluginError", "Refused", "Rejected", "Reply", "Resource", "RetryableError", "SinkOptions", "SinkType", "SourceOptions",
-    "SourceType", "Transaction", "hookimpl", "whole_group",
+    "PluginError", "Refused", "Rejected", "Reply", "Resource", "RetryableError", "SinkOptions", "SinkType",
+    "SourceOptions", "SourceType", "Transaction", "hookimpl", "whole_group",
 ]

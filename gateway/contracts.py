@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Mapping, Optional
+from urllib.parse import urlsplit
 
 from marshmallow import Schema, fields, validate
 
@@ -142,6 +143,15 @@ class Link:
     title: str
     url: str
 
+    @staticmethod
+    def allowed(url: Any) -> bool:
+        """Whether ``url`` may be a link: absolute http(s) only, since people open it (never ``javascript:``)."""
+        try:
+            parts = urlsplit(url) if isinstance(url, str) else None
+        except ValueError:
+            return False
+        return parts is not None and parts.scheme in ("http", "https") and bool(parts.netloc)
+
 
 @dataclass
 class Alert:
@@ -194,7 +204,8 @@ class Refused:
 
     def describe(self) -> str:
         """``message``, or one made from ``fields``."""
-        return self.message or "alert refused: " + ", ".join(f"{name} ({problem})" for name, problem in self.fields.items())
+        problems = ", ".join(f"{name} ({problem})" for name, problem in self.fields.items())
+        return self.message or f"alert refused: {problems}"
 
 
 @dataclass(frozen=True)

@@ -107,7 +107,8 @@ def exposition(outbox: OutboxCollector) -> bytes:
         multiprocess.MultiProcessCollector(registry)
     else:
         for collector in (WEBHOOKS_RECEIVED, WEBHOOKS_ACCEPTED, WEBHOOKS_REJECTED, ALERTS_REFUSED, HTTP_REJECTED,
-                          INGEST_SECONDS, DELIVERY_ATTEMPTS, REFRESH_ATTEMPTS, SINK_ERRORS, CONFIG_RELOAD_OK, CONFIG_RELOAD_TIME):
+                          INGEST_SECONDS, DELIVERY_ATTEMPTS, REFRESH_ATTEMPTS, SINK_ERRORS, CONFIG_RELOAD_OK,
+                          CONFIG_RELOAD_TIME):
             registry.register(collector)
     registry.register(outbox)
     return generate_latest(registry)

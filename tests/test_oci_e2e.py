@@ -300,7 +300,8 @@ def test_unknown_message_type_is_an_event_but_changes_no_incident(oci, api):
 
     response = oci.post("rule_change.json", message_id="msg-2")
 
-    assert (response.status_code, response.json) == (202, {"status": "accepted", "alerts": [], "refused": [], "duplicates": []})
+    assert (response.status_code, response.json) == (
+        202, {"status": "accepted", "alerts": [], "refused": [], "duplicates": []})
     events = api.get("/api/events", query_string={"source": "oci-seoul"}).json
     assert events["total"] == 2
     assert events["items"][0]["alert_count"] == 0

@@ -13,7 +13,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterator, Mapping, Optional, TypeVar
-from urllib.parse import urlsplit
 
 from sqlalchemy import Connection, bindparam, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -101,7 +100,7 @@ def _receive(runtime: Runtime, source: Optional[ActiveSource], source_type: str,
         return Outcome(reply.status, reply.body, reply.headers)
 
     with _plugin_guard(source):
-        items = source.plugin.parse(request)
+        items = list(source.plugin.parse(request))
     alerts, refused = _sort_out(source, items, request.received_at)
     for _, refusal in refused:
         metrics.ALERTS_REFUSED.labels(source.name, refusal.code).inc()
@@ -135,12 +134,17 @@ def _receive(runtime: Runtime, source: Optional[ActiveSource], source_type: str,
 def _sort_out(source: ActiveSource, items: list, received_at: datetime
               ) -> tuple[list[tuple[int, Alert]], list[tuple[int, Refused]]]:
     """What ``parse`` returned, as (position, completed alert) and (position, refusal): an item the
-    plugin refused, one the core's checks refuse, and one the plugin fails on are refused alone."""
+    plugin refused, one the core's checks refuse, and one the plugin fails on are refused alone.
+
+    In a batch, the fields the core's checks name get the alert's position (``[1].severity``);
+    a plugin names its fields by where they are in the payload (``alerts[1].labels``)."""
     alerts, refused = [], []
     for index, item in enumerate(items):
         if isinstance(item, Alert):
             try:
                 item = _complete(source, item, received_at)
+                if isinstance(item, Refused) and len(items) > 1:
+                    item = Refused({f"[{index}].{name}": problem for name, problem in item.fields.items()})
             except Exception as exc:  # the plugin's fingerprint or group failed on this alert
                 log.exception("source plugin %s failed on an alert to %s", source.type, source.key)
                 item = Refused({}, "unprocessable_alert",
@@ -158,13 +162,13 @@ def _refused_json(index: int, refusal: Refused) -> dict:
 
 def _refusal(refused: list[tuple[int, Refused]], count: int) -> Rejected:
     """The 422 of a request whose every alert was refused: a single alert's own refusal, or one
-    naming each alert's fields prefixed with its position (``[1].labels``)."""
+    naming every bad field of them all."""
     if count == 1:
         refusal = refused[0][1]
         if refusal.code == "invalid_alert" and not refusal.message:
             return Rejected.invalid(refusal.fields)
         return Rejected(422, refusal.code, refusal.describe(), fields=refusal.fields)
-    fields = {f"[{index}].{name}": problem for index, refusal in refused for name, problem in refusal.fields.items()}
+    fields = {name: problem for _, refusal in refused for name, problem in refusal.fields.items()}
     message = "; ".join(f"[{index}] {refusal.describe()}" for index, refusal in refused)
     return Rejected(422, "invalid_payload", f"no alert in this request could be accepted: {message}", fields=fields)
 
@@ -251,18 +255,9 @@ def _faults(alert: Alert) -> dict[str, str]:
         faults["links"] = "must be a list of Link"
     else:
         for position, link in enumerate(alert.links):
-            if not (isinstance(link, Link) and isinstance(link.url, str) and _is_web_url(link.url)):
+            if not (isinstance(link, Link) and Link.allowed(link.url)):
                 faults[f"links[{position}]"] = "must be a Link whose url is an absolute http(s) URL"
     return faults
-
-
-def _is_web_url(url: str) -> bool:
-    """Absolute http(s) only: a link is shown to people, and ``javascript:`` must never be one."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return False
-    return parts.scheme in ("http", "https") and bool(parts.netloc)
 
 
 MAX_CLOCK_SKEW = timedelta(minutes=5)

@@ -133,7 +133,7 @@ def to_alerts(payload: Any, *, received_at: datetime) -> list[Alert | Refused]:
                 ),
                 occurred_at=_occurred_at(alarm, envelope, received_at),
                 labels={name: value for name, value in labels.items() if value},
-                links=[Link("OCI alarm", alarm_url)] if alarm_url.startswith("https://") else [],
+                links=[Link("OCI alarm", alarm_url)] if Link.allowed(alarm_url) else [],
             ))
     return alerts
 
