@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import uuid
 from pathlib import Path
 
 import pytest
@@ -212,16 +213,17 @@ def at_0005(database_url, tmp_path):
         upgrade(url, "0005")
         yield url
         return
+    schema = f"gw_0005_{uuid.uuid4().hex[:12]}"  # parallel runs share the PostgreSQL database
     engine = create_engine(database_url)
     with engine.begin() as conn:
-        conn.execute(text('CREATE SCHEMA "gw_0005"'))
-    url = f"{database_url.partition('?')[0]}?options=-csearch_path%3Dgw_0005"
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    url = f"{database_url.partition('?')[0]}?options=-csearch_path%3D{schema}"
     try:
         upgrade(url, "0005")
         yield url
     finally:
         with engine.begin() as conn:
-            conn.execute(text('DROP SCHEMA "gw_0005" CASCADE'))
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         engine.dispose()
 
 
