@@ -145,7 +145,7 @@ def _sort_out(source: ActiveSource, items: list, received_at: datetime
                 item = _complete(source, item, received_at)
                 if isinstance(item, Refused) and len(items) > 1:
                     item = Refused({f"[{index}].{name}": problem for name, problem in item.fields.items()})
-            except Exception as exc:  # the plugin's fingerprint or group failed on this alert
+            except Exception as exc:  # fingerprint or group raised, or a field of the alert is not what it should be
                 log.exception("source plugin %s failed on an alert to %s", source.type, source.key)
                 item = Refused({}, "unprocessable_alert",
                                f"the {source.type} plugin could not process this alert ({exc.__class__.__name__})")
