@@ -11,8 +11,10 @@ from gateway.contracts import (
     Headers,
     InboundRequest,
     InlineSinkType,
+    Link,
     PermanentError,
     PluginError,
+    Refused,
     Rejected,
     Reply,
     Resource,
@@ -29,7 +31,7 @@ from gateway.hookspecs import hookimpl
 
 __all__ = [
     "ALERT_STATUSES", "DELIVERY_DEADLINE_SECONDS", "DELIVERY_LEASE_SECONDS", "SEVERITIES", "Alert", "Deadline",
-    "Delivery", "DeliveryError", "Duration", "Headers", "InboundRequest", "InlineSinkType", "PermanentError",
-    "PluginError", "Rejected", "Reply", "Resource", "RetryableError", "SinkOptions", "SinkType", "SourceOptions",
-    "SourceType", "Transaction", "hookimpl", "whole_group",
+    "Delivery", "DeliveryError", "Duration", "Headers", "InboundRequest", "InlineSinkType", "Link", "PermanentError",
+    "PluginError", "Refused", "Rejected", "Reply", "Resource", "RetryableError", "SinkOptions", "SinkType",
+    "SourceOptions", "SourceType", "Transaction", "hookimpl", "whole_group",
 ]

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Mapping, Optional
+from urllib.parse import urlsplit
 
 from marshmallow import Schema, fields, validate
 
@@ -134,11 +135,32 @@ class Resource:
     type: str = ""
 
 
+@dataclass(frozen=True)
+class Link:
+    """A vendor page about an alert (the alarm in the vendor's console, a graph, a runbook):
+    shown by the API and forwarded by sinks; ``url`` must be absolute http(s)."""
+
+    title: str
+    url: str
+
+    @staticmethod
+    def allowed(url: Any) -> bool:
+        """Whether ``url`` may be a link: absolute http(s) only, since people open it (never ``javascript:``)."""
+        try:
+            parts = urlsplit(url) if isinstance(url, str) else None
+        except ValueError:
+            return False
+        return parts is not None and parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
 @dataclass
 class Alert:
     """A normalized alert: what every source produces and every sink consumes.
 
-    Plugins fill the vendor-derived fields.  The core fills ``source_key``,
+    Plugins fill the vendor-derived fields.  ``labels`` say what the alert is (fingerprints
+    and groups are built from them); ``annotations`` and ``links`` only tell people more
+    about it (a summary, a runbook, the vendor's own alert id): they are stored, shown and
+    forwarded, but nothing is decided on them.  The core fills ``source_key``,
     ``source_type``, ``fingerprint`` (namespaced by source), ``received_at`` (when the
     webhook carrying it arrived), ``raw_request_id`` and ``id`` when it loads a stored
     alert for delivery (inline sinks see them unset).  ``origin`` says where the alert
@@ -154,6 +176,8 @@ class Alert:
     resource: Resource = field(default_factory=Resource)
     occurred_at: Optional[datetime] = None
     labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    links: list[Link] = field(default_factory=list)
     external_id: Optional[str] = None
     source_key: str = ""
     source_type: str = ""
@@ -165,6 +189,23 @@ class Alert:
 
     def replace(self, **changes: Any) -> "Alert":
         return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Refused:
+    """What ``parse`` returns in place of an alert it cannot make, so that the other alerts of the
+    request are still stored: the answer lists it under ``refused`` with its position in the list
+    ``parse`` returned.  ``fields`` names each bad field of that alert, as ``Rejected.invalid`` does.
+    """
+
+    fields: Mapping[str, str]
+    code: str = "invalid_alert"
+    message: str = ""
+
+    def describe(self) -> str:
+        """``message``, or one made from ``fields``."""
+        problems = ", ".join(f"{name} ({problem})" for name, problem in self.fields.items())
+        return self.message or f"alert refused: {problems}"
 
 
 @dataclass(frozen=True)
@@ -400,8 +441,9 @@ class SourceType:
         """Answer a protocol message (a subscription confirmation); ``None`` if it carries alerts."""
         return None
 
-    def parse(self, request: InboundRequest) -> list[Alert]:
-        """Turn the request into alerts; raise ``Rejected.invalid`` naming each bad field."""
+    def parse(self, request: InboundRequest) -> list[Alert | Refused]:
+        """Turn the request into alerts, one item per vendor alert: a ``Refused`` for one that is
+        malformed (the others are kept); raise ``Rejected.invalid`` when the request as a whole is."""
         raise NotImplementedError
 
     def fingerprint(self, alert: Alert) -> str:
@@ -421,8 +463,8 @@ class SourceType:
     def delivery_id(self, request: InboundRequest) -> Optional[str]:
         """The vendor's id for this delivery, if it has one; redeliveries of it have one effect.
 
-        ``None`` (the default) keys idempotency on the alerts' ``external_id`` instead; a
-        request that yields no alert is then stored again when redelivered.
+        ``None`` (the default) leaves idempotency to each alert's ``external_id``; a request
+        that yields no alert is then stored again when redelivered.
         """
         return None
 

@@ -20,6 +20,9 @@ from sqlalchemy.exc import SQLAlchemyError
 WEBHOOKS_RECEIVED = Counter("gateway_webhooks_received_total", "Webhook requests received", ["source"])
 WEBHOOKS_ACCEPTED = Counter("gateway_webhooks_accepted_total", "Webhook requests stored (2xx)", ["source", "outcome"])
 WEBHOOKS_REJECTED = Counter("gateway_webhooks_rejected_total", "Webhook requests refused", ["source", "reason"])
+ALERTS_REFUSED = Counter("gateway_alerts_refused_total",
+                         "Alerts of a webhook refused on their own (the request's other alerts were kept)",
+                         ["source", "reason"])
 HTTP_REJECTED = Counter("gateway_http_rejected_total",
                         "Requests the HTTP front refused before the application saw them", ["reason"])
 INGEST_SECONDS = Histogram(
@@ -103,8 +106,9 @@ def exposition(outbox: OutboxCollector) -> bytes:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         multiprocess.MultiProcessCollector(registry)
     else:
-        for collector in (WEBHOOKS_RECEIVED, WEBHOOKS_ACCEPTED, WEBHOOKS_REJECTED, HTTP_REJECTED, INGEST_SECONDS,
-                          DELIVERY_ATTEMPTS, REFRESH_ATTEMPTS, SINK_ERRORS, CONFIG_RELOAD_OK, CONFIG_RELOAD_TIME):
+        for collector in (WEBHOOKS_RECEIVED, WEBHOOKS_ACCEPTED, WEBHOOKS_REJECTED, ALERTS_REFUSED, HTTP_REJECTED,
+                          INGEST_SECONDS, DELIVERY_ATTEMPTS, REFRESH_ATTEMPTS, SINK_ERRORS, CONFIG_RELOAD_OK,
+                          CONFIG_RELOAD_TIME):
             registry.register(collector)
     registry.register(outbox)
     return generate_latest(registry)

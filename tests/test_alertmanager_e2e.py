@@ -131,10 +131,22 @@ def test_alertmanager_groups_open_dedupe_and_resolve_incidents(start_alertmanage
     wait_until(lambda: notifications(alertmanager) >= sent + 2, 15)
     assert {name: i["event_count"] for name, i in incidents(api).items()} == {"db-1": 1, "db-2": 1}
 
-    # The group grows: its next notification carries all three, and only db-3 opens an incident.
+    # The group grows: its next notification carries all three, and only db-3 is stored: it opens an
+    # incident, while db-1 and db-2, already stored, are not counted again (idempotency per alert).
     push(alertmanager, "db-3")
     grown = wait_until(lambda: len(incidents(api)) == 3 and incidents(api))
     assert len({i["fingerprint"] for i in grown.values()}) == 3
+    sent = notifications(alertmanager)
+    wait_until(lambda: notifications(alertmanager) >= sent + 2, 15)
+    assert {name: i["event_count"] for name, i in incidents(api).items()} == {"db-1": 1, "db-2": 1, "db-3": 1}
+
+    # Alertmanager's fingerprint and generatorURL are metadata of the alert, not labels.
+    [entry] = api.get(f"/api/incidents/{grown['db-3']['id']}").json["timeline"]
+    alert = api.get(f"/api/alerts/{entry['alert_id']}").json
+    assert alert["links"] == [{"title": "Prometheus", "url": "http://prometheus.example/graph"}]
+    assert alert["annotations"]["summary"] == "disk full on db-3"
+    assert len(alert["annotations"]["alertmanager.fingerprint"]) == 16
+    assert set(alert["labels"]) == {"alertname", "instance", "job", "severity"}
 
     push(alertmanager, "db-1", "db-2", "db-3", ended=True)
     resolved = wait_until(lambda: {i["status"] for i in incidents(api).values()} == {"resolved"} and incidents(api))

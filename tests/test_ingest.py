@@ -138,7 +138,7 @@ def test_accepted_request_is_stored_exactly_with_secrets_redacted(gw, engine):
     with engine.connect() as conn:
         alert = conn.execute(select(AlertRow.__table__)).one()
         raw = conn.execute(select(RawRequest.__table__)).one()
-    assert response.json == {"status": "accepted", "alerts": [alert.id]}
+    assert response.json == {"status": "accepted", "alerts": [alert.id], "refused": [], "duplicates": []}
     assert (alert.raw_request_id, alert.external_id, alert.title, alert.severity) == (
         raw.id, "evt-7", "디스크 가득 참", "error")
     assert (raw.body, raw.content_type, raw.remote_addr, raw.external_id, raw.method, raw.path) == (

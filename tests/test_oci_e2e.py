@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 from sqlalchemy import select
 
-from gateway.store.models import AlertRow
+from gateway.store.models import AlertRow, RawRequest
 
 PAYLOADS = Path(__file__).resolve().parents[1] / "plugins" / "oci" / "gateway_oci" / "samples"
 HOOK = "/hooks/oci/oci-seoul/"
@@ -63,9 +63,11 @@ class Oci:
         return self.http.post(HOOK, data=body, headers=sent, content_type="application/json")
 
     def alert_rows(self):
-        """Every stored alert, oldest first (the API has no alert listing)."""
+        """Every stored alert, oldest first, with its request's ``message_id`` (the API has no alert listing)."""
         with self.app.extensions["gateway"].engine.connect() as conn:
-            return conn.execute(select(AlertRow.__table__).order_by(AlertRow.id)).all()
+            return conn.execute(select(AlertRow.__table__, RawRequest.external_id.label("message_id"))
+                                .join(RawRequest, RawRequest.id == AlertRow.raw_request_id)
+                                .order_by(AlertRow.id)).all()
 
 
 @pytest.fixture
@@ -242,7 +244,7 @@ def test_one_alarm_lifecycle_is_one_incident_that_ends_resolved(oci, api, sequen
         ("created", None, None), ("webhook_received", None, None), ("status_changed", "triggered", "resolved")]
 
     rows = oci.alert_rows()
-    assert [(r.external_id, r.status, r.labels["oci_type"]) for r in rows] == [
+    assert [(r.message_id, r.status, r.labels["oci_type"]) for r in rows] == [
         (f"msg-{n}", status, name.removesuffix(".json").upper())
         for n, (name, status) in enumerate(zip(sequence, ["firing", "firing", "resolved", "resolved"]), 1)]
     # A RESET after the recovery changes no state; it is counted on the incident it follows, whose problem
@@ -257,7 +259,7 @@ def test_envelope_and_raw_body_of_one_alarm_join_one_incident(oci, api):
 
     assert the_incident(api)["event_count"] == 2
     rows = oci.alert_rows()
-    assert [r.external_id for r in rows] == [ENVELOPE_MESSAGE_ID, "msg-raw"]
+    assert [r.message_id for r in rows] == [ENVELOPE_MESSAGE_ID, "msg-raw"]
     assert rows[0].fingerprint == rows[1].fingerprint
     assert rows[0].labels == rows[1].labels
 
@@ -298,7 +300,8 @@ def test_unknown_message_type_is_an_event_but_changes_no_incident(oci, api):
 
     response = oci.post("rule_change.json", message_id="msg-2")
 
-    assert (response.status_code, response.json) == (202, {"status": "accepted", "alerts": []})
+    assert (response.status_code, response.json) == (
+        202, {"status": "accepted", "alerts": [], "refused": [], "duplicates": []})
     events = api.get("/api/events", query_string={"source": "oci-seoul"}).json
     assert events["total"] == 2
     assert events["items"][0]["alert_count"] == 0

@@ -115,7 +115,7 @@ def test_oci_alarm_arrives_as_an_exact_event(gateway, receiver):
                      "resource_type": "oci_computeagent"},
         "rule": meta["query"], "occurred_at": "2025-10-27T11:04:00.123000+00:00", "provider": "oracle_cloud",
         "additional_info": {
-            "namespace": "oci_computeagent", "query": meta["query"], "alarm_url": meta["alarmUrl"],
+            "OCI alarm": meta["alarmUrl"], "namespace": "oci_computeagent", "query": meta["query"],
             "region": "ap-seoul-1", "alarm_id": meta["id"], "alarm_status": "FIRING", "oci_type": "OK_TO_FIRING",
             "dedupe_key": OCI_FIRING["dedupeKey"], f"metric.{expression}": value,
                 "notification_type": OCI_FIRING["notificationType"],

@@ -64,7 +64,8 @@ def incident_json(row) -> dict:
 def entry_json(row: service.TimelineItem) -> dict:
     """A comment's text is its ``body``, as it was posted; other kinds carry an optional ``note``.
 
-    A repeat listed from its alert has no entry ``id`` but an ``alert_id``.
+    A repeat listed from its alert has no entry ``id`` but an ``alert_id``.  A line telling of
+    a webhook alert carries that alert's ``annotations`` and ``links`` (null on other lines).
     """
     comment = row.kind == "commented"
     return {
@@ -72,6 +73,7 @@ def entry_json(row: service.TimelineItem) -> dict:
         "from_status": row.from_status, "to_status": row.to_status,
         "note": None if comment else row.note, "body": row.note if comment else None,
         "raw_url": f"/api/events/{row.raw_request_id}/raw" if row.raw_request_id else None,
+        "annotations": row.annotations, "links": row.links,
     }
 
 

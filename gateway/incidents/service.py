@@ -258,8 +258,9 @@ def add_comment(conn: Connection, incident_id: int, actor: str, body: str) -> "T
 class TimelineItem(NamedTuple):
     """One line of an incident's history.
 
-    ``id`` is the stored entry's (None for a listed repeat); ``alert_id`` and
-    ``raw_request_id`` are those of the webhook alert the line tells of, if any.
+    ``id`` is the stored entry's (None for a listed repeat); ``alert_id``,
+    ``raw_request_id``, ``annotations`` and ``links`` are those of the webhook alert the line
+    tells of, if any.
     """
 
     id: Optional[int]
@@ -271,6 +272,8 @@ class TimelineItem(NamedTuple):
     to_status: Optional[str] = None
     note: Optional[str] = None
     raw_request_id: Optional[int] = None
+    annotations: Optional[dict] = None
+    links: Optional[list] = None
 
 
 def _stored_item(row: Any) -> TimelineItem:
@@ -293,16 +296,19 @@ def timeline(conn: Connection, incident_id: int) -> list[TimelineItem]:
             unpaired[item.at].append(index)
     listed = []
     for row in conn.execute(
-        select(alerts.c.id, alerts.c.received_at, alerts.c.source_key, alerts.c.raw_request_id)
+        select(alerts.c.id, alerts.c.received_at, alerts.c.source_key, alerts.c.raw_request_id,
+               alerts.c.annotations, alerts.c.links)
         .where(alerts.c.incident_id == incident_id, alerts.c.origin == "webhook")
         .order_by(alerts.c.id)
     ):
         waiting = unpaired.get(row.received_at)
         if waiting:
             index = waiting.popleft()
-            stored[index] = stored[index]._replace(alert_id=row.id, raw_request_id=row.raw_request_id)
+            stored[index] = stored[index]._replace(alert_id=row.id, raw_request_id=row.raw_request_id,
+                                                   annotations=row.annotations or {}, links=row.links or [])
         else:
             listed.append(TimelineItem(None, row.id, "webhook_received", row.received_at,
-                                       f"{SOURCE_ACTOR}{row.source_key}", raw_request_id=row.raw_request_id))
+                                       f"{SOURCE_ACTOR}{row.source_key}", raw_request_id=row.raw_request_id,
+                                       annotations=row.annotations or {}, links=row.links or []))
     # Stable: at one instant, what a webhook changed comes before the repeats that arrived with it.
     return sorted(stored + listed, key=lambda item: item.at)

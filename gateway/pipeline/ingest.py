@@ -21,8 +21,8 @@ from sqlalchemy.exc import DataError, SQLAlchemyError
 from gateway import metrics
 from gateway.bodies import MAY_HOLD_UNSTORABLE, clean_text, cleaned, parse_json
 from gateway.contracts import (
-    ALERT_STATUSES, SEVERITIES, Alert, ApiError, Headers, InboundRequest, InlineSinkType, Rejected, Reply, Resource,
-    SinkType, Transaction, namespaced_fingerprint,
+    ALERT_STATUSES, SEVERITIES, Alert, ApiError, Headers, InboundRequest, InlineSinkType, Link, Refused, Rejected,
+    Reply, Resource, SinkType, Transaction, namespaced_fingerprint,
 )
 from gateway.pipeline import problems
 from gateway.pipeline.runtime import ActiveSource, Runtime, Snapshot
@@ -113,24 +113,88 @@ def _receive(runtime: Runtime, source: Optional[ActiveSource], source_type: str,
         return Outcome(reply.status, reply.body, reply.headers)
 
     with _plugin_guard(source):
-        alerts = [_complete(source, alert, request.received_at) for alert in source.plugin.parse(request)]
-        routed = [_route(snapshot, alert, source.reopen_window) for alert in alerts]
-    external_ids = [alert.external_id for alert in alerts]
+        items = list(source.plugin.parse(request))
+    alerts, refused = _sort_out(source, items, request.received_at)
+    for _, refusal in refused:
+        metrics.ALERTS_REFUSED.labels(source.name, refusal.code).inc()
+    if refused and not alerts:
+        raise _refusal(refused, len(items))
+    with _plugin_guard(source):
+        routed = [_route(snapshot, alert, source.reopen_window) for _, alert in alerts]
+    external_ids = [alert.external_id for _, alert in alerts]
     if raw["external_id"] is None and external_ids and all(external_ids):
         raw["external_id"] = _storable_id("|".join(external_ids))
-    raw["alert_count"] = len(alerts)
+    repeated = _repeated_in_request(external_ids)
+    refused_json = [_refused_json(index, refusal) for index, refusal in refused]
+    look = False
     while True:
         try:
             with _storing(source, "nothing was stored"):
-                ids = in_transaction(runtime, lambda tx: _store(tx, raw, routed))
+                ids = in_transaction(runtime, lambda tx: _store(tx, raw, routed, repeated, look))
             break
         except Duplicate:
-            return Outcome(200, {"status": "duplicate"})
+            return Outcome(200, {"status": "duplicate", **({"refused": refused_json} if refused else {})})
+        except AlertsSeen:  # rolled back: store it again, leaving out what is stored already
+            look = True
         except InlineSinkFailed as failed:  # rolled back: store it again without that sink for that alert
             alert, inline, outbox = routed[failed.index]
             routed[failed.index] = (alert, [(sink, settings) for sink, settings in inline if sink is not failed.sink],
                                     outbox)
-    return Outcome(202, {"status": "accepted", "alerts": ids})
+    return Outcome(202, {"status": "accepted", "alerts": [i for i in ids if i is not None], "refused": refused_json,
+                         "duplicates": [index for (index, _), i in zip(alerts, ids) if i is None]})
+
+
+def _sort_out(source: ActiveSource, items: list, received_at: datetime
+              ) -> tuple[list[tuple[int, Alert]], list[tuple[int, Refused]]]:
+    """What ``parse`` returned, as (position, completed alert) and (position, refusal): an item the
+    plugin refused, one the core's checks refuse, and one the plugin fails on are refused alone.
+
+    In a batch, the fields the core's checks name get the alert's position (``[1].severity``);
+    a plugin names its fields by where they are in the payload (``alerts[1].labels``)."""
+    alerts, refused = [], []
+    for index, item in enumerate(items):
+        if isinstance(item, Alert):
+            try:
+                item = _complete(source, item, received_at)
+                if isinstance(item, Refused) and len(items) > 1:
+                    item = Refused({f"[{index}].{name}": problem for name, problem in item.fields.items()})
+            except Exception as exc:  # fingerprint or group raised, or a field of the alert is not what it should be
+                log.exception("source plugin %s failed on an alert to %s", source.type, source.key)
+                item = Refused({}, "unprocessable_alert",
+                               f"the {source.type} plugin could not process this alert ({exc.__class__.__name__})")
+        elif not isinstance(item, Refused):
+            log.error("source plugin %s returned %r from parse, not an Alert or Refused", source.type, type(item))
+            item = Refused({}, "unprocessable_alert", f"the {source.type} plugin returned no alert here")
+        (refused if isinstance(item, Refused) else alerts).append((index, item))
+    return alerts, refused
+
+
+def _refused_json(index: int, refusal: Refused) -> dict:
+    return {"index": index, "code": refusal.code, "message": refusal.describe(), "fields": dict(refusal.fields)}
+
+
+def _refusal(refused: list[tuple[int, Refused]], count: int) -> Rejected:
+    """The 422 of a request whose every alert was refused: a single alert's own refusal, or one
+    naming every bad field of them all."""
+    if count == 1:
+        refusal = refused[0][1]
+        if refusal.code == "invalid_alert" and not refusal.message:
+            return Rejected.invalid(refusal.fields)
+        return Rejected(422, refusal.code, refusal.describe(), fields=refusal.fields)
+    fields = {name: problem for _, refusal in refused for name, problem in refusal.fields.items()}
+    message = "; ".join(f"[{index}] {refusal.describe()}" for index, refusal in refused)
+    return Rejected(422, "invalid_payload", f"no alert in this request could be accepted: {message}", fields=fields)
+
+
+def _repeated_in_request(external_ids: list[Optional[str]]) -> set[int]:
+    """Positions of alerts whose external id an earlier alert of the same request has: duplicates."""
+    seen: set[Optional[str]] = set()
+    repeated = set()
+    for position, external_id in enumerate(external_ids):
+        if external_id is not None and external_id in seen:
+            repeated.add(position)
+        seen.add(external_id)
+    return repeated
 
 
 def _decode(body: bytes) -> Any:
@@ -198,6 +262,14 @@ def _faults(alert: Alert) -> dict[str, str]:
         faults["severity"] = f"must be one of {', '.join(SEVERITIES)}, got {alert.severity!r}"
     if not isinstance(alert.title, str) or not alert.title:
         faults["title"] = "missing"
+    if not isinstance(alert.annotations, Mapping):
+        faults["annotations"] = "must be a mapping of names to strings"
+    if not isinstance(alert.links, (list, tuple)):
+        faults["links"] = "must be a list of Link"
+    else:
+        for position, link in enumerate(alert.links):
+            if not (isinstance(link, Link) and Link.allowed(link.url)):
+                faults[f"links[{position}]"] = "must be a Link whose url is an absolute http(s) URL"
     return faults
 
 
@@ -205,24 +277,31 @@ MAX_CLOCK_SKEW = timedelta(minutes=5)
 """How far in the future a vendor's alert time may be; a skewed clock must not pin an incident's times ahead."""
 
 
-def _complete(source: ActiveSource, alert: Alert, received_at: datetime) -> Alert:
-    """Check what the plugin produced and add what only the core knows."""
+def _complete(source: ActiveSource, alert: Alert, received_at: datetime) -> Alert | Refused:
+    """Check what the plugin produced (a ``Refused`` naming each bad field) and add what only the core knows."""
     faults = _faults(alert)
     if faults:
-        raise Rejected.invalid(faults)
+        return Refused(faults)
     occurred = alert.occurred_at or received_at
     if occurred.tzinfo is None:
         occurred = occurred.replace(tzinfo=timezone.utc)
     occurred = min(occurred, received_at + MAX_CLOCK_SKEW)
-    labels = {clean_text(str(k)): clean_text(str(v)) for k, v in alert.labels.items() if v is not None}
+    labels, annotations = (_texts(alert.labels), _texts(alert.annotations))
+    links = [Link(clean_text(str(link.title or "")) or link.url, clean_text(link.url)) for link in alert.links]
     resource = (alert.resource.id, alert.resource.name, alert.resource.type)
     return alert.replace(
         source_key=source.key, source_type=source.type, occurred_at=occurred, labels=labels, received_at=received_at,
+        annotations=annotations, links=links,
         fingerprint=namespaced_fingerprint(source.key, source.plugin.fingerprint(alert), source.plugin.group(alert)),
         title=clean_text(alert.title), description=clean_text(alert.description or ""),
         resource=Resource(*(_storable(text or "", limit) for text, limit in zip(resource, _RESOURCE_LENGTHS))),
         external_id=_storable_id(alert.external_id),
     )
+
+
+def _texts(mapping: Mapping) -> dict[str, str]:
+    """Labels or annotations as storable strings; ``None`` values dropped."""
+    return {clean_text(str(k)): clean_text(str(v)) for k, v in mapping.items() if v is not None}
 
 
 def _route(snapshot: Snapshot, alert: Alert, source_reopen_window: Optional[float]):
@@ -262,7 +341,13 @@ _RAW_INSERT = {
     for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
 }
 """Per dialect: store the raw request unless its (source, external id) was accepted before."""
-_ALERT_INSERT = HotStatement(insert(AlertRow.__table__).returning(AlertRow.id))
+_ALERT_INSERT = {
+    name: HotStatement(dialect.insert(AlertRow.__table__)
+                       .on_conflict_do_nothing(index_elements=["source_key", "external_id"])
+                       .returning(AlertRow.id))
+    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
+}
+"""Per dialect: store an alert unless its (source, external id) is stored already."""
 _DELIVERY_INSERT = HotStatement(insert(DeliveryRow.__table__))
 
 
@@ -273,8 +358,9 @@ _RAW_BINDS = {c.name: f"raw_{c.name}" for c in RawRequest.__table__.c if c.name 
 def _raw_with_first_alert():
     """PostgreSQL: the raw request and the request's first alert in one statement.
 
-    A data-modifying CTE stores the raw request unless it is a duplicate, and the alert
-    only if the raw request was stored: one round trip instead of two on every webhook.
+    Data-modifying CTEs store the raw request unless it is a duplicate, and the alert only
+    if the raw request was stored and the alert is not: one round trip instead of two on
+    every webhook.  No row: the request is a duplicate; a NULL alert id: the alert is.
     """
     raw, alerts = RawRequest.__table__, AlertRow.__table__
     stored = (postgresql.insert(raw)
@@ -283,19 +369,31 @@ def _raw_with_first_alert():
               .returning(raw.c.id)
               .cte("stored_raw"))
     columns = [c for c in alerts.c if c.name not in ("id", "raw_request_id")]
-    return HotStatement(
-        insert(alerts)
-        .from_select(["raw_request_id", *(c.name for c in columns)],
-                     select(stored.c.id, *(bindparam(c.name, type_=c.type) for c in columns)))
-        .returning(alerts.c.id, alerts.c.raw_request_id)
-    )
+    alert = (postgresql.insert(alerts)
+             .from_select(["raw_request_id", *(c.name for c in columns)],
+                          select(stored.c.id, *(bindparam(c.name, type_=c.type) for c in columns)))
+             .on_conflict_do_nothing(index_elements=["source_key", "external_id"])
+             .returning(alerts.c.id)
+             .cte("stored_alert"))
+    return HotStatement(select(stored.c.id, select(alert.c.id).scalar_subquery()))
 
 
 _RAW_WITH_FIRST_ALERT = _raw_with_first_alert()
 
 
 class Duplicate(Exception):
-    """The request's (source, external id) was accepted before: its transaction rolls back."""
+    """The request's (source, external id) was accepted before, or every alert of it was: its
+    transaction rolls back."""
+
+
+class AlertsSeen(Exception):
+    """An alert's (source, external id) was stored before, by a transaction this one did not see
+    when it began: it rolls back (undoing what inline sinks did for that alert), and is run
+    again looking first for what is stored.
+
+    Looking only then keeps the query off the path of every new alert; a duplicate costs a
+    second transaction, and the unique index keeps concurrent ones right on both databases.
+    """
 
 
 def _raw_values(source: ActiveSource, request: InboundRequest) -> dict:
@@ -311,32 +409,54 @@ def _raw_values(source: ActiveSource, request: InboundRequest) -> dict:
     )
 
 
-def _store(tx: _Transaction, raw: dict, routed) -> list[int]:
-    """Inline sinks first, then the raw request, then the alert rows and their outbox rows.
+def _store(tx: _Transaction, raw: dict, routed, repeated: set[int], look: bool) -> list[Optional[int]]:
+    """Inline sinks first, then the raw request, then the alert rows and their outbox rows;
+    the stored alert's id for each of ``routed``, None for a duplicate.
 
-    The raw insert is the duplicate check.  Coming after the inline sinks, it lets
-    PostgreSQL store the raw request with the first alert in one statement; a duplicate
-    raises ``Duplicate``, and the rollback undoes what the sinks wrote.
+    The raw insert is the request's duplicate check, each alert's insert the alert's (the
+    alerts at the ``repeated`` positions are duplicates of earlier ones of the request; with
+    ``look``, those stored already are looked up first).  Coming after the inline sinks, they
+    let PostgreSQL store the raw request with the first alert in one statement; a duplicate
+    raises ``Duplicate`` or ``AlertsSeen``, and the rollback undoes what the sinks wrote.
     """
     conn = tx.connection
-    rows = [(_alert_row(alert, _apply_inline(tx, index, alert, inline)), outbox)
-            for index, (alert, inline, outbox) in enumerate(routed)]
+    stored = _stored_external_ids(conn, raw["source_key"], [alert for alert, _, _ in routed]) if look else set()
+    fresh = [index for index, (alert, _, _) in enumerate(routed)
+             if index not in repeated and alert.external_id not in stored]
+    if routed and not fresh:
+        raise Duplicate
+    rows = [(_alert_row(routed[index][0], _apply_inline(tx, index, routed[index][0], routed[index][1])),
+             routed[index][2]) for index in fresh]
+    raw = dict(raw, alert_count=len(rows))
     if rows and conn.dialect.name == "postgresql":
         params = {_RAW_BINDS[column]: value for column, value in raw.items()}
         params.update(rows[0][0])
-        stored = _RAW_WITH_FIRST_ALERT.first(conn, params)
-        if stored is None:
+        first = _RAW_WITH_FIRST_ALERT.first(conn, params)
+        if first is None:
             raise Duplicate
-        alert_id, raw_id = stored
+        raw_id, alert_id = first
         ids = [alert_id]
     else:
         raw_id, ids = _RAW_INSERT[conn.dialect.name].scalar(conn, raw), []
         if raw_id is None:
             raise Duplicate
-    ids += [_ALERT_INSERT.scalar(conn, dict(row, raw_request_id=raw_id)) for row, _ in rows[len(ids):]]
+    insert_alert = _ALERT_INSERT[conn.dialect.name]
+    ids += [insert_alert.scalar(conn, dict(row, raw_request_id=raw_id)) for row, _ in rows[len(ids):]]
+    if None in ids:
+        raise AlertsSeen
     for alert_id, (row, outbox) in zip(ids, rows):
         tx.queue(alert_id, row, outbox)
-    return ids
+    by_position = dict(zip(fresh, ids))
+    return [by_position.get(index) for index in range(len(routed))]
+
+
+def _stored_external_ids(conn: Connection, source_key: str, alerts: list[Alert]) -> set[str]:
+    """Which of the alerts' external ids this source has stored alerts with."""
+    wanted = {alert.external_id for alert in alerts if alert.external_id is not None}
+    if not wanted:
+        return set()
+    return set(conn.execute(select(AlertRow.external_id).where(
+        AlertRow.source_key == source_key, AlertRow.external_id.in_(sorted(wanted)))).scalars())
 
 
 class InlineSinkFailed(Exception):
@@ -370,6 +490,7 @@ def _alert_row(alert: Alert, incident_id: Optional[int]) -> dict:
         severity=alert.severity, title=alert.title, description=alert.description,
         resource_id=alert.resource.id, resource_name=alert.resource.name,
         resource_type=alert.resource.type, occurred_at=alert.occurred_at, labels=alert.labels,
+        annotations=alert.annotations, links=[{"title": link.title, "url": link.url} for link in alert.links],
         origin=alert.origin, incident_id=incident_id, received_at=alert.received_at,
     )
 
@@ -413,7 +534,9 @@ class _Transaction(Transaction):
         alert = alert.replace(received_at=received, occurred_at=alert.occurred_at or received)
         _, _, outbox = _route(self.snapshot, alert, None)
         row = _alert_row(alert, incident_id)
-        alert_id = _ALERT_INSERT.scalar(self.connection, dict(row, raw_request_id=None))
+        alert_id = _ALERT_INSERT[self.connection.dialect.name].scalar(self.connection, dict(row, raw_request_id=None))
+        if alert_id is None:
+            raise ValueError(f"cannot submit this alert: external_id {alert.external_id!r} is stored already")
         self.queue(alert_id, row, outbox)
         return alert_id
 

@@ -32,7 +32,7 @@ from sqlalchemy.orm import aliased
 from gateway import metrics
 from gateway.contracts import (
     DELIVERY_DEADLINE_SECONDS, DELIVERY_LEASE_SECONDS, Alert, Deadline, Delivery, InlineSinkType,
-    PermanentError, Resource, RetryableError, SinkType,
+    Link, PermanentError, Resource, RetryableError, SinkType,
 )
 from gateway.pipeline import problems
 from gateway.pipeline.runtime import Runtime
@@ -69,6 +69,7 @@ def alert_from_row(row) -> Alert:
         status=row.status, severity=row.severity, title=row.title, description=row.description,
         resource=Resource(row.resource_id, row.resource_name, row.resource_type),
         occurred_at=row.occurred_at, labels=dict(row.labels or {}), external_id=row.external_id,
+        annotations=dict(row.annotations or {}), links=[Link(**link) for link in row.links or ()],
         source_key=row.source_key, source_type=row.source_type, fingerprint=row.fingerprint,
         raw_request_id=row.raw_request_id, id=row.id, origin=row.origin,
     )

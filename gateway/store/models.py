@@ -109,7 +109,11 @@ class RawRequest(Base):
 
 
 class AlertRow(Base):
-    """A normalized alert, linked to the request it came in and the incident it joined."""
+    """A normalized alert, linked to the request it came in and the incident it joined.
+
+    ``annotations`` and ``links`` (``[{"title", "url"}]``) are the vendor's metadata; NULL on
+    rows stored before migration 0007.
+    """
 
     __tablename__ = "alerts"
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -127,6 +131,8 @@ class AlertRow(Base):
     resource_type: Mapped[str] = mapped_column(String(128), default="")
     occurred_at: Mapped[datetime]
     labels: Mapped[dict[str, Any]]
+    annotations: Mapped[Optional[dict[str, Any]]]
+    links: Mapped[Optional[list[dict[str, Any]]]] = mapped_column(JSON)
     origin: Mapped[str] = mapped_column(String(16), default="webhook")
     incident_id: Mapped[Optional[int]] = mapped_column(ForeignKey("incidents.id"))
     received_at: Mapped[datetime]
@@ -134,6 +140,8 @@ class AlertRow(Base):
     __table_args__ = (
         Index("ix_alerts_raw_request_id", "raw_request_id"),
         Index("ix_alerts_incident_id", "incident_id"),
+        # Idempotency per alert: a source's alert with a vendor id is stored once (migration 0007).
+        Index("uq_alerts_source_key_external_id", "source_key", "external_id", unique=True),
     )
 
 

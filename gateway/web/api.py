@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from gateway.config import redacted, redacted_options
 from gateway.contracts import ApiError
 from gateway.pipeline import outbox
-from gateway.store.models import DeliveryAttempt, DeliveryRow, RawRequest, SourceRow
+from gateway.store.models import AlertRow, DeliveryAttempt, DeliveryRow, RawRequest, SourceRow
 from gateway.web.auth import needs, require_role
 from gateway.web.common import Page, Text, iso, json_object, paginate, where_given
 
@@ -165,6 +165,27 @@ def raw_event(event_id: int):
     if row is None:
         raise ApiError(404, "not_found", f"no stored event {event_id} (it may have been purged)")
     return Response(row.body, content_type=row.content_type or "application/octet-stream")
+
+
+# -- alerts ---------------------------------------------------------------------------
+
+@bp.get("/alerts/<id:alert_id>")
+def get_alert(alert_id: int):
+    """One stored alert as its source made it, vendor metadata (annotations, links) included."""
+    with _gateway().engine.connect() as conn:
+        row = conn.execute(select(AlertRow.__table__).where(AlertRow.id == alert_id)).first()
+    if row is None:
+        raise ApiError(404, "not_found", f"no alert {alert_id}")
+    return jsonify({
+        "id": row.id, "source": row.source_key, "source_type": row.source_type, "fingerprint": row.fingerprint,
+        "external_id": row.external_id, "status": row.status, "severity": row.severity, "title": row.title,
+        "description": row.description, "resource": {"id": row.resource_id, "name": row.resource_name,
+                                                     "type": row.resource_type},
+        "occurred_at": iso(row.occurred_at), "received_at": iso(row.received_at), "labels": row.labels,
+        "annotations": row.annotations or {}, "links": row.links or [], "origin": row.origin,
+        "incident_id": row.incident_id,
+        "raw_url": f"/api/events/{row.raw_request_id}/raw" if row.raw_request_id else None,
+    })
 
 
 # -- deliveries ---------------------------------------------------------------------

@@ -1,9 +1,11 @@
 """Prometheus Alertmanager webhook notifications (``webhook_configs``, payload version 4) as alerts.
 
 One notification carries a group of alerts; each becomes an alert of its own, identified by
-its label set, which is what Alertmanager itself identifies an alert by.  Alertmanager sends
-no delivery id and re-sends a whole group, byte for byte, on every ``repeat_interval``, so
-each alert's idempotency key is its label fingerprint, status and the time its firing began.
+its label set, which is what Alertmanager itself identifies an alert by, and a malformed one
+is refused alone.  Alertmanager sends no delivery id and re-sends a whole group, byte for
+byte, on every ``repeat_interval``, so each alert's idempotency key is its label fingerprint,
+status and the time its firing began.  Annotations, ``generatorURL`` and Alertmanager's own
+fingerprint are metadata (annotations and links), never labels.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from typing import Any, Optional
 
 from marshmallow import fields, validate
 
-from gateway import SEVERITIES, Alert, InboundRequest, Rejected, Resource, SourceOptions, SourceType
+from gateway import SEVERITIES, Alert, InboundRequest, Link, Refused, Rejected, Resource, SourceOptions, SourceType
 
 DEFAULT_SEVERITY_MAP = {
     "critical": "critical", "page": "critical", "fatal": "critical",
@@ -24,6 +26,9 @@ DEFAULT_SEVERITY_MAP = {
     "info": "info", "informational": "info", "low": "info", "none": "info",
 }
 """``labels.severity`` values in common use in Prometheus rule sets, lower-cased."""
+
+FINGERPRINT_ANNOTATION = "alertmanager.fingerprint"
+"""Where Alertmanager's own fingerprint goes: a dotted name, which no rule's annotation can have."""
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="gateway", Basic realm="gateway"'}
 
@@ -61,25 +66,22 @@ class AlertmanagerSource(SourceType):
             raise Rejected.unauthorized("invalid credentials for this source", code="invalid_token",
                                         headers=_CHALLENGE)
 
-    def parse(self, request: InboundRequest) -> list[Alert]:
+    def parse(self, request: InboundRequest) -> list[Alert | Refused]:
+        """One item per ``alerts[]`` entry, in order: an alert, or a ``Refused`` naming its bad fields."""
         payload = request.payload
         if not isinstance(payload, dict) or not isinstance(payload.get("alerts"), list):
             raise Rejected.invalid({"alerts": "expected a JSON object with an alerts list"})
-        errors: dict[str, str] = {}
-        alerts = [self._alert(item, f"alerts[{index}]", errors) for index, item in enumerate(payload["alerts"])]
-        if errors:
-            raise Rejected.invalid(errors)
-        return alerts
+        return [self._alert(item, f"alerts[{index}]") for index, item in enumerate(payload["alerts"])]
 
-    def _alert(self, item: Any, where: str, errors: dict[str, str]) -> Optional[Alert]:
+    def _alert(self, item: Any, where: str) -> Alert | Refused:
         if not isinstance(item, dict):
-            errors[where] = "expected an object"
-            return None
+            return Refused({where: "expected an object"})
         labels = item.get("labels")
         if not isinstance(labels, dict) or not labels or not all(isinstance(v, str) for v in labels.values()):
-            errors[f"{where}.labels"] = "expected a non-empty object of strings"
-            return None
-        annotations = item.get("annotations") if isinstance(item.get("annotations"), dict) else {}
+            return Refused({f"{where}.labels": "expected a non-empty object of strings"})
+        errors: dict[str, str] = {}
+        raw_annotations = item.get("annotations") if isinstance(item.get("annotations"), dict) else {}
+        annotations = {name: value for name, value in raw_annotations.items() if isinstance(value, str)}
         status = item.get("status")
         if status not in ("firing", "resolved"):
             errors[f"{where}.status"] = "must be firing or resolved"
@@ -89,7 +91,9 @@ class AlertmanagerSource(SourceType):
         if not title:
             errors[f"{where}.labels.alertname"] = "missing (and no summary annotation)"
         if errors:
-            return None
+            return Refused(errors)
+        if isinstance(item.get("fingerprint"), str) and item["fingerprint"]:
+            annotations[FINGERPRINT_ANNOTATION] = item["fingerprint"]
         severity = (labels.get("severity") or "").strip().lower()
         target = labels.get(self.options["resource_label"], "")
         return Alert(
@@ -101,6 +105,10 @@ class AlertmanagerSource(SourceType):
             resource=Resource(id=target, name=target, type=labels.get("job", "")),
             occurred_at=ended or started,
             labels=dict(labels),
+            annotations=annotations,
+            links=[Link(title, url) for title, url in (
+                ("Prometheus", item.get("generatorURL")), ("Runbook", annotations.get("runbook_url")))
+                if Link.allowed(url)],
             external_id=f"{label_fingerprint(labels)}:{status}:{item.get('startsAt')}",
         )
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway import Headers, InboundRequest, Rejected
+from gateway import Headers, InboundRequest, Link, Refused, Rejected
 from gateway_alertmanager import AlertmanagerSource
 
 PAYLOADS = Path(__file__).parents[1] / "gateway_alertmanager" / "samples"
@@ -74,21 +74,38 @@ def test_a_reminder_has_the_same_idempotency_keys():
     assert [a.external_id for a in src.parse(request(group()))] == [a.external_id for a in src.parse(request(group()))]
 
 
+def test_a_body_without_alerts_is_refused_whole():
+    with pytest.raises(Rejected) as info:
+        source().parse(request({"version": "4", "status": "firing"}))
+    assert (info.value.status, info.value.code, info.value.fields) == (
+        422, "invalid_payload", {"alerts": "expected a JSON object with an alerts list"})
+
+
 @pytest.mark.parametrize("mutate, field", [
-    (lambda p: p.pop("alerts"), "alerts"),
     (lambda p: p["alerts"][1].pop("labels"), "alerts[1].labels"),
-    (lambda p: p["alerts"][0].update(status="pending"), "alerts[0].status"),
-    (lambda p: p["alerts"][0].update(startsAt="yesterday"), "alerts[0].startsAt"),
-    (lambda p: p["alerts"][0].update(startsAt="2026-12-05T10:00:00"), "alerts[0].startsAt"),
+    (lambda p: p["alerts"][1].update(status="pending"), "alerts[1].status"),
+    (lambda p: p["alerts"][1].update(startsAt="yesterday"), "alerts[1].startsAt"),
+    (lambda p: p["alerts"][1].update(startsAt="2026-12-05T10:00:00"), "alerts[1].startsAt"),
     (lambda p: p["alerts"][1]["labels"].pop("alertname"), "alerts[1].labels.alertname"),
 ])
-def test_bad_alerts_are_named(mutate, field):
+def test_a_bad_alert_is_refused_alone_naming_its_field(mutate, field):
     payload = group()
     mutate(payload)
-    with pytest.raises(Rejected) as info:
-        source().parse(request(payload))
-    assert (info.value.status, info.value.code) == (422, "invalid_payload")
-    assert field in info.value.fields
+    good, bad = source().parse(request(payload))
+    assert good.title == "p99 latency over 2 s on api-1"
+    assert isinstance(bad, Refused) and bad.code == "invalid_alert" and field in bad.fields
+
+
+def test_annotations_generator_url_and_fingerprint_are_metadata_not_labels():
+    payload = group()
+    payload["alerts"][0]["annotations"]["runbook_url"] = "https://runbooks.example/latency"
+    payload["alerts"][1]["generatorURL"] = ""  # what Prometheus sends without --web.external-url
+    first, second = source().parse(request(payload))
+    assert first.labels == payload["alerts"][0]["labels"]
+    assert first.annotations == {**payload["alerts"][0]["annotations"], "alertmanager.fingerprint": "c1a9e5d0b7f3a2e4"}
+    assert first.links == [Link("Prometheus", "http://prometheus:9090/graph?g0.expr=latency"),
+                           Link("Runbook", "https://runbooks.example/latency")]
+    assert (second.annotations["alertmanager.fingerprint"], second.links) == ("d4b2f6a1c8e9b3f5", [])
 
 
 def basic(user: str, password: str) -> dict:

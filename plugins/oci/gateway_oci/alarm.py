@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from typing import Any, Mapping, Optional
 from urllib.parse import parse_qs, urlsplit
 
-from gateway import SEVERITIES, Alert, Rejected, Resource
+from gateway import SEVERITIES, Alert, Link, Refused, Rejected, Resource
 
 log = logging.getLogger(__name__)
 
@@ -73,21 +73,22 @@ def _known_type(alarm: dict) -> dict:
                    f"Subscription Confirmation or one of {', '.join(STATUS_BY_TYPE)}")
 
 
-def to_alerts(payload: Any, *, received_at: datetime, message_id: Optional[str]) -> list[Alert]:
+def to_alerts(payload: Any, *, received_at: datetime) -> list[Alert | Refused]:
     """The alerts a message describes: one per metric stream of each alarm it lists.
 
     A grouped message lists several streams (``dimensions[i]`` with ``metricValues[i]``); each
     becomes its own alert, so grouped and split subscriptions give the same alerts.  A message
     that names no stream (a recovery with empty ``dimensions``) gives one alert for the whole
-    alarm.  ``[]`` for a message that carries no alarm state.  ``message_id`` is the
-    ``X-OCI-NS-MessageId`` header; the envelope's ``messageId`` stands in for it.  Raises
-    ``Rejected.invalid`` naming each missing required field.
+    alarm.  ``[]`` for a message that carries no alarm state.  An alarm the message does not
+    identify (no ``dedupeKey``, no ``alarmMetaData[].id``, no ``alarmId``) is one ``Refused``
+    in place of its streams, so the other alarms of the message are kept; the message's
+    ``messageId`` is its delivery id (``OciSource.delivery_id``), the alerts carry none.
     """
     alarm, envelope = unwrap(payload)
     raw_type = _text(alarm.get("type"))
     metas = _objects(alarm.get("alarmMetaData")) or [{}]
-    alerts = []
-    for meta in metas:
+    alerts: list[Alert | Refused] = []
+    for position, meta in enumerate(metas):
         raw_status = _text(alarm.get("status")) or _text(meta.get("status"))
         status = STATUS_BY_TYPE.get(raw_type) if raw_type else STATUS_BY_FLAT_STATUS.get(raw_status)
         if status is None:
@@ -96,13 +97,15 @@ def to_alerts(payload: Any, *, received_at: datetime, message_id: Optional[str])
         dedupe_key = _text(alarm.get("dedupeKey"))
         alarm_id = _text(meta.get("id")) or _text(alarm.get("alarmId"))
         if not (dedupe_key or alarm_id):
-            raise Rejected.invalid({"dedupeKey": "missing: need dedupeKey, alarmMetaData[].id or alarmId"})
+            where = f"alarmMetaData[{position}].id" if meta else "dedupeKey"
+            alerts.append(Refused({where: "missing: need dedupeKey, alarmMetaData[].id or alarmId"}))
+            continue
+        alarm_url = _text(meta.get("alarmUrl"))
         namespace = (_text(meta.get("namespace")) or _text(alarm.get("namespace"))
                      or next((_text(d.get("namespace")) for d in _objects(alarm.get("metricData"))), ""))
         common = {
             "namespace": namespace,
             "query": _text(meta.get("query")) or _text(alarm.get("query")),
-            "alarm_url": _text(meta.get("alarmUrl")),
             "region": _region(meta, alarm_id),
             "alarm_id": alarm_id,
             "alarm_status": raw_status,
@@ -130,7 +133,7 @@ def to_alerts(payload: Any, *, received_at: datetime, message_id: Optional[str])
                 ),
                 occurred_at=_occurred_at(alarm, envelope, received_at),
                 labels={name: value for name, value in labels.items() if value},
-                external_id=message_id or _text(envelope.get("messageId")) or None,
+                links=[Link("OCI alarm", alarm_url)] if Link.allowed(alarm_url) else [],
             ))
     return alerts
 

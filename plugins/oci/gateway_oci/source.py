@@ -5,7 +5,7 @@ import hmac
 import json
 from typing import Any, Mapping, Optional
 
-from gateway import Alert, InboundRequest, Rejected, Reply, SourceType
+from gateway import Alert, InboundRequest, Refused, Rejected, Reply, SourceType
 from gateway_oci.alarm import DIMENSION, to_alerts
 from gateway_oci.confirm import confirm, confirmation_url
 from gateway_oci.options import OciOptions
@@ -54,9 +54,8 @@ class OciSource(SourceType):
         return confirm(request, url, allowed_hosts=self.options["confirm_hosts"],
                        timeout=self.options["confirm_timeout"])
 
-    def parse(self, request: InboundRequest) -> list[Alert]:
-        return to_alerts(request.payload, received_at=request.received_at,
-                         message_id=request.headers.get("X-OCI-NS-MessageId"))
+    def parse(self, request: InboundRequest) -> list[Alert | Refused]:
+        return to_alerts(request.payload, received_at=request.received_at)
 
     def group(self, alert: Alert) -> str:
         """The alarm: a recovery naming no stream speaks for all of its streams."""

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from gateway import Alert, Rejected, Resource
+from gateway import Alert, Link, Refused, Rejected, Resource
 
 ALARM_ID = "ocid1.alarm.oc1.ap-seoul-1.aaaaaaaa3cpu7x5qk2hzmlj4w6rbyunowhh2iqjmsx7ew5e2rs4kfzwg6c3a"
 INSTANCE_ID = "ocid1.instance.oc1.ap-seoul-1.anuwgljr5kmzb2qczhk3yyc2ngq6ol6bzn4xwkc7ulmmtgbrcc5wcyxe3tza"
@@ -50,7 +50,6 @@ def test_real_alarm_body_maps_every_field(parse):
         labels={
             "namespace": "oci_computeagent",
             "query": QUERY,
-            "alarm_url": f"https://cloud.oracle.com/monitoring/alarms/{ALARM_ID}?region=ap-seoul-1",
             "region": "ap-seoul-1",
             "alarm_id": ALARM_ID,
             "alarm_status": "FIRING",
@@ -60,7 +59,7 @@ def test_real_alarm_body_maps_every_field(parse):
             **STREAM_LABELS,
             f"metric.{QUERY.removesuffix(' > 80')}": "92.47",
         },
-        external_id=MESSAGE_ID,
+        links=[Link("OCI alarm", f"https://cloud.oracle.com/monitoring/alarms/{ALARM_ID}?region=ap-seoul-1")],
     )
 
 
@@ -135,9 +134,11 @@ def test_envelope_around_the_real_body_gives_the_same_alert(parse, source, load_
     assert source.fingerprint(wrapped) == source.fingerprint(raw)
 
 
-def test_header_message_id_wins_over_the_envelope(parse):
-    [alert] = parse("envelope_raw.json", {"x-oci-ns-messageid": "from-header"})
-    assert alert.external_id == "from-header"
+def test_header_message_id_wins_over_the_envelope(source, make_request, load_payload):
+    """The message id keys the delivery; the alerts of a grouped message carry none, as they share it."""
+    request = make_request(load_payload("envelope_raw.json"), {"x-oci-ns-messageid": "from-header"})
+    assert source.delivery_id(request) == "from-header"
+    assert [alert.external_id for alert in source.parse(request)] == [None]
 
 
 def test_spec_flat_form_in_envelope(parse, source):
@@ -160,7 +161,6 @@ def test_spec_flat_form_in_envelope(parse, source):
             "dimension.resourceDisplayName": "web-server-01",
             "metric.CpuUtilization": "85.5",
         },
-        external_id="12345678-1234-1234-1234-123456789012",
     )
     assert source.fingerprint(alert) == (
         f'oci:alarm:{ALARM_ID}:[["resourcedisplayname","web-server-01"],["resourceid","{INSTANCE_ID}"]]')
@@ -191,15 +191,17 @@ def test_messages_that_are_not_alarm_states_give_no_alert(source, make_request, 
     assert "ignored" in caplog.text
 
 
-def test_missing_identity_is_named(source, make_request, load_payload):
+def test_an_alarm_without_identity_is_refused_alone(source, make_request, load_payload):
+    """A message listing two alarms, one of them unidentifiable: its place holds a Refused, the
+    other alarm's streams are alerts."""
     payload = load_payload("ok_to_firing.json")
     del payload["dedupeKey"]
-    del payload["alarmMetaData"][0]["id"]
+    anonymous = {key: value for key, value in payload["alarmMetaData"][0].items() if key != "id"}
+    payload["alarmMetaData"].insert(0, anonymous)
 
-    with pytest.raises(Rejected) as refused:
-        source.parse(make_request(payload))
-    assert (refused.value.status, refused.value.code) == (422, "invalid_payload")
-    assert set(refused.value.fields) == {"dedupeKey"}
+    refused, alert = source.parse(make_request(payload))
+    assert refused == Refused({"alarmMetaData[0].id": "missing: need dedupeKey, alarmMetaData[].id or alarmId"})
+    assert (alert.labels["alarm_id"], alert.status) == (ALARM_ID, "firing")
 
 
 def test_alarm_id_alone_is_enough_to_fingerprint(source, make_request, load_payload):

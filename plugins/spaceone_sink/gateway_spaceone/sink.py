@@ -139,8 +139,14 @@ def event_key(alert: Alert, period: Optional[int] = None) -> str:
 def event_body(alert: Alert, *, period: Optional[int] = None, account: Optional[str] = None,
                providers: Optional[Mapping[str, str]] = None) -> dict:
     """The api-direct ``EventInfo`` for an alert of the problem's ``period`` (None: the bare
-    fingerprint); ``account`` and ``providers`` (over ``PROVIDERS``) come from options."""
-    additional_info = {k: _text(v) for k, v in alert.labels.items() if v is not None}
+    fingerprint); ``account`` and ``providers`` (over ``PROVIDERS``) come from options.
+
+    api-direct's event model has no field for metadata but ``additional_info`` (string to
+    string): each link goes there as its title -> url, then each annotation and each label,
+    a later one winning over an earlier one of the same name."""
+    additional_info = {link.title: link.url for link in alert.links}
+    additional_info.update((k, _text(v)) for mapping in (alert.annotations, alert.labels)
+                           for k, v in mapping.items() if v is not None)
     additional_info.update(
         source_key=alert.source_key, source_type=alert.source_type, origin=alert.origin
     )

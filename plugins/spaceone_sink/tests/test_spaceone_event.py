@@ -3,7 +3,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from gateway import Alert
+from gateway import Alert, Link
 from gateway_spaceone import event_body
 
 
@@ -54,6 +54,18 @@ def test_additional_info_is_strings_only(make_alert):
         "source_key": "whatap-prod", "source_type": "whatap", "origin": "webhook",
     }
     assert all(isinstance(v, str) for v in info.values())
+
+
+def test_annotations_and_links_are_forwarded_in_additional_info(make_alert):
+    """api-direct's event model keeps nothing else: links as title -> url, annotations as they are,
+    labels winning over both on a shared name."""
+    alert = make_alert(labels={"pcode": "12345", "runbook": "label"},
+                       annotations={"summary": "CPU 95%", "runbook": "annotation"},
+                       links=[Link("Graph", "https://prometheus.example/graph?g0.expr=up"),
+                              Link("summary", "https://x.example/")])
+    info = event_body(alert)["additional_info"]
+    assert info == {"Graph": "https://prometheus.example/graph?g0.expr=up", "summary": "CPU 95%", "runbook": "label",
+                    "pcode": "12345", "source_key": "whatap-prod", "source_type": "whatap", "origin": "webhook"}
 
 
 def test_core_fields_win_over_colliding_labels(make_alert):
