@@ -108,6 +108,36 @@ class RawRequest(Base):
     )
 
 
+class RefusedRequest(Base):
+    """A webhook a source or the core refused with a 4xx, kept for operators and ``gateway replay``.
+
+    Kept as the raw journal keeps a request (credentials redacted, the source's ``scrub``
+    applied), the last ``global.keep_refused`` per source.  ``verified``: the source's
+    ``verify`` had passed when it was refused, so a replay may run it through ``parse``.
+    """
+
+    __tablename__ = "refused_requests"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source_key: Mapped[str] = mapped_column(String(64))
+    source_type: Mapped[str] = mapped_column(String(64))
+    method: Mapped[str] = mapped_column(String(8))
+    path: Mapped[str] = mapped_column(String(512))
+    headers: Mapped[dict[str, Any]]
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    content_type: Mapped[Optional[str]] = mapped_column(String(255))
+    remote_addr: Mapped[Optional[str]] = mapped_column(String(64))
+    received_at: Mapped[datetime]
+    verified: Mapped[bool]
+    status: Mapped[int]
+    code: Mapped[str] = mapped_column(String(64))
+    message: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (
+        Index("ix_refused_requests_source_key_id", "source_key", "id"),
+        Index("ix_refused_requests_received_at", "received_at"),
+    )
+
+
 class AlertRow(Base):
     """A normalized alert, linked to the request it came in and the incident it joined."""
 
