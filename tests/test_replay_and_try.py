@@ -219,3 +219,36 @@ def test_try_explains_what_it_cannot_run(tmp_path, write_config, install):
     ]:
         result = CliRunner().invoke(main, args, env={"GATEWAY_DATABASE_URL": url, "GATEWAY_CONFIG": config})
         assert result.exit_code == 2 and message in result.stderr, result.output
+
+
+SILENT = '''
+import testkit
+from gateway import SourceType, hookimpl
+
+
+class Silent(testkit.EchoSource):
+    """A source with a handshake and no preview of it."""
+
+    name = "silent"
+    handshake_preview = SourceType.handshake_preview
+
+
+@hookimpl
+def register_source_types(register):
+    register(Silent)
+'''
+
+
+def test_try_says_when_a_plugin_cannot_tell_a_handshake_without_making_it(tmp_path, write_config, install,
+                                                                          monkeypatch):
+    install(fixed=False)
+    monkeypatch.syspath_prepend(str(testkit.write_distribution(
+        tmp_path / "silent", "gateway-silent", {"silent": "silent_source"}, {"silent_source": SILENT})))
+    payload = tmp_path / "payload.json"
+    payload.write_text(json.dumps({"id": "1", "title": "disk"}))
+    shown = gateway(f"sqlite:///{tmp_path / 'none.db'}", write_config(CONFIG), "try", "silent", str(payload))
+    assert shown.splitlines()[2:5] == [
+        "verify: passed",
+        "handshake: the silent plugin answers handshakes but cannot say whether this is one without answering it: "
+        "no handshake was made",
+        "accepted: 1 alert (rolled back: nothing stored)"]
