@@ -366,7 +366,6 @@ def try_(settings: Settings, source_type: str, file, headers: tuple[str, ...], s
             source = runtime.sources.find(source_key)
             if source is None or source.type != source_type:
                 raise click.BadParameter(f"no {source_type} source with key {source_key!r}", param_hint="--source")
-            source = replace(source, enabled=True)
         else:
             try:
                 options = cls.options_schema().load({})
@@ -380,7 +379,7 @@ def try_(settings: Settings, source_type: str, file, headers: tuple[str, ...], s
         run = rerun.run(runtime, source, "POST", f"/hooks/{source_type}/{source.key}/", given, body, "127.0.0.1",
                         dry=True, verify=True)
         if not run.verified:
-            click.echo(f"verify: not passed; refused {run.status} {run.code}: {run.message}")
+            click.echo(f"not verified: refused {run.status} {run.code}: {run.message}")
             return
         click.echo("verify: passed")
         if run.note:

@@ -11,29 +11,18 @@ import testkit
 from click.testing import CliRunner
 from sqlalchemy import create_engine, func, select
 
+from test_cli import CONFIG as CLI_CONFIG
+
 from gateway.cli import main
 from gateway.store.models import AlertRow, DeliveryRow, Incident, RawRequest, RefusedRequest
 
-CONFIG = """
-sources:
-  - key: src
-    type: testsrc
+CONFIG = CLI_CONFIG.replace("    type: testsrc\n", """    type: testsrc
     token: s3cret
   - key: oci
     type: oci
     confirm_hosts: ["127.0.0.1"]
-sinks:
-  - name: itms
-    type: itms
-  - name: web
-    type: testhttp
-    url: http://127.0.0.1:9/
-route:
-  sinks: [itms]
-  routes:
-    - match: {severity: critical}
-      sinks: [itms, web]
-"""
+""")
+"""test_cli's: testsrc routed to itms, and to web too when critical; here with a token, and an OCI source."""
 AUTH = {"X-Test-Token": "s3cret"}
 
 FIXED = '''
@@ -173,7 +162,7 @@ def test_try_shows_what_a_payload_would_become_on_the_configured_database(make_a
     assert lines[11].endswith(" from the plugin's key 'cpu' in group 'host-1'")
 
     refused = gateway(database_url, config, "try", "testsrc", str(payload), "--source", "src")
-    assert refused.splitlines()[2] == "verify: not passed; refused 401 unauthorized: wrong or missing X-Test-Token"
+    assert refused.splitlines()[2] == "not verified: refused 401 unauthorized: wrong or missing X-Test-Token"
     payload.write_text(json.dumps({"id": "4"}))
     invalid = gateway(database_url, config, "try", "testsrc", str(payload), "--source", "src",
                       "--header", "X-Test-Token:s3cret")

@@ -83,10 +83,9 @@ class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON}
 
 
-class RawRequest(Base):
-    """A webhook exactly as received: the API calls these *events*."""
+class JournaledRequest:
+    """What is kept of a webhook request, accepted or refused: credentials redacted, the source's scrub applied."""
 
-    __tablename__ = "raw_requests"
     id: Mapped[int] = mapped_column(primary_key=True)
     source_key: Mapped[str] = mapped_column(String(64))
     source_type: Mapped[str] = mapped_column(String(64))
@@ -97,6 +96,12 @@ class RawRequest(Base):
     content_type: Mapped[Optional[str]] = mapped_column(String(255))
     remote_addr: Mapped[Optional[str]] = mapped_column(String(64))
     received_at: Mapped[datetime]
+
+
+class RawRequest(JournaledRequest, Base):
+    """A webhook exactly as received: the API calls these *events*."""
+
+    __tablename__ = "raw_requests"
     external_id: Mapped[Optional[str]] = mapped_column(String(255))
     alert_count: Mapped[int] = mapped_column(default=0)
 
@@ -108,7 +113,7 @@ class RawRequest(Base):
     )
 
 
-class RefusedRequest(Base):
+class RefusedRequest(JournaledRequest, Base):
     """A webhook a source or the core refused with a 4xx, kept for operators and ``gateway replay``.
 
     Kept as the raw journal keeps a request (credentials redacted, the source's ``scrub``
@@ -117,16 +122,6 @@ class RefusedRequest(Base):
     """
 
     __tablename__ = "refused_requests"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    source_key: Mapped[str] = mapped_column(String(64))
-    source_type: Mapped[str] = mapped_column(String(64))
-    method: Mapped[str] = mapped_column(String(8))
-    path: Mapped[str] = mapped_column(String(512))
-    headers: Mapped[dict[str, Any]]
-    body: Mapped[bytes] = mapped_column(LargeBinary)
-    content_type: Mapped[Optional[str]] = mapped_column(String(255))
-    remote_addr: Mapped[Optional[str]] = mapped_column(String(64))
-    received_at: Mapped[datetime]
     verified: Mapped[bool]
     status: Mapped[int]
     code: Mapped[str] = mapped_column(String(64))
