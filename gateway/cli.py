@@ -277,7 +277,8 @@ def replay(settings: Settings, source_key: str | None, since: str | None, refuse
     counts = {"changed": 0, "unchanged": 0, "skipped": 0}
     for request in requests:
         source = runtime.sources.find(request.source_key)
-        head = f"{request.outcome} #{request.id} {request.source_key} {request.received_at.isoformat()}: {request.before}"
+        head = (f"{request.outcome} #{request.id} {request.source_key} {request.received_at.isoformat()}: "
+                f"{request.before}")
         reason = rerun.skip_reason(source, request)
         if reason is not None:
             counts["skipped"] += 1

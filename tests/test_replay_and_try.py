@@ -177,7 +177,8 @@ def test_try_without_a_database_uses_a_throwaway_one_and_creates_none(tmp_path, 
     payload.write_text(json.dumps({"id": "1", "title": "disk"}))
     shown = gateway(f"sqlite:///{missing}", write_config(CONFIG), "try", "testsrc", str(payload)).splitlines()
     assert shown[:2] == ["source: try (testsrc)",
-                         f"database: a throwaway SQLite (sqlite:///{missing} does not exist): no incident exists to join"]
+                         f"database: a throwaway SQLite (sqlite:///{missing} does not exist): "
+                         "no incident exists to join"]
     assert "    incident: would open a new one" in shown
     assert not missing.exists()
 

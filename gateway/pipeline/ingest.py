@@ -162,7 +162,7 @@ def _keep_refusal(runtime: Runtime, source: ActiveSource, method: str, path: str
                         source.type, source.key, exc_info=True)
             kept_headers, body = request.headers, b""
         refusals.keep(runtime.engine, runtime.snapshot.config.keep_refused, dict(
-            journal_values(source, request, kept_headers, body), verified=seen.verified, status=refusal.status,
+            _journal_values(source, request, kept_headers, body), verified=seen.verified, status=refusal.status,
             code=_storable(refusal.code, _REFUSAL_CODE_LENGTH), message=clean_text(refusal.message)))
     except Exception as exc:
         log.error("could not keep a refused request to %s (%s %s): %s", source.key, refusal.status, refusal.code, exc)
@@ -336,11 +336,11 @@ class Duplicate(Exception):
 
 def _raw_values(source: ActiveSource, request: InboundRequest) -> dict:
     """The raw journal's row, as the source's scrub leaves it and without credentials."""
-    return dict(journal_values(source, request, *source.plugin.scrub(request)),
+    return dict(_journal_values(source, request, *source.plugin.scrub(request)),
                 external_id=_storable_id(source.plugin.delivery_id(request)), alert_count=0)
 
 
-def journal_values(source: ActiveSource, request: InboundRequest, headers: Mapping[str, str], body: bytes) -> dict:
+def _journal_values(source: ActiveSource, request: InboundRequest, headers: Mapping[str, str], body: bytes) -> dict:
     """What the raw journal and the refused requests keep of a request: ``headers`` and ``body``
     as scrubbed, credentials redacted."""
     content_type = request.headers.get("content-type")
