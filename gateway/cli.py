@@ -270,8 +270,8 @@ def replay(settings: Settings, source_key: str | None, since: str | None, refuse
     """
     from gateway.pipeline import rerun
 
-    runtime = _open_runtime(settings)
     after = _since(since)
+    runtime = _open_runtime(settings)
     with runtime.engine.connect() as conn:
         requests = rerun.stored_requests(conn, source_key, after, refused)
     counts = {"changed": 0, "unchanged": 0, "skipped": 0}

@@ -206,6 +206,7 @@ def test_try_explains_what_it_cannot_run(tmp_path, write_config, install):
         (["try", "nope", str(payload)], "no source type 'nope'"),
         (["try", "testsrc", str(payload), "--source", "oci"], "no testsrc source with key 'oci'"),
         (["try", "testsrc", str(payload), "--header", "novalue"], "'novalue': write it as Name:value"),
+        (["replay", "--since", "yesterday"], "'yesterday': give a duration (2h, 7d) or an ISO 8601 time"),
     ]:
         result = CliRunner().invoke(main, args, env={"GATEWAY_DATABASE_URL": url, "GATEWAY_CONFIG": config})
         assert result.exit_code == 2 and message in result.stderr, result.output
