@@ -3,13 +3,17 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from datetime import timedelta
 
+import pytest
 import testkit
-from sqlalchemy import select, update
+from conftest import POSTGRES_URL, SKIP_PG
+from sqlalchemy import create_engine, select, text, update
 from testkit.support import ADMIN_TOKEN, admin_client
 
 from gateway.app import create_app
+from gateway.store.db import upgrade
 from gateway.store.models import RefusedRequest, utcnow
 
 CONFIG = """
@@ -141,3 +145,37 @@ def test_purge_removes_old_refusals_too(make_app, database_url, monkeypatch, tmp
     assert result.stdout.startswith("purged 0 raw requests and 1 refused requests received before ")
     with engine.connect() as conn:
         assert conn.execute(select(RefusedRequest.id)).scalars().all() == [oldest + 1]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def unmigrated_url(request, tmp_path):
+    """An empty database (no migration applied) on each backend."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'gateway.db'}"
+        return
+    if not POSTGRES_URL:
+        pytest.skip(SKIP_PG)
+    schema = f"gw_refused_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield f"{POSTGRES_URL}{'&' if '?' in POSTGRES_URL else '?'}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def test_refusals_recorded_before_0008_keep_their_reason_as_unverified_requests_without_a_body(unmigrated_url):
+    upgrade(unmigrated_url, "0006")
+    engine = create_engine(unmigrated_url)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO refused_requests (source_key, received_at, status, code, message, remote_addr) "
+                          "VALUES ('src', :at, 401, 'unauthorized', 'no token', '10.0.0.1')"),
+                     {"at": utcnow().replace(tzinfo=None)})
+    upgrade(unmigrated_url)
+    with engine.connect() as conn:
+        row = conn.execute(select(RefusedRequest.__table__)).one()
+    engine.dispose()
+    assert (row.code, row.body, row.headers, row.method, row.verified) == ("unauthorized", b"", {}, "POST", False)

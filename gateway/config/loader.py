@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import zoneinfo
 from typing import Any, Mapping, Optional
 
 from marshmallow import Schema, ValidationError, fields, validate
@@ -17,6 +18,13 @@ from gateway.fields import Duration, Size
 from gateway.plugins import Registry
 
 
+def _known_zone(name: str) -> None:
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValidationError(f"unknown time zone {name!r} (an IANA name such as Asia/Seoul)") from None
+
+
 class GlobalFields(Schema):
     """The keys of ``global``."""
 
@@ -24,6 +32,10 @@ class GlobalFields(Schema):
     max_body_size = Size(load_default=DEFAULT_MAX_BODY_SIZE)
     keep_refused = fields.Integer(load_default=DEFAULT_KEEP_REFUSED, strict=True,
                                   validate=validate.Range(min=0, max=1_000_000))
+    # The console: absolute links (Webhook URL) and a Secure cookie when https; its defaults.
+    external_url = fields.Url(load_default=None, allow_none=True, schemes={"http", "https"}, require_tld=False)
+    default_language = fields.String(load_default="ko", validate=validate.OneOf(["ko", "en"]))
+    timezone = fields.String(load_default="Asia/Seoul", validate=_known_zone)
 
 
 def _entries(doc: LineMap, section: str, id_field: str, build, problems: Problems):
@@ -90,6 +102,8 @@ def _build(doc: Any, path: str, registry: Registry, problems: Problems) -> Optio
         path=path, sources=sources, sinks=sinks, route=route,
         retention=settings["retention"], max_body_size=settings["max_body_size"],
         keep_refused=settings["keep_refused"],
+        external_url=settings["external_url"], default_language=settings["default_language"],
+        timezone=settings["timezone"],
     )
 
 

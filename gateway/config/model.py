@@ -64,6 +64,9 @@ class GatewayConfig:
     max_body_size: int
     keep_refused: int = DEFAULT_KEEP_REFUSED
     """Refused webhook requests kept per source (the newest); 0 keeps none."""
+    external_url: Optional[str] = None
+    default_language: str = "ko"
+    timezone: str = "Asia/Seoul"
     loaded_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
 
 
