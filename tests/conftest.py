@@ -40,8 +40,8 @@ def sqlite_template(tmp_path_factory) -> Path:
 
 
 @contextmanager
-def migrated_schema(prefix: str):
-    """The URL of a new PostgreSQL schema at the head migration; the schema is dropped on exit."""
+def migrated_schema(prefix: str, revision: str = "head"):
+    """The URL of a new PostgreSQL schema at ``revision``; the schema is dropped on exit."""
     if not POSTGRES_URL:
         pytest.skip(SKIP_PG)
     schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
@@ -51,7 +51,7 @@ def migrated_schema(prefix: str):
     sep = "&" if "?" in POSTGRES_URL else "?"
     try:
         url = f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}"
-        upgrade(url)
+        upgrade(url, revision)
         yield url
     finally:
         with admin.begin() as conn:

@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
 from datetime import timedelta
 
 import pytest
 import testkit
-from conftest import POSTGRES_URL, SKIP_PG
+from conftest import migrated_schema
 from sqlalchemy import create_engine, select, text, update
 from testkit.support import ADMIN_TOKEN, admin_client
 
@@ -148,33 +147,24 @@ def test_purge_removes_old_refusals_too(make_app, database_url, monkeypatch, tmp
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def unmigrated_url(request, tmp_path):
-    """An empty database (no migration applied) on each backend."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'gateway.db'}"
+def url_at_0006(request, tmp_path):
+    """A database migrated up to 0006 only, on each backend."""
+    if request.param == "postgres":
+        with migrated_schema("gw_refused", "0006") as url:
+            yield url
         return
-    if not POSTGRES_URL:
-        pytest.skip(SKIP_PG)
-    schema = f"gw_refused_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES_URL)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield f"{POSTGRES_URL}{'&' if '?' in POSTGRES_URL else '?'}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    url = f"sqlite:///{tmp_path / 'gateway.db'}"
+    upgrade(url, "0006")
+    yield url
 
 
-def test_refusals_recorded_before_0008_keep_their_reason_as_unverified_requests_without_a_body(unmigrated_url):
-    upgrade(unmigrated_url, "0006")
-    engine = create_engine(unmigrated_url)
+def test_refusals_recorded_before_0008_keep_their_reason_as_unverified_requests_without_a_body(url_at_0006):
+    engine = create_engine(url_at_0006)
     with engine.begin() as conn:
         conn.execute(text("INSERT INTO refused_requests (source_key, received_at, status, code, message, remote_addr) "
                           "VALUES ('src', :at, 401, 'unauthorized', 'no token', '10.0.0.1')"),
                      {"at": utcnow().replace(tzinfo=None)})
-    upgrade(unmigrated_url)
+    upgrade(url_at_0006)
     with engine.connect() as conn:
         row = conn.execute(select(RefusedRequest.__table__)).one()
     engine.dispose()
