@@ -441,6 +441,15 @@ class SourceType:
         """Answer a protocol message (a subscription confirmation); ``None`` if it carries alerts."""
         return None
 
+    def handshake_preview(self, request: InboundRequest) -> Optional[str]:
+        """What ``handshake`` would do with this request, said without doing it (``gateway try``
+        must call nothing out), or ``None`` if the request is no handshake.
+
+        A source whose ``handshake`` calls out or has effects should override it; for one that
+        overrides ``handshake`` but not this, a dry run says it cannot tell and skips the handshake.
+        """
+        return None
+
     def parse(self, request: InboundRequest) -> list[Alert | Refused]:
         """Turn the request into alerts, one item per vendor alert: a ``Refused`` for one that is
         malformed (the others are kept); raise ``Rejected.invalid`` when the request as a whole is."""

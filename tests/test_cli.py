@@ -97,7 +97,7 @@ def test_purge_removes_old_raw_requests_and_keeps_alerts_and_incidents(make_app,
     result = gateway("purge", "--older-than", "7d", GATEWAY_DATABASE_URL=database_url,
                      GATEWAY_CONFIG=app.config["CONFIG"])
     assert result.exit_code == 0, result.output
-    assert result.stdout.startswith("purged 2 raw requests received before ")
+    assert result.stdout.startswith("purged 2 raw requests and 0 refused requests received before ")
     with engine.connect() as conn:
         assert conn.execute(select(RawRequest.external_id)).scalars().all() == ["2"]
         alerts = conn.execute(select(AlertRow.external_id, AlertRow.raw_request_id).order_by(AlertRow.id)).all()

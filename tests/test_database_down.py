@@ -15,6 +15,7 @@ REQUESTS = [
     ("GET", "/api/sources", None), ("GET", "/api/sources/nope", None), ("GET", "/api/sources/src/handshakes", None),
     ("POST", "/api/sources", {"key": "new", "type": "testsrc"}), ("PATCH", "/api/sources/nope", {"enabled": False}),
     ("GET", "/api/events", None), ("GET", "/api/events/1/raw", None),
+    ("GET", "/api/sources/src/requests", None), ("GET", "/api/refused/1/raw", None),
     ("GET", "/api/deliveries", None), ("GET", "/api/deliveries/1", None),
     ("POST", "/api/deliveries/1/retry", None), ("POST", "/api/deliveries/retry", {"sink": "itms"}),
     ("GET", "/api/incidents", None), ("GET", "/api/incidents/1", None),

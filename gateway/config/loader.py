@@ -11,7 +11,7 @@ from gateway.config.entries import check_sink, check_source
 from gateway.config.interpolation import interpolate_tree
 from gateway.config.located import LineMap, Problems, as_list, load_yaml
 from gateway.config.model import (
-    DEFAULT_MAX_BODY_SIZE, DEFAULT_RETENTION, TOP_LEVEL_KEYS, ConfigError, ConfigProblem, GatewayConfig,
+    DEFAULT_KEEP_REFUSED, DEFAULT_MAX_BODY_SIZE, DEFAULT_RETENTION, TOP_LEVEL_KEYS, ConfigError, ConfigProblem, GatewayConfig,
 )
 from gateway.config.routes import check_route
 from gateway.fields import Duration, Size
@@ -30,6 +30,8 @@ class GlobalFields(Schema):
 
     retention = Duration(load_default=DEFAULT_RETENTION)
     max_body_size = Size(load_default=DEFAULT_MAX_BODY_SIZE)
+    keep_refused = fields.Integer(load_default=DEFAULT_KEEP_REFUSED, strict=True,
+                                  validate=validate.Range(min=0, max=1_000_000))
     # The console: absolute links (Webhook URL) and a Secure cookie when https; its defaults.
     external_url = fields.Url(load_default=None, allow_none=True, schemes={"http", "https"}, require_tld=False)
     default_language = fields.String(load_default="ko", validate=validate.OneOf(["ko", "en"]))
@@ -99,6 +101,7 @@ def _build(doc: Any, path: str, registry: Registry, problems: Problems) -> Optio
     return GatewayConfig(
         path=path, sources=sources, sinks=sinks, route=route,
         retention=settings["retention"], max_body_size=settings["max_body_size"],
+        keep_refused=settings["keep_refused"],
         external_url=settings["external_url"], default_language=settings["default_language"],
         timezone=settings["timezone"],
     )

@@ -9,6 +9,7 @@ from typing import Mapping, Optional
 DEFAULT_PATH = "config/gateway.yaml"
 DEFAULT_RETENTION = 30 * 86400.0
 DEFAULT_MAX_BODY_SIZE = 1024 * 1024
+DEFAULT_KEEP_REFUSED = 1000
 
 TOP_LEVEL_KEYS = ("global", "sources", "sinks", "route")
 ROUTE_KEYS = ("match", "sinks", "continue", "reopen_window", "routes")
@@ -61,6 +62,8 @@ class GatewayConfig:
     route: Route
     retention: float
     max_body_size: int
+    keep_refused: int = DEFAULT_KEEP_REFUSED
+    """Refused webhook requests kept per source (the newest); 0 keeps none."""
     external_url: Optional[str] = None
     default_language: str = "ko"
     timezone: str = "Asia/Seoul"

@@ -24,10 +24,12 @@ from gateway.contracts import (
     ALERT_STATUSES, SEVERITIES, Alert, ApiError, Headers, InboundRequest, InlineSinkType, Link, Refused, Rejected,
     Reply, Resource, SinkType, Transaction, namespaced_fingerprint,
 )
-from gateway.pipeline import problems
+from gateway.pipeline import problems, refusals
 from gateway.pipeline.runtime import ActiveSource, Runtime, Snapshot
 from gateway.store.db import HotStatement, RetryTransaction, refusal_reason, run_in_transaction
-from gateway.store.models import UNSTORABLE_TEXT, AlertRow, DeliveryRow, Handshake, RawRequest, RefusedRequest, utcnow
+from gateway.store.models import (
+    UNSTORABLE_TEXT, AlertRow, DeliveryRow, Handshake, RawRequest, RefusedRequest, utcnow,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -50,6 +52,24 @@ class Outcome:
 BodyReader = Callable[[int], bytes]
 """Reads the request body up to a byte limit, raising ApiError(413) past it."""
 
+Commit = Callable[[Runtime, Callable[[Transaction], T]], T]
+"""How ``_receive`` runs its storing work: ``in_transaction``, or a replay's or dry run's variant."""
+
+
+@dataclass
+class Seen:
+    """What of a request the core had read when it was refused: the refusal is kept with it."""
+
+    body: Optional[bytes] = None
+    request: Optional[InboundRequest] = None
+    verified: bool = False
+
+    def reading(self, read_body: BodyReader) -> BodyReader:
+        def read(limit: int) -> bytes:
+            self.body = read_body(limit)
+            return self.body
+        return read
+
 
 def receive(runtime: Runtime, source_type: str, source_key: str, method: str, path: str,
             headers: Mapping[str, str], read_body: BodyReader, remote_addr: str) -> Outcome:
@@ -64,12 +84,14 @@ def receive(runtime: Runtime, source_type: str, source_key: str, method: str, pa
         raise Unavailable("the database is unavailable; nothing was stored, retry later") from exc
     label = source.name if source is not None else "unknown"  # not the key: it may be the secret
     metrics.WEBHOOKS_RECEIVED.labels(label).inc()
+    seen = Seen()
     try:
-        outcome = _receive(runtime, source, source_type, source_key, method, path, headers, read_body, remote_addr)
+        outcome = _receive(runtime, source, source_type, source_key, method, path, headers, seen.reading(read_body),
+                           remote_addr, seen)
     except ApiError as exc:  # the source's or the core's refusal, or a body the core cannot read
         metrics.WEBHOOKS_REJECTED.labels(label, exc.code).inc()
-        if source is not None:
-            _journal_refusal(runtime, source.key, exc, remote_addr)
+        if source is not None and source.type == source_type:  # an unknown source has nowhere to keep it
+            _keep_refusal(runtime, source, method, path, headers, remote_addr, seen, exc)
         raise
     except Unavailable:
         metrics.WEBHOOKS_REJECTED.labels(label, "database_unavailable").inc()
@@ -79,20 +101,9 @@ def receive(runtime: Runtime, source_type: str, source_key: str, method: str, pa
     return outcome
 
 
-def _journal_refusal(runtime: Runtime, source_key: str, exc: Rejected, remote_addr: str) -> None:
-    """Keep why a known source refused a request, for its console page.  Best effort: the
-    refusal is answered the same whether or not this row could be written."""
-    try:
-        run_in_transaction(runtime.engine, lambda conn: conn.execute(insert(RefusedRequest.__table__).values(
-            source_key=source_key, received_at=utcnow(), status=exc.status, code=exc.code[:64],
-            message=UNSTORABLE_TEXT.sub("\ufffd", exc.message), remote_addr=remote_addr[:64] or None)))
-    except SQLAlchemyError as error:
-        log.warning("could not record a refused request of %r: %s", source_key, error)
-
-
 def _receive(runtime: Runtime, source: Optional[ActiveSource], source_type: str, source_key: str,
              method: str, path: str, headers: Mapping[str, str], read_body: BodyReader,
-             remote_addr: str) -> Outcome:
+             remote_addr: str, seen: Seen, commit: Optional[Commit] = None) -> Outcome:
     if source is None or source.type != source_type:
         raise Rejected(404, "unknown_source", f"no {source_type} source with key {source_key!r}")
     if not source.enabled:
@@ -103,9 +114,10 @@ def _receive(runtime: Runtime, source: Optional[ActiveSource], source_type: str,
     snapshot = runtime.snapshot
     body = read_body(snapshot.config.max_body_size)
     payload = _decode(body)
-    request = InboundRequest(method, path, Headers(headers), body, payload, remote_addr, utcnow())
+    request = seen.request = InboundRequest(method, path, Headers(headers), body, payload, remote_addr, utcnow())
     with _plugin_guard(source):
         source.plugin.verify(request)
+        seen.verified = True
         raw = _raw_values(source, request)
         reply = source.plugin.handshake(request)
     if reply is not None:
@@ -130,7 +142,7 @@ def _receive(runtime: Runtime, source: Optional[ActiveSource], source_type: str,
     while True:
         try:
             with _storing(source, "nothing was stored"):
-                ids = in_transaction(runtime, lambda tx: _store(tx, raw, routed, repeated, look))
+                ids = (commit or in_transaction)(runtime, lambda tx: _store(tx, raw, routed, repeated, look))
             break
         except Duplicate:
             return Outcome(200, {"status": "duplicate", **({"refused": refused_json} if refused else {})})
@@ -197,6 +209,29 @@ def _repeated_in_request(external_ids: list[Optional[str]]) -> set[int]:
     return repeated
 
 
+def _keep_refusal(runtime: Runtime, source: ActiveSource, method: str, path: str, headers: Mapping[str, str],
+                  remote_addr: str, seen: Seen, refusal: ApiError) -> None:
+    """Keep a refused request, as the raw journal would keep it, for operators and ``gateway replay``.
+
+    Never raises: the sender gets its 4xx whatever happens here.  A body the source cannot
+    scrub (it crashed on it) is not kept, since it may hold what scrubbing would have hidden.
+    """
+    request = seen.request or InboundRequest(method, path, Headers(headers), seen.body or b"", None, remote_addr,
+                                             utcnow())
+    try:
+        try:
+            kept_headers, body = source.plugin.scrub(request)
+        except Exception:
+            log.warning("the %s plugin could not scrub a refused request to %s; its body is not kept",
+                        source.type, source.key, exc_info=True)
+            kept_headers, body = request.headers, b""
+        refusals.keep(runtime.engine, runtime.snapshot.config.keep_refused, dict(
+            _journal_values(source, request, kept_headers, body), verified=seen.verified, status=refusal.status,
+            code=_storable(refusal.code, _REFUSAL_CODE_LENGTH), message=clean_text(refusal.message)))
+    except Exception as exc:
+        log.error("could not keep a refused request to %s (%s %s): %s", source.key, refusal.status, refusal.code, exc)
+
+
 def _decode(body: bytes) -> Any:
     """The JSON payload, cleaned of text no column can hold when the body may carry some,
     so that plugins, the incident store and the database all see text they can keep."""
@@ -213,6 +248,7 @@ def _storable(text: str, limit: Optional[int]) -> str:
 _RESOURCE_LENGTHS = tuple(AlertRow.__table__.c[f"resource_{part}"].type.length for part in ("id", "name", "type"))
 _CONTENT_TYPE_LENGTH = RawRequest.__table__.c.content_type.type.length
 _EXTERNAL_ID_LENGTH = RawRequest.__table__.c.external_id.type.length
+_REFUSAL_CODE_LENGTH = RefusedRequest.__table__.c.code.type.length
 
 
 def _storable_id(external_id: Optional[str]) -> Optional[str]:
@@ -398,14 +434,19 @@ class AlertsSeen(Exception):
 
 def _raw_values(source: ActiveSource, request: InboundRequest) -> dict:
     """The raw journal's row, as the source's scrub leaves it and without credentials."""
-    headers, body = source.plugin.scrub(request)
+    return dict(_journal_values(source, request, *source.plugin.scrub(request)),
+                external_id=_storable_id(source.plugin.delivery_id(request)), alert_count=0)
+
+
+def _journal_values(source: ActiveSource, request: InboundRequest, headers: Mapping[str, str], body: bytes) -> dict:
+    """What the raw journal and the refused requests keep of a request: ``headers`` and ``body``
+    as scrubbed, credentials redacted."""
     content_type = request.headers.get("content-type")
     return dict(
         source_key=source.key, source_type=source.type, method=request.method, path=request.path,
         headers={k: ("[redacted]" if k.lower() in SECRET_HEADERS else v) for k, v in headers.items()},
         body=body, content_type=content_type and _storable(content_type, _CONTENT_TYPE_LENGTH),
         remote_addr=request.remote_addr, received_at=request.received_at,
-        external_id=_storable_id(source.plugin.delivery_id(request)), alert_count=0,
     )
 
 

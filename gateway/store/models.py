@@ -83,10 +83,9 @@ class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON}
 
 
-class RawRequest(Base):
-    """A webhook exactly as received: the API calls these *events*."""
+class JournaledRequest:
+    """What is kept of a webhook request, accepted or refused: credentials redacted, the source's scrub applied."""
 
-    __tablename__ = "raw_requests"
     id: Mapped[int] = mapped_column(primary_key=True)
     source_key: Mapped[str] = mapped_column(String(64))
     source_type: Mapped[str] = mapped_column(String(64))
@@ -97,6 +96,12 @@ class RawRequest(Base):
     content_type: Mapped[Optional[str]] = mapped_column(String(255))
     remote_addr: Mapped[Optional[str]] = mapped_column(String(64))
     received_at: Mapped[datetime]
+
+
+class RawRequest(JournaledRequest, Base):
+    """A webhook exactly as received: the API calls these *events*."""
+
+    __tablename__ = "raw_requests"
     external_id: Mapped[Optional[str]] = mapped_column(String(255))
     alert_count: Mapped[int] = mapped_column(default=0)
 
@@ -105,6 +110,27 @@ class RawRequest(Base):
         Index("ix_raw_requests_received_at", "received_at"),
         # The idempotency guard: one accepted request per (source, vendor delivery id).
         Index("uq_raw_requests_source_key_external_id", "source_key", "external_id", unique=True),
+    )
+
+
+class RefusedRequest(JournaledRequest, Base):
+    """A webhook a known source or the core refused with a 4xx, and why: the console's source page
+    and ``/api/sources/<key>/requests`` show it, ``gateway replay`` can run it again.
+
+    Kept as the raw journal keeps a request (credentials redacted, the source's ``scrub``
+    applied), the last ``global.keep_refused`` per source.  ``verified``: the source's
+    ``verify`` had passed when it was refused, so a replay may run it through ``parse``.
+    """
+
+    __tablename__ = "refused_requests"
+    verified: Mapped[bool]
+    status: Mapped[int]
+    code: Mapped[str] = mapped_column(String(64))
+    message: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (
+        Index("ix_refused_requests_source_key_id", "source_key", "id"),
+        Index("ix_refused_requests_received_at", "received_at"),
     )
 
 
@@ -309,23 +335,6 @@ class Handshake(Base):
     record: Mapped[dict[str, Any]]
 
     __table_args__ = (Index("ix_handshakes_source_key_id", "source_key", "id"),)
-
-
-class RefusedRequest(Base):
-    """A webhook a known source refused, and why: what the console's source page shows, so
-    "the incident is not created" is answered on screen.  ``gateway purge`` removes old ones."""
-
-    __tablename__ = "refused_requests"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    source_key: Mapped[str] = mapped_column(String(64))
-    received_at: Mapped[datetime]
-    status: Mapped[int]
-    code: Mapped[str] = mapped_column(String(64))
-    message: Mapped[str] = mapped_column(Text)
-    remote_addr: Mapped[Optional[str]] = mapped_column(String(64))
-
-    __table_args__ = (Index("ix_refused_requests_source_key_id", "source_key", "id"),
-                      Index("ix_refused_requests_received_at", "received_at"))
 
 
 class User(Base):

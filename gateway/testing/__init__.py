@@ -47,8 +47,9 @@ class WebhookClient:
 
 
 @contextmanager
-def migrated_schema(prefix: str) -> Iterator[str]:
-    """The URL of a new PostgreSQL schema at the head migration; the schema is dropped on exit."""
+def migrated_schema(prefix: str, revision: str = "head") -> Iterator[str]:
+    """The URL of a new PostgreSQL schema at ``revision`` (the head migration by default); the
+    schema is dropped on exit."""
     import pytest
     from sqlalchemy import create_engine, text
 
@@ -63,7 +64,7 @@ def migrated_schema(prefix: str) -> Iterator[str]:
     sep = "&" if "?" in POSTGRES_URL else "?"
     try:
         url = f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}"
-        upgrade(url)
+        upgrade(url, revision)
         yield url
     finally:
         with admin.begin() as conn:

@@ -11,8 +11,8 @@ from sqlalchemy import func, select
 
 from gateway.config import redacted, redacted_options
 from gateway.contracts import ApiError
-from gateway.pipeline import outbox
-from gateway.store.models import AlertRow, DeliveryAttempt, DeliveryRow, RawRequest, SourceRow
+from gateway.pipeline import outbox, refusals
+from gateway.store.models import AlertRow, DeliveryAttempt, DeliveryRow, RawRequest, RefusedRequest, SourceRow
 from gateway.web.auth import needs, require_role
 from gateway.web.common import Page, Text, iso, json_object, paginate, where_given
 
@@ -132,6 +132,25 @@ def list_handshakes(key: str):
         "raw_url": f"/api/events/{r.raw_request_id}/raw" if r.raw_request_id else None}))
 
 
+class RequestQuery(Page):
+    outcome = fields.String(validate=validate.OneOf(refusals.OUTCOMES))
+
+
+@bp.get("/sources/<source_key:key>/requests")
+def list_requests(key: str):
+    """The source's webhook requests, newest first, refused ones with why (``?outcome=``)."""
+    args = RequestQuery().load(request.args)
+    return jsonify(paginate(refusals.requests_of(key, args.get("outcome")), args, lambda r: {
+        "id": r.id, "outcome": r.outcome, "status": r.status, "code": r.code, "message": r.message,
+        "alert_count": r.alert_count, "received_at": iso(r.received_at),
+        "raw_url": refusals.raw_url(r.outcome, r.id)}))
+
+
+@bp.get("/refused/<id:request_id>/raw")
+def raw_refused(request_id: int):
+    return _raw_bytes(RefusedRequest, request_id, "refused request")
+
+
 # -- events (raw requests) -----------------------------------------------------------
 
 class EventQuery(Page):
@@ -160,10 +179,15 @@ def list_events():
 
 @bp.get("/events/<id:event_id>/raw")
 def raw_event(event_id: int):
+    return _raw_bytes(RawRequest, event_id, "stored event")
+
+
+def _raw_bytes(model, row_id: int, what: str) -> Response:
+    """A stored request's body as kept, with its content type."""
     with _gateway().engine.connect() as conn:
-        row = conn.execute(select(RawRequest.body, RawRequest.content_type).where(RawRequest.id == event_id)).first()
+        row = conn.execute(select(model.body, model.content_type).where(model.id == row_id)).first()
     if row is None:
-        raise ApiError(404, "not_found", f"no stored event {event_id} (it may have been purged)")
+        raise ApiError(404, "not_found", f"no {what} {row_id} (it may have been purged)")
     return Response(row.body, content_type=row.content_type or "application/octet-stream")
 
 

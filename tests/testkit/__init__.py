@@ -33,6 +33,10 @@ class EchoSource(SourceType):
             return Reply(200, {"status": "hello"}, record={"kind": "hello", "from": request.payload["hello"]})
         return None
 
+    def handshake_preview(self, request):
+        hello = self.handshake(request)  # it calls nothing out: answering is its own preview
+        return f"a hello from {hello.record['from']}: answered {hello.status}" if hello else None
+
     def parse(self, request):
         payload = request.payload
         if not isinstance(payload, dict):

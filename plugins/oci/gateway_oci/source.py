@@ -54,6 +54,10 @@ class OciSource(SourceType):
         return confirm(request, url, allowed_hosts=self.options["confirm_hosts"],
                        timeout=self.options["confirm_timeout"])
 
+    def handshake_preview(self, request: InboundRequest) -> Optional[str]:
+        is_confirmation, url = confirmation_url(request)
+        return f"a subscription confirmation: would GET {url.split('?')[0] or '(no URL given)'}" if is_confirmation else None
+
     def parse(self, request: InboundRequest) -> list[Alert | Refused]:
         return to_alerts(request.payload, received_at=request.received_at)
 
