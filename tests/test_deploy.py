@@ -112,7 +112,8 @@ def test_image_takes_a_webhook_on_postgres_as_a_non_root_user(daemon, image, hos
 
 def test_kubernetes_container_specs_run_and_answer_their_probes(daemon, image, host_database, tmp_path):
     resources = {(doc["kind"], doc["metadata"]["name"]): doc for doc in kustomized("base")}
-    secrets = {"alert-gateway": {"database-url": host_database, "admin-token": TOKEN}}
+    secrets = {"alert-gateway": {"database-url": host_database, "admin-token": TOKEN,
+                                 "secret-key": "deploy-secret-key"}}
     configmaps = {name: doc["data"] for (kind, name), doc in resources.items() if kind == "ConfigMap"}
 
     def run(kind: str, name: str, *options: str) -> tuple[dict, str]:
@@ -203,7 +204,7 @@ def test_compose_web_replicas_and_worker_share_its_postgres(daemon, image, tmp_p
 
     def write_env(spaceone_url: str) -> None:
         env_file.write_text(f"POSTGRES_PASSWORD={password}\nGATEWAY_ADMIN_TOKEN={TOKEN}\n"
-                            f"SPACEONE_WEBHOOK_URL={spaceone_url}\n")
+                            f"GATEWAY_SECRET_KEY=deploy-secret-key\nSPACEONE_WEBHOOK_URL={spaceone_url}\n")
 
     write_env("http://not-yet.invalid" + SpaceONE.PATH)
     spaceone = None
