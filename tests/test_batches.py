@@ -18,7 +18,8 @@ from sqlalchemy import create_engine, func, insert, select, text
 from gateway.store.db import upgrade
 from gateway.store.models import AlertRow, Incident, RawRequest
 
-GROUP = json.loads((Path(__file__).parents[1] / "plugins/alertmanager/tests/payloads/group_firing.json").read_text())
+GROUP = json.loads((Path(__file__).parents[1] / "plugins/alertmanager/gateway_alertmanager/samples/group_firing.json")
+                   .read_text())
 CONFIG = DEFAULT_CONFIG.replace("sources:\n", "sources:\n  - key: am\n    type: alertmanager\n", 1)
 """The default config (a ``testsrc`` source ``src`` routed to the incident store) and an Alertmanager source."""
 HOOK = "/hooks/alertmanager/am/"
