@@ -5,7 +5,7 @@ from typing import Optional
 
 from flask import Blueprint, jsonify, request
 from marshmallow import Schema, fields, validate
-from sqlalchemy import or_, select
+from sqlalchemy import select, union
 
 from gateway import SEVERITIES, Alert, Resource
 from gateway.incidents import service
@@ -89,12 +89,14 @@ def incident_query(args: dict):
     query = where_given(select(Incident.__table__), args,
                         {"status": Incident.status, "severity": Incident.severity, "source": Incident.source_key})
     if args.get("q"):
-        # autoescape: "100%" finds that text rather than acting as a LIKE wildcard.
-        commented = select(TimelineEntry.incident_id).where(
-            TimelineEntry.kind == "commented", TimelineEntry.note.icontains(args["q"], autoescape=True))
-        query = query.where(or_(*(column.icontains(args["q"], autoescape=True)
-                                  for column in (Incident.title, Incident.description, Incident.resource_name)),
-                                Incident.id.in_(commented)))
+        # Escaped: "100%" finds that text rather than acting as a LIKE wildcard.  One ILIKE per
+        # column, united, rather than an OR: on PostgreSQL each is one trigram index (0009).
+        pattern = "%" + args["q"].replace("/", "//").replace("%", "/%").replace("_", "/_") + "%"
+        matching = union(*(select(Incident.id).where(column.ilike(pattern, escape="/"))
+                           for column in (Incident.title, Incident.description, Incident.resource_name)),
+                         select(TimelineEntry.incident_id).where(TimelineEntry.kind == "commented",
+                                                                 TimelineEntry.note.ilike(pattern, escape="/")))
+        query = query.where(Incident.id.in_(matching))
     return query.order_by(SORTS[args["sort"]], Incident.id.desc())
 
 
