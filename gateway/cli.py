@@ -11,7 +11,6 @@ import threading
 from datetime import timedelta
 
 import click
-from sqlalchemy import delete
 
 from gateway.config import ConfigError, load_config, summary
 from gateway.contracts import InlineSinkType
@@ -206,19 +205,17 @@ def plugins(settings: Settings):
 def purge(settings: Settings, older_than: str | None):
     """Delete raw and refused requests older than the retention period (alerts and incidents stay)."""
     from gateway.fields import parse_duration
-    from gateway.store.db import make_engine, run_in_transaction
-    from gateway.store.models import RawRequest, RefusedRequest, utcnow
+    from gateway.store.db import make_engine
+    from gateway.store.models import utcnow
+    from gateway.store.retention import purge as purge_before
 
     seconds = parse_duration(older_than) if older_than else _load(settings).retention
     cutoff = utcnow() - timedelta(seconds=seconds)
     engine = make_engine(settings.database_url)
-
-    def work(conn) -> int:
-        conn.execute(delete(RefusedRequest.__table__).where(RefusedRequest.received_at < cutoff))
-        return conn.execute(delete(RawRequest.__table__).where(RawRequest.received_at < cutoff)).rowcount
-
-    removed = run_in_transaction(engine, work)
-    engine.dispose()
+    try:
+        removed = purge_before(engine, cutoff)
+    finally:
+        engine.dispose()
     click.echo(f"purged {removed} raw requests received before {cutoff.isoformat()}")
 
 
