@@ -127,9 +127,12 @@ def test_no_list_detail_timeline_deliveries_or_claim_query_scans_a_large_table(s
     csrf = page.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
     browser.post("/login", data={"username": "kim", "password": "kim-password", "csrf_token": csrf})
     middle = INCIDENTS // 2
+    deep = api.get("/api/incidents?page=200").json["next_cursor"]
+    deep_resolved = api.get("/api/incidents?page=50&status=resolved&sort=created_at").json["next_cursor"]
     sent.clear()  # signing in reads small tables only
     searches = []
     for client, path in [
+        (api, f"/api/incidents?cursor={deep}"), (api, f"/api/incidents?cursor={deep_resolved}&status=resolved&sort=created_at"),
         (api, "/api/incidents"), (api, "/api/incidents?status=resolved"), (api, "/api/incidents?severity=critical"),
         (api, "/api/incidents?source=src-7"), (api, "/api/incidents?page=200"),
         (api, "/api/incidents?sort=created_at"), (api, "/api/incidents?sort=last_event_at&status=triggered"),
