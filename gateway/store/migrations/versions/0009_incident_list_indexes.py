@@ -8,7 +8,7 @@ list that sorts all incidents per page misses its target long before a year of t
 
 On PostgreSQL the search (ILIKE '%text%' on title, description, resource name and comments)
 gets pg_trgm GIN indexes.  pg_trgm is a trusted extension (PostgreSQL 13+): a database owner
-may create it; where it cannot be created, the search reads the table as before and the
+may create it (in schema public); where it cannot be, the search reads the table as before and the
 upgrade goes on without these indexes (gateway.store.models.TRIGRAM_INDEXES).
 
 Revision ID: 0009
@@ -43,7 +43,9 @@ def upgrade() -> None:
         return
     try:
         with bind.begin_nested():
-            bind.execute(sa.text("CREATE EXTENSION IF NOT EXISTS pg_trgm"))
+            # In public, not the first schema on the search path: a schema dropped with CASCADE
+            # (as each test run drops its own) would take the extension, and every index on it, along.
+            bind.execute(sa.text("CREATE EXTENSION IF NOT EXISTS pg_trgm SCHEMA public"))
     except sa.exc.DBAPIError:
         return  # no right to create it: the search scans, as it did before
     # Where the extension lives (another schema may hold it): its operator class is named there.
