@@ -68,8 +68,8 @@ def fill(url: str) -> None:
         conn.execute(text(
             "INSERT INTO deliveries (id, alert_id, sink_name, ordering_key, status, attempts, next_attempt_at,"
             " created_at, finished_at) " + SERIES +
-            f"SELECT i, i, 'sink-' || (i % 10), 'fp-' || (i % {INCIDENTS} + 1), CASE WHEN i % 100 = 0 THEN 'dead' ELSE"
-            f" 'delivered' END, 1, {at}, {at}, {at} FROM n"))
+            f"SELECT i, i, 'sink-' || (i % 10), 'fp-' || (i % {INCIDENTS} + 1), CASE i % 100 WHEN 0 THEN 'dead' WHEN 1 THEN"
+            f" 'pending' ELSE 'delivered' END, 1, {at}, {at}, {at} FROM n"))
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         # What autovacuum keeps up on a live database: statistics and the visibility map.
         conn.execute(text("VACUUM ANALYZE" if postgres else "ANALYZE"))
@@ -148,7 +148,7 @@ def test_no_list_detail_timeline_deliveries_or_claim_query_scans_a_large_table(s
         assert answer.status_code == 200, (path, answer.status_code)
         if "q=" in path:
             searches.extend(sent[before:])
-    Dispatcher(app.extensions["gateway"].runtime).claim("itms", "worker-1")
+    assert Dispatcher(app.extensions["gateway"].runtime).claim("sink-1", "worker-1")  # a backlog to claim from
 
     postgres = engine.dialect.name == "postgresql"
     assert len(sent) > 20
