@@ -27,9 +27,15 @@ test: install
 # and PostgreSQL under wrk.  Knobs: BENCH_DURATION, BENCH_WORKERS, BENCH_DBS, BENCH_RUNS;
 # `make bench BENCH_SOAK=1` sends 100,000 webhooks and prints worker memory instead.
 # Then the console's pages with 100,000 incidents stored (bench/console.py; BENCH_CONSOLE_INCIDENTS).
+# `make bench BENCH_SCALE=1` instead: a year-like database bulk-loaded, then the incident list and
+# pages read from it (bench/scale.py; BENCH_SCALE_INCIDENTS, BENCH_SCALE_ALERTS, BENCH_SCALE_SOURCES).
 bench: install
+ifeq ($(BENCH_SCALE),1)
+	$(BIN)/python bench/scale.py
+else
 	$(BIN)/python bench/bench.py
 	$(BIN)/python bench/console.py
+endif
 
 # The console's ko/en catalogs: extract, merge into the .po files (translate what is new), compile.
 # The compiled .mo files are committed, so `make run` needs no build step.

@@ -17,8 +17,10 @@ import sys
 import tempfile
 import time
 import uuid
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
+from typing import Iterator
 
 from sqlalchemy import create_engine, insert, text
 
@@ -85,40 +87,73 @@ def fill(url: str) -> None:
     engine.dispose()
 
 
-def measure(url: str, config_path: str) -> dict[str, list[float]]:
-    app = create_app({"DATABASE_URL": url, "CONFIG": config_path, "SECRET_KEY": secrets.token_hex(16)})
-    engine = app.extensions["gateway"].engine
-    users.create_user(engine, "bench", "admin", "bench-password")
-    client = app.test_client()
-    page = client.get("/login").text
-    token = page.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
-    client.post("/login", data={"username": "bench", "password": "bench-password", "csrf_token": token})
-    middle = INCIDENTS // 2
-    pages = {
+def console_pages(incidents: int, sources: list[str]) -> dict[str, str]:
+    """The console's pages worth timing, by name, for a database of ``incidents`` across ``sources``."""
+    middle = incidents // 2
+    return {
         "incident list": "/incidents",
         "list, resolved tab, page 20": "/incidents?status=resolved&page=20",
-        "list, severity+source filter": f"/incidents?severity=critical&source={SOURCES[0]}",
+        "list, severity+source filter": f"/incidents?severity=critical&source={sources[0]}",
         "list, search (title/comments)": "/incidents?q=host-4242",
         "list, sort by severity": "/incidents?sort=severity",
         "list refresh (partial)": "/incidents?partial=1",
         "incident page": f"/incidents/{middle}",
         "raw payload": f"/events/{middle}",
         "webhook sources": "/sources",
-        "source page": f"/sources/{SOURCES[1]}",
+        "source page": f"/sources/{sources[1]}",
         "deliveries": "/deliveries",
     }
+
+
+def measure(url: str, config_path: str, pages: dict[str, str], requests: int = REQUESTS) -> dict[str, list[float]]:
+    """Server time in ms of ``requests`` GETs of each of ``pages`` (name -> path), signed in as an
+    admin (API paths with the service token)."""
+    token = secrets.token_hex(16)
+    app = create_app({"DATABASE_URL": url, "CONFIG": config_path, "SECRET_KEY": secrets.token_hex(16),
+                      "ADMIN_TOKEN": token})
+    engine = app.extensions["gateway"].engine
+    users.create_user(engine, "bench", "admin", "bench-password")
+    client = app.test_client()
+    page = client.get("/login").text
+    csrf = page.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+    client.post("/login", data={"username": "bench", "password": "bench-password", "csrf_token": csrf})
     times: dict[str, list[float]] = {}
     for name, path in pages.items():
-        assert client.get(path).status_code == 200, path  # warm
+        headers = {"Authorization": f"Bearer {token}"} if path.startswith("/api/") else {}
+        warm = client.get(path, headers=headers)
+        assert warm.status_code == 200, (path, warm.status_code, warm.text[:300])
         samples = []
-        for _ in range(REQUESTS):
+        for _ in range(requests):
             started = time.perf_counter()
-            response = client.get(path)
+            response = client.get(path, headers=headers)
             samples.append((time.perf_counter() - started) * 1000)
             assert response.status_code == 200, (path, response.status_code)
         times[name] = samples
     engine.dispose()
     return times
+
+
+@contextmanager
+def fresh_database(db: str, workdir: Path) -> Iterator[str]:
+    """The URL of a new database at head ("sqlite" in ``workdir``, or "postgresql" on BENCH_PG_URL's
+    server), dropped afterwards."""
+    if db == "sqlite":
+        url = f"sqlite:///{workdir / 'bench.db'}"
+        upgrade(url)
+        yield url
+        return
+    name = f"bench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+        upgrade(url)
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 def main() -> None:
@@ -129,30 +164,15 @@ def main() -> None:
     config_path = workdir / "gateway.yaml"
     config_path.write_text(CONFIG % "\n".join(f"  - {{key: {k}, type: whatap}}" for k in SOURCES))
     for db in DBS:
-        admin = None
-        if db == "sqlite":
-            url = f"sqlite:///{workdir / 'console.db'}"
-        else:
-            name = f"bench_console_{uuid.uuid4().hex[:8]}"
-            admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-            with admin.connect() as conn:
-                conn.execute(text(f'CREATE DATABASE "{name}"'))
-            url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-        try:
-            upgrade(url)
+        with fresh_database(db, workdir) as url:
             started = time.perf_counter()
             fill(url)
             print(f"\n{db}: filled in {time.perf_counter() - started:.0f} s")
             print(f"  {'page':32} {'median':>8} {'p95':>8} {'max':>8}")
-            for name, samples in measure(url, str(config_path)).items():
+            for name, samples in measure(url, str(config_path), console_pages(INCIDENTS, SOURCES)).items():
                 p95 = statistics.quantiles(samples, n=20, method="inclusive")[-1]
                 flag = "" if p95 < TARGET_MS else "  OVER TARGET"
                 print(f"  {name:32} {statistics.median(samples):8.1f} {p95:8.1f} {max(samples):8.1f}{flag}")
-        finally:
-            if admin is not None:
-                with admin.connect() as conn:
-                    conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-                admin.dispose()
     for path in workdir.iterdir():
         path.unlink()
     workdir.rmdir()

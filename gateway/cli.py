@@ -12,7 +12,6 @@ import threading
 from datetime import timedelta
 
 import click
-from sqlalchemy import delete
 
 from gateway.config import ConfigError, load_config, summary
 from gateway.contracts import InlineSinkType
@@ -248,18 +247,18 @@ def plugin_new(name: str, sink: bool, directory: str | None):
 def purge(settings: Settings, older_than: str | None):
     """Delete raw and refused requests older than the retention period (alerts and incidents stay)."""
     from gateway.fields import parse_duration
-    from gateway.store.db import make_engine, run_in_transaction
-    from gateway.store.models import RawRequest, RefusedRequest, utcnow
+    from gateway.store.db import make_engine
+    from gateway.store.models import utcnow
+    from gateway.store.retention import purge as purge_before
 
     seconds = parse_duration(older_than) if older_than else _load(settings).retention
     cutoff = utcnow() - timedelta(seconds=seconds)
     engine = make_engine(settings.database_url)
-    removed = run_in_transaction(engine, lambda conn: [
-        conn.execute(delete(model.__table__).where(model.received_at < cutoff)).rowcount
-        for model in (RawRequest, RefusedRequest)])
-    engine.dispose()
-    click.echo(f"purged {removed[0]} raw requests and {removed[1]} refused requests received before "
-               f"{cutoff.isoformat()}")
+    try:
+        raw, refused = purge_before(engine, cutoff)
+    finally:
+        engine.dispose()
+    click.echo(f"purged {raw} raw requests and {refused} refused requests received before {cutoff.isoformat()}")
 
 
 def _since(text: str | None):

@@ -277,3 +277,28 @@ def test_list_rejects_invalid_parameters(query, field, api):
     response = api.get("/api/incidents", query_string=query)
     assert response.status_code == 422
     assert list(response.json["error"]["fields"]) == [field]
+
+
+@pytest.mark.parametrize("sort", ["-last_event_at", "last_event_at", "-created_at", "created_at"])
+@pytest.mark.parametrize("query", [{}, {"source": "whatap-prod"}])
+def test_following_next_cursor_lists_what_one_page_lists(sort, query, population, api):
+    everything = [item["id"] for item in api.get("/api/incidents", query_string={**query, "sort": sort}).json["items"]]
+    followed, cursor = [], None
+    for _ in range(len(everything) + 1):
+        body = api.get("/api/incidents", query_string={**query, "sort": sort, "per_page": 2,
+                                                       **({"cursor": cursor} if cursor else {})}).json
+        assert body["total"] == (None if cursor else len(everything))  # a cursor's page counts nothing
+        followed += [item["id"] for item in body["items"]]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    assert followed == everything and len(everything) >= 2
+
+
+@pytest.mark.parametrize("query", [
+    {"cursor": "not base64!"}, {"cursor": "WzEsMl0="}, {"cursor": "WyJ4IiwgMl0=", "sort": "created_at"},
+    {"cursor": "WzEsIDJd", "sort": "severity"},
+])
+def test_a_cursor_the_api_did_not_give_is_400(query, api):
+    response = api.get("/api/incidents", query_string=query)
+    assert (response.status_code, response.json["error"]["code"]) == (400, "bad_cursor")

@@ -205,10 +205,25 @@ class Incident(Base):
             postgresql_where=text(OPEN_SQL),
         ),
         Index("ix_incidents_fingerprint_resolved_at", "fingerprint", "resolved_at"),
-        # Not last_event_at: every repeat moves it, and an index on it made each repeat rewrite
-        # index entries (migration 0002).  The incident list filters by status and sorts.
+        # The incident list's filters, and their counts.
         Index("ix_incidents_status", "status"),
+        Index("ix_incidents_severity", "severity"),
+        Index("ix_incidents_source_key", "source_key"),
+        # The list's default sort, newest activity first, each filter applied along it.  Every
+        # repeat moves last_event_at, so each repeat rewrites index entries (why migration 0002
+        # dropped it); at a million incidents the list cannot sort them all per page (0009).
+        Index("ix_incidents_last_event_at_id", "last_event_at", "id"),
     )
+
+
+TRIGRAM_INDEXES = {
+    "ix_incidents_title_trgm": ("incidents", "title"),
+    "ix_incidents_description_trgm": ("incidents", "description"),
+    "ix_incidents_resource_name_trgm": ("incidents", "resource_name"),
+    "ix_timeline_entries_note_trgm": ("timeline_entries", "note"),
+}
+"""The incident search's indexes, PostgreSQL only (GIN, pg_trgm, migration 0009), so not in the
+models: SQLite has no trigram index, and a search there reads every incident."""
 
 
 class TimelineEntry(Base):
@@ -263,6 +278,8 @@ class DeliveryRow(Base):
               sqlite_where=text(PENDING_SQL), postgresql_where=text(PENDING_SQL)),
         Index("ix_deliveries_sink_name_ordering_key_status", "sink_name", "ordering_key", "status"),
         Index("ix_deliveries_status", "status"),
+        # An incident's deliveries, through its alerts (the console's incident page).
+        Index("ix_deliveries_alert_id", "alert_id"),
     )
 
 

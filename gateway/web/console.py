@@ -272,7 +272,7 @@ def deliveries():
     status = request.args.get("status") or None
     with _gateway().engine.connect() as conn:
         counts = conn.execute(select(DeliveryRow.sink_name, DeliveryRow.status, func.count())
-                              .where(DeliveryRow.status != "delivered")
+                              .where(DeliveryRow.status.in_(("pending", "dead")))  # the status index
                               .group_by(DeliveryRow.sink_name, DeliveryRow.status)).all()
         query = select(DeliveryRow.__table__).order_by(DeliveryRow.id.desc()).limit(100)
         if sink:
