@@ -71,6 +71,12 @@ def whole_group(fingerprint: str) -> Optional[str]:
     return head if len(fingerprint) == 2 * GROUP_PREFIX_LENGTH and head == tail else None
 
 
+def group_fingerprint(fingerprint: str) -> str:
+    """The fingerprint of the alert that speaks for ``fingerprint``'s whole group, if it is grouped;
+    for an ungrouped fingerprint it names no problem (no digest repeats its own first half)."""
+    return fingerprint[:GROUP_PREFIX_LENGTH] * 2
+
+
 class Headers(Mapping[str, str]):
     """Read-only, case-insensitive HTTP headers (vendors vary the casing)."""
 
