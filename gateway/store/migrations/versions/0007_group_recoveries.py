@@ -4,14 +4,14 @@ The incident store keeps it so that a member's firing from before it, delivered 
 opens nothing even when that member was never open.
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 Create Date: 2026-12-05 13:20:00
 """
 from alembic import op
 import sqlalchemy as sa
 
 revision = '0007'
-down_revision = '0005'
+down_revision = '0006'
 branch_labels = None
 depends_on = None
 
