@@ -72,6 +72,12 @@ def whole_group(fingerprint: str) -> Optional[str]:
     return head if len(fingerprint) == 2 * GROUP_PREFIX_LENGTH and head == tail else None
 
 
+def group_fingerprint(fingerprint: str) -> str:
+    """The fingerprint of the alert that speaks for ``fingerprint``'s whole group, if it is grouped;
+    for an ungrouped fingerprint it names no problem (no digest repeats its own first half)."""
+    return fingerprint[:GROUP_PREFIX_LENGTH] * 2
+
+
 class Headers(Mapping[str, str]):
     """Read-only, case-insensitive HTTP headers (vendors vary the casing)."""
 
@@ -275,10 +281,12 @@ class Delivery:
     """One outbox row handed to an outbox sink's ``deliver``.
 
     ``id`` is stable across retries: a sink that can send an idempotency key should
-    send this one.  ``attempt`` starts at 1.  ``deadline``: when the call must be over.  For a
-    sink that tracks problems, ``period`` is the open period of ``alert.fingerprint`` the alert
-    belongs to (1, 2, …) and ``refresh`` is True when the core re-delivers the period's firing;
-    otherwise they are None and False.
+    send this one.  ``attempt`` starts at 1.  ``deadline``: when the call must be over.
+    ``fingerprint`` is the problem the row is about: the alert's, except on a tracking sink's
+    row that a whole group's recovery queued for one member of the group, where it is that
+    member's.  For a sink that tracks problems, ``period`` is the open period of ``fingerprint``
+    the row belongs to (1, 2, …) and ``refresh`` is True when the core re-delivers the period's
+    firing; otherwise they are None and False.
     """
 
     id: int
@@ -288,6 +296,11 @@ class Delivery:
     deadline: Deadline = field(default_factory=Deadline)
     period: Optional[int] = None
     refresh: bool = False
+    fingerprint: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.fingerprint:
+            object.__setattr__(self, "fingerprint", self.alert.fingerprint)
 
 
 class ApiError(Exception):

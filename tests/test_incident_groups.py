@@ -61,3 +61,31 @@ def test_grouped_fingerprints_share_the_groups_prefix():
     assert member[:32] == own[:32] == whole_group(own)
     assert whole_group(member) is None and whole_group(namespaced_fingerprint("src", "g")) is None
     assert namespaced_fingerprint("other", "g", "g")[:32] != own[:32]
+
+
+def test_a_late_firing_of_a_member_never_open_opens_nothing_after_its_groups_recovery(send, api):
+    """The group's recovery resolved the members that were open; another member's firing from
+    before it, delivered after it, opens nothing either, and a firing after it does."""
+    send("a")
+    send("b")
+    send("g", status="resolved", at="2025-01-01T00:05:00+00:00")
+    send("c", at="2025-01-01T00:03:00+00:00")
+    assert statuses(api) == {"a": "resolved", "b": "resolved"}
+    send("c", at="2025-01-01T00:06:00+00:00")
+    assert statuses(api) == {"a": "resolved", "b": "resolved", "c": "triggered"}
+
+
+def test_a_group_recovery_with_nothing_open_ends_every_member_even_after_a_members_own(send, api):
+    send("a")
+    send("a", status="resolved", at="2025-01-01T00:01:00+00:00")
+    send("g", status="resolved", at="2025-01-01T00:05:00+00:00")
+    send("c", at="2025-01-01T00:03:00+00:00")
+    send("a", at="2025-01-01T00:04:00+00:00")
+    assert statuses(api) == {"a": "resolved"}
+
+
+def test_a_members_own_recovery_says_nothing_of_the_others(send, api):
+    send("a")
+    send("a", status="resolved", at="2025-01-01T00:05:00+00:00")
+    send("b", at="2025-01-01T00:03:00+00:00")
+    assert statuses(api) == {"a": "resolved", "b": "triggered"}

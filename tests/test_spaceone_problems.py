@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import itertools
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -20,12 +21,13 @@ from testkit.spaceone import SpaceoneStandIn
 from testkit.support import OutboxDriver
 
 WORKER = "problems-worker"
+OCI_PAYLOADS = Path(__file__).resolve().parents[1] / "plugins" / "oci" / "tests" / "payloads"
 
 
 def config(url: str, **options) -> str:
     sink = {"url": url, "timeout": 2, "backoff_initial": 60, "backoff_max": 60, **options}
     return "\n".join([
-        "sources:", "  - key: src", "    type: testsrc",
+        "sources:", "  - key: src", "    type: testsrc", "  - key: oci-seoul", "    type: oci",
         "sinks:", "  - name: itms", "    type: itms", "  - name: spaceone", "    type: spaceone",
         *(f"    {key}: {json.dumps(value)}" for key, value in sink.items()),
         "route:", "  sinks: [itms, spaceone]",
@@ -41,11 +43,23 @@ class World(OutboxDriver):
         super().__init__(app, WORKER)
         self.spaceone = spaceone
 
-    def post(self, problem: str, status: str = "firing", at=None) -> list[int]:
-        """A webhook about ``problem`` that happened ``at`` (default: now); then deliver what is due."""
+    def post(self, problem: str, status: str = "firing", at=None, group=None) -> list[int]:
+        """A webhook about ``problem`` (of ``group``) that happened ``at`` (default: now); then deliver what is due."""
         body = {"id": f"{problem}-{next(self.ids)}", "title": f"{problem} failing", "problem": problem,
-                "status": status, "severity": "critical", "at": (at or clock.now()).isoformat()}
+                "status": status, "severity": "critical", "at": (at or clock.now()).isoformat(),
+                **({"group": group} if group else {})}
         r = self.client.post("/hooks/testsrc/src/", json=body)
+        assert r.status_code == 202, r.json
+        self.settle()
+        return r.json["alerts"]
+
+    def oci(self, payload: str, at: datetime, streams: slice = slice(None)) -> list[int]:
+        """Oracle's grouped example ``payload`` with the metric ``streams`` kept, evaluated ``at``."""
+        message = json.loads((OCI_PAYLOADS / payload).read_text())
+        meta = message["alarmMetaData"][0]
+        meta["dimensions"], meta["metricValues"] = meta["dimensions"][streams], meta["metricValues"][streams]
+        message.update(timestamp=at.isoformat(), timestampEpochMillis=int(at.timestamp() * 1000))
+        r = self.client.post("/hooks/oci/oci-seoul/", json=message, headers={"X-OCI-NS-MessageId": f"m-{next(self.ids)}"})
         assert r.status_code == 202, r.json
         self.settle()
         return r.json["alerts"]
@@ -72,8 +86,8 @@ class World(OutboxDriver):
         assert not [a for a in self.spaceone.alerts if a.state == "ERROR"]
 
 
-def key(problem: str, period: int) -> str:
-    return f"{namespaced_fingerprint('src', problem)}-{period}"
+def key(problem: str, period: int, group=None) -> str:
+    return f"{namespaced_fingerprint('src', problem, group)}-{period}"
 
 
 @pytest.fixture
@@ -108,6 +122,8 @@ def test_a_problem_open_for_30_minutes_is_closed(world, refresh_interval, states
     if refresh_interval:
         assert w.sent() == [("ALERT", key("disk", 1))] * 7 + [("RECOVERY", key("disk", 1))]
         assert {row["status"] for row in w.deliveries(sink="spaceone")} == {"delivered"}
+        assert [(row["period"], row["refresh"], row["member_fingerprint"]) for row in w.deliveries(sink="spaceone")] == [
+            (1, False, None)] + [(1, True, None)] * 6 + [(1, False, None)]
         w.wait(20)
         assert len(w.spaceone.requests) == 8  # a RECOVERY ends the refreshing
         w.assert_agrees()
@@ -241,4 +257,64 @@ def test_a_recovery_older_than_the_latest_firing_is_not_sent(world):
     w.post("disk", "resolved", at=t0 + timedelta(minutes=2))
     assert [kind for kind, _ in w.sent()] == ["ALERT", "ALERT"]
     assert [a.state for a in w.spaceone.alerts] == ["TRIGGERED"]
+    w.assert_agrees()
+
+
+def test_an_oci_alarms_ok_without_dimensions_closes_the_spaceone_alert_of_each_stream(world):
+    """Oracle's grouped example with three streams: three SpaceONE alerts, kept open by refreshes;
+    the alarm's OK names no stream and closes all three, each under its own key, and stops their
+    refreshes; the same alarm's grouped firing from before the OK, delivered late, opens nothing
+    anywhere, not even for the fourth stream, which was never open."""
+    w = world()
+    t0 = clock.now()
+    w.oci("oracle_grouped.json", t0, slice(0, 3))
+    members = sorted(i["fingerprint"] for i in w.api.get("/api/incidents").json["items"])
+    assert [(a.event_key, a.state) for a in sorted(w.spaceone.alerts, key=lambda a: a.event_key)] == [
+        (f"{fingerprint}-1", "TRIGGERED") for fingerprint in members]
+    w.wait(15)
+    assert [a.state for a in w.spaceone.alerts] == ["TRIGGERED"] * 3  # past SpaceONE's 10 minutes, thanks to refreshes
+
+    (ok,) = w.oci("oracle_grouped_ok.json", clock.now(), slice(0, 0))
+    assert [a.state for a in w.spaceone.alerts] == ["RESOLVED"] * 3
+    recoveries = [row for row in w.deliveries(sink="spaceone") if row["alert_id"] == ok]
+    assert sorted((row["member_fingerprint"], row["period"], row["refresh"]) for row in recoveries) == [
+        (fingerprint, 1, False) for fingerprint in members]
+    assert sorted(key for kind, key in w.sent() if kind == "RECOVERY") == [f"{fp}-1" for fp in members]
+    assert {row["status"] for row in w.deliveries(sink="spaceone")} == {"delivered"}  # no refresh left pending
+    assert any(row["refresh"] for row in w.deliveries(sink="spaceone"))
+    sent = len(w.spaceone.requests)
+    w.wait(20)
+    assert len(w.spaceone.requests) == sent
+
+    late = w.oci("oracle_grouped.json", t0 + timedelta(minutes=5))  # all four streams, ONS redelivering
+    assert len(late) == 4 and len(w.spaceone.requests) == sent
+    assert not set(late) & {row["alert_id"] for row in w.deliveries(sink="spaceone")}
+    assert w.api.get("/api/incidents", query_string={"status": "triggered"}).json["total"] == 0
+    assert len(w.spaceone.alerts) == 3
+    w.assert_agrees()
+
+    w.oci("oracle_grouped.json", clock.now(), slice(2, 4))  # firing again after the OK: new periods
+    assert sorted(a.event_key.rsplit("-", 1)[1] for a in w.spaceone.open_alerts()) == ["1", "2"]
+    w.assert_agrees()
+
+
+def test_a_group_recovery_with_nothing_open_makes_every_members_earlier_firing_stale(world):
+    w = world()
+    t0 = clock.now()
+    w.post("g", "resolved", at=t0 + timedelta(minutes=2), group="g")
+    w.post("a", at=t0 + timedelta(minutes=1), group="g")
+    assert w.spaceone.requests == []
+    w.post("b", at=t0 + timedelta(minutes=3), group="g")
+    assert w.sent() == [("ALERT", key("b", 1, "g"))]
+    w.assert_agrees()
+
+
+def test_a_group_recovery_older_than_a_members_latest_firing_leaves_its_spaceone_alert_open(world):
+    w = world()
+    t0 = clock.now()
+    w.post("a", at=t0 + timedelta(minutes=3), group="g")
+    w.post("b", at=t0, group="g")
+    w.post("g", "resolved", at=t0 + timedelta(minutes=2), group="g")
+    assert w.sent() == [("ALERT", key("a", 1, "g")), ("ALERT", key("b", 1, "g")), ("RECOVERY", key("b", 1, "g"))]
+    assert [a.state for a in w.spaceone.alerts] == ["TRIGGERED", "RESOLVED"]
     w.assert_agrees()

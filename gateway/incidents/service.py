@@ -12,14 +12,17 @@ from collections import defaultdict, deque
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, Optional
 
-from sqlalchemy import Connection, bindparam, case, func, insert, select, update
+from sqlalchemy import Connection, bindparam, case, insert, select, update
 
-from gateway.contracts import GROUP_PREFIX_LENGTH, SEVERITIES, Alert, whole_group
+from gateway.contracts import SEVERITIES, Alert, group_fingerprint, whole_group
 from gateway.store.db import HotStatement, RetryTransaction
-from gateway.store.models import AlertRow, Incident, TimelineEntry, UTCDateTime, is_open, utcnow
+from gateway.store.models import (
+    AlertRow, GroupRecovery, Incident, TimelineEntry, UTCDateTime, group_bounds, in_group, is_open, utcnow,
+)
 
 incidents = Incident.__table__
 timeline_entries = TimelineEntry.__table__
+group_recoveries = GroupRecovery.__table__
 alerts = AlertRow.__table__
 SOURCE_ACTOR = "source:"
 """Prefix of the actor of everything a webhook did: ``source:<key>``."""
@@ -82,17 +85,17 @@ _REOPEN = HotStatement(update(incidents).where(_BY_ID, incidents.c.status == "re
     last_seen_at=bindparam("seen", type_=UTCDateTime())))
 _CREATE = HotStatement(insert(incidents).returning(incidents.c.id))
 _OPEN = select(incidents).where(*_OPEN_BY_FP).with_for_update()
-_LAST_RESOLVED = (select(incidents)
-                  .where(incidents.c.fingerprint.in_([bindparam("fp"), bindparam("group_fp")]),
-                         incidents.c.resolved_at.is_not(None))
+_LAST_RESOLVED = (select(incidents).where(incidents.c.fingerprint == bindparam("fp"), incidents.c.resolved_at.is_not(None))
                   .order_by(incidents.c.resolved_at.desc()).limit(1).with_for_update())
-"""The latest resolution of the fingerprint or of its group's own fingerprint (see ``_group_fingerprint``)."""
-_IN_GROUP = (incidents.c.fingerprint >= bindparam("prefix"), incidents.c.fingerprint < bindparam("past"),
-             func.substr(incidents.c.fingerprint, 1, GROUP_PREFIX_LENGTH) == bindparam("prefix"))
-"""A group's fingerprints share a prefix, so they are one range of the fingerprint indexes."""
-_OPEN_IN_GROUP = select(incidents).where(*_IN_GROUP, is_open(incidents.c.status)).order_by(incidents.c.id).with_for_update()
-_LAST_RESOLVED_IN_GROUP = (select(incidents).where(*_IN_GROUP, incidents.c.resolved_at.is_not(None))
+_OPEN_IN_GROUP = (select(incidents).where(*in_group(incidents.c.fingerprint), is_open(incidents.c.status))
+                  .order_by(incidents.c.id).with_for_update())
+_LAST_RESOLVED_IN_GROUP = (select(incidents).where(*in_group(incidents.c.fingerprint), incidents.c.resolved_at.is_not(None))
                            .order_by(incidents.c.resolved_at.desc()).limit(1).with_for_update())
+_BY_GROUP = group_recoveries.c.fingerprint == bindparam("fp")
+_GROUP_RECOVERY = select(group_recoveries).where(_BY_GROUP).with_for_update()
+"""A group's latest recovery that spoke for all of it, by the group's own fingerprint (``group_fingerprint``)."""
+_NOTE_GROUP_RECOVERY = HotStatement(insert(group_recoveries))
+_MOVE_GROUP_RECOVERY = HotStatement(update(group_recoveries).where(_BY_GROUP))
 _ENTRY = HotStatement(insert(timeline_entries))
 
 
@@ -124,17 +127,24 @@ def apply_alert(
     if joined is not None:
         return joined
 
-    previous = conn.execute(_LAST_RESOLVED, {"fp": alert.fingerprint,
-                                             "group_fp": _group_fingerprint(alert.fingerprint)}).first()
+    # The group's recovery is locked before the member's incident, in the order a group's recovery locks them.
+    group = conn.execute(_GROUP_RECOVERY, {"fp": group_fingerprint(alert.fingerprint)}).first()
+    previous = conn.execute(_LAST_RESOLVED, {"fp": alert.fingerprint}).first()
     if previous is not None and occurred <= _ended_by(previous):
-        # Late or out-of-order delivery: it happened before the incident (or its whole group) was resolved.
+        # Late or out-of-order delivery: it happened before the incident was resolved.
         _count_event(conn, previous.id, now, occurred)
         _alert_entry(conn, previous.id, "webhook_received", alert,
                      note="arrived after the incident was resolved; it happened before, so nothing reopens")
         return previous.id
+    if group is not None and occurred <= group.recovered_at:
+        # It happened before its whole group was resolved: nothing opens, whether or not it ever was open.
+        if group.incident_id is not None:
+            _count_event(conn, group.incident_id, now, occurred)
+            _alert_entry(conn, group.incident_id, "webhook_received", alert,
+                         note="arrived after its group was resolved; it happened before, so nothing opens")
+        return group.incident_id
     if (
         previous is not None
-        and previous.fingerprint == alert.fingerprint
         and previous.status == "resolved"
         and reopen_window is not None
         and occurred - previous.resolved_at <= timedelta(seconds=reopen_window)
@@ -161,27 +171,28 @@ def _create(conn: Connection, alert: Alert, now: datetime, occurred: datetime, *
     ))
 
 
-def _group_fingerprint(fingerprint: str) -> str:
-    """The fingerprint of the alert that speaks for ``fingerprint``'s whole group, if it is grouped
-    (``namespaced_fingerprint``); for an ungrouped fingerprint it names no incident."""
-    return fingerprint[:GROUP_PREFIX_LENGTH] * 2
-
-
 def _recover(conn: Connection, alert: Alert, now: datetime, occurred: datetime) -> Optional[int]:
     """A recovery resolves the open incident it ends (every one of its group, when it speaks for
     the group); returns the incident its alert belongs to, or None."""
     prefix = whole_group(alert.fingerprint)
-    if prefix is not None:
-        members = conn.execute(_OPEN_IN_GROUP, {"prefix": prefix, "past": prefix + "g"}).all()
-        if members:
-            ended = [_end(conn, alert, member, now, occurred) for member in members]
-            own = [member.id for member in members if member.fingerprint == alert.fingerprint]
-            return own[0] if own else next(filter(None, ended), None)
-    else:
+    if prefix is None:
         current = conn.execute(_OPEN, {"fp": alert.fingerprint}).first()
-        if current is not None:
-            return _end(conn, alert, current, now, occurred)
-    return _remember_recovery(conn, alert, now, occurred)
+        return _end(conn, alert, current, now, occurred) if current is not None else _remember_recovery(
+            conn, alert, now, occurred)
+    group = conn.execute(_GROUP_RECOVERY, {"fp": alert.fingerprint}).first()
+    members = conn.execute(_OPEN_IN_GROUP, group_bounds(prefix)).all()
+    if members:
+        ended = [_end(conn, alert, member, now, occurred) for member in members]
+        own = [member.id for member in members if member.fingerprint == alert.fingerprint]
+        incident_id = own[0] if own else next(filter(None, ended), None)
+    else:
+        incident_id = _remember_recovery(conn, alert, now, occurred)
+    if group is None:
+        _NOTE_GROUP_RECOVERY.run(conn, {"fingerprint": alert.fingerprint, "recovered_at": occurred,
+                                        "incident_id": incident_id})
+    elif occurred > group.recovered_at:
+        _MOVE_GROUP_RECOVERY.run(conn, {"fp": alert.fingerprint, "recovered_at": occurred, "incident_id": incident_id})
+    return incident_id
 
 
 def _remember_recovery(conn: Connection, alert: Alert, now: datetime, occurred: datetime) -> int:
@@ -192,10 +203,8 @@ def _remember_recovery(conn: Connection, alert: Alert, now: datetime, occurred: 
     never seen, on a new incident created resolved at the recovery's time.
     """
     prefix = whole_group(alert.fingerprint)
-    previous = (conn.execute(_LAST_RESOLVED_IN_GROUP, {"prefix": prefix, "past": prefix + "g"}).first()
-                if prefix is not None else
-                conn.execute(_LAST_RESOLVED, {"fp": alert.fingerprint,
-                                              "group_fp": _group_fingerprint(alert.fingerprint)}).first())
+    previous = conn.execute(*((_LAST_RESOLVED_IN_GROUP, group_bounds(prefix)) if prefix is not None
+                              else (_LAST_RESOLVED, {"fp": alert.fingerprint}))).first()
     if previous is not None:
         _count_event(conn, previous.id, now, occurred)
         if occurred > _ended_by(previous):

@@ -9,8 +9,8 @@ so only the rows of a dispatcher that died wait for their lease to run out, a fe
 Every delivery has a deadline, cut short when the claim can no longer be renewed: no row
 is sent by a second dispatcher while the first may still be sending it.
 
-Within a sink, a row waits while an earlier row with the same ordering key (the alert's
-fingerprint) is still pending: a recovery is never delivered before the alert it follows.
+Within a sink, a row waits while an earlier row with the same ordering key (the fingerprint
+of the problem it is about, see ``problems``) is still pending: a recovery is never delivered before the alert it follows.
 Retries go on for the sink's ``max_age``, so an outage shorter than that loses nothing.
 """
 from __future__ import annotations
@@ -213,7 +213,7 @@ class Dispatcher:
             .where(deliveries.c.id == row_id, deliveries.c.claimed_by == worker, deliveries.c.status == PENDING)
             .values(claimed_until=until, attempts=deliveries.c.attempts + 1)
             .returning(deliveries.c.id, deliveries.c.alert_id, deliveries.c.attempts, deliveries.c.created_at,
-                       deliveries.c.requeued_at)
+                       deliveries.c.requeued_at, deliveries.c.ordering_key)
         )
         return run_in_transaction(self.runtime.engine, lambda conn: conn.execute(stmt).first())
 
@@ -262,7 +262,8 @@ class Dispatcher:
 
     def deliver_one(self, sink: SinkType, row, alert: Alert, worker: str, holding: Optional[Holding] = None,
                     period: Optional[problems.Period] = None) -> str:
-        """One attempt of a started row; its outcome is recorded before this returns.
+        """One attempt of a started row (its ``ordering_key`` is the problem's fingerprint); its
+        outcome is recorded before this returns.
 
         ``period``: the row's problem period, for a sink that tracks problems."""
         started = utcnow()
@@ -273,8 +274,10 @@ class Dispatcher:
         deadline = Deadline(self.deadline)
         if holding is not None:
             holding.deadline = deadline
+        delivery = Delivery(row.id, row.attempts, sink.name, alert, deadline, *(period or (None, False)),
+                            fingerprint=row.ordering_key)
         try:
-            sink.deliver(Delivery(row.id, row.attempts, sink.name, alert, deadline, *(period or (None, False))))
+            sink.deliver(delivery)
             outcome = "delivered"
         except PermanentError as exc:
             outcome, error, status_code = "dead", _describe(exc), exc.status_code
@@ -295,7 +298,7 @@ class Dispatcher:
         def record(conn: Connection) -> None:
             self._finish(conn, row, worker, started, seconds, outcome, values, error, status_code)
             if period is not None and outcome == "delivered":  # a refresh is queued with the outcome
-                problems.follow_up(conn, sink, row.id, alert, period, now)
+                problems.follow_up(conn, sink, delivery, now)
 
         self._persist(record)
         metrics.DELIVERY_ATTEMPTS.labels(sink.name, outcome).inc()

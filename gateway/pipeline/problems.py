@@ -11,7 +11,14 @@ minutes.  For such a sink the core keeps, per (sink, fingerprint), the problem's
   latest firing (the problem fired again after it), is not queued.  With no period open
   it still counts as a resolution, so a firing that happened before it, arriving after
   it, is stale.  A person's resolve (``origin: manual``) ends the open period whatever
-  its time.
+  its time;
+- a recovery that speaks for its whole group (``whole_group``: an OCI alarm's recovery
+  naming no metric stream) also ends the open period of every member of the group, each
+  with a row of its own: ordered and keyed by the member's fingerprint (the row's
+  ``ordering_key``, handed to the sink as ``Delivery.fingerprint``) and tagged with the
+  member's period.  It is remembered as the group's resolution too, on the group's own
+  state, so that a member's firing from before it, arriving after it, is stale even for a
+  member that was never open.
 
 Each queued row is tagged with its period (``ProblemDelivery``), which the sink gets as
 ``Delivery.period``.  A sink with a ``refresh_interval`` also gets a *refresh*: when a
@@ -29,9 +36,9 @@ from typing import Any, Iterable, Mapping, NamedTuple, Optional
 
 from sqlalchemy import Connection, Engine, bindparam, delete, exists, insert, or_, select, update
 
-from gateway.contracts import Alert, SinkType
+from gateway.contracts import Delivery, SinkType, group_fingerprint, whole_group
 from gateway.store.db import HotStatement
-from gateway.store.models import DeliveryRow, ProblemDelivery, SinkProblem, UTCDateTime
+from gateway.store.models import DeliveryRow, ProblemDelivery, SinkProblem, UTCDateTime, group_bounds, in_group
 
 sink_problems = SinkProblem.__table__
 problem_deliveries = ProblemDelivery.__table__
@@ -53,10 +60,13 @@ class Step(NamedTuple):
     period: Optional[int]
 
 
-def advance(state: Any, status: str, occurred: datetime, origin: str) -> Step:
-    """``state`` is the stored ``SinkProblem`` row (None before the problem was first seen)."""
+def advance(state: Any, status: str, occurred: datetime, origin: str,
+            group_resolved_at: Optional[datetime] = None) -> Step:
+    """``state`` is the stored ``SinkProblem`` row (None before the problem was first seen);
+    ``group_resolved_at``: when a recovery of the problem's whole group last ended it, if one did."""
     if status == "firing":
-        if state is not None and state.resolved_at is not None and occurred <= state.resolved_at:
+        ended = max((t for t in (state and state.resolved_at, group_resolved_at) if t is not None), default=None)
+        if ended is not None and occurred <= ended:
             return Step(None, None)  # it happened before the problem last ended: a late or repeated delivery
         if state is not None and state.open:
             return Step({"last_seen_at": max(state.last_seen_at, occurred)}, state.period)
@@ -77,6 +87,15 @@ def advance(state: Any, status: str, occurred: datetime, origin: str) -> Step:
 _SINK, _FP = bindparam("sink"), bindparam("fp")
 _BY_KEY = (sink_problems.c.sink_name == _SINK, sink_problems.c.fingerprint == _FP)
 _STATE = select(sink_problems).where(*_BY_KEY).with_for_update()
+_STATES = (select(sink_problems)
+           .where(sink_problems.c.sink_name == _SINK, sink_problems.c.fingerprint.in_([_FP, bindparam("group_fp")]))
+           .order_by(sink_problems.c.fingerprint).with_for_update())
+"""A problem's state and its group's, locked in fingerprint order as ``_GROUP_STATES`` locks them."""
+_GROUP_STATES = (select(sink_problems)
+                 .where(sink_problems.c.sink_name == _SINK, *in_group(sink_problems.c.fingerprint),
+                        or_(sink_problems.c.open, sink_problems.c.fingerprint == _FP))
+                 .order_by(sink_problems.c.fingerprint).with_for_update())
+"""The group's own state and its members' open periods."""
 _NEW_STATE = HotStatement(insert(sink_problems))
 _CHANGE_STATE = HotStatement(update(sink_problems).where(*_BY_KEY))
 _DROP_UNTRIED_REFRESH = HotStatement(delete(deliveries).where(
@@ -96,17 +115,42 @@ _LATER = select(deliveries.c.id).where(
 
 
 def queue(conn: Connection, sink_name: str, alert_id: int, alert: Mapping[str, Any], now: datetime) -> None:
-    """Queue a stored alert (``alert`` is its row's values) for a tracking sink, if it should get it."""
-    key = {"sink": sink_name, "fp": alert["fingerprint"]}
-    state = conn.execute(_STATE, key).first()
-    step = advance(state, alert["status"], alert["occurred_at"], alert["origin"])
+    """Queue a stored alert (``alert`` is its row's values) for a tracking sink, if it should get it.
+
+    A recovery that speaks for its whole group (``whole_group``), unless a person's, also ends
+    the open period of every member of the group, each with a row under the member's fingerprint.
+    """
+    fingerprint = alert["fingerprint"]
+    prefix = whole_group(fingerprint) if alert["status"] != "firing" and alert["origin"] != "manual" else None
+    if prefix is None:
+        group = group_fingerprint(fingerprint)
+        states = {row.fingerprint: row for row in conn.execute(
+            _STATES, {"sink": sink_name, "fp": fingerprint, "group_fp": group})}
+        group_state = states.get(group) if group != fingerprint else None
+        _take(conn, sink_name, alert_id, alert, fingerprint, states.get(fingerprint), now,
+              group_state.resolved_at if group_state is not None else None)
+        return
+    states = conn.execute(_GROUP_STATES, {"sink": sink_name, "fp": fingerprint, **group_bounds(prefix)}).all()
+    _take(conn, sink_name, alert_id, alert, fingerprint,
+          next((row for row in states if row.fingerprint == fingerprint), None), now)
+    for member in states:
+        if member.fingerprint != fingerprint:
+            _take(conn, sink_name, alert_id, alert, member.fingerprint, member, now)
+
+
+def _take(conn: Connection, sink_name: str, alert_id: int, alert: Mapping[str, Any], fingerprint: str,
+          state: Any, now: datetime, group_resolved_at: Optional[datetime] = None) -> None:
+    """Apply the alert to the problem ``fingerprint`` (its stored ``state``), and queue a row of it,
+    keyed and ordered by that fingerprint, if the sink gets it."""
+    key = {"sink": sink_name, "fp": fingerprint}
+    step = advance(state, alert["status"], alert["occurred_at"], alert["origin"], group_resolved_at)
     if step.changes is not None and state is None:
-        _NEW_STATE.run(conn, {"sink_name": sink_name, "fingerprint": alert["fingerprint"], **step.changes})
+        _NEW_STATE.run(conn, {"sink_name": sink_name, "fingerprint": fingerprint, **step.changes})
     elif step.changes is not None:
         _CHANGE_STATE.run(conn, {**key, **step.changes})
     if step.period is not None:
         _DROP_UNTRIED_REFRESH.run(conn, {**key, "now": now})
-        _insert(conn, alert_id, sink_name, alert["fingerprint"], Period(step.period, False), now)
+        _insert(conn, alert_id, sink_name, fingerprint, Period(step.period, False), now)
 
 
 def _insert(conn: Connection, alert_id: int, sink_name: str, fingerprint: str, period: Period,
@@ -125,17 +169,16 @@ def periods(engine: Engine, delivery_ids: Iterable[int]) -> dict[int, Period]:
         return {row.delivery_id: Period(row.period, row.refresh) for row in found}
 
 
-def follow_up(conn: Connection, sink: SinkType, delivery_id: int, alert: Alert, period: Period,
-              now: datetime) -> None:
+def follow_up(conn: Connection, sink: SinkType, delivery: Delivery, now: datetime) -> None:
     """After a firing row was delivered: queue its refresh, if the sink refreshes and the
     period is still open with nothing queued after it (a later row refreshes in its turn)."""
     interval = sink.refresh_interval()
-    if interval is None or alert.status != "firing":
+    if interval is None or delivery.alert.status != "firing":
         return
-    key = {"sink": sink.name, "fp": alert.fingerprint}
+    key = {"sink": sink.name, "fp": delivery.fingerprint}
     state = conn.execute(_STATE, key).first()
-    if state is None or not state.open or state.period != period.number:
+    if state is None or not state.open or state.period != delivery.period:
         return
-    if conn.execute(_LATER, {**key, "delivery_id": delivery_id}).first() is None:
-        _insert(conn, alert.id, sink.name, alert.fingerprint, Period(period.number, True),
+    if conn.execute(_LATER, {**key, "delivery_id": delivery.id}).first() is None:
+        _insert(conn, delivery.alert.id, sink.name, delivery.fingerprint, Period(delivery.period, True),
                 now + timedelta(seconds=interval), now)

@@ -20,12 +20,15 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    bindparam,
+    func,
     literal_column,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from gateway import clock
+from gateway.contracts import GROUP_PREFIX_LENGTH
 
 OPEN_STATUSES = ("triggered", "acknowledged")
 _OPEN_LITERALS = [f"'{status}'" for status in OPEN_STATUSES]  # plain words: no quote to escape
@@ -37,6 +40,22 @@ query written the same way can use that index and needs no per-execution IN-list
 def is_open(status_column):
     """``OPEN_SQL`` on ``status_column``: the same values, inline."""
     return status_column.in_([literal_column(literal) for literal in _OPEN_LITERALS])
+
+
+def in_group(fingerprint_column) -> tuple:
+    """The rows whose fingerprint belongs to the group ``:prefix`` (bind ``group_bounds(prefix)``).
+
+    A group's fingerprints share their prefix (``namespaced_fingerprint``), so they are one
+    range of an index on the fingerprint.
+    """
+    prefix = bindparam("prefix")
+    return (fingerprint_column >= prefix, fingerprint_column < bindparam("past"),
+            func.substr(fingerprint_column, 1, GROUP_PREFIX_LENGTH) == prefix)
+
+
+def group_bounds(prefix: str) -> dict[str, str]:
+    """The parameters of ``in_group``: past the prefix's hex digits comes ``g``."""
+    return {"prefix": prefix, "past": prefix + "g"}
 
 
 UNSTORABLE_TEXT = re.compile("[\x00\ud800-\udfff]")
@@ -224,6 +243,20 @@ TRIGRAM_INDEXES = {
 }
 """The incident search's indexes, PostgreSQL only (GIN, pg_trgm, migration 0009), so not in the
 models: SQLite has no trigram index, and a search there reads every incident."""
+
+
+class GroupRecovery(Base):
+    """The latest recovery that spoke for a whole alert group (``whole_group``), per group.
+
+    A member's firing from before it, delivered later, opens no incident, even for a member
+    that was never open; it is counted on ``incident_id``, the incident that recovery joined.
+    """
+
+    __tablename__ = "group_recoveries"
+    fingerprint: Mapped[str] = mapped_column(String(64), primary_key=True)
+    """The group's own fingerprint (the recovery's)."""
+    recovered_at: Mapped[datetime]
+    incident_id: Mapped[Optional[int]] = mapped_column(ForeignKey("incidents.id"))
 
 
 class TimelineEntry(Base):

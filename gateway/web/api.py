@@ -12,7 +12,9 @@ from sqlalchemy import func, select
 from gateway.config import redacted, redacted_options
 from gateway.contracts import ApiError
 from gateway.pipeline import outbox, refusals
-from gateway.store.models import AlertRow, DeliveryAttempt, DeliveryRow, RawRequest, RefusedRequest, SourceRow
+from gateway.store.models import (
+    AlertRow, DeliveryAttempt, DeliveryRow, ProblemDelivery, RawRequest, RefusedRequest, SourceRow,
+)
 from gateway.web.auth import needs, require_role
 from gateway.web.common import Page, Text, iso, json_object, paginate, where_given
 
@@ -220,17 +222,32 @@ class DeliveryQuery(Page):
 
 
 def _delivery_json(row) -> dict:
+    """A row of the outbox.  For a sink that tracks problems, ``period`` and ``refresh`` tell the
+    problem period it belongs to and whether it re-delivers the period's firing (both null for
+    other rows), and ``member_fingerprint`` the member of the alert's group the row is about,
+    when a recovery of the whole group queued it for that member (else null)."""
     return {"id": row.id, "alert_id": row.alert_id, "sink": row.sink_name, "status": row.status,
             "attempts": row.attempts, "next_attempt_at": iso(row.next_attempt_at),
             "last_error": row.last_error, "created_at": iso(row.created_at),
             "finished_at": iso(row.finished_at), "ordering_key": row.ordering_key,
-            "requeued_at": iso(row.requeued_at), "superseded_by": row.superseded_by}
+            "requeued_at": iso(row.requeued_at), "superseded_by": row.superseded_by,
+            "period": row.period, "refresh": row.refresh,
+            "member_fingerprint": row.ordering_key if row.ordering_key != row.alert_fingerprint else None}
+
+
+def _deliveries():
+    """Outbox rows as ``_delivery_json`` shows them.  Joins the listing's count can drop: an outer
+    join on a unique key, and the alert's fingerprint as a subquery of the output only."""
+    alert_fingerprint = select(AlertRow.fingerprint).where(AlertRow.id == DeliveryRow.alert_id).scalar_subquery()
+    return (select(DeliveryRow.__table__, outbox.superseded_by(), ProblemDelivery.period, ProblemDelivery.refresh,
+                   alert_fingerprint.label("alert_fingerprint"))
+            .outerjoin(ProblemDelivery, ProblemDelivery.delivery_id == DeliveryRow.id))
 
 
 @bp.get("/deliveries")
 def list_deliveries():
     args = DeliveryQuery().load(request.args)
-    query = select(DeliveryRow.__table__, outbox.superseded_by()).order_by(DeliveryRow.id.desc())
+    query = _deliveries().order_by(DeliveryRow.id.desc())
     query = where_given(query, args, {"status": DeliveryRow.status, "sink": DeliveryRow.sink_name})
     return jsonify(paginate(query, args, _delivery_json))
 
@@ -238,8 +255,7 @@ def list_deliveries():
 @bp.get("/deliveries/<id:delivery_id>")
 def get_delivery(delivery_id: int):
     with _gateway().engine.connect() as conn:
-        row = conn.execute(select(DeliveryRow.__table__, outbox.superseded_by())
-                           .where(DeliveryRow.id == delivery_id)).first()
+        row = conn.execute(_deliveries().where(DeliveryRow.id == delivery_id)).first()
         if row is None:
             raise ApiError(404, "not_found", f"no delivery {delivery_id}")
         attempts = conn.execute(select(DeliveryAttempt.__table__)

@@ -6,6 +6,8 @@ event to an alert only through an event of the same ``event_key`` received in th
 600 seconds, so the sink tracks problems (``SinkType.tracks_problems``): each open period
 of a problem has its own key, and the core re-sends the period's firing every
 ``refresh_interval`` so that its RECOVERY still finds the alert, however long it lasts.
+A recovery of a whole group (an OCI alarm's OK naming no stream) comes once per open member,
+each under that member's key (``Delivery.fingerprint``).
 """
 from __future__ import annotations
 
@@ -131,15 +133,16 @@ def _occurred_at(alert: Alert) -> str:
     return when.astimezone(timezone.utc).isoformat()
 
 
-def event_key(alert: Alert, period: Optional[int] = None) -> str:
-    """The fingerprint, with the problem's open period: each period is its own SpaceONE alert."""
-    return alert.fingerprint if period is None else f"{alert.fingerprint}-{period}"
+def event_key(fingerprint: str, period: Optional[int] = None) -> str:
+    """The problem's fingerprint, with its open period: each period is its own SpaceONE alert."""
+    return fingerprint if period is None else f"{fingerprint}-{period}"
 
 
-def event_body(alert: Alert, *, period: Optional[int] = None, account: Optional[str] = None,
-               providers: Optional[Mapping[str, str]] = None) -> dict:
-    """The api-direct ``EventInfo`` for an alert of the problem's ``period`` (None: the bare
-    fingerprint); ``account`` and ``providers`` (over ``PROVIDERS``) come from options.
+def event_body(alert: Alert, *, period: Optional[int] = None, fingerprint: Optional[str] = None,
+               account: Optional[str] = None, providers: Optional[Mapping[str, str]] = None) -> dict:
+    """The api-direct ``EventInfo`` for an alert of the problem ``fingerprint`` (default: the
+    alert's; a group's recovery is sent once per member, under each member's) in its ``period``
+    (None: the bare fingerprint); ``account`` and ``providers`` (over ``PROVIDERS``) come from options.
 
     api-direct's event model has no field for metadata but ``additional_info`` (string to
     string): each link goes there as its title -> url, then each annotation and each label,
@@ -151,7 +154,7 @@ def event_body(alert: Alert, *, period: Optional[int] = None, account: Optional[
         source_key=alert.source_key, source_type=alert.source_type, origin=alert.origin
     )
     body = {
-        "event_key": event_key(alert, period),
+        "event_key": event_key(fingerprint or alert.fingerprint, period),
         "event_type": EVENT_TYPE[alert.status],
         "title": alert.title,
         "description": alert.description,
@@ -227,9 +230,9 @@ class SpaceoneSink(SinkType):
     def refresh_interval(self) -> Optional[float]:
         return self.options["refresh_interval"] or None
 
-    def event_body(self, alert: Alert, period: Optional[int] = None) -> dict:
-        return event_body(alert, period=period, account=self.options.get("account"),
-                          providers=self.options.get("providers"))
+    def event_body(self, delivery: Delivery) -> dict:
+        return event_body(delivery.alert, period=delivery.period, fingerprint=delivery.fingerprint,
+                          account=self.options.get("account"), providers=self.options.get("providers"))
 
     def deliver(self, delivery: Delivery) -> None:
         headers = {**self.options.get("headers", {}), "X-Gateway-Delivery-Id": str(delivery.id)}
@@ -239,7 +242,7 @@ class SpaceoneSink(SinkType):
             with self._adapter.within(delivery.deadline):
                 response = self._session.post(
                     self.options["url"],
-                    json=self.event_body(delivery.alert, delivery.period),
+                    json=self.event_body(delivery),
                     headers=headers,
                     timeout=min(timeout, delivery.deadline.remaining()),
                     verify=self.options["verify_tls"],

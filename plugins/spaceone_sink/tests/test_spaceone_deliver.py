@@ -109,6 +109,13 @@ def test_delivery_period_sets_the_event_key(spaceone, make_sink, make_alert):
     assert spaceone.requests[0].body["event_key"] == "9f2c1e0b7a4d4c1e8b3f6a2d5c7e9f01-3"
 
 
+def test_delivery_fingerprint_keys_a_group_recovery_by_its_member(spaceone, make_sink, make_alert):
+    sink = make_sink(url=spaceone.url)
+    recovery = make_alert(status="resolved")
+    sink.deliver(Delivery(id=6, attempt=1, sink_name="spaceone-test", alert=recovery, period=4, fingerprint="member"))
+    assert (spaceone.requests[0].body["event_key"], spaceone.requests[0].body["event_type"]) == ("member-4", "RECOVERY")
+
+
 @pytest.mark.parametrize("status, body", [
     (400, '{"detail": {"code": "ERROR_NOT_FOUND", "message": "Value not found. (webhook_id = w)"}}'),
     (400, '{"error_code": "ERROR_INVALID_PARAMETER", "message": "event_key required"}'),

@@ -3,7 +3,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from gateway import Alert, Link
+from gateway import Alert, Delivery, Link
 from gateway_spaceone import event_body
 
 
@@ -125,6 +125,14 @@ def test_each_open_period_has_its_own_event_key(make_alert):
     assert event_body(alert, period=2)["event_key"] == f"{alert.fingerprint}-2"
 
 
+def test_a_group_recovery_is_keyed_by_the_member_it_ends(make_alert):
+    """A recovery of a whole group reaches each member's SpaceONE alert under that member's key."""
+    recovery = make_alert(status="resolved")
+    body = event_body(recovery, period=2, fingerprint="member-fp")
+    assert (body["event_key"], body["event_type"]) == ("member-fp-2", "RECOVERY")
+
+
 def test_sink_event_body_uses_options(make_sink, make_alert):
     sink = make_sink(url="https://so.example.com/monitoring/v1/webhook/w/k/events", account="acc-1")
-    assert sink.event_body(make_alert())["account"] == "acc-1"
+    body = sink.event_body(Delivery(id=1, attempt=1, sink_name="spaceone-test", alert=make_alert()))
+    assert body["account"] == "acc-1"
