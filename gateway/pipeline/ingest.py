@@ -52,8 +52,11 @@ BodyReader = Callable[[int], bytes]
 
 
 def receive(runtime: Runtime, source_type: str, source_key: str, method: str, path: str,
-            headers: Mapping[str, str], read_body: BodyReader, remote_addr: str) -> Outcome:
-    """Handle one webhook; raises Rejected or Unavailable, counted in metrics either way."""
+            headers: Mapping[str, str], read_body: BodyReader, remote_addr: str,
+            on_source: Callable[[str], None] = lambda name: None) -> Outcome:
+    """Handle one webhook; raises Rejected or Unavailable, counted in metrics either way.
+
+    ``on_source`` is told the source's name (the ``source`` label) as soon as it is known."""
     started = time.perf_counter()
     try:
         source = runtime.sources.find(source_key)
@@ -63,6 +66,7 @@ def receive(runtime: Runtime, source_type: str, source_key: str, method: str, pa
         log.error("could not look up source %r: %s", source_key, exc)
         raise Unavailable("the database is unavailable; nothing was stored, retry later") from exc
     label = source.name if source is not None else "unknown"  # not the key: it may be the secret
+    on_source(label)
     metrics.WEBHOOKS_RECEIVED.labels(label).inc()
     try:
         outcome = _receive(runtime, source, source_type, source_key, method, path, headers, read_body, remote_addr)
