@@ -138,3 +138,43 @@ def test_serve_refuses_an_invalid_config(environment):
     assert f"{path}:9: sinks[0].type: unknown sink type 'nope' (registered: itms, spaceone, testhttp)" in (
         result.stderr.splitlines())
     assert "Gateway on" not in result.stdout
+
+
+def test_every_worker_reports_a_failed_reload_alike_and_logs_it_as_json(environment):
+    """After SIGHUP on a broken file, /health's config part is the same whichever worker answers,
+    a worker started meanwhile included; the log is JSON lines, one per request, ids included."""
+    environment = {**environment, "GATEWAY_LOG_FORMAT": "json"}
+    config = Path(environment["GATEWAY_CONFIG"])
+    subprocess.run([GATEWAY, "db", "upgrade"], env=environment, check=True, capture_output=True, timeout=60)
+    with serving(environment) as (proc, base):
+        def reports() -> dict[int, str]:
+            answers = [requests.get(f"{base}/health", timeout=5).json() for _ in range(10)]
+            return {answer["worker_pid"]: json.dumps(answer["config"], sort_keys=True) for answer in answers}
+
+        config.write_text(config.read_text().replace("type: itms", "type: nope"))
+        proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: metric(base, "gateway_config_last_reload_successful") == 0)
+        wait_until(lambda: len(reports()) == 2)
+        reported = set(reports().values())
+        assert len(reported) == 1
+        report = json.loads(reported.pop())
+        assert report["last_reload_ok"] is False and "unknown sink type 'nope'" in report["last_reload_error"]
+
+        killed = worker_pids(base).pop()
+        os.kill(killed, signal.SIGKILL)
+        wait_until(lambda: len(pids := worker_pids(base)) == 2 and killed not in pids, timeout=30)
+        assert set(reports().values()) == {json.dumps(report, sort_keys=True)}
+
+        answer = requests.post(f"{base}/hooks/testsrc/src/", json={"id": "j1", "title": "t"},
+                               headers={"X-Request-ID": "trace-77"}, timeout=5)
+        assert (answer.status_code, answer.headers["X-Request-ID"]) == (202, "trace-77")
+        status, body = chunked_post(base, "/hooks/testsrc/src/", [b"x" * 2000])  # refused by the front
+        assert status == 413
+        proc.send_signal(signal.SIGTERM)
+        output = proc.communicate(timeout=30)[0]
+    lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    webhook = [line for line in lines if line.get("request_id") == "trace-77"]
+    assert [(line["method"], line["path"], line["source"], line["status"]) for line in webhook] == [
+        ("POST", "/hooks/testsrc/<key>/", "src", 202)]
+    assert any(line.get("status") == 413 and line["logger"] == "gateway.requests" for line in lines)
+    assert any(line["level"] == "error" and "config reload failed" in line["message"] for line in lines)
