@@ -11,7 +11,6 @@ import threading
 from datetime import timedelta
 
 import click
-from sqlalchemy import delete
 
 from gateway.config import ConfigError, load_config, summary
 from gateway.contracts import InlineSinkType
@@ -27,11 +26,13 @@ def _registry(settings: Settings):
         raise click.ClickException(str(exc)) from None
 
 
-def _load(settings: Settings, path: str | None = None):
-    """The validated config (``path``, else ``GATEWAY_CONFIG``), or every problem in it and exit status 1."""
+def _load(settings: Settings, path: str | None = None, *, sinks: bool = True):
+    """The validated config (``path``, else ``GATEWAY_CONFIG``), or every problem in it and exit status 1.
+
+    ``sinks=False`` for a command that delivers nothing: a sink's secret need not be set for it."""
     path = path or settings.config_path
     try:
-        return load_config(path, _registry(settings), settings.env)
+        return load_config(path, _registry(settings), settings.env, sinks=sinks)
     except ConfigError as exc:
         click.echo(f"{path}: FAILED", err=True)
         click.echo(str(exc), err=True)
@@ -90,17 +91,22 @@ def serve(settings: Settings, host: str, port: int, workers: int, no_dispatcher:
               help="seconds between looks for due rows; on PostgreSQL new rows wake the worker at once")
 @click.pass_obj
 def worker(settings: Settings, threads: int, poll: float):
-    """Deliver outbox rows without serving HTTP; run as many as you like on one PostgreSQL."""
-    from gateway.pipeline.outbox import Dispatcher
+    """Deliver outbox rows and purge old raw requests on schedule, without serving HTTP; run as many
+    as you like on one PostgreSQL."""
+    from gateway.logs import configure_logging
+    from gateway.pipeline.outbox import Dispatcher, worker_name
+    from gateway.pipeline.retention import RetentionSchedule
     from gateway.pipeline.runtime import open_runtime
     from gateway.plugins import PluginError
     from gateway.store.db import start_wal_checkpointer
 
+    configure_logging(settings.log_format)
     try:
         runtime = open_runtime(settings)
     except (ConfigError, PluginError) as exc:
         raise click.ClickException(f"refusing to start:\n{exc}") from None
     start_wal_checkpointer(runtime.engine)
+    retention = RetentionSchedule(runtime, worker_name())
     runtime.wakeups.start(announce=False, listen=True)  # it queues nothing itself
     dispatchers = [Dispatcher(runtime, poll=poll) for _ in range(threads)]
     stop = threading.Event()
@@ -109,10 +115,12 @@ def worker(settings: Settings, threads: int, poll: float):
     signal.signal(signal.SIGHUP, lambda *_: runtime.reload())
     for dispatcher in dispatchers:
         dispatcher.start()
+    retention.start()
     outbox_sinks = [name for name, sink in runtime.snapshot.sinks.items() if not isinstance(sink, InlineSinkType)]
     click.echo(f"worker delivering for sinks: {', '.join(outbox_sinks) or '(none)'}")
     while not stop.wait(1):
         pass
+    retention.stop()
     for dispatcher in dispatchers:
         dispatcher.stop()
 
@@ -183,15 +191,16 @@ def plugins(settings: Settings):
 @click.option("--older-than", default=None, help="override global.retention, e.g. 7d")
 @click.pass_obj
 def purge(settings: Settings, older_than: str | None):
-    """Delete raw requests older than the retention period (alerts and incidents stay)."""
+    """Delete raw requests older than the retention period (alerts and incidents stay); the workers
+    also do it on schedule (global.purge_interval)."""
     from gateway.fields import parse_duration
-    from gateway.store.db import make_engine, run_in_transaction
-    from gateway.store.models import RawRequest, utcnow
+    from gateway.pipeline.retention import purge as purge_before
+    from gateway.store.db import make_engine
+    from gateway.store.models import utcnow
 
-    seconds = parse_duration(older_than) if older_than else _load(settings).retention
+    seconds = parse_duration(older_than) if older_than else _load(settings, sinks=False).retention
     cutoff = utcnow() - timedelta(seconds=seconds)
     engine = make_engine(settings.database_url)
-    removed = run_in_transaction(engine, lambda conn: conn.execute(
-        delete(RawRequest.__table__).where(RawRequest.received_at < cutoff)).rowcount)
+    removed = purge_before(engine, cutoff)
     engine.dispose()
     click.echo(f"purged {removed} raw requests received before {cutoff.isoformat()}")

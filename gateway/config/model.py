@@ -8,6 +8,7 @@ from typing import Mapping, Optional
 
 DEFAULT_PATH = "config/gateway.yaml"
 DEFAULT_RETENTION = 30 * 86400.0
+DEFAULT_PURGE_INTERVAL = 3600.0
 DEFAULT_MAX_BODY_SIZE = 1024 * 1024
 
 TOP_LEVEL_KEYS = ("global", "sources", "sinks", "route")
@@ -61,6 +62,7 @@ class GatewayConfig:
     route: Route
     retention: float
     max_body_size: int
+    purge_interval: float = DEFAULT_PURGE_INTERVAL
     loaded_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
 
 

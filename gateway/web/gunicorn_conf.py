@@ -100,7 +100,8 @@ def pre_request(worker, req):
 
 
 def post_worker_init(worker):
-    from gateway.pipeline.outbox import Dispatcher
+    from gateway.pipeline.outbox import Dispatcher, worker_name
+    from gateway.pipeline.retention import RetentionSchedule
     from gateway.store.db import start_wal_checkpointer
 
     gateway = worker.wsgi.extensions["gateway"]
@@ -113,6 +114,8 @@ def post_worker_init(worker):
     if delivers:
         worker.dispatcher = Dispatcher(gateway.runtime)
         worker.dispatcher.start()
+        worker.retention = RetentionSchedule(gateway.runtime, worker_name())
+        worker.retention.start()
 
 
 DISPATCHER_STOP_SECONDS = 10
@@ -124,6 +127,7 @@ def worker_exit(server, worker):
     them to run out; deliveries in flight finish, or are cut and retried elsewhere."""
     dispatcher = getattr(worker, "dispatcher", None)
     if dispatcher is not None:
+        worker.retention.stop()
         dispatcher.stop(DISPATCHER_STOP_SECONDS)
 
 

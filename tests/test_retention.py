@@ -1,0 +1,116 @@
+"""Retention: the purge in batches, its schedule across processes, a real ``gateway worker`` running
+it by itself, and ``gateway purge`` without the sinks' secrets."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import testkit
+from click.testing import CliRunner
+from sqlalchemy import func, select, update
+from testkit.support import serve_environment, wait_until
+
+from gateway import clock
+from gateway.cli import main
+from gateway.pipeline.retention import PURGE_SCHEDULE, claim, purge
+from gateway.store.models import AlertRow, RawRequest, utcnow
+
+GATEWAY = str(Path(sys.executable).parent / "gateway")
+
+
+def raw_count(engine) -> int:
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(RawRequest)).scalar_one()
+
+
+def post(app, count: int, prefix: str = "r") -> None:
+    client = app.test_client()
+    for n in range(count):
+        assert client.post("/hooks/testsrc/src/", json={"id": f"{prefix}{n}", "title": "t"}).status_code == 202
+
+
+def test_purge_deletes_in_batches_and_only_what_is_older_than_the_cutoff(app):
+    engine = app.extensions["gateway"].engine
+    post(app, 7)
+    with engine.begin() as conn:
+        conn.execute(update(RawRequest).where(RawRequest.external_id != "r6")
+                     .values(received_at=utcnow() - timedelta(days=40)))
+    cutoff = utcnow() - timedelta(days=30)
+    assert purge(engine, cutoff, until=time.monotonic()) == 0  # out of time before the first batch
+    assert purge(engine, cutoff, batch=2) == 6
+    assert raw_count(engine) == 1
+    with engine.connect() as conn:  # alerts stay
+        assert conn.execute(select(func.count()).select_from(AlertRow)).scalar_one() == 7
+
+
+def test_the_schedule_gives_one_purge_per_interval_across_processes(app):
+    engine = app.extensions["gateway"].engine
+    try:
+        assert [claim(engine, PURGE_SCHEDULE, 60, holder) for holder in ("a", "b", "a")] == [True, False, False]
+        clock.advance(timedelta(seconds=61))
+        assert [claim(engine, PURGE_SCHEDULE, 60, holder) for holder in ("b", "a")] == [True, False]
+    finally:
+        clock.reset()
+
+
+RETAINING = """
+global:
+  retention: 1s
+  purge_interval: 1s
+sources:
+  - key: src
+    type: testsrc
+sinks:
+  - name: itms
+    type: itms
+route:
+  sinks: [itms]
+"""
+
+
+def test_a_worker_purges_by_itself(make_app, database_url, tmp_path):
+    """A real ``gateway worker``: raw requests past ``retention`` go without anyone running ``gateway purge``."""
+    app = make_app(RETAINING)
+    engine = app.extensions["gateway"].engine
+    post(app, 3)
+    time.sleep(1.1)
+    environment = serve_environment(tmp_path, app.config["CONFIG"], database_url)
+    proc = subprocess.Popen([GATEWAY, "worker", "--poll", "0.2"], env=environment, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_until(lambda: raw_count(engine) == 0, timeout=15)
+    finally:
+        proc.terminate()
+        output = proc.communicate(timeout=30)[0]
+    assert "retention: purged 3 raw requests" in output
+
+
+WITH_A_SECRET_SINK = """
+sources:
+  - key: src
+    type: testsrc
+sinks:
+  - name: itms
+    type: itms
+  - name: web
+    type: testhttp
+    url: ${WEB_SINK_URL}
+route:
+  sinks: [itms, web]
+"""
+
+
+def test_purge_starts_without_the_sinks_secrets(write_config, database_url, tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(testkit.install_testkit(tmp_path / "site")))
+    path = write_config(WITH_A_SECRET_SINK)
+    run = lambda *args: CliRunner().invoke(main, list(args), env={"GATEWAY_CONFIG": path,  # noqa: E731
+                                                                  "GATEWAY_DATABASE_URL": database_url})
+    purged = run("purge")
+    assert purged.exit_code == 0, purged.output
+    assert purged.stdout.startswith("purged 0 raw requests")
+    checked = run("config", "check")  # a command that uses the sinks still says what is missing
+    assert checked.exit_code == 1 and "sinks[1].url: environment variable WEB_SINK_URL is not set" in checked.output
