@@ -21,6 +21,14 @@ NAME_PATTERN = re.compile(rf"^{NAME}\Z")
 
 
 @dataclass(frozen=True)
+class RateLimit:
+    """A source's ``rate_limit`` (requests per second) and ``burst`` (requests at once)."""
+
+    rate: float
+    burst: int
+
+
+@dataclass(frozen=True)
 class SourceConfig:
     """A source from the file (``origin="file"``) or the API; build it with ``validate_source``
     so that ``options`` knows its secrets."""
@@ -32,6 +40,7 @@ class SourceConfig:
     options: dict
     line: Optional[int]
     origin: str = "file"
+    rate_limit: Optional[RateLimit] = None
 
 
 @dataclass(frozen=True)

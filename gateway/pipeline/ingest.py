@@ -24,7 +24,7 @@ from gateway.contracts import (
     ALERT_STATUSES, SEVERITIES, Alert, ApiError, Headers, InboundRequest, InlineSinkType, Rejected, Reply, Resource,
     SinkType, Transaction, namespaced_fingerprint,
 )
-from gateway.pipeline import problems
+from gateway.pipeline import problems, ratelimit
 from gateway.pipeline.runtime import ActiveSource, Runtime, Snapshot
 from gateway.store.db import HotStatement, RetryTransaction, refusal_reason, run_in_transaction
 from gateway.store.models import UNSTORABLE_TEXT, AlertRow, DeliveryRow, Handshake, RawRequest, utcnow
@@ -91,6 +91,9 @@ def _receive(runtime: Runtime, source: Optional[ActiveSource], source_type: str,
     if method != "POST":
         raise Rejected(405, "method_not_allowed", f"webhooks are POSTed, not sent with {method}",
                        headers={"Allow": "POST"})
+    if source.rate_limit is not None and runtime.engine.dialect.name == "postgresql":
+        with _storing(source, "nothing was stored"):
+            _refuse_over_limit(source, ratelimit.take_alone(runtime.engine, source.key, source.rate_limit))
     snapshot = runtime.snapshot
     body = read_body(snapshot.config.max_body_size)
     payload = _decode(body)
@@ -113,7 +116,7 @@ def _receive(runtime: Runtime, source: Optional[ActiveSource], source_type: str,
     while True:
         try:
             with _storing(source, "nothing was stored"):
-                ids = in_transaction(runtime, lambda tx: _store(tx, raw, routed))
+                ids = in_transaction(runtime, lambda tx: _store_within_limit(tx, source, raw, routed))
             break
         except Duplicate:
             return Outcome(200, {"status": "duplicate"})
@@ -122,6 +125,14 @@ def _receive(runtime: Runtime, source: Optional[ActiveSource], source_type: str,
             routed[failed.index] = (alert, [(sink, settings) for sink, settings in inline if sink is not failed.sink],
                                     outbox)
     return Outcome(202, {"status": "accepted", "alerts": ids})
+
+
+def _refuse_over_limit(source: ActiveSource, wait: float) -> None:
+    """A 429 when the source is over its ``rate_limit`` (``wait``: seconds until it is not)."""
+    if wait:
+        raise Rejected(429, "rate_limited", f"source {source.name!r} is over its rate limit "
+                       f"({source.rate_limit.rate:g}/s, burst {source.rate_limit.burst}); retry later",
+                       headers={"Retry-After": ratelimit.retry_after(wait)})
 
 
 def _decode(body: bytes) -> Any:
@@ -300,6 +311,13 @@ def _raw_values(source: ActiveSource, request: InboundRequest) -> dict:
         remote_addr=request.remote_addr, received_at=request.received_at,
         external_id=_storable_id(source.plugin.delivery_id(request)), alert_count=0,
     )
+
+
+def _store_within_limit(tx: _Transaction, source: ActiveSource, raw: dict, routed) -> list[int]:
+    """``_store``, on SQLite after taking the source's token in the same transaction (see ratelimit)."""
+    if source.rate_limit is not None and tx.connection.dialect.name == "sqlite":
+        _refuse_over_limit(source, ratelimit.take(tx.connection, source.key, source.rate_limit))
+    return _store(tx, raw, routed)
 
 
 def _store(tx: _Transaction, raw: dict, routed) -> list[int]:
