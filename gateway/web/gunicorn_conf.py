@@ -67,6 +67,9 @@ def default_threads(database_url: str) -> int:
 threads = SETTINGS.threads or default_threads(SETTINGS.database_url)
 graceful_timeout = 20
 KEEPALIVE_REQUESTS = SETTINGS.keepalive_requests
+forwarded_allow_ips = ",".join(sorted(SETTINGS.forwarded_allow_ips))
+"""gunicorn's own trust in X-Forwarded-Proto: the proxies the app trusts (gateway/web/proxies.py), no others
+(gunicorn's default trusts 127.0.0.1)."""
 control_socket_disable = True  # several gateways on one machine must not fight over one socket
 
 
