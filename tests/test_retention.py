@@ -57,19 +57,15 @@ def test_the_schedule_gives_one_purge_per_interval_across_processes(app):
         clock.reset()
 
 
-RETAINING = """
-global:
-  retention: 1s
-  purge_interval: 1s
+ONE_SOURCE = """
 sources:
   - key: src
     type: testsrc
 sinks:
   - name: itms
     type: itms
-route:
-  sinks: [itms]
 """
+RETAINING = "global:\n  retention: 1s\n  purge_interval: 1s\n" + ONE_SOURCE + "route:\n  sinks: [itms]\n"
 
 
 def test_a_worker_purges_by_itself(make_app, database_url, tmp_path):
@@ -89,19 +85,7 @@ def test_a_worker_purges_by_itself(make_app, database_url, tmp_path):
     assert "retention: purged 3 raw requests" in output
 
 
-WITH_A_SECRET_SINK = """
-sources:
-  - key: src
-    type: testsrc
-sinks:
-  - name: itms
-    type: itms
-  - name: web
-    type: testhttp
-    url: ${WEB_SINK_URL}
-route:
-  sinks: [itms, web]
-"""
+WITH_A_SECRET_SINK = ONE_SOURCE + "  - name: web\n    type: testhttp\n    url: ${WEB_SINK_URL}\nroute:\n  sinks: [itms, web]\n"
 
 
 def test_purge_starts_without_the_sinks_secrets(write_config, database_url, tmp_path, monkeypatch):
