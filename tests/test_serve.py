@@ -142,11 +142,16 @@ def test_serve_refuses_an_invalid_config(environment):
 
 def test_every_worker_reports_a_failed_reload_alike_and_logs_it_as_json(environment):
     """After SIGHUP on a broken file, /health's config part is the same whichever worker answers,
-    a worker started meanwhile included; the log is JSON lines, one per request, ids included."""
+    a worker started meanwhile included; the log is JSON lines, one per request, ids included.
+    A source's rate limit holds across the workers."""
     environment = {**environment, "GATEWAY_LOG_FORMAT": "json"}
     config = Path(environment["GATEWAY_CONFIG"])
+    config.write_text(config.read_text().replace("sinks:", "  - key: lim\n    type: testsrc\n    rate_limit: 1/h\n"
+                                                           "    burst: 3\nsinks:", 1))
     subprocess.run([GATEWAY, "db", "upgrade"], env=environment, check=True, capture_output=True, timeout=60)
     with serving(environment) as (proc, base):
+        assert sorted(post(base, "lim", f"lim{n}") for n in range(10)) == [202] * 3 + [429] * 7
+
         def reports() -> dict[int, str]:
             answers = [requests.get(f"{base}/health", timeout=5).json() for _ in range(10)]
             return {answer["worker_pid"]: json.dumps(answer["config"], sort_keys=True) for answer in answers}
