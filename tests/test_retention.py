@@ -40,8 +40,8 @@ def test_purge_deletes_in_batches_and_only_what_is_older_than_the_cutoff(app):
         conn.execute(update(RawRequest).where(RawRequest.external_id != "r6")
                      .values(received_at=utcnow() - timedelta(days=40)))
     cutoff = utcnow() - timedelta(days=30)
-    assert purge(engine, cutoff, until=time.monotonic()) == 0  # out of time before the first batch
-    assert purge(engine, cutoff, batch=2) == 6
+    assert purge(engine, cutoff, until=time.monotonic()).raw == 0  # out of time before the first batch
+    assert purge(engine, cutoff, batch=2).raw == 6
     assert raw_count(engine) == 1
     with engine.connect() as conn:  # alerts stay
         assert conn.execute(select(func.count()).select_from(AlertRow)).scalar_one() == 7
@@ -82,7 +82,7 @@ def test_a_worker_purges_by_itself(make_app, database_url, tmp_path):
     finally:
         proc.terminate()
         output = proc.communicate(timeout=30)[0]
-    assert "retention: purged 3 raw requests" in output
+    assert "retention: purged 3 raw and 0 refused requests" in output
 
 
 WITH_A_SECRET_SINK = ONE_SOURCE + "  - name: web\n    type: testhttp\n    url: ${WEB_SINK_URL}\nroute:\n  sinks: [itms, web]\n"

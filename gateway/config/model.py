@@ -72,6 +72,9 @@ class GatewayConfig:
     retention: float
     max_body_size: int
     purge_interval: float = DEFAULT_PURGE_INTERVAL
+    external_url: Optional[str] = None
+    default_language: str = "ko"
+    timezone: str = "Asia/Seoul"
     loaded_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
 
 

@@ -1,4 +1,4 @@
-"""Retention: raw requests older than ``global.retention`` are deleted, by hand (``gateway purge``)
+"""Retention: raw and refused requests older than ``global.retention`` are deleted, by hand (``gateway purge``)
 or on schedule in every process that delivers (``gateway worker``, ``gateway serve``'s workers).
 
 ``purge`` is the one place that says what retention removes: everything it must remove is deleted
@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Optional
 
@@ -20,7 +21,7 @@ from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from gateway.store.db import run_in_transaction
-from gateway.store.models import RawRequest, Schedule, utcnow
+from gateway.store.models import RawRequest, RefusedRequest, Schedule, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -30,18 +31,29 @@ CHECK_EVERY = 60.0
 """Seconds between looks at the schedule; a shorter purge interval is looked at as often as it runs."""
 
 _raw = RawRequest.__table__
+_refused = RefusedRequest.__table__
 _schedules = Schedule.__table__
 _INSERT = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
 
-def purge(engine: Engine, cutoff: datetime, *, batch: int = PURGE_BATCH, until: Optional[float] = None) -> int:
-    """Delete raw requests received before ``cutoff`` (alerts and incidents stay), ``batch`` rows per
-    transaction; stop early once ``time.monotonic()`` passes ``until``.  Returns how many were deleted."""
+@dataclass(frozen=True)
+class Purged:
+    raw: int
+    refused: int
+
+
+def purge(engine: Engine, cutoff: datetime, *, batch: int = PURGE_BATCH, until: Optional[float] = None) -> Purged:
+    """Delete raw and refused requests received before ``cutoff`` (alerts and incidents stay), ``batch``
+    rows per transaction; stop early once ``time.monotonic()`` passes ``until``."""
+    return Purged(*(_purge_table(engine, table, cutoff, batch, until) for table in (_raw, _refused)))
+
+
+def _purge_table(engine: Engine, table, cutoff: datetime, batch: int, until: Optional[float]) -> int:
     removed = 0
     while until is None or time.monotonic() < until:
-        oldest = select(_raw.c.id).where(_raw.c.received_at < cutoff).order_by(_raw.c.received_at).limit(batch)
+        oldest = select(table.c.id).where(table.c.received_at < cutoff).order_by(table.c.received_at).limit(batch)
         deleted = run_in_transaction(engine, lambda conn: conn.execute(
-            delete(_raw).where(_raw.c.id.in_(oldest.scalar_subquery()))).rowcount)
+            delete(table).where(table.c.id.in_(oldest.scalar_subquery()))).rowcount)
         removed += deleted
         if deleted < batch:
             break
@@ -81,15 +93,15 @@ class RetentionSchedule:
     def stop(self) -> None:
         self._stop.set()
 
-    def run_once(self) -> Optional[int]:
-        """Purge if it is due here; how many rows were deleted, or None if it was not this process's turn."""
+    def run_once(self) -> Optional[Purged]:
+        """Purge if it is due here; what was deleted, or None if it was not this process's turn."""
         config = self.runtime.snapshot.config
         if not claim(self.runtime.engine, PURGE_SCHEDULE, config.purge_interval, self.holder):
             return None
         cutoff = utcnow() - timedelta(seconds=config.retention)
         removed = purge(self.runtime.engine, cutoff, until=time.monotonic() + config.purge_interval / 2)
-        log.info("retention: purged %d raw requests received before %s", removed, cutoff.isoformat(),
-                 extra={"purged": removed})
+        log.info("retention: purged %d raw and %d refused requests received before %s", removed.raw,
+                 removed.refused, cutoff.isoformat(), extra={"purged": removed.raw, "purged_refused": removed.refused})
         return removed
 
     def _run(self) -> None:

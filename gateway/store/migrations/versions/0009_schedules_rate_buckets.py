@@ -1,14 +1,14 @@
 """schedules, rate_buckets: the scheduled purge and per-source rate limits across processes
 
 Revision ID: 0009
-Revises: 0005
+Revises: 0006
 Create Date: 2026-12-05 13:10:00
 """
 from alembic import op
 import sqlalchemy as sa
 
 revision = '0009'
-down_revision = '0005'
+down_revision = '0006'
 branch_labels = None
 depends_on = None
 
