@@ -16,8 +16,8 @@ from testkit.support import serve_environment, wait_until
 
 from gateway import clock
 from gateway.cli import main
-from gateway.pipeline.retention import PURGE_SCHEDULE, claim, purge
-from gateway.store.models import AlertRow, RawRequest, utcnow
+from gateway.pipeline.retention import PURGE_SCHEDULE, Purged, claim, purge
+from gateway.store.models import AlertRow, RawRequest, RefusedRequest, utcnow
 
 GATEWAY = str(Path(sys.executable).parent / "gateway")
 
@@ -36,12 +36,15 @@ def post(app, count: int, prefix: str = "r") -> None:
 def test_purge_deletes_in_batches_and_only_what_is_older_than_the_cutoff(app):
     engine = app.extensions["gateway"].engine
     post(app, 7)
+    for _ in range(3):  # refused requests, kept for the console
+        assert app.test_client().post("/hooks/testsrc/src/", data=b"{not json").status_code == 400
     with engine.begin() as conn:
         conn.execute(update(RawRequest).where(RawRequest.external_id != "r6")
                      .values(received_at=utcnow() - timedelta(days=40)))
+        conn.execute(update(RefusedRequest).values(received_at=utcnow() - timedelta(days=40)))
     cutoff = utcnow() - timedelta(days=30)
-    assert purge(engine, cutoff, until=time.monotonic()).raw == 0  # out of time before the first batch
-    assert purge(engine, cutoff, batch=2).raw == 6
+    assert purge(engine, cutoff, until=time.monotonic()) == Purged(0, 0)  # out of time before the first batch
+    assert purge(engine, cutoff, batch=2) == Purged(raw=6, refused=3)
     assert raw_count(engine) == 1
     with engine.connect() as conn:  # alerts stay
         assert conn.execute(select(func.count()).select_from(AlertRow)).scalar_one() == 7
