@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 import testkit
-from testkit.support import free_port, serve_environment, serving, wait_until, worker_pids
+from testkit.support import free_port, output, printed, serve_environment, serving, wait_until, worker_pids
 
 GATEWAY = str(Path(sys.executable).parent / "gateway")
 TOKEN = "serve-admin-token"
@@ -100,15 +100,13 @@ def test_serve_counts_across_workers_reloads_on_sighup_and_stops_cleanly(server)
     assert metric(base, "gateway_config_last_reload_successful") == 0
 
     proc.send_signal(signal.SIGTERM)
-    output = proc.communicate(timeout=30)[0]
-    assert proc.returncode == 0, output
+    printed = output(proc)
+    assert proc.returncode == 0, printed
 
 
 def test_serve_never_prints_the_admin_token_the_operator_set(server):
     proc, base, _ = server
-    banner = []
-    while not banner or not banner[-1].startswith("  health:"):  # printed before gunicorn starts
-        banner.append(proc.stdout.readline())
+    banner = printed(proc, "  health:")  # printed before gunicorn starts
     assert TOKEN not in "".join(banner)
     assert f'  API: curl -H "Authorization: Bearer $GATEWAY_ADMIN_TOKEN" {base}/api/incidents\n' in banner
 
@@ -176,8 +174,7 @@ def test_every_worker_reports_a_failed_reload_alike_and_logs_it_as_json(environm
         status, body = chunked_post(base, "/hooks/testsrc/src/", [b"x" * 2000])  # refused by the front
         assert status == 413
         proc.send_signal(signal.SIGTERM)
-        output = proc.communicate(timeout=30)[0]
-    lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+        lines = [json.loads(line) for line in output(proc).splitlines() if line.startswith("{")]
     webhook = [line for line in lines if line.get("request_id") == "trace-77"]
     assert [(line["method"], line["path"], line["source"], line["status"]) for line in webhook] == [
         ("POST", "/hooks/testsrc/<key>/", "src", 202)]
@@ -194,9 +191,7 @@ def test_first_run_prints_the_admin_password_once_and_every_worker_shares_the_se
     monkeypatch.chdir(tmp_path)  # instance/ is made in the working directory
     subprocess.run([GATEWAY, "db", "upgrade"], env=env, check=True, capture_output=True, timeout=60)
     with serving(env) as (proc, base):
-        banner = []
-        while not banner or "API:" not in banner[-1]:
-            banner.append(proc.stdout.readline())
+        banner = printed(proc, "API:")
         text = "".join(banner)
         assert TOKEN not in text and "$GATEWAY_ADMIN_TOKEN" in text and f"console: {base}/" in text
         password = text.split("created user 'admin' with password ", 1)[1].split()[0]

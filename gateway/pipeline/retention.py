@@ -90,8 +90,11 @@ class RetentionSchedule:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 5.0) -> None:
+        """No new purge starts; one under way gets ``timeout`` seconds to finish its batch and say so."""
         self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
 
     def run_once(self) -> Optional[Purged]:
         """Purge if it is due here; what was deleted, or None if it was not this process's turn."""
