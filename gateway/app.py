@@ -7,14 +7,17 @@ from typing import Any, Iterable, Mapping, Optional
 from flask import Flask
 from sqlalchemy import Engine
 
+from gateway.logs import configure_logging
 from gateway.pipeline.runtime import Runtime, open_runtime
 from gateway.plugins import PluginError, Registry
 from gateway.settings import Settings
 from gateway.web.common import RowIdConverter, SourceKeyConverter
+from gateway.web.proxies import TrustedProxies
 
 _SETTING_OF = {"CONFIG": "config_path", "DATABASE_URL": "database_url", "ADMIN_TOKEN": "admin_token",
                "LAST_GOOD_CONFIG": "last_good_config", "SERVED_BY_GUNICORN": "served_by_gunicorn",
-               "SQLITE_SYNCHRONOUS": "sqlite_synchronous"}
+               "SQLITE_SYNCHRONOUS": "sqlite_synchronous",
+               "FORWARDED_ALLOW_IPS": "forwarded_allow_ips"}
 """``create_app``'s ``test_config`` keys that override a setting."""
 
 
@@ -60,12 +63,17 @@ def create_app(test_config: Optional[Mapping[str, Any]] = None, *, extra_plugins
 
     from gateway.web import api, console, hooks, ops
     from gateway.web.errors import register_error_handlers
+    from gateway.web.requestlog import register_request_log
 
     for blueprint in (hooks.bp, api.bp, ops.bp, console.bp):
         app.register_blueprint(blueprint)
     _register_plugin_blueprints(app, runtime.registry)
     register_error_handlers(app)
     console.init_app(app)
+    register_request_log(app)
+    configure_logging(settings.log_format)
+    if settings.forwarded_allow_ips:
+        app.wsgi_app = TrustedProxies(app.wsgi_app, settings.forwarded_allow_ips)
     return app
 
 

@@ -27,11 +27,13 @@ def _registry(settings: Settings):
         raise click.ClickException(str(exc)) from None
 
 
-def _load(settings: Settings, path: str | None = None):
-    """The validated config (``path``, else ``GATEWAY_CONFIG``), or every problem in it and exit status 1."""
+def _load(settings: Settings, path: str | None = None, *, sinks: bool = True):
+    """The validated config (``path``, else ``GATEWAY_CONFIG``), or every problem in it and exit status 1.
+
+    ``sinks=False`` for a command that delivers nothing: a sink's secret need not be set for it."""
     path = path or settings.config_path
     try:
-        return load_config(path, _registry(settings), settings.env)
+        return load_config(path, _registry(settings), settings.env, sinks=sinks)
     except ConfigError as exc:
         click.echo(f"{path}: FAILED", err=True)
         click.echo(str(exc), err=True)
@@ -126,17 +128,22 @@ def _first_admin(settings: Settings) -> str | None:
               help="seconds between looks for due rows; on PostgreSQL new rows wake the worker at once")
 @click.pass_obj
 def worker(settings: Settings, threads: int, poll: float):
-    """Deliver outbox rows without serving HTTP; run as many as you like on one PostgreSQL."""
-    from gateway.pipeline.outbox import Dispatcher
+    """Deliver outbox rows and purge old raw requests on schedule, without serving HTTP; run as many
+    as you like on one PostgreSQL."""
+    from gateway.logs import configure_logging
+    from gateway.pipeline.outbox import Dispatcher, worker_name
+    from gateway.pipeline.retention import RetentionSchedule
     from gateway.pipeline.runtime import open_runtime
     from gateway.plugins import PluginError
     from gateway.store.db import start_wal_checkpointer
 
+    configure_logging(settings.log_format)
     try:
         runtime = open_runtime(settings)
     except (ConfigError, PluginError) as exc:
         raise click.ClickException(f"refusing to start:\n{exc}") from None
     start_wal_checkpointer(runtime.engine)
+    retention = RetentionSchedule(runtime, worker_name())
     runtime.wakeups.start(announce=False, listen=True)  # it queues nothing itself
     dispatchers = [Dispatcher(runtime, poll=poll) for _ in range(threads)]
     stop = threading.Event()
@@ -145,10 +152,12 @@ def worker(settings: Settings, threads: int, poll: float):
     signal.signal(signal.SIGHUP, lambda *_: runtime.reload())
     for dispatcher in dispatchers:
         dispatcher.start()
+    retention.start()
     outbox_sinks = [name for name, sink in runtime.snapshot.sinks.items() if not isinstance(sink, InlineSinkType)]
     click.echo(f"worker delivering for sinks: {', '.join(outbox_sinks) or '(none)'}")
     while not stop.wait(1):
         pass
+    retention.stop()
     for dispatcher in dispatchers:
         dispatcher.stop()
 
@@ -245,20 +254,20 @@ def plugin_new(name: str, sink: bool, directory: str | None):
 @click.option("--older-than", default=None, help="override global.retention, e.g. 7d")
 @click.pass_obj
 def purge(settings: Settings, older_than: str | None):
-    """Delete raw and refused requests older than the retention period (alerts and incidents stay)."""
+    """Delete raw and refused requests older than the retention period (alerts and incidents stay);
+    the workers also do it on schedule (global.purge_interval)."""
     from gateway.fields import parse_duration
+    from gateway.pipeline.retention import purge as purge_before
     from gateway.store.db import make_engine
     from gateway.store.models import utcnow
-    from gateway.store.retention import purge as purge_before
 
-    seconds = parse_duration(older_than) if older_than else _load(settings).retention
+    seconds = parse_duration(older_than) if older_than else _load(settings, sinks=False).retention
     cutoff = utcnow() - timedelta(seconds=seconds)
     engine = make_engine(settings.database_url)
-    try:
-        raw, refused = purge_before(engine, cutoff)
-    finally:
-        engine.dispose()
-    click.echo(f"purged {raw} raw requests and {refused} refused requests received before {cutoff.isoformat()}")
+    removed = purge_before(engine, cutoff)
+    engine.dispose()
+    click.echo(f"purged {removed.raw} raw requests received before {cutoff.isoformat()} "
+               f"(and {removed.refused} refused requests)")
 
 
 def _since(text: str | None):

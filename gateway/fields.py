@@ -34,6 +34,21 @@ def parse_duration(value: object) -> float:
     return seconds
 
 
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|m|h)\s*$")
+_RATE_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
+
+
+def parse_rate(value: object) -> float:
+    """``"100/s"`` -> 100.0, ``"30/m"`` -> 0.5: requests per second."""
+    match = _RATE.match(str(value)) if isinstance(value, str) else None
+    if not match:
+        raise ValueError(f"{value!r} is not a rate (use e.g. 100/s, 30/m, 500/h)")
+    rate = float(match.group(1)) / _RATE_UNIT_SECONDS[match.group(2)]
+    if rate <= 0:
+        raise ValueError("a rate must be positive")
+    return rate
+
+
 def parse_size(value: object) -> int:
     """``"1MiB"`` -> 1048576, ``"1MB"`` -> 1000000; bare integers are bytes."""
     if isinstance(value, bool):
@@ -75,6 +90,12 @@ class Size(_Parsed):
     """A size such as ``1048576``, ``512KiB`` or ``1MiB``, loaded as bytes (int)."""
 
     parse = staticmethod(parse_size)
+
+
+class Rate(_Parsed):
+    """A rate such as ``100/s``, ``30/m`` or ``500/h``, loaded as requests per second (float)."""
+
+    parse = staticmethod(parse_rate)
 
 
 class OptionsSchema(Schema):

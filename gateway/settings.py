@@ -43,6 +43,10 @@ class Settings:
     """``GATEWAY_READ_TIMEOUT``: seconds a request may take to arrive whole before the front answers 408."""
     sqlite_synchronous: str = "FULL"
     """``GATEWAY_SQLITE_SYNCHRONOUS``: FULL (a 202 survives power loss) or NORMAL (a process crash only)."""
+    log_format: str = "text"
+    """``GATEWAY_LOG_FORMAT``: ``text`` or ``json`` (one object per line)."""
+    forwarded_allow_ips: frozenset[str] = frozenset()
+    """``GATEWAY_FORWARDED_ALLOW_IPS=10.0.0.0/8,127.0.0.1``: proxies whose X-Forwarded-* headers are believed."""
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
@@ -60,4 +64,6 @@ class Settings:
             keepalive_requests=int(get("GATEWAY_KEEPALIVE_REQUESTS") or 100),
             read_timeout=float(get("GATEWAY_READ_TIMEOUT") or 30.0),
             sqlite_synchronous=get("GATEWAY_SQLITE_SYNCHRONOUS") or "FULL",
+            log_format=(get("GATEWAY_LOG_FORMAT") or "text").lower(),
+            forwarded_allow_ips=_names(get("GATEWAY_FORWARDED_ALLOW_IPS", "")),
         )

@@ -182,7 +182,7 @@ def test_missing_route_is_required():
 def test_unknown_option_of_a_type_is_rejected_by_its_schema():
     assert problems("sources:\n  - key: a\n    type: fakesrc\n    regoin: busan\n" + SINKS_AND_ROUTE) == [
         "gateway.yaml:4: sources[0].regoin: unknown option for source type 'fakesrc' "
-        "(known: enabled, hosts, key, name, password, region, reopen_window, token, type)"
+        "(known: burst, enabled, hosts, key, name, password, rate_limit, region, reopen_window, token, type)"
     ]
 
 

@@ -165,12 +165,13 @@ FRONT_ERRORS = {
     "an unknown transfer coding": (b"POST /hooks/testsrc/src/ HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: br\r\n\r\n",
                                    501, "not_implemented"),
     "a chunked body past every limit": (
-        b"POST /hooks/testsrc/src/ HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"POST /hooks/testsrc/src/ HTTP/1.1\r\nHost: t\r\nX-Request-ID: front-1\r\nTransfer-Encoding: chunked\r\n\r\n"
         + (b"100000\r\n" + b"a" * 0x100000 + b"\r\n") * 2 + b"0\r\n\r\n", 413, "body_too_large"),
 }
 
 
 def test_the_front_answers_its_own_refusals_in_json_and_counts_them(sqlite_gateway):
+    """With an X-Request-ID too: the client's when its head was read, else a fresh one."""
     for name, (raw, status, code) in FRONT_ERRORS.items():
         with socket.create_connection(address(sqlite_gateway), timeout=5) as sock:
             try:
@@ -180,6 +181,8 @@ def test_the_front_answers_its_own_refusals_in_json_and_counts_them(sqlite_gatew
             got, headers, body = answer(sock)
         assert (got, headers.get("content-type")) == (status, "application/json"), name
         assert json.loads(body)["error"]["code"] == code, name
+        given = b"X-Request-ID: front-1" in raw
+        assert headers["x-request-id"] == "front-1" if given else len(headers["x-request-id"]) == 32, name
         assert metric(sqlite_gateway, "gateway_http_rejected_total", reason=code) >= 1, name
 
 

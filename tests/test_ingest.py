@@ -320,6 +320,9 @@ def test_health_reports_the_database_down(database_down):
     assert response.status_code == 503
     assert response.json["status"] == "unavailable"
     assert response.json["database"] == {"ok": False, "error": "OperationalError", "backend": "postgresql"}
+    ready, live = database_down.test_client().get("/health/ready"), database_down.test_client().get("/health/live")
+    assert (ready.status_code, ready.json["database"], ready.json["ok"]) == (503, False, False)
+    assert live.status_code == 200  # the process answers: no orchestrator restarts it for the database
 
 
 @pytest.mark.parametrize("key", ["src", "api-created-maybe"])

@@ -5,6 +5,8 @@ gets recorded, and with the threaded dispatcher where the point is isolation.
 """
 from __future__ import annotations
 
+import logging
+
 import itertools
 import os
 import threading
@@ -132,8 +134,10 @@ def test_permanent_error_is_dead_at_once_with_status_and_body(gateway, receiver)
     assert len(receiver.requests) == 1
 
 
-def test_operator_redrives_one_dead_row(gateway, receiver):
-    """Only a dead row can be re-driven; it then gets a fresh attempt budget and its log grows."""
+def test_operator_redrives_one_dead_row(gateway, receiver, caplog):
+    """Only a dead row can be re-driven; it then gets a fresh attempt budget and its log grows.
+    Both the death and the re-drive are logged."""
+    caplog.set_level(logging.INFO, logger="gateway.pipeline.outbox")
     gw = gateway()
     receiver.answer((400, {}, "bad"))
     dead = gw.row(gw.post("p"), "hook")["id"]
@@ -148,6 +152,8 @@ def test_operator_redrives_one_dead_row(gateway, receiver):
     r = gw.api.post(f"/api/deliveries/{dead}/retry")
     assert r.status_code == 200, r.json
     assert (r.json["id"], r.json["status"], r.json["attempts"], r.json["finished_at"]) == (dead, "pending", 0, None)
+    assert [m for m in caplog.messages if "dead" in m][0].startswith(f"delivery {dead} to hook is dead: ")
+    assert f"re-driven: 1 dead deliveries back in the queue (delivery {dead})" in caplog.messages
     gw.drive("hook", lambda: gw.delivery(dead)["status"] == "delivered")
     detail = gw.delivery(dead)
     assert detail["attempts"] == 1

@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 import requests
 import testkit
-from testkit.support import free_port, installed_sink_types, serve_environment, serving, wait_until, worker_pids
+from testkit.support import (
+    free_port, installed_sink_types, output, printed, serve_environment, serving, wait_until, worker_pids,
+)
 
 GATEWAY = str(Path(sys.executable).parent / "gateway")
 TOKEN = "serve-admin-token"
@@ -100,15 +102,13 @@ def test_serve_counts_across_workers_reloads_on_sighup_and_stops_cleanly(server)
     assert metric(base, "gateway_config_last_reload_successful") == 0
 
     proc.send_signal(signal.SIGTERM)
-    output = proc.communicate(timeout=30)[0]
-    assert proc.returncode == 0, output
+    printed = output(proc)
+    assert proc.returncode == 0, printed
 
 
 def test_serve_never_prints_the_admin_token_the_operator_set(server):
     proc, base, _ = server
-    banner = []
-    while not banner or not banner[-1].startswith("  health:"):  # printed before gunicorn starts
-        banner.append(proc.stdout.readline())
+    banner = printed(proc, "  health:")  # printed before gunicorn starts
     assert TOKEN not in "".join(banner)
     assert f'  API: curl -H "Authorization: Bearer $GATEWAY_ADMIN_TOKEN" {base}/api/incidents\n' in banner
 
@@ -140,6 +140,50 @@ def test_serve_refuses_an_invalid_config(environment):
     assert "Gateway on" not in result.stdout
 
 
+def test_every_worker_reports_a_failed_reload_alike_and_logs_it_as_json(environment):
+    """After SIGHUP on a broken file, /health's config part is the same whichever worker answers,
+    a worker started meanwhile included; the log is JSON lines, one per request, ids included.
+    A source's rate limit holds across the workers."""
+    environment = {**environment, "GATEWAY_LOG_FORMAT": "json"}
+    config = Path(environment["GATEWAY_CONFIG"])
+    config.write_text(config.read_text().replace("sinks:", "  - key: lim\n    type: testsrc\n    rate_limit: 1/h\n"
+                                                           "    burst: 3\nsinks:", 1))
+    subprocess.run([GATEWAY, "db", "upgrade"], env=environment, check=True, capture_output=True, timeout=60)
+    with serving(environment) as (proc, base):
+        assert sorted(post(base, "lim", f"lim{n}") for n in range(10)) == [202] * 3 + [429] * 7
+
+        def reports() -> dict[int, str]:
+            answers = [requests.get(f"{base}/health", timeout=5).json() for _ in range(10)]
+            return {answer["worker_pid"]: json.dumps(answer["config"], sort_keys=True) for answer in answers}
+
+        config.write_text(config.read_text().replace("type: itms", "type: nope"))
+        proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: metric(base, "gateway_config_last_reload_successful") == 0)
+        wait_until(lambda: len(reports()) == 2)
+        reported = set(reports().values())
+        assert len(reported) == 1
+        report = json.loads(reported.pop())
+        assert report["last_reload_ok"] is False and "unknown sink type 'nope'" in report["last_reload_error"]
+
+        killed = worker_pids(base).pop()
+        os.kill(killed, signal.SIGKILL)
+        wait_until(lambda: len(pids := worker_pids(base)) == 2 and killed not in pids, timeout=30)
+        assert set(reports().values()) == {json.dumps(report, sort_keys=True)}
+
+        answer = requests.post(f"{base}/hooks/testsrc/src/", json={"id": "j1", "title": "t"},
+                               headers={"X-Request-ID": "trace-77"}, timeout=5)
+        assert (answer.status_code, answer.headers["X-Request-ID"]) == (202, "trace-77")
+        status, body = chunked_post(base, "/hooks/testsrc/src/", [b"x" * 2000])  # refused by the front
+        assert status == 413
+        proc.send_signal(signal.SIGTERM)
+        lines = [json.loads(line) for line in output(proc).splitlines() if line.startswith("{")]
+    webhook = [line for line in lines if line.get("request_id") == "trace-77"]
+    assert [(line["method"], line["path"], line["source"], line["status"]) for line in webhook] == [
+        ("POST", "/hooks/testsrc/<key>/", "src", 202)]
+    assert any(line.get("status") == 413 and line["logger"] == "gateway.requests" for line in lines)
+    assert any(line["level"] == "error" and "config reload failed" in line["message"] for line in lines)
+
+
 def test_first_run_prints_the_admin_password_once_and_every_worker_shares_the_session(environment, tmp_path,
                                                                                     monkeypatch):
     """`make run` on an empty database: the generated password signs in, on whichever worker
@@ -149,9 +193,7 @@ def test_first_run_prints_the_admin_password_once_and_every_worker_shares_the_se
     monkeypatch.chdir(tmp_path)  # instance/ is made in the working directory
     subprocess.run([GATEWAY, "db", "upgrade"], env=env, check=True, capture_output=True, timeout=60)
     with serving(env) as (proc, base):
-        banner = []
-        while not banner or "API:" not in banner[-1]:
-            banner.append(proc.stdout.readline())
+        banner = printed(proc, "API:")
         text = "".join(banner)
         assert TOKEN not in text and "$GATEWAY_ADMIN_TOKEN" in text and f"console: {base}/" in text
         password = text.split("created user 'admin' with password ", 1)[1].split()[0]

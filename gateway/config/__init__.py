@@ -19,7 +19,7 @@ from gateway.config.interpolation import interpolate
 from gateway.config.loader import GlobalFields, load_config, parse_config_text, read_config_text
 from gateway.config.model import (
     DEFAULT_MAX_BODY_SIZE, DEFAULT_PATH, DEFAULT_RETENTION, MATCH_KEYS, NAME, NAME_PATTERN, ROUTE_KEYS,
-    TOP_LEVEL_KEYS, ConfigError, ConfigProblem, GatewayConfig, Route, SinkConfig, SourceConfig, count_routes,
+    TOP_LEVEL_KEYS, ConfigError, ConfigProblem, GatewayConfig, RateLimit, Route, SinkConfig, SourceConfig, count_routes,
     summary,
 )
 from gateway.config.redaction import (
@@ -29,7 +29,7 @@ from gateway.config.redaction import (
 __all__ = [
     "DEFAULT_MAX_BODY_SIZE", "DEFAULT_PATH", "DEFAULT_RETENTION", "MATCH_KEYS", "NAME", "NAME_PATTERN",
     "ROUTE_KEYS", "TOP_LEVEL_KEYS", "ConfigError", "ConfigProblem", "GatewayConfig", "GlobalFields", "Options",
-    "Route", "SinkConfig", "SinkFields", "SourceConfig", "SourceFields", "count_routes", "interpolate",
+    "RateLimit", "Route", "SinkConfig", "SinkFields", "SourceConfig", "SourceFields", "count_routes", "interpolate",
     "load_config", "parse_config_text", "read_config_text", "redacted", "redacted_options", "redacted_source",
     "route_dict", "secret_fields", "summary", "validate_source",
 ]

@@ -5,12 +5,14 @@ so file and API sources obey identical rules.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping, Optional
 
-from marshmallow import RAISE, Schema, ValidationError, fields, validate
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
-from gateway.config.model import NAME_PATTERN, SinkConfig, SourceConfig
+from gateway.config.model import NAME_PATTERN, RateLimit, SinkConfig, SourceConfig
 from gateway.config.redaction import Options, secret_fields
+from gateway.fields import Rate
 from gateway.plugins import Registry
 
 _NAME = validate.Regexp(NAME_PATTERN, error="must be 1-64 characters of A-Z a-z 0-9 . _ -")
@@ -24,6 +26,15 @@ class SourceFields(Schema):
     type = fields.String(required=True)
     name = fields.String(load_default=None, allow_none=True)
     enabled = fields.Boolean(load_default=True)
+    rate_limit = Rate(load_default=None)
+    """Requests per second the source may send, held across every worker and process (429 past it)."""
+    burst = fields.Integer(load_default=None, validate=validate.Range(min=1, max=1_000_000))
+    """Requests it may send at once after a quiet while; one second's worth (at least 1) by default."""
+
+    @validates_schema
+    def _burst_needs_a_rate(self, data, **kwargs):
+        if data.get("burst") is not None and data.get("rate_limit") is None:
+            raise ValidationError("burst needs a rate_limit", "burst")
 
 
 class SinkFields(Schema):
@@ -71,9 +82,11 @@ def check_source(registry: Registry, data: Any, origin: str, line: Optional[int]
     own, options, errors = _check_entry("source", SourceFields, registry.source_types, data)
     if errors:
         return None, errors
+    rate, burst = own.get("rate_limit"), own.get("burst")
     source = SourceConfig(
         key=own["key"], type=own["type"], name=own["name"] or own["key"], enabled=own["enabled"],
         options=options, line=line, origin=origin,
+        rate_limit=RateLimit(rate, burst or max(1, math.ceil(rate))) if rate is not None else None,
     )
     return source, {}
 

@@ -11,7 +11,8 @@ from gateway.config.entries import check_sink, check_source
 from gateway.config.interpolation import interpolate_tree
 from gateway.config.located import LineMap, Problems, as_list, load_yaml
 from gateway.config.model import (
-    DEFAULT_KEEP_REFUSED, DEFAULT_MAX_BODY_SIZE, DEFAULT_RETENTION, TOP_LEVEL_KEYS, ConfigError, ConfigProblem, GatewayConfig,
+    DEFAULT_KEEP_REFUSED, DEFAULT_MAX_BODY_SIZE, DEFAULT_PURGE_INTERVAL, DEFAULT_RETENTION, TOP_LEVEL_KEYS, ConfigError,
+    ConfigProblem, GatewayConfig,
 )
 from gateway.config.routes import check_route
 from gateway.fields import Duration, Size
@@ -29,6 +30,7 @@ class GlobalFields(Schema):
     """The keys of ``global``."""
 
     retention = Duration(load_default=DEFAULT_RETENTION)
+    purge_interval = Duration(load_default=DEFAULT_PURGE_INTERVAL, validate=validate.Range(min=1))
     max_body_size = Size(load_default=DEFAULT_MAX_BODY_SIZE)
     keep_refused = fields.Integer(load_default=DEFAULT_KEEP_REFUSED, strict=True,
                                   validate=validate.Range(min=0, max=1_000_000))
@@ -102,19 +104,27 @@ def _build(doc: Any, path: str, registry: Registry, problems: Problems) -> Optio
         path=path, sources=sources, sinks=sinks, route=route,
         retention=settings["retention"], max_body_size=settings["max_body_size"],
         keep_refused=settings["keep_refused"],
+        purge_interval=settings["purge_interval"],
         external_url=settings["external_url"], default_language=settings["default_language"],
         timezone=settings["timezone"],
     )
 
 
-def parse_config_text(text: str, path: str, registry: Registry, env: Mapping[str, str]) -> GatewayConfig:
+def parse_config_text(text: str, path: str, registry: Registry, env: Mapping[str, str], *,
+                      sinks: bool = True) -> GatewayConfig:
     """Check a config given as text (``path`` only names it in messages), ``${VAR}`` read from ``env``;
-    raises ``ConfigError``."""
+    raises ``ConfigError``.
+
+    ``sinks=False``: for a command that delivers nothing (``gateway purge``), problems inside
+    ``sinks`` (a sink's secret not set in its environment, above all) do not stop it; such sinks
+    are left out, and the route may still name them."""
     path = str(path)
     doc = load_yaml(text, path)
     problems = Problems(path)
     interpolate_tree(doc, "", env, problems)
     config = _build(doc, path, registry, problems)
+    if not sinks:
+        problems.items = [p for p in problems.items if not (p.path == "sinks" or p.path.startswith("sinks["))]
     if problems.items or config is None:
         raise ConfigError(problems.in_file_order())
     return config
@@ -129,6 +139,8 @@ def read_config_text(path: str | os.PathLike) -> str:
         raise ConfigError([ConfigProblem(str(path), None, "(file)", f"cannot read: {exc}")]) from None
 
 
-def load_config(path: str | os.PathLike, registry: Registry, env: Mapping[str, str]) -> GatewayConfig:
-    """Read and check ``gateway.yaml``; raises ``ConfigError`` listing every problem found."""
-    return parse_config_text(read_config_text(path), str(path), registry, env)
+def load_config(path: str | os.PathLike, registry: Registry, env: Mapping[str, str], *,
+                sinks: bool = True) -> GatewayConfig:
+    """Read and check ``gateway.yaml``; raises ``ConfigError`` listing every problem found
+    (``sinks``: see ``parse_config_text``)."""
+    return parse_config_text(read_config_text(path), str(path), registry, env, sinks=sinks)

@@ -8,6 +8,7 @@ from typing import Mapping, Optional
 
 DEFAULT_PATH = "config/gateway.yaml"
 DEFAULT_RETENTION = 30 * 86400.0
+DEFAULT_PURGE_INTERVAL = 3600.0
 DEFAULT_MAX_BODY_SIZE = 1024 * 1024
 DEFAULT_KEEP_REFUSED = 1000
 
@@ -18,6 +19,14 @@ MATCH_KEYS = ("source", "source_type", "severity", "status")
 NAME = r"[A-Za-z0-9._-]{1,64}"
 """Source keys and sink names: they appear in URLs, sink names also in metric labels."""
 NAME_PATTERN = re.compile(rf"^{NAME}\Z")
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """A source's ``rate_limit`` (requests per second) and ``burst`` (requests at once)."""
+
+    rate: float
+    burst: int
 
 
 @dataclass(frozen=True)
@@ -32,6 +41,7 @@ class SourceConfig:
     options: dict
     line: Optional[int]
     origin: str = "file"
+    rate_limit: Optional[RateLimit] = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +74,7 @@ class GatewayConfig:
     max_body_size: int
     keep_refused: int = DEFAULT_KEEP_REFUSED
     """Refused webhook requests kept per source (the newest); 0 keeps none."""
+    purge_interval: float = DEFAULT_PURGE_INTERVAL
     external_url: Optional[str] = None
     default_language: str = "ko"
     timezone: str = "Asia/Seoul"

@@ -24,7 +24,7 @@ from gateway.contracts import (
     ALERT_STATUSES, SEVERITIES, Alert, ApiError, Headers, InboundRequest, InlineSinkType, Link, Refused, Rejected,
     Reply, Resource, SinkType, Transaction, namespaced_fingerprint,
 )
-from gateway.pipeline import problems, refusals
+from gateway.pipeline import problems, ratelimit, refusals
 from gateway.pipeline.runtime import ActiveSource, Runtime, Snapshot
 from gateway.store.db import HotStatement, RetryTransaction, refusal_reason, run_in_transaction
 from gateway.store.models import (
@@ -72,8 +72,11 @@ class Seen:
 
 
 def receive(runtime: Runtime, source_type: str, source_key: str, method: str, path: str,
-            headers: Mapping[str, str], read_body: BodyReader, remote_addr: str) -> Outcome:
-    """Handle one webhook; raises Rejected or Unavailable, counted in metrics either way."""
+            headers: Mapping[str, str], read_body: BodyReader, remote_addr: str,
+            on_source: Callable[[str], None] = lambda name: None) -> Outcome:
+    """Handle one webhook; raises Rejected or Unavailable, counted in metrics either way.
+
+    ``on_source`` is told the source's name (the ``source`` label) as soon as it is known."""
     started = time.perf_counter()
     try:
         source = runtime.sources.find(source_key)
@@ -83,6 +86,7 @@ def receive(runtime: Runtime, source_type: str, source_key: str, method: str, pa
         log.error("could not look up source %r: %s", source_key, exc)
         raise Unavailable("the database is unavailable; nothing was stored, retry later") from exc
     label = source.name if source is not None else "unknown"  # not the key: it may be the secret
+    on_source(label)
     metrics.WEBHOOKS_RECEIVED.labels(label).inc()
     seen = Seen()
     try:
@@ -90,7 +94,9 @@ def receive(runtime: Runtime, source_type: str, source_key: str, method: str, pa
                            remote_addr, seen)
     except ApiError as exc:  # the source's or the core's refusal, or a body the core cannot read
         metrics.WEBHOOKS_REJECTED.labels(label, exc.code).inc()
-        if source is not None and source.type == source_type:  # an unknown source has nowhere to keep it
+        # Not a rate limit's 429: a row per refusal would make a flood cost a write each, which the
+        # limit is there to spare (it is counted in /metrics and logged like any request).
+        if source is not None and source.type == source_type and exc.code != "rate_limited":
             _keep_refusal(runtime, source, method, path, headers, remote_addr, seen, exc)
         raise
     except Unavailable:
@@ -111,6 +117,9 @@ def _receive(runtime: Runtime, source: Optional[ActiveSource], source_type: str,
     if method != "POST":
         raise Rejected(405, "method_not_allowed", f"webhooks are POSTed, not sent with {method}",
                        headers={"Allow": "POST"})
+    if source.rate_limit is not None and runtime.engine.dialect.name == "postgresql":
+        with _storing(source, "nothing was stored"):
+            _refuse_over_limit(source, ratelimit.take_alone(runtime.engine, source.key, source.rate_limit))
     snapshot = runtime.snapshot
     body = read_body(snapshot.config.max_body_size)
     payload = _decode(body)
@@ -142,7 +151,8 @@ def _receive(runtime: Runtime, source: Optional[ActiveSource], source_type: str,
     while True:
         try:
             with _storing(source, "nothing was stored"):
-                ids = (commit or in_transaction)(runtime, lambda tx: _store(tx, raw, routed, repeated, look))
+                ids = (commit or in_transaction)(runtime, lambda tx: _store_within_limit(
+                    tx, source, raw, routed, repeated, look))
             break
         except Duplicate:
             return Outcome(200, {"status": "duplicate", **({"refused": refused_json} if refused else {})})
@@ -230,6 +240,14 @@ def _keep_refusal(runtime: Runtime, source: ActiveSource, method: str, path: str
             code=_storable(refusal.code, _REFUSAL_CODE_LENGTH), message=clean_text(refusal.message)))
     except Exception as exc:
         log.error("could not keep a refused request to %s (%s %s): %s", source.key, refusal.status, refusal.code, exc)
+
+
+def _refuse_over_limit(source: ActiveSource, wait: float) -> None:
+    """A 429 when the source is over its ``rate_limit`` (``wait``: seconds until it is not)."""
+    if wait:
+        raise Rejected(429, "rate_limited", f"source {source.name!r} is over its rate limit "
+                       f"({source.rate_limit.rate:g}/s, burst {source.rate_limit.burst}); retry later",
+                       headers={"Retry-After": ratelimit.retry_after(wait)})
 
 
 def _decode(body: bytes) -> Any:
@@ -448,6 +466,14 @@ def _journal_values(source: ActiveSource, request: InboundRequest, headers: Mapp
         body=body, content_type=content_type and _storable(content_type, _CONTENT_TYPE_LENGTH),
         remote_addr=request.remote_addr, received_at=request.received_at,
     )
+
+
+def _store_within_limit(tx: _Transaction, source: ActiveSource, raw: dict, routed, repeated: set[int],
+                        look: bool) -> list[Optional[int]]:
+    """``_store``, on SQLite after taking the source's token in the same transaction (see ratelimit)."""
+    if source.rate_limit is not None and tx.connection.dialect.name == "sqlite":
+        _refuse_over_limit(source, ratelimit.take(tx.connection, source.key, source.rate_limit))
+    return _store(tx, raw, routed, repeated, look)
 
 
 def _store(tx: _Transaction, raw: dict, routed, repeated: set[int], look: bool) -> list[Optional[int]]:

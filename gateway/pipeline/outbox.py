@@ -301,6 +301,9 @@ class Dispatcher:
                 problems.follow_up(conn, sink, delivery, now)
 
         self._persist(record)
+        if outcome == "dead":
+            log.warning("delivery %s to %s is dead: %s", row.id, sink.name, error,
+                        extra={"delivery_id": row.id, "sink": sink.name})
         metrics.DELIVERY_ATTEMPTS.labels(sink.name, outcome).inc()
         if period is not None and period.refresh:
             metrics.REFRESH_ATTEMPTS.labels(sink.name, outcome).inc()
@@ -463,6 +466,9 @@ def redrive(runtime: Runtime, *, delivery_id: Optional[int] = None, sink: Option
 
     result = run_in_transaction(runtime.engine, work)
     if result.requeued:
+        log.info("re-driven: %d dead deliveries back in the queue (%s)", result.requeued,
+                 f"delivery {delivery_id}" if delivery_id is not None else f"sink {sink}",
+                 extra={"requeued": result.requeued, "delivery_id": delivery_id, "sink": sink})
         runtime.notify_deliveries()
     return result
 

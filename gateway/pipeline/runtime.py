@@ -7,10 +7,12 @@ discovers plugins.  Beside it the runtime holds the two services every process n
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Mapping, Optional
 
@@ -57,7 +59,7 @@ class Runtime:
         self.reload_ok = True
         self.reload_error: Optional[str] = None
         try:
-            config = self._load()
+            config, text = self._load()
         except ConfigError as exc:
             last_good = settings.last_good_config
             if not (last_good and os.path.exists(last_good)):
@@ -65,35 +67,53 @@ class Runtime:
             # A worker (re)started after the file was broken serves what its siblings serve,
             # instead of failing to boot, which would stop the whole server.
             log.error("%s is invalid; serving the last valid config:\n%s", self.config_path, exc)
-            config = parse_config_text(read_config_text(last_good), self.config_path, registry, settings.env)
+            text = read_config_text(last_good)
+            config = self._modified_at(parse_config_text(text, self.config_path, registry, settings.env), last_good)
             self.reload_ok, self.reload_error = False, str(exc)
         self.snapshot = build_snapshot(config, registry)
+        self.sha256 = _digest(text)
         self.wakeups = WakeUps(engine)
         self.sources = Sources(engine, registry, lambda: self.snapshot.sources)
         metrics.CONFIG_RELOAD_OK.set(1 if self.reload_ok else 0)
         metrics.CONFIG_RELOAD_TIME.set_to_current_time()
 
-    def _load(self) -> GatewayConfig:
-        """Read and check gateway.yaml, keeping a valid text as the last good one."""
+    def _load(self) -> tuple[GatewayConfig, str]:
+        """Read and check gateway.yaml, keeping a valid text as the last good one; the config and its text.
+
+        ``loaded_at`` is the file's modification time, which the last good copy keeps too: every
+        worker that reads the same file, or is started on its copy, reports the same time."""
         text = read_config_text(self.config_path)
         config = parse_config_text(text, self.config_path, self.registry, self.settings.env)
+        modified = os.stat(self.config_path).st_mtime
         last_good = self.settings.last_good_config
         if last_good:
             partial = f"{last_good}.{os.getpid()}"
             Path(partial).write_text(text, encoding="utf-8")
+            os.utime(partial, (modified, modified))
             os.replace(partial, last_good)
-        return config
+        return self._modified_at(config, last_good or self.config_path), text
+
+    @staticmethod
+    def _modified_at(config: GatewayConfig, path: str) -> GatewayConfig:
+        return replace(config, loaded_at=datetime.fromtimestamp(os.stat(path).st_mtime, timezone.utc))
+
+    def config_report(self) -> dict:
+        """What /health says of the config: the same in every worker that read the same file."""
+        return {"path": self.config_path, "loaded_at": self.snapshot.config.loaded_at.isoformat(),
+                "sha256": self.sha256,
+                "last_reload_ok": self.reload_ok, "last_reload_error": self.reload_error}
 
     def reload(self) -> bool:
         """Re-read gateway.yaml; an invalid file is logged and not applied."""
         try:
-            snapshot = build_snapshot(self._load(), self.registry)
+            config, text = self._load()
+            snapshot = build_snapshot(config, self.registry)
         except Exception as exc:  # the old config stays in force, whatever went wrong
             self.reload_ok, self.reload_error = False, str(exc)
             metrics.CONFIG_RELOAD_OK.set(0)
             log.error("config reload failed; keeping the previous config:\n%s", exc)
             return False
-        old, self.snapshot = self.snapshot, snapshot
+        old, self.snapshot, self.sha256 = self.snapshot, snapshot, _digest(text)
         self.reload_ok, self.reload_error = True, None
         metrics.CONFIG_RELOAD_OK.set(1)
         metrics.CONFIG_RELOAD_TIME.set_to_current_time()
@@ -108,6 +128,10 @@ class Runtime:
     def notify_deliveries(self) -> None:
         """After a commit that queued outbox rows: wake the dispatchers (see ``WakeUps``)."""
         self.wakeups.notify_deliveries()
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def open_runtime(settings: Settings, extra_plugins: Iterable[object] = ()) -> Runtime:

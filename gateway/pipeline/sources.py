@@ -15,14 +15,16 @@ from typing import Any, Callable, Mapping, Optional
 
 from sqlalchemy import Engine, Select, insert, select, update
 
-from gateway.config import NAME_PATTERN, SourceConfig, SourceFields, validate_source
+from gateway.config import NAME_PATTERN, RateLimit, SourceConfig, validate_source
 from gateway.contracts import ApiError, SourceType
 from gateway.plugins import Registry
 from gateway.store.db import run_in_transaction
 from gateway.store.models import Handshake, SourceRow, utcnow
 
 sources_table = SourceRow.__table__
-OWN_FIELDS = frozenset(SourceFields().fields)
+COLUMN_FIELDS = frozenset({"key", "type", "name", "enabled"})
+"""The own fields of an API source with a column of their own; the rest (``rate_limit``, ``burst``,
+the type's options) are kept in ``options`` and checked again, by SourceFields, when it is activated."""
 
 
 @dataclass(frozen=True)
@@ -37,12 +39,13 @@ class ActiveSource:
     origin: str
     plugin: SourceType
     reopen_window: Optional[float]
+    rate_limit: Optional[RateLimit] = None
 
 
 def activate(registry: Registry, source: SourceConfig) -> ActiveSource:
     plugin = registry.source_types[source.type](source.key, source.options)
     return ActiveSource(source.key, source.type, source.name, source.enabled, source.origin, plugin,
-                        source.options.get("reopen_window"))
+                        source.options.get("reopen_window"), source.rate_limit)
 
 
 class Sources:
@@ -97,7 +100,7 @@ class Sources:
         config = validate_source(self.registry, data, origin="api")
         if config.key in self._declared():
             raise ApiError(409, "source_exists", f"source {config.key!r} is declared in gateway.yaml")
-        options = {k: v for k, v in data.items() if k not in OWN_FIELDS}
+        options = {k: v for k, v in data.items() if k not in COLUMN_FIELDS}
         now = utcnow()
 
         def work(conn):

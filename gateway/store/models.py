@@ -12,6 +12,7 @@ from typing import Any, Optional
 from sqlalchemy import (
     JSON,
     DateTime,
+    Double,
     ForeignKey,
     Index,
     Integer,
@@ -424,3 +425,26 @@ class SignInFailure(Base):
     at: Mapped[datetime]
 
     __table_args__ = (Index("ix_sign_in_failures_username_at", "username", "at"),)
+
+
+class Schedule(Base):
+    """A job that runs at most once per period across every process (the retention purge):
+    the process that moves ``due_at`` forward, while it has passed, runs it."""
+
+    __tablename__ = "schedules"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    due_at: Mapped[datetime]
+    holder: Mapped[Optional[str]] = mapped_column(String(128))
+
+
+class RateBucket(Base):
+    """A source's token bucket (``rate_limit``), shared by every worker and process.
+
+    ``updated_at`` is epoch seconds (a float), so the refill is plain arithmetic in one
+    statement on every database."""
+
+    __tablename__ = "rate_buckets"
+    source_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tokens: Mapped[float] = mapped_column(Double)
+    updated_at: Mapped[float] = mapped_column(Double)
+    allowed: Mapped[bool]

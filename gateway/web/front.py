@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -36,6 +37,10 @@ from gunicorn.http.errors import (
 )
 from gunicorn.http.unreader import Unreader
 from gunicorn.workers import base
+
+from gateway.logs import REQUEST_ID_HEADER, request_id
+
+log = logging.getLogger("gateway.requests")
 
 MAX_HEAD = 64 * 1024
 """Request line and headers buffered at most per request; gunicorn's field limits apply within."""
@@ -54,11 +59,20 @@ class FrontError(Exception):
         super().__init__(message)
         self.status, self.message, self.headers = status, message, headers or {}
         self.code = code or HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
+        self.request: Optional[Request] = None
+        """The request refused, when its head was read: its method, path and X-Request-ID are kept."""
 
     def response(self) -> bytes:
+        """The answer, logged as the application logs its own (``gateway.web.requestlog``)."""
+        given = next((value for name, value in self.request.headers if name == REQUEST_ID_HEADER.upper()), None) \
+            if self.request is not None else None
+        rid = request_id(given)
+        method, path = (self.request.method, "-") if self.request is not None else ("-", "-")
+        log.info("%s %s %s request_id=%s (refused by the front: %s)", method, path, self.status, rid, self.code,
+                 extra={"method": method, "path": path, "source": None, "status": self.status, "request_id": rid})
         body = json.dumps({"error": {"code": self.code, "message": self.message}}).encode()
         head = [f"HTTP/1.1 {self.status} {HTTPStatus(self.status).phrase}", "Content-Type: application/json",
-                f"Content-Length: {len(body)}", "Connection: close",
+                f"Content-Length: {len(body)}", "Connection: close", f"{REQUEST_ID_HEADER}: {rid}",
                 *(f"{name}: {value}" for name, value in self.headers.items())]
         return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
 
@@ -229,7 +243,11 @@ class FrontWorker(base.Worker):
         req = self._parse(head, writer.get_extra_info("peername"), number)
         limit = self.body_limit()
         if isinstance(req.body.reader, ChunkedReader):
-            raw = await self._read_chunked(reader, writer, req, limit)
+            try:
+                raw = await self._read_chunked(reader, writer, req, limit)
+            except FrontError as error:
+                error.request = req
+                raise
         elif req.body.reader.length > limit:
             req.force_close()  # the body stays unread
             return req, b""
@@ -315,7 +333,9 @@ class FrontWorker(base.Worker):
                     respiter.close()
         except Exception:
             self.log.exception("Error handling request %s %s", req.method, req.uri)
-            return FrontError(500, "unexpected server error; it has been logged", "internal_error").response(), False
+            error = FrontError(500, "unexpected server error; it has been logged", "internal_error")
+            error.request = req
+            return error.response(), False
         finally:
             try:
                 self.cfg.post_request(self, req, environ, resp)

@@ -67,6 +67,9 @@ def default_threads(database_url: str) -> int:
 threads = SETTINGS.threads or default_threads(SETTINGS.database_url)
 graceful_timeout = 20
 KEEPALIVE_REQUESTS = SETTINGS.keepalive_requests
+forwarded_allow_ips = ",".join(sorted(SETTINGS.forwarded_allow_ips))
+"""gunicorn's own trust in X-Forwarded-Proto: the proxies the app trusts (gateway/web/proxies.py), no others
+(gunicorn's default trusts 127.0.0.1)."""
 control_socket_disable = True  # several gateways on one machine must not fight over one socket
 
 
@@ -100,7 +103,8 @@ def pre_request(worker, req):
 
 
 def post_worker_init(worker):
-    from gateway.pipeline.outbox import Dispatcher
+    from gateway.pipeline.outbox import Dispatcher, worker_name
+    from gateway.pipeline.retention import RetentionSchedule
     from gateway.store.db import start_wal_checkpointer
 
     gateway = worker.wsgi.extensions["gateway"]
@@ -113,6 +117,8 @@ def post_worker_init(worker):
     if delivers:
         worker.dispatcher = Dispatcher(gateway.runtime)
         worker.dispatcher.start()
+        worker.retention = RetentionSchedule(gateway.runtime, worker_name())
+        worker.retention.start()
 
 
 DISPATCHER_STOP_SECONDS = 10
@@ -124,6 +130,7 @@ def worker_exit(server, worker):
     them to run out; deliveries in flight finish, or are cut and retried elsewhere."""
     dispatcher = getattr(worker, "dispatcher", None)
     if dispatcher is not None:
+        worker.retention.stop()
         dispatcher.stop(DISPATCHER_STOP_SECONDS)
 
 

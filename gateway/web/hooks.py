@@ -5,6 +5,7 @@ from flask import Blueprint, current_app, jsonify, request
 
 from gateway.pipeline import ingest
 from gateway.web.common import read_body
+from gateway.web.requestlog import note_source
 
 bp = Blueprint("hooks", __name__)
 
@@ -20,7 +21,7 @@ def receive(source_type: str, source_key: str):
     """Other methods than POST reach ingest too, so their 405 is counted like any refusal."""
     runtime = current_app.extensions["gateway"].runtime
     outcome = ingest.receive(runtime, source_type, source_key, request.method, request.path,
-                             _headers(), read_body, request.remote_addr or "")
+                             _headers(), read_body, request.remote_addr or "", note_source)
     response = jsonify(outcome.body)
     response.status_code = outcome.status
     response.headers.update(outcome.headers)

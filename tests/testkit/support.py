@@ -94,15 +94,23 @@ def serve_environment(tmp_path, config_path: str, database_url: str, **settings:
 @contextmanager
 def serving(environment: dict, *args: str, workers: int = 2):
     """A real ``gateway serve`` on a free port, its workers booted: yields (process, base URL).
-    It is stopped afterwards, also when start-up failed."""
+    It is stopped afterwards, also when start-up failed.
+
+    Its output (the banner, then a log line per request) is read as it comes into
+    ``proc.output_lines``: left in the pipe, it would fill it and block the workers mid-request.
+    ``output(proc)`` waits for the process to exit and gives all of it."""
     import subprocess
     import sys
+    import threading
     from pathlib import Path
 
     port = free_port()
     proc = subprocess.Popen([str(Path(sys.executable).parent / "gateway"), "serve", "--workers", str(workers),
                              "--port", str(port), *args], env=environment,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc.output_lines = []
+    proc.drain = threading.Thread(target=proc.output_lines.extend, args=(proc.stdout,), daemon=True)
+    proc.drain.start()
     base = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(base, proc)
@@ -112,7 +120,22 @@ def serving(environment: dict, *args: str, workers: int = 2):
         if proc.poll() is None:
             proc.terminate()
             proc.wait(timeout=30)
+        proc.drain.join(5)
         proc.stdout.close()
+
+
+def output(proc) -> str:
+    """Everything a ``serving`` process printed, once it has exited."""
+    proc.wait(timeout=30)
+    proc.drain.join(5)
+    return "".join(proc.output_lines)
+
+
+def printed(proc, ending: str) -> list[str]:
+    """A ``serving`` process's lines up to the first that holds ``ending`` (waited for)."""
+    lines = proc.output_lines
+    count = wait_until(lambda: next((n + 1 for n, line in enumerate(list(lines)) if ending in line), 0))
+    return lines[:count]
 
 
 def worker_pids(base: str, asks: int = 8) -> set[int]:

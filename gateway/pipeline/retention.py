@@ -1,0 +1,115 @@
+"""Retention: raw and refused requests older than ``global.retention`` are deleted, by hand (``gateway purge``)
+or on schedule in every process that delivers (``gateway worker``, ``gateway serve``'s workers).
+
+``purge`` is the one place that says what retention removes: everything it must remove is deleted
+there, in batches of ``PURGE_BATCH`` rows, each batch its own short transaction, so a purge never
+holds SQLite's write lock (or PostgreSQL row locks) long enough to delay a webhook noticeably.
+The schedule runs it at most once per ``global.purge_interval`` across every process sharing the
+database: the process that moves the ``schedules`` row's ``due_at`` forward runs it, and stops
+within half the interval, so two purges never overlap.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Optional
+
+from sqlalchemy import Engine, delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from gateway.store.db import run_in_transaction
+from gateway.store.models import RawRequest, RefusedRequest, Schedule, utcnow
+
+log = logging.getLogger(__name__)
+
+PURGE_BATCH = 1000
+PURGE_SCHEDULE = "purge"
+CHECK_EVERY = 60.0
+"""Seconds between looks at the schedule; a shorter purge interval is looked at as often as it runs."""
+
+_raw = RawRequest.__table__
+_refused = RefusedRequest.__table__
+_schedules = Schedule.__table__
+_INSERT = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+
+
+@dataclass(frozen=True)
+class Purged:
+    raw: int
+    refused: int
+
+
+def purge(engine: Engine, cutoff: datetime, *, batch: int = PURGE_BATCH, until: Optional[float] = None) -> Purged:
+    """Delete raw and refused requests received before ``cutoff`` (alerts and incidents stay), ``batch``
+    rows per transaction; stop early once ``time.monotonic()`` passes ``until``."""
+    return Purged(*(_purge_table(engine, table, cutoff, batch, until) for table in (_raw, _refused)))
+
+
+def _purge_table(engine: Engine, table, cutoff: datetime, batch: int, until: Optional[float]) -> int:
+    removed = 0
+    while until is None or time.monotonic() < until:
+        oldest = select(table.c.id).where(table.c.received_at < cutoff).order_by(table.c.received_at).limit(batch)
+        deleted = run_in_transaction(engine, lambda conn: conn.execute(
+            delete(table).where(table.c.id.in_(oldest.scalar_subquery()))).rowcount)
+        removed += deleted
+        if deleted < batch:
+            break
+    return removed
+
+
+def claim(engine: Engine, name: str, every: float, holder: str) -> bool:
+    """Whether this process runs job ``name`` now: true for one caller per ``every`` seconds across
+    every process on the database (the first caller ever included)."""
+    now = utcnow()
+    due = now + timedelta(seconds=every)
+
+    def work(conn) -> bool:
+        moved = conn.execute(update(_schedules).where(_schedules.c.name == name, _schedules.c.due_at <= now)
+                             .values(due_at=due, holder=holder)).rowcount
+        if moved:
+            return True
+        created = conn.execute(_INSERT[conn.dialect.name](_schedules).values(name=name, due_at=due, holder=holder)
+                               .on_conflict_do_nothing(index_elements=["name"]).returning(_schedules.c.name))
+        return created.first() is not None  # (psycopg's rowcount of an insert here is -1)
+
+    return run_in_transaction(engine, work)
+
+
+class RetentionSchedule:
+    """The scheduled purge of one process: a daemon thread, started and stopped with its dispatchers."""
+
+    def __init__(self, runtime, holder: str):
+        self.runtime = runtime
+        self.holder = holder
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="retention", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """No new purge starts; one under way gets ``timeout`` seconds to finish its batch and say so."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def run_once(self) -> Optional[Purged]:
+        """Purge if it is due here; what was deleted, or None if it was not this process's turn."""
+        config = self.runtime.snapshot.config
+        if not claim(self.runtime.engine, PURGE_SCHEDULE, config.purge_interval, self.holder):
+            return None
+        cutoff = utcnow() - timedelta(seconds=config.retention)
+        removed = purge(self.runtime.engine, cutoff, until=time.monotonic() + config.purge_interval / 2)
+        log.info("retention: purged %d raw and %d refused requests received before %s", removed.raw,
+                 removed.refused, cutoff.isoformat(), extra={"purged": removed.raw, "purged_refused": removed.refused})
+        return removed
+
+    def _run(self) -> None:
+        while not self._stop.wait(min(CHECK_EVERY, self.runtime.snapshot.config.purge_interval)):
+            try:
+                self.run_once()
+            except Exception:  # the database away, say: the next look tries again
+                log.exception("retention: the scheduled purge failed; it is tried again at the next look")
