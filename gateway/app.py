@@ -58,10 +58,10 @@ def create_app(test_config: Optional[Mapping[str, Any]] = None, *, extra_plugins
     runtime = open_runtime(settings, extra_plugins)
     app.extensions["gateway"] = Gateway(runtime)
 
-    from gateway.web import api, hooks, ops
+    from gateway.web import api, hooks, openapi, ops
     from gateway.web.errors import register_error_handlers
 
-    for blueprint in (hooks.bp, api.bp, ops.bp):
+    for blueprint in (hooks.bp, api.bp, openapi.bp, ops.bp):
         app.register_blueprint(blueprint)
     _register_plugin_blueprints(app, runtime.registry)
     register_error_handlers(app)

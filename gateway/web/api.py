@@ -6,15 +6,16 @@ import signal
 from typing import Optional
 
 from flask import Blueprint, Response, current_app, jsonify, request
-from marshmallow import EXCLUDE, Schema, fields, validate
+from marshmallow import INCLUDE, Schema, fields, validate
 from sqlalchemy import func, select
 
-from gateway.config import redacted, redacted_options
+from gateway.config import SourceFields, redacted, redacted_options
 from gateway.contracts import ApiError
 from gateway.pipeline import outbox
 from gateway.store.models import DeliveryRow, DeliveryAttempt, RawRequest, SourceRow
 from gateway.web.auth import require_admin
-from gateway.web.common import Page, Text, iso, json_object, paginate, where_given
+from gateway.web.common import Page, Text, iso, json_object, page_of, paginate, where_given
+from gateway.web.openapi import Raw, documented
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 bp.before_request(require_admin)
@@ -50,7 +51,26 @@ def _stored_source_json(row, token: Optional[str] = None) -> dict:
     return body
 
 
+class SourceOut(Schema):
+    key = fields.String(required=True)
+    type = fields.String(required=True)
+    name = fields.String(required=True)
+    enabled = fields.Boolean(required=True)
+    origin = fields.String(required=True, validate=validate.OneOf(("file", "api")))
+    webhook_url = fields.String(required=True)
+    options = fields.Dict(required=True, metadata={"description": "the type's options, secrets redacted"})
+    read_only = fields.Boolean(required=True, metadata={"description": "declared in gateway.yaml"})
+    token = fields.String(metadata={"description": "only in the answer that made it (create, rotate_token)"})
+
+
+class SourceList(Schema):
+    items = fields.List(fields.Nested(SourceOut), required=True)
+    total = fields.Integer(required=True)
+    page = fields.Integer(required=True)
+
+
 @bp.get("/sources")
+@documented("Every source, of gateway.yaml and created through the API", responses={200: SourceList})
 def list_sources():
     items = [_file_source_json(s) for s in _gateway().runtime.snapshot.config.sources.values()]
     items += [_stored_source_json(row) for row in _sources().all_stored()]
@@ -58,6 +78,7 @@ def list_sources():
 
 
 @bp.get("/sources/<source_key:key>")
+@documented("One source", responses={200: SourceOut})
 def get_source(key: str):
     declared = _gateway().runtime.snapshot.config.sources.get(key)
     if declared is not None:
@@ -68,17 +89,25 @@ def get_source(key: str):
     return jsonify(_stored_source_json(row))
 
 
-class StoredName(Schema):
-    """What the sources table needs of a name beyond validate_source, which also checks the
-    sources of gateway.yaml: those are never stored, so their names have no column to fit."""
+class NewSource(SourceFields):
+    """A source's own fields with its type's options beside them, all checked by validate_source
+    as a source of gateway.yaml is; loading through this first checks what only the sources table
+    needs: its name fits the column (the file's sources are never stored).  The key is random
+    when left out."""
 
+    class Meta:
+        unknown = INCLUDE
+
+    key = fields.String(validate=SourceFields._declared_fields["key"].validators)
     name = Text(column=SourceRow.name, allow_none=True)
 
 
 @bp.post("/sources")
+@documented("Create a source", body=NewSource, responses={201: SourceOut},
+            errors={409: "a source with that key exists (`source_exists`)"})
 def create_source():
     data = json_object()
-    StoredName(unknown=EXCLUDE).load(data)
+    NewSource().load(data)
     row, token = _sources().create(data)
     return jsonify(_stored_source_json(row, token)), 201
 
@@ -91,13 +120,24 @@ class SourcePatch(Schema):
 
 
 @bp.patch("/sources/<source_key:key>")
+@documented("Enable, disable, rename a source or change its token", body=SourcePatch, responses={200: SourceOut},
+            errors={409: "the source is declared in gateway.yaml (`read_only`)"})
 def patch_source(key: str):
     _sources().ensure_changeable(key)
     row, new_token = _sources().patch(key, SourcePatch().load(json_object()))
     return jsonify(_stored_source_json(row, new_token))
 
 
+class HandshakeOut(Schema):
+    id = fields.Integer(required=True)
+    received_at = fields.String(required=True)
+    status = fields.Integer(required=True, metadata={"description": "what the source answered"})
+    record = fields.Dict(required=True)
+    raw_url = fields.String(required=True, allow_none=True)
+
+
 @bp.get("/sources/<source_key:key>/handshakes")
+@documented("A source's protocol exchanges, newest first", query=Page, responses={200: page_of(HandshakeOut)})
 def list_handshakes(key: str):
     args = Page().load(request.args)
     return jsonify(paginate(_sources().handshakes(key), args, lambda r: {
@@ -123,7 +163,24 @@ def _event_json(row) -> dict:
 _EVENT_COLUMNS = [c for c in RawRequest.__table__.c if c.name != "body"]
 
 
+class EventOut(Schema):
+    id = fields.Integer(required=True)
+    source = fields.String(required=True)
+    source_type = fields.String(required=True)
+    method = fields.String(required=True)
+    path = fields.String(required=True)
+    headers = fields.Dict(required=True, metadata={"description": "secret ones \"[redacted]\""})
+    content_type = fields.String(required=True, allow_none=True)
+    remote_addr = fields.String(required=True, allow_none=True)
+    received_at = fields.String(required=True)
+    external_id = fields.String(required=True, allow_none=True)
+    alert_count = fields.Integer(required=True)
+    size = fields.Integer(required=True, metadata={"description": "bytes of the body"})
+    raw_url = fields.String(required=True)
+
+
 @bp.get("/events")
+@documented("Stored webhook requests, newest first", query=EventQuery, responses={200: page_of(EventOut)})
 def list_events():
     args = EventQuery().load(request.args)
     query = select(*_EVENT_COLUMNS, func.length(RawRequest.body).label("size")).order_by(RawRequest.id.desc())
@@ -132,6 +189,7 @@ def list_events():
 
 
 @bp.get("/events/<id:event_id>/raw")
+@documented("The exact bytes of a stored request", responses={200: Raw("*/*", "as received, with its content type")})
 def raw_event(event_id: int):
     with _gateway().engine.connect() as conn:
         row = conn.execute(select(RawRequest.body, RawRequest.content_type).where(RawRequest.id == event_id)).first()
@@ -155,7 +213,37 @@ def _delivery_json(row) -> dict:
             "requeued_at": iso(row.requeued_at), "superseded_by": row.superseded_by}
 
 
+class DeliveryOut(Schema):
+    id = fields.Integer(required=True)
+    alert_id = fields.Integer(required=True)
+    sink = fields.String(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(("pending", "delivered", "dead")))
+    attempts = fields.Integer(required=True)
+    next_attempt_at = fields.String(required=True)
+    last_error = fields.String(required=True, allow_none=True)
+    created_at = fields.String(required=True)
+    finished_at = fields.String(required=True, allow_none=True)
+    ordering_key = fields.String(required=True)
+    requeued_at = fields.String(required=True, allow_none=True)
+    superseded_by = fields.Integer(required=True, allow_none=True,
+                                   metadata={"description": "a later delivery of the same problem, delivered"})
+
+
+class AttemptOut(Schema):
+    started_at = fields.String(required=True)
+    duration_ms = fields.Integer(required=True)
+    outcome = fields.String(required=True)
+    status_code = fields.Integer(required=True, allow_none=True)
+    error = fields.String(required=True, allow_none=True)
+    worker = fields.String(required=True)
+
+
+class DeliveryDetail(DeliveryOut):
+    attempt_log = fields.List(fields.Nested(AttemptOut), required=True)
+
+
 @bp.get("/deliveries")
+@documented("The outbox, newest first", query=DeliveryQuery, responses={200: page_of(DeliveryOut)})
 def list_deliveries():
     args = DeliveryQuery().load(request.args)
     query = select(DeliveryRow.__table__, outbox.superseded_by()).order_by(DeliveryRow.id.desc())
@@ -164,6 +252,7 @@ def list_deliveries():
 
 
 @bp.get("/deliveries/<id:delivery_id>")
+@documented("One delivery with its attempt log", responses={200: DeliveryDetail})
 def get_delivery(delivery_id: int):
     with _gateway().engine.connect() as conn:
         row = conn.execute(select(DeliveryRow.__table__, outbox.superseded_by())
@@ -179,6 +268,9 @@ def get_delivery(delivery_id: int):
 
 
 @bp.post("/deliveries/<id:delivery_id>/retry")
+@documented("Re-drive one dead delivery", responses={200: DeliveryDetail},
+            errors={409: "the delivery is not dead (`not_dead`), or a later one of its problem was delivered "
+                         "(`superseded`)"})
 def retry_delivery(delivery_id: int):
     result = outbox.redrive(_gateway().runtime, delivery_id=delivery_id)
     if result.superseded:
@@ -198,7 +290,14 @@ class BulkRetry(Schema):
     sink = Text(required=True)
 
 
+class BulkRetried(Schema):
+    sink = fields.String(required=True)
+    requeued = fields.Integer(required=True, metadata={"description": "how many"})
+    superseded = fields.List(fields.Integer(), required=True, metadata={"description": "left dead"})
+
+
 @bp.post("/deliveries/retry")
+@documented("Re-drive every dead delivery of a sink", body=BulkRetry, responses={200: BulkRetried})
 def retry_dead_of_sink():
     sink = BulkRetry().load(json_object())["sink"]
     result = outbox.redrive(_gateway().runtime, sink=sink)
@@ -207,7 +306,20 @@ def retry_dead_of_sink():
 
 # -- config ------------------------------------------------------------------------
 
+class ConfigOut(Schema):
+    config = fields.Dict(required=True, metadata={"description": "gateway.yaml in force, secrets redacted"})
+    last_reload_ok = fields.Boolean(required=True)
+    last_reload_error = fields.String(required=True, allow_none=True)
+    loaded_at = fields.String(required=True)
+
+
+class Reloaded(Schema):
+    status = fields.String(required=True, validate=validate.OneOf(("reloaded",)))
+    loaded_at = fields.String(required=True)
+
+
 @bp.get("/config")
+@documented("The running config", responses={200: ConfigOut}, database=False)
 def show_config():
     runtime = _gateway().runtime
     return jsonify({"config": redacted(runtime.snapshot.config), "last_reload_ok": runtime.reload_ok,
@@ -216,6 +328,8 @@ def show_config():
 
 
 @bp.post("/config/reload")
+@documented("Reload gateway.yaml", responses={200: Reloaded},
+            errors={422: "the file is invalid; the previous config stays (`invalid_config`)"})
 def reload_config():
     runtime = _gateway().runtime
     if not runtime.reload():
