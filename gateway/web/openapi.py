@@ -24,6 +24,7 @@ from flask import Blueprint, Flask, current_app, jsonify
 from marshmallow import Schema, fields
 
 from gateway.config import NAME
+from gateway.web.common import Text
 
 SchemaLike = Union[type[Schema], Schema, Mapping[str, Any]]
 """A marshmallow schema (class or instance), or a JSON Schema as a dict."""
@@ -109,13 +110,15 @@ _HIDDEN_METHODS = frozenset({"HEAD", "OPTIONS"})
 
 def build_document(app: Flask) -> dict:
     """The document of every documented route of ``app``."""
+    marshmallow = MarshmallowPlugin()
     spec = APISpec(title="Alert integration gateway", version=version("alert-gateway"), openapi_version="3.1.0",
-                   plugins=[MarshmallowPlugin()],
+                   plugins=[marshmallow],
                    info={"description": "Webhooks in (`/hooks`), operations (`/api`). Errors are always "
                                         "`{\"error\": {\"code\", \"message\", \"fields\"?}}`."},
                    security=[{"bearer": []}])
     spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer",
                                                 "description": "GATEWAY_ADMIN_TOKEN"})
+    marshmallow.converter.add_attribute_function(_storable_text)
     spec.components.schema("Error", schema=Error)
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
         described: Optional[Description] = getattr(app.view_functions[rule.endpoint], "openapi", None)
@@ -139,6 +142,11 @@ def undocumented_routes(app: Flask) -> list[str]:
                   if rule.rule.startswith(DESCRIBED_PREFIXES)
                   and getattr(app.view_functions[rule.endpoint], "openapi", None) is None
                   for method in rule.methods - _HIDDEN_METHODS)
+
+
+def _storable_text(converter, field: fields.Field, ret: dict, **kwargs) -> dict:
+    """A ``Text`` field refuses NUL, which no database column can hold (a 422 naming the field)."""
+    return {"pattern": "^[^\\u0000]*$"} if isinstance(field, Text) else {}
 
 
 def _expanded(rule: str) -> list[tuple[str, list[dict], tuple[str, ...]]]:
@@ -170,7 +178,8 @@ def _operation(described: Description, parameters: list[dict], method: str, name
     if described.query is not None:
         operation["parameters"] = [*parameters, {"in": "query", "schema": described.query}]
     if described.body is not None:
-        operation["requestBody"] = {"required": False, "content": {"application/json": {"schema": described.body}}}
+        operation["requestBody"] = {"required": _needs_body(described.body),
+                                    "content": {"application/json": {"schema": described.body}}}
     if described.public:
         operation["security"] = []
     for status, schema in described.responses.items():
@@ -182,6 +191,14 @@ def _operation(described: Description, parameters: list[dict], method: str, name
                                  for name, what in _HEADERS[status].items()}
         operation["responses"][str(status)] = answer
     return operation
+
+
+def _needs_body(schema: SchemaLike) -> bool:
+    """An absent body is loaded as ``{}``: it will do unless the schema requires a field."""
+    if isinstance(schema, Mapping):
+        return True
+    instance = schema() if isinstance(schema, type) else schema
+    return any(f.required for f in instance.fields.values())
 
 
 def _success(schema: Union[SchemaLike, Raw, None]) -> dict:
