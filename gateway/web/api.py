@@ -91,9 +91,9 @@ def get_source(key: str):
 
 class NewSource(SourceFields):
     """A source's own fields with its type's options beside them, all checked by validate_source
-    as a source of gateway.yaml is; loading through this first checks what only the sources table
-    needs: its name fits the column (the file's sources are never stored).  The key is random
-    when left out."""
+    as a source of gateway.yaml is, save what only the sources table needs: a name that fits its
+    column (the file's sources are never stored), checked here first.  The key is random when
+    left out."""
 
     class Meta:
         unknown = INCLUDE
@@ -107,7 +107,7 @@ class NewSource(SourceFields):
             errors={409: "a source with that key exists (`source_exists`)"})
 def create_source():
     data = json_object()
-    NewSource().load(data)
+    NewSource(only=("name",)).load(data)  # validate_source checks the rest, naming every bad field at once
     row, token = _sources().create(data)
     return jsonify(_stored_source_json(row, token)), 201
 
