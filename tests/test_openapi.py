@@ -3,7 +3,8 @@ live app keeps to: schemathesis sends each operation generated requests and chec
 (status, content type, headers, body) against the document."""
 from __future__ import annotations
 
-import sys
+import json
+import re
 import types
 
 import pytest
@@ -51,6 +52,8 @@ def _document(app) -> dict:
 def test_the_document_is_valid_openapi_3_1_covering_every_route(app):
     document = _document(app)
     OpenAPIV31SpecValidator(document).validate()
+    patterns = re.findall(r'"pattern": ("[^"]*")', json.dumps(document))
+    assert patterns and not [p for p in patterns if "\\\\Z" in p], "Python's \\Z means a Z in JSON Schema"
     assert undocumented_routes(app) == []
     assert {path for path in document["paths"]} >= {
         "/hooks/{source_type}/{source_key}/", "/api/sources", "/api/sources/{key}", "/api/events/{event_id}/raw",
@@ -121,7 +124,9 @@ def seeded(make_app, receiver):
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,
           response_schema_conformance]
 EXAMPLES = 15
-"""Per operation and per kind (valid, invalid): about 20 s for the whole document on SQLite."""
+"""Per operation, valid and invalid requests alike: about 8 s for the whole document on SQLite.  The
+same examples every run (``derandomize``); 100 per operation, random, found nothing more on either
+database (2026-12-05)."""
 
 
 def test_every_operation_answers_as_documented(seeded):
@@ -134,7 +139,8 @@ def test_every_operation_answers_as_documented(seeded):
                           *(operation.as_strategy(mode) for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)))
 
         @given(cases)
-        @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None,
+                  derandomize=True)
         def answers_as_documented(case):
             case.call_and_validate(headers=BEARER, checks=CHECKS)
 

@@ -118,7 +118,7 @@ def build_document(app: Flask) -> dict:
                    security=[{"bearer": []}])
     spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer",
                                                 "description": "GATEWAY_ADMIN_TOKEN"})
-    marshmallow.converter.add_attribute_function(_storable_text)
+    marshmallow.converter.add_attribute_function(_text_patterns)
     spec.components.schema("Error", schema=Error)
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
         described: Optional[Description] = getattr(app.view_functions[rule.endpoint], "openapi", None)
@@ -144,9 +144,14 @@ def undocumented_routes(app: Flask) -> list[str]:
                   for method in rule.methods - _HIDDEN_METHODS)
 
 
-def _storable_text(converter, field: fields.Field, ret: dict, **kwargs) -> dict:
-    """A ``Text`` field refuses NUL, which no database column can hold (a 422 naming the field)."""
-    return {"pattern": "^[^\\u0000]*$"} if isinstance(field, Text) else {}
+def _text_patterns(converter, field: fields.Field, ret: dict, **kwargs) -> dict:
+    """Patterns as JSON Schema (ECMA-262) reads them: Python's end of text ``\\Z`` is ``$`` there;
+    a ``Text`` field refuses NUL, which no database column can hold (a 422 naming the field)."""
+    if isinstance(field, Text) and "pattern" not in ret:
+        return {"pattern": "^[^\\u0000]*$"}
+    if ret.get("pattern", "").endswith("\\Z"):
+        return {"pattern": ret["pattern"][:-2] + "$"}
+    return {}
 
 
 def _expanded(rule: str) -> list[tuple[str, list[dict], tuple[str, ...]]]:
