@@ -6,7 +6,7 @@ PLUGINS := plugins/whatap plugins/oci plugins/spaceone_sink plugins/alertmanager
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: install run test bench clean
+.PHONY: install run test bench clean messages
 
 install: $(VENV)/.installed
 
@@ -26,8 +26,17 @@ test: install
 # The benchmark of issue 2 (see bench/README.md): gateway vs a bare-Flask floor on SQLite
 # and PostgreSQL under wrk.  Knobs: BENCH_DURATION, BENCH_WORKERS, BENCH_DBS, BENCH_RUNS;
 # `make bench BENCH_SOAK=1` sends 100,000 webhooks and prints worker memory instead.
+# Then the console's pages with 100,000 incidents stored (bench/console.py; BENCH_CONSOLE_INCIDENTS).
 bench: install
 	$(BIN)/python bench/bench.py
+	$(BIN)/python bench/console.py
+
+# The console's ko/en catalogs: extract, merge into the .po files (translate what is new), compile.
+# The compiled .mo files are committed, so `make run` needs no build step.
+messages: install
+	$(BIN)/pybabel extract -F babel.cfg -k lazy_gettext -o gateway/translations/messages.pot --no-location --omit-header .
+	$(BIN)/pybabel update -i gateway/translations/messages.pot -d gateway/translations -w 120 --no-fuzzy-matching --ignore-obsolete
+	$(BIN)/pybabel compile -d gateway/translations
 
 clean:
 	rm -rf $(VENV) instance

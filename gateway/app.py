@@ -47,7 +47,7 @@ def create_app(test_config: Optional[Mapping[str, Any]] = None, *, extra_plugins
     test_config = dict(test_config or {})
     settings = replace(settings or Settings.from_environ(),
                        **{_SETTING_OF[k]: test_config.pop(k) for k in list(test_config) if k in _SETTING_OF})
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # the console serves its own assets
     app.json.ensure_ascii = False  # Korean titles stay readable
     app.url_map.converters.update(id=RowIdConverter, source_key=SourceKeyConverter)
     app.url_map.merge_slashes = False  # "//" is a 404 in JSON, not werkzeug's HTML redirect
@@ -58,13 +58,14 @@ def create_app(test_config: Optional[Mapping[str, Any]] = None, *, extra_plugins
     runtime = open_runtime(settings, extra_plugins)
     app.extensions["gateway"] = Gateway(runtime)
 
-    from gateway.web import api, hooks, openapi, ops
+    from gateway.web import api, console, hooks, openapi, ops
     from gateway.web.errors import register_error_handlers
 
-    for blueprint in (hooks.bp, api.bp, openapi.bp, ops.bp):
+    for blueprint in (hooks.bp, api.bp, openapi.bp, ops.bp, console.bp):
         app.register_blueprint(blueprint)
     _register_plugin_blueprints(app, runtime.registry)
     register_error_handlers(app)
+    console.init_app(app)
     return app
 
 

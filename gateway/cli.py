@@ -65,6 +65,7 @@ def serve(settings: Settings, host: str, port: int, workers: int, no_dispatcher:
     else:
         env["GATEWAY_ADMIN_TOKEN"] = token_shown = secrets.token_urlsafe(24)
         click.echo("GATEWAY_ADMIN_TOKEN was not set; generated one for this run (set it to keep it stable).")
+    first_password = _first_admin(settings)
     env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="gateway-metrics-")
     # Workers keep the last valid config here, so one started while the file is broken still boots.
     env["GATEWAY_LAST_GOOD_CONFIG"] = os.path.join(tempfile.mkdtemp(prefix="gateway-config-"), "gateway.yaml")
@@ -76,12 +77,32 @@ def serve(settings: Settings, host: str, port: int, workers: int, no_dispatcher:
     for source in config.sources.values():
         state = "" if source.enabled else "  (disabled)"
         click.echo(f"  webhook {source.key}: POST {base}/hooks/{source.type}/{source.key}/{state}")
+    click.echo(f"  console: {base}/")
+    if first_password:
+        click.echo(f"  first run: created user 'admin' with password {first_password}  (shown only now)")
     click.echo(f"  API: curl -H \"Authorization: Bearer {token_shown}\" {base}/api/incidents")
     click.echo(f"  health: {base}/health   metrics: {base}/metrics")
     sys.stdout.flush()
     argv = [sys.executable, "-m", "gunicorn", "--config", "python:gateway.web.gunicorn_conf",
             "--bind", f"{host}:{port}", "--workers", str(workers), "gateway.app:create_app()"]
     os.execvpe(sys.executable, argv, env)
+
+
+def _engine(settings: Settings):
+    from gateway.store.db import make_engine
+
+    return make_engine(settings.database_url)
+
+
+def _first_admin(settings: Settings) -> str | None:
+    """On a database without users, create ``admin`` and return its generated password."""
+    from gateway import users
+
+    engine = _engine(settings)
+    try:
+        return users.create_first_admin(engine)
+    finally:
+        engine.dispose()
 
 
 @main.command()
@@ -183,15 +204,93 @@ def plugins(settings: Settings):
 @click.option("--older-than", default=None, help="override global.retention, e.g. 7d")
 @click.pass_obj
 def purge(settings: Settings, older_than: str | None):
-    """Delete raw requests older than the retention period (alerts and incidents stay)."""
+    """Delete raw and refused requests older than the retention period (alerts and incidents stay)."""
     from gateway.fields import parse_duration
     from gateway.store.db import make_engine, run_in_transaction
-    from gateway.store.models import RawRequest, utcnow
+    from gateway.store.models import RawRequest, RefusedRequest, utcnow
 
     seconds = parse_duration(older_than) if older_than else _load(settings).retention
     cutoff = utcnow() - timedelta(seconds=seconds)
     engine = make_engine(settings.database_url)
-    removed = run_in_transaction(engine, lambda conn: conn.execute(
-        delete(RawRequest.__table__).where(RawRequest.received_at < cutoff)).rowcount)
+
+    def work(conn) -> int:
+        conn.execute(delete(RefusedRequest.__table__).where(RefusedRequest.received_at < cutoff))
+        return conn.execute(delete(RawRequest.__table__).where(RawRequest.received_at < cutoff)).rowcount
+
+    removed = run_in_transaction(engine, work)
     engine.dispose()
     click.echo(f"purged {removed} raw requests received before {cutoff.isoformat()}")
+
+
+@main.group("users")
+def users_group():
+    """Console users, their roles and personal API tokens."""
+
+
+def _users_call(action, *args):
+    from gateway import users
+
+    engine = _engine(click.get_current_context().obj)
+    try:
+        return action(engine, *args)
+    except users.UserError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        engine.dispose()
+
+
+ROLE_CHOICE = click.Choice(["viewer", "operator", "admin"])
+
+
+@users_group.command("create")
+@click.argument("name")
+@click.option("--role", required=True, type=ROLE_CHOICE)
+@click.option("--password-stdin", is_flag=True, required=True, help="read the password from standard input")
+def users_create(name: str, role: str, password_stdin: bool):
+    """Create a user; the password comes from standard input, never from the command line."""
+    from gateway import users
+
+    password = sys.stdin.readline().rstrip("\r\n")
+    _users_call(users.create_user, name, role, password)
+    click.echo(f"created {name} ({role})")
+
+
+@users_group.command("list")
+def users_list():
+    """Every user: name, role, and whether it may sign in."""
+    from gateway import users
+
+    for row in _users_call(users.list_users):
+        click.echo(f"{row.name}\t{row.role}\t{'enabled' if row.enabled else 'disabled'}")
+
+
+@users_group.command("set-role")
+@click.argument("name")
+@click.argument("role", type=ROLE_CHOICE)
+def users_set_role(name: str, role: str):
+    from gateway import users
+
+    _users_call(users.set_role, name, role)
+    click.echo(f"{name} is now {role}")
+
+
+@users_group.command("disable")
+@click.argument("name")
+def users_disable(name: str):
+    """Stop a user signing in and its tokens working (its history stays)."""
+    from gateway import users
+
+    _users_call(users.set_enabled, name, False)
+    click.echo(f"{name} is disabled")
+
+
+@users_group.command("token")
+@click.argument("name")
+@click.option("--name", "token_name", default="cli", show_default=True, help="a label for the token")
+def users_token(name: str, token_name: str):
+    """Create a personal API token for NAME; it is the last line printed, and shown only now."""
+    from gateway import users
+
+    token = _users_call(users.create_token, name, token_name)
+    click.echo(f"personal API token for {name} (acts with {name}'s role; store it now):")
+    click.echo(token)

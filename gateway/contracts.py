@@ -377,6 +377,13 @@ class SourceType:
     name: ClassVar[str]
     """URL segment (``/hooks/<name>/<key>/``) and the ``type:`` of a source in gateway.yaml."""
 
+    display_name: ClassVar[Optional[str]] = None
+    """What the console's source-type select shows, e.g. "WhaTap (와탭)"; default ``name``."""
+
+    fingerprint_fields: ClassVar[tuple[str, ...]] = ()
+    """What ``fingerprint`` is made from, for people: alert label names, or ``title``.  The
+    console shows them, with their values, beside an incident's fingerprint."""
+
     options_schema: ClassVar[type[Schema]] = SourceOptions
 
     def __init__(self, key: str, options: Mapping[str, Any]):

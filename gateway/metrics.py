@@ -108,3 +108,14 @@ def exposition(outbox: OutboxCollector) -> bytes:
             registry.register(collector)
     registry.register(outbox)
     return generate_latest(registry)
+
+
+def all_workers_reloaded_ok() -> bool:
+    """Whether every serving process's last config (re)load succeeded: the gauge ``/metrics``
+    shows, read across gunicorn workers (its multiprocess mode is ``min``)."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return CONFIG_RELOAD_OK._value.get() == 1
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return all(sample.value == 1 for family in registry.collect()
+               if family.name == "gateway_config_last_reload_successful" for sample in family.samples)

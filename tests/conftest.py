@@ -116,7 +116,8 @@ def make_app(database_url, write_config):
 
     def make(yaml_text: str = DEFAULT_CONFIG, *, plugins=(), **overrides):
         app = create_app({"DATABASE_URL": database_url, "CONFIG": write_config(yaml_text),
-                          "ADMIN_TOKEN": ADMIN_TOKEN, "TESTING": True, **overrides},
+                          "ADMIN_TOKEN": ADMIN_TOKEN, "TESTING": True,
+                          "SECRET_KEY": "test-secret-key", **overrides},
                          extra_plugins=[testkit, *plugins])
         apps.append(app)
         return app

@@ -62,7 +62,7 @@ def test_the_document_is_valid_openapi_3_1_covering_every_route(app):
     hook = document["paths"]["/hooks/{source_type}/{source_key}/"]
     assert list(hook) == ["post"] and hook["post"]["security"] == []
     retry = document["paths"]["/api/deliveries/{delivery_id}/retry"]["post"]["responses"]
-    assert sorted(retry) == ["200", "401", "404", "409", "503"]
+    assert sorted(retry) == ["200", "401", "403", "404", "409", "503"]
     assert retry["401"]["headers"]["WWW-Authenticate"]["required"] is True
     reload_ = document["paths"]["/api/config/reload"]["post"]["responses"]
     assert reload_["422"]["description"].endswith("(`invalid_config`)")
@@ -94,7 +94,7 @@ def test_a_plugin_blueprint_contributes_its_paths_and_an_undocumented_route_is_n
     app = make_app(plugins=[_acme])
     operation = _document(app)["paths"]["/api/acme/checks"]["post"]
     assert operation["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/_Checked"}
-    assert sorted(operation["responses"]) == ["201", "400", "401", "409", "413", "422", "503"]
+    assert sorted(operation["responses"]) == ["201", "400", "401", "403", "409", "413", "422", "503"]
     assert undocumented_routes(app) == ["GET /api/acme/secret"]
 
 

@@ -138,3 +138,29 @@ def test_serve_refuses_an_invalid_config(environment):
     assert f"{path}:9: sinks[0].type: unknown sink type 'nope' (registered: itms, spaceone, testhttp)" in (
         result.stderr.splitlines())
     assert "Gateway on" not in result.stdout
+
+
+def test_first_run_prints_the_admin_password_once_and_every_worker_shares_the_session(environment, tmp_path,
+                                                                                    monkeypatch):
+    """`make run` on an empty database: the generated password signs in, on whichever worker
+    answers (they share the key generated once in instance/), and the token from the
+    environment is never printed."""
+    env = {k: v for k, v in environment.items() if k != "GATEWAY_SECRET_KEY"}
+    monkeypatch.chdir(tmp_path)  # instance/ is made in the working directory
+    subprocess.run([GATEWAY, "db", "upgrade"], env=env, check=True, capture_output=True, timeout=60)
+    with serving(env) as (proc, base):
+        banner = []
+        while not banner or "API:" not in banner[-1]:
+            banner.append(proc.stdout.readline())
+        text = "".join(banner)
+        assert TOKEN not in text and "$GATEWAY_ADMIN_TOKEN" in text and f"console: {base}/" in text
+        password = text.split("created user 'admin' with password ", 1)[1].split()[0]
+        assert (tmp_path / "instance" / "secret_key").exists()
+        browser = requests.Session()
+        page = browser.get(f"{base}/login", timeout=5).text
+        csrf = page.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+        signed_in = browser.post(f"{base}/login", data={"username": "admin", "password": password, "csrf_token": csrf},
+                                 timeout=10)
+        assert signed_in.status_code == 200 and signed_in.url == f"{base}/incidents"
+        for _ in range(8):  # keep-alive closes after 5 requests: new connections, which either worker may take
+            assert browser.get(f"{base}/incidents", timeout=5, allow_redirects=False).status_code == 200

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import os
+import zoneinfo
 from typing import Any, Mapping, Optional
 
-from marshmallow import Schema, ValidationError
+from marshmallow import Schema, ValidationError, fields, validate
 
 from gateway.config.entries import check_sink, check_source
 from gateway.config.interpolation import interpolate_tree
@@ -17,11 +18,22 @@ from gateway.fields import Duration, Size
 from gateway.plugins import Registry
 
 
+def _known_zone(name: str) -> None:
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValidationError(f"unknown time zone {name!r} (an IANA name such as Asia/Seoul)") from None
+
+
 class GlobalFields(Schema):
     """The keys of ``global``."""
 
     retention = Duration(load_default=DEFAULT_RETENTION)
     max_body_size = Size(load_default=DEFAULT_MAX_BODY_SIZE)
+    # The console: absolute links (Webhook URL) and a Secure cookie when https; its defaults.
+    external_url = fields.Url(load_default=None, allow_none=True, schemes={"http", "https"}, require_tld=False)
+    default_language = fields.String(load_default="ko", validate=validate.OneOf(["ko", "en"]))
+    timezone = fields.String(load_default="Asia/Seoul", validate=_known_zone)
 
 
 def _entries(doc: LineMap, section: str, id_field: str, build, problems: Problems):
@@ -87,6 +99,8 @@ def _build(doc: Any, path: str, registry: Registry, problems: Problems) -> Optio
     return GatewayConfig(
         path=path, sources=sources, sinks=sinks, route=route,
         retention=settings["retention"], max_body_size=settings["max_body_size"],
+        external_url=settings["external_url"], default_language=settings["default_language"],
+        timezone=settings["timezone"],
     )
 
 

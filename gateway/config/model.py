@@ -61,6 +61,9 @@ class GatewayConfig:
     route: Route
     retention: float
     max_body_size: int
+    external_url: Optional[str] = None
+    default_language: str = "ko"
+    timezone: str = "Asia/Seoul"
     loaded_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
 
 

@@ -111,7 +111,9 @@ def redacted(config: GatewayConfig) -> dict:
     return {
         "path": config.path,
         "loaded_at": config.loaded_at.isoformat(),
-        "global": {"retention": config.retention, "max_body_size": config.max_body_size},
+        "global": {"retention": config.retention, "max_body_size": config.max_body_size,
+                   "external_url": config.external_url, "default_language": config.default_language,
+                   "timezone": config.timezone},
         "sources": [redacted_source(s) for s in config.sources.values()],
         "sinks": [
             {"name": s.name, "type": s.type, "line": s.line, "options": redacted_options(s.options)}

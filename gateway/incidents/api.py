@@ -9,7 +9,7 @@ from sqlalchemy import or_, select
 
 from gateway import SEVERITIES, Alert, Resource
 from gateway.incidents import service
-from gateway.store.models import Incident
+from gateway.store.models import Incident, TimelineEntry
 from gateway.views import (
     Page, ApiError, Text, actor, documented, iso, json_object, page_of, paginate, reading, require_role, transaction,
     where_given,
@@ -26,7 +26,8 @@ def _caller_may() -> None:
 INCIDENT_STATUSES = ("triggered", "acknowledged", "resolved", "closed")
 SORTS = {
     "-last_event_at": Incident.last_event_at.desc(), "last_event_at": Incident.last_event_at.asc(),
-    "-created_at": Incident.created_at.desc(), "created_at": Incident.created_at.asc(),
+    # Ids are given in creation order: the primary key sorts as created_at would, without a sort.
+    "-created_at": Incident.id.desc(), "created_at": Incident.id.asc(),
     "-event_count": Incident.event_count.desc(),
     "severity": service.INCIDENT_SEVERITY_RANK,
 }
@@ -123,14 +124,24 @@ def entry_json(row: service.TimelineItem) -> dict:
 @documented("Incidents", query=IncidentQuery, responses={200: page_of(IncidentOut)})
 def list_incidents():
     args = IncidentQuery().load(request.args)
+    return jsonify(paginate(incident_query(args), args, incident_json))
+
+
+def incident_query(args: dict):
+    """The incidents ``args`` (an ``IncidentQuery``, sort included) select, for the API and the console.
+
+    ``q`` finds text in the title, description, resource name or any comment.
+    """
     query = where_given(select(Incident.__table__), args,
                         {"status": Incident.status, "severity": Incident.severity, "source": Incident.source_key})
     if args.get("q"):
         # autoescape: "100%" finds that text rather than acting as a LIKE wildcard.
+        commented = select(TimelineEntry.incident_id).where(
+            TimelineEntry.kind == "commented", TimelineEntry.note.icontains(args["q"], autoescape=True))
         query = query.where(or_(*(column.icontains(args["q"], autoescape=True)
-                                  for column in (Incident.title, Incident.description, Incident.resource_name))))
-    query = query.order_by(SORTS[args["sort"]], Incident.id.desc())
-    return jsonify(paginate(query, args, incident_json))
+                                  for column in (Incident.title, Incident.description, Incident.resource_name)),
+                                Incident.id.in_(commented)))
+    return query.order_by(SORTS[args["sort"]], Incident.id.desc())
 
 
 @bp.get("/<id:incident_id>")
@@ -148,9 +159,11 @@ def get_incident(incident_id: int):
 @documented("Acknowledge, resolve or close an incident", body=NoteBody, responses={200: IncidentOut},
             errors={409: "not allowed from the incident's status (`transition_not_allowed`)"})
 def change_status(incident_id: int, action: str):
-    note = json_object(NoteBody())["note"]
-    who = actor()
+    return jsonify(incident_json(act(incident_id, action, actor(), json_object(NoteBody())["note"])))
 
+
+def act(incident_id: int, action: str, who: str, note: Optional[str]):
+    """Acknowledge, resolve or close for ``who``; the incident's row after it.  Refusals are 404 and 409."""
     def work(tx):
         row = service.transition(tx.connection, incident_id, action, who, note)
         if action == "resolve":
@@ -164,7 +177,7 @@ def change_status(incident_id: int, action: str):
         raise ApiError(404, "not_found", str(exc)) from None
     except service.TransitionRefused as exc:
         raise ApiError(409, "transition_not_allowed", str(exc)) from None
-    return jsonify(incident_json(row))
+    return row
 
 
 def manual_resolve(incident, who: str, note: Optional[str]) -> Alert:
@@ -181,9 +194,11 @@ def manual_resolve(incident, who: str, note: Optional[str]) -> Alert:
 @bp.post("/<id:incident_id>/comments")
 @documented("Comment on an incident", body=CommentBody, responses={201: EntryOut})
 def comment(incident_id: int):
-    body = json_object(CommentBody())["body"]
+    return jsonify(entry_json(add_comment(incident_id, actor(), json_object(CommentBody())["body"]))), 201
+
+
+def add_comment(incident_id: int, who: str, body: str) -> service.TimelineItem:
     try:
-        entry = transaction(lambda tx: service.add_comment(tx.connection, incident_id, actor(), body))
+        return transaction(lambda tx: service.add_comment(tx.connection, incident_id, who, body))
     except LookupError as exc:
         raise ApiError(404, "not_found", str(exc)) from None
-    return jsonify(entry_json(entry)), 201

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Optional
 
 from gateway import Alert, InlineSinkType, SinkOptions, Transaction, hookimpl
-from gateway.incidents import api, service
+from gateway.incidents import api, console, service
 
 
 class IncidentStore(InlineSinkType):
@@ -30,3 +30,4 @@ def register_sink_types(register):
 @hookimpl
 def register_blueprints(register):
     register(api.bp)
+    register(console.bp)  # the console's incident list and pages

@@ -27,7 +27,7 @@ from gateway.contracts import (
 from gateway.pipeline import problems
 from gateway.pipeline.runtime import ActiveSource, Runtime, Snapshot
 from gateway.store.db import HotStatement, RetryTransaction, refusal_reason, run_in_transaction
-from gateway.store.models import UNSTORABLE_TEXT, AlertRow, DeliveryRow, Handshake, RawRequest, utcnow
+from gateway.store.models import UNSTORABLE_TEXT, AlertRow, DeliveryRow, Handshake, RawRequest, RefusedRequest, utcnow
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -68,6 +68,8 @@ def receive(runtime: Runtime, source_type: str, source_key: str, method: str, pa
         outcome = _receive(runtime, source, source_type, source_key, method, path, headers, read_body, remote_addr)
     except ApiError as exc:  # the source's or the core's refusal, or a body the core cannot read
         metrics.WEBHOOKS_REJECTED.labels(label, exc.code).inc()
+        if source is not None:
+            _journal_refusal(runtime, source.key, exc, remote_addr)
         raise
     except Unavailable:
         metrics.WEBHOOKS_REJECTED.labels(label, "database_unavailable").inc()
@@ -75,6 +77,17 @@ def receive(runtime: Runtime, source_type: str, source_key: str, method: str, pa
     metrics.WEBHOOKS_ACCEPTED.labels(label, outcome.body.get("status", "reply")).inc()
     metrics.INGEST_SECONDS.observe(time.perf_counter() - started)
     return outcome
+
+
+def _journal_refusal(runtime: Runtime, source_key: str, exc: Rejected, remote_addr: str) -> None:
+    """Keep why a known source refused a request, for its console page.  Best effort: the
+    refusal is answered the same whether or not this row could be written."""
+    try:
+        run_in_transaction(runtime.engine, lambda conn: conn.execute(insert(RefusedRequest.__table__).values(
+            source_key=source_key, received_at=utcnow(), status=exc.status, code=exc.code[:64],
+            message=UNSTORABLE_TEXT.sub("\ufffd", exc.message), remote_addr=remote_addr[:64] or None)))
+    except SQLAlchemyError as error:
+        log.warning("could not record a refused request of %r: %s", source_key, error)
 
 
 def _receive(runtime: Runtime, source: Optional[ActiveSource], source_type: str, source_key: str,

@@ -301,3 +301,59 @@ class Handshake(Base):
     record: Mapped[dict[str, Any]]
 
     __table_args__ = (Index("ix_handshakes_source_key_id", "source_key", "id"),)
+
+
+class RefusedRequest(Base):
+    """A webhook a known source refused, and why: what the console's source page shows, so
+    "the incident is not created" is answered on screen.  ``gateway purge`` removes old ones."""
+
+    __tablename__ = "refused_requests"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source_key: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[datetime]
+    status: Mapped[int]
+    code: Mapped[str] = mapped_column(String(64))
+    message: Mapped[str] = mapped_column(Text)
+    remote_addr: Mapped[Optional[str]] = mapped_column(String(64))
+
+    __table_args__ = (Index("ix_refused_requests_source_key_id", "source_key", "id"),
+                      Index("ix_refused_requests_received_at", "received_at"))
+
+
+class User(Base):
+    """A console user; ``role`` is viewer, operator or admin (see gateway.users.ROLES)."""
+
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    enabled: Mapped[bool] = mapped_column(default=True)
+    language: Mapped[Optional[str]] = mapped_column(String(8))
+    timezone: Mapped[Optional[str]] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+
+
+class ApiToken(Base):
+    """A personal API token: only its SHA-256 is kept; it acts as its user, with the user's role."""
+
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    name: Mapped[str] = mapped_column(String(255))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[Optional[datetime]]
+
+    __table_args__ = (Index("ix_api_tokens_user_id", "user_id"),)
+
+
+class SignInFailure(Base):
+    """One failed sign-in, kept in the database so every worker process counts the same ones."""
+
+    __tablename__ = "sign_in_failures"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime]
+
+    __table_args__ = (Index("ix_sign_in_failures_username_at", "username", "at"),)

@@ -12,13 +12,18 @@ from sqlalchemy import func, select
 from gateway.config import SourceFields, redacted, redacted_options
 from gateway.contracts import ApiError
 from gateway.pipeline import outbox
-from gateway.store.models import DeliveryRow, DeliveryAttempt, RawRequest, SourceRow
-from gateway.web.auth import require_admin
+from gateway.store.models import DeliveryAttempt, DeliveryRow, RawRequest, SourceRow
+from gateway.web.auth import needs, require_role
 from gateway.web.common import Page, Text, iso, json_object, page_of, paginate, where_given
 from gateway.web.openapi import Raw, documented
 
 bp = Blueprint("api", __name__, url_prefix="/api")
-bp.before_request(require_admin)
+
+
+@bp.before_request
+def _caller_may_read() -> None:
+    """Every endpoint takes at least a viewer; those that change something say what more they need."""
+    require_role("viewer")
 
 
 def _gateway():
@@ -31,10 +36,16 @@ def _sources():
     return _gateway().runtime.sources
 
 
+def webhook_url(type_: str, key: str) -> str:
+    """The absolute URL a vendor posts to: from ``global.external_url`` when set, else this request's host."""
+    base = _gateway().runtime.snapshot.config.external_url or request.host_url
+    return f"{base.rstrip('/')}/hooks/{type_}/{key}/"
+
+
 def _source_json(key: str, type_: str, name: str, enabled: bool, options: dict, origin: str) -> dict:
     cls = _gateway().registry.source_types.get(type_)
     return {"key": key, "type": type_, "name": name, "enabled": enabled, "origin": origin,
-            "webhook_url": f"{request.host_url}hooks/{type_}/{key}/",
+            "webhook_url": webhook_url(type_, key),
             "options": redacted_options(options, cls.options_schema if cls else None),
             "read_only": origin == "file"}
 
@@ -72,9 +83,14 @@ class SourceList(Schema):
 @bp.get("/sources")
 @documented("Every source, of gateway.yaml and created through the API", responses={200: SourceList})
 def list_sources():
-    items = [_file_source_json(s) for s in _gateway().runtime.snapshot.config.sources.values()]
-    items += [_stored_source_json(row) for row in _sources().all_stored()]
+    items = all_sources()
     return jsonify({"items": items, "total": len(items), "page": 1})
+
+
+def all_sources() -> list[dict]:
+    """Every source as JSON: gateway.yaml's first, then the API's by key (the console's list too)."""
+    items = [_file_source_json(s) for s in _gateway().runtime.snapshot.config.sources.values()]
+    return items + [_stored_source_json(row) for row in _sources().all_stored()]
 
 
 @bp.get("/sources/<source_key:key>")
@@ -105,11 +121,16 @@ class NewSource(SourceFields):
 @bp.post("/sources")
 @documented("Create a source", body=NewSource, responses={201: SourceOut},
             errors={409: "a source with that key exists (`source_exists`)"})
+@needs("admin")
 def create_source():
-    data = json_object()
+    return jsonify(create_runtime_source(json_object())), 201
+
+
+def create_runtime_source(data: dict) -> dict:
+    """Store a new API source; its JSON, with the token in clear this once (for the creator)."""
     NewSource(only=("name",)).load(data)  # validate_source checks the rest, naming every bad field at once
     row, token = _sources().create(data)
-    return jsonify(_stored_source_json(row, token)), 201
+    return _stored_source_json(row, token)
 
 
 class SourcePatch(Schema):
@@ -122,10 +143,16 @@ class SourcePatch(Schema):
 @bp.patch("/sources/<source_key:key>")
 @documented("Enable, disable, rename a source or change its token", body=SourcePatch, responses={200: SourceOut},
             errors={409: "the source is declared in gateway.yaml (`read_only`)"})
+@needs("admin")
 def patch_source(key: str):
+    return jsonify(change_runtime_source(key, SourcePatch().load(json_object())))
+
+
+def change_runtime_source(key: str, change: dict) -> dict:
+    """Apply a ``SourcePatch`` to an API source; its JSON, with a rotated token in clear this once."""
     _sources().ensure_changeable(key)
-    row, new_token = _sources().patch(key, SourcePatch().load(json_object()))
-    return jsonify(_stored_source_json(row, new_token))
+    row, new_token = _sources().patch(key, change)
+    return _stored_source_json(row, new_token)
 
 
 class HandshakeOut(Schema):
@@ -271,6 +298,7 @@ def get_delivery(delivery_id: int):
 @documented("Re-drive one dead delivery", responses={200: DeliveryDetail},
             errors={409: "the delivery is not dead (`not_dead`), or a later one of its problem was delivered "
                          "(`superseded`)"})
+@needs("operator")
 def retry_delivery(delivery_id: int):
     result = outbox.redrive(_gateway().runtime, delivery_id=delivery_id)
     if result.superseded:
@@ -298,6 +326,7 @@ class BulkRetried(Schema):
 
 @bp.post("/deliveries/retry")
 @documented("Re-drive every dead delivery of a sink", body=BulkRetry, responses={200: BulkRetried})
+@needs("operator")
 def retry_dead_of_sink():
     sink = BulkRetry().load(json_object())["sink"]
     result = outbox.redrive(_gateway().runtime, sink=sink)
@@ -319,7 +348,8 @@ class Reloaded(Schema):
 
 
 @bp.get("/config")
-@documented("The running config", responses={200: ConfigOut}, database=False)
+@documented("The running config", responses={200: ConfigOut})
+@needs("admin")
 def show_config():
     runtime = _gateway().runtime
     return jsonify({"config": redacted(runtime.snapshot.config), "last_reload_ok": runtime.reload_ok,
@@ -330,11 +360,19 @@ def show_config():
 @bp.post("/config/reload")
 @documented("Reload gateway.yaml", responses={200: Reloaded},
             errors={422: "the file is invalid; the previous config stays (`invalid_config`)"})
+@needs("admin")
 def reload_config():
     runtime = _gateway().runtime
-    if not runtime.reload():
+    if not reload_everywhere():
         raise ApiError(422, "invalid_config", f"config not applied; the previous one stays:\n{runtime.reload_error}")
-    if _gateway().settings.served_by_gunicorn:
-        os.kill(os.getppid(), signal.SIGHUP)  # the master passes it on to every worker
     return jsonify({"status": "reloaded", "loaded_at": iso(runtime.snapshot.config.loaded_at)})
 
+
+
+def reload_everywhere() -> bool:
+    """Re-read gateway.yaml here and, if it is valid, in every other worker; False if invalid."""
+    if not _gateway().runtime.reload():
+        return False
+    if _gateway().settings.served_by_gunicorn:
+        os.kill(os.getppid(), signal.SIGHUP)  # the master passes it on to every worker
+    return True

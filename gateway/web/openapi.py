@@ -4,8 +4,8 @@ It is built from the app's ``url_map``: every route whose view carries a ``docum
 description is in it, the core's and a plugin blueprint's alike, with the marshmallow schemas
 the view names for its query, body and answers (apispec turns them into JSON Schema).  The
 statuses a kind of route always can answer are added here, so a view lists only its own: 401
-to a caller without the bearer token, 400/413/422 to a bad body, 422 to a bad query, 404 to a
-path parameter no resource can have, 503 while the database is unavailable.
+without a valid bearer token and 403 to a role too low, 400/413/422 to a bad body, 422 to a bad
+query, 404 to a path parameter no resource can have, 503 while the database is unavailable.
 
 The document is served without the token: it holds nothing of the deployment (no source, key
 or setting, only the routes and schemas of the installed code, whose plugins ``/health`` shows
@@ -75,7 +75,8 @@ def documented(summary: str, *, responses: Mapping[int, Union[SchemaLike, Raw, N
     not JSON).  ``query`` and ``body``: the schemas the view loads them with.  ``errors``: each
     error status the view itself raises, with when (the statuses every route of its kind can
     answer are added by the document; a text given here replaces theirs).  ``public``: no bearer
-    token needed.  ``database=False``: the view never uses the database (no 503).  ``methods``:
+    token needed.  ``database=False``: a public view that never uses the database (no 503; a
+    token is checked in the database).  ``methods``:
     the route's methods described, when not all of them.  ``examples``: a value for a path parameter.
     """
     def attach(view: Callable) -> Callable:
@@ -88,8 +89,8 @@ def documented(summary: str, *, responses: Mapping[int, Union[SchemaLike, Raw, N
 
 COMMON_ERRORS = {
     400: "the body is not strict JSON, is nested too deeply or holds an unpaired surrogate (`invalid_json`)",
-    401: "no valid bearer token (`missing_token`, `invalid_token`; `api_disabled` while GATEWAY_ADMIN_TOKEN is "
-         "unset)",
+    401: "no valid bearer token (`missing_token`, `invalid_token`)",
+    403: "the caller's role is too low for this (`forbidden`)",
     404: "no such resource, or a path parameter no resource can have (`not_found`)",
     413: "the body is over the limit (`body_too_large`)",
     422: "the request was refused (`invalid_request`): `error.fields` names each bad field and its problems",
@@ -218,7 +219,7 @@ def _errors(described: Description, has_path_parameters: bool) -> dict[int, str]
     """The view's own error statuses and those every route of its kind can answer."""
     implied = set()
     if not described.public:
-        implied.add(401)
+        implied.update((401, 403))
     if described.query is not None:
         implied.add(422)
     if described.body is not None:

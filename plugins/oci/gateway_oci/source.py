@@ -19,6 +19,8 @@ class OciSource(SourceType):
     """One configured OCI subscription endpoint; stateless apart from the certificate cache."""
 
     name = "oci"
+    display_name = "Oracle Cloud (OCI)"
+    fingerprint_fields = ("dedupe_key", "alarm_id")
     options_schema = OciOptions
 
     def __init__(self, key: str, options: Mapping[str, Any]):

@@ -37,6 +37,8 @@ class WhatapOptions(SourceOptions):
 
 class WhatapSource(SourceType):
     name = "whatap"
+    display_name = "WhaTap (와탭)"
+    fingerprint_fields = ("pcode", "oid", "metric_name", "title")
     options_schema = WhatapOptions
 
     def verify(self, request: InboundRequest) -> None:

@@ -1,0 +1,162 @@
+#!/usr/bin/env python3
+"""``make bench`` (second part): the console's pages with BENCH_CONSOLE_INCIDENTS (100,000) incidents stored.
+
+For each database in BENCH_DBS: a fresh database at head, that many incidents (a quarter in each
+status, four sources, every tenth with a comment, each with its alert and raw request), then
+BENCH_CONSOLE_REQUESTS (20) requests of each page through the app, signed in as an admin.  The time
+is server time: from the request entering the Flask app to its response, no network.  Prints
+median, p95 and max per page against the issue's target of 100 ms.  Temporary databases are
+removed at the end.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import create_engine, insert, text
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from gateway import users  # noqa: E402
+from gateway.app import create_app  # noqa: E402
+from gateway.store.db import upgrade  # noqa: E402
+from gateway.store.models import AlertRow, Incident, RawRequest, TimelineEntry, utcnow  # noqa: E402
+
+INCIDENTS = int(os.environ.get("BENCH_CONSOLE_INCIDENTS") or 100_000)
+REQUESTS = int(os.environ.get("BENCH_CONSOLE_REQUESTS") or 20)
+DBS = [d.strip() for d in (os.environ.get("BENCH_DBS") or "sqlite,postgresql").split(",") if d.strip()]
+PG_ADMIN_URL = os.environ.get("BENCH_PG_URL") or "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+TARGET_MS = 100
+CONFIG = """
+sources:
+%s
+sinks:
+  - {name: itms, type: itms}
+route: {sinks: [itms]}
+"""
+SOURCES = [f"bench-{n}" for n in range(4)]
+STATUSES = ("triggered", "acknowledged", "resolved", "closed")
+SEVERITIES = ("critical", "error", "warning", "info")
+BATCH = 5_000
+
+
+def fill(url: str) -> None:
+    engine = create_engine(url)
+    now = utcnow()
+    with engine.begin() as conn:
+        for start in range(0, INCIDENTS, BATCH):
+            ids = range(start + 1, min(start + BATCH, INCIDENTS) + 1)
+            at = [now - timedelta(seconds=INCIDENTS - i) for i in ids]
+            conn.execute(insert(RawRequest.__table__), [dict(
+                id=i, source_key=SOURCES[i % 4], source_type="whatap", method="POST", path="/hooks/whatap/x/",
+                headers={}, body=b'{"title": "cpu high"}', content_type="application/json",
+                remote_addr="127.0.0.1", received_at=t, external_id=f"e{i}", alert_count=1)
+                for i, t in zip(ids, at)])
+            conn.execute(insert(Incident.__table__), [dict(
+                id=i, fingerprint=f"fp-{i}", source_key=SOURCES[i % 4], source_type="whatap",
+                title=f"CPU high on host-{i}", description="", severity=SEVERITIES[i % 4], status=STATUSES[i % 4],
+                resource_id=f"host-{i}", resource_name=f"host-{i}", resource_type="server", event_count=1,
+                first_seen_at=t, last_seen_at=t, created_at=t, last_event_at=t,
+                resolved_at=t if STATUSES[i % 4] in ("resolved", "closed") else None)
+                for i, t in zip(ids, at)])
+            conn.execute(insert(AlertRow.__table__), [dict(
+                id=i, raw_request_id=i, source_key=SOURCES[i % 4], source_type="whatap", fingerprint=f"fp-{i}",
+                external_id=f"e{i}", status="firing", severity=SEVERITIES[i % 4], title=f"CPU high on host-{i}",
+                occurred_at=t, labels={"pcode": "1"}, origin="webhook", incident_id=i, received_at=t)
+                for i, t in zip(ids, at)])
+            conn.execute(insert(TimelineEntry.__table__), [dict(
+                incident_id=i, kind="created", actor=f"source:{SOURCES[i % 4]}", at=t) for i, t in zip(ids, at)]
+                + [dict(incident_id=i, kind="commented", actor="kim", at=t, note=f"looked at host-{i}")
+                   for i, t in zip(ids, at) if i % 10 == 0])
+        if url.startswith("postgresql"):
+            for table in ("raw_requests", "incidents", "alerts", "timeline_entries"):
+                conn.execute(text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                                  f"(SELECT max(id) FROM {table}))"))
+    with engine.begin() as conn:
+        conn.execute(text("ANALYZE"))
+    engine.dispose()
+
+
+def measure(url: str, config_path: str) -> dict[str, list[float]]:
+    app = create_app({"DATABASE_URL": url, "CONFIG": config_path, "SECRET_KEY": secrets.token_hex(16)})
+    engine = app.extensions["gateway"].engine
+    users.create_user(engine, "bench", "admin", "bench-password")
+    client = app.test_client()
+    page = client.get("/login").text
+    token = page.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+    client.post("/login", data={"username": "bench", "password": "bench-password", "csrf_token": token})
+    middle = INCIDENTS // 2
+    pages = {
+        "incident list": "/incidents",
+        "list, resolved tab, page 20": "/incidents?status=resolved&page=20",
+        "list, severity+source filter": f"/incidents?severity=critical&source={SOURCES[0]}",
+        "list, search (title/comments)": "/incidents?q=host-4242",
+        "list, sort by severity": "/incidents?sort=severity",
+        "list refresh (partial)": "/incidents?partial=1",
+        "incident page": f"/incidents/{middle}",
+        "raw payload": f"/events/{middle}",
+        "webhook sources": "/sources",
+        "source page": f"/sources/{SOURCES[1]}",
+        "deliveries": "/deliveries",
+    }
+    times: dict[str, list[float]] = {}
+    for name, path in pages.items():
+        assert client.get(path).status_code == 200, path  # warm
+        samples = []
+        for _ in range(REQUESTS):
+            started = time.perf_counter()
+            response = client.get(path)
+            samples.append((time.perf_counter() - started) * 1000)
+            assert response.status_code == 200, (path, response.status_code)
+        times[name] = samples
+    engine.dispose()
+    return times
+
+
+def main() -> None:
+    print(f"console pages, {INCIDENTS:,} incidents, {REQUESTS} requests each (server time, ms; target {TARGET_MS})")
+    print(f"load average at start: {' '.join(Path('/proc/loadavg').read_text().split()[:3])} on {os.cpu_count()} CPUs"
+          " (other processes' load inflates every number)")
+    workdir = Path(tempfile.mkdtemp(prefix="bench-console-"))
+    config_path = workdir / "gateway.yaml"
+    config_path.write_text(CONFIG % "\n".join(f"  - {{key: {k}, type: whatap}}" for k in SOURCES))
+    for db in DBS:
+        admin = None
+        if db == "sqlite":
+            url = f"sqlite:///{workdir / 'console.db'}"
+        else:
+            name = f"bench_console_{uuid.uuid4().hex[:8]}"
+            admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+            with admin.connect() as conn:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+            url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+        try:
+            upgrade(url)
+            started = time.perf_counter()
+            fill(url)
+            print(f"\n{db}: filled in {time.perf_counter() - started:.0f} s")
+            print(f"  {'page':32} {'median':>8} {'p95':>8} {'max':>8}")
+            for name, samples in measure(url, str(config_path)).items():
+                p95 = statistics.quantiles(samples, n=20, method="inclusive")[-1]
+                flag = "" if p95 < TARGET_MS else "  OVER TARGET"
+                print(f"  {name:32} {statistics.median(samples):8.1f} {p95:8.1f} {max(samples):8.1f}{flag}")
+        finally:
+            if admin is not None:
+                with admin.connect() as conn:
+                    conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                admin.dispose()
+    for path in workdir.iterdir():
+        path.unlink()
+    workdir.rmdir()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""The incident store's console pages: the incident list and an incident with its Status Actions,
+Incident Timeline and Add Comment.  Actions go through the API's own functions (``act``,
+``add_comment``), so a page and an API call change an incident in exactly one way."""
+from __future__ import annotations
+
+from flask import current_app, redirect, render_template, request, url_for
+from marshmallow import EXCLUDE, ValidationError
+from sqlalchemy import func, select
+
+from gateway.contracts import SEVERITIES
+from gateway.incidents import service
+from gateway.incidents.api import (
+    INCIDENT_STATUSES, CommentBody, IncidentQuery, NoteBody, act, add_comment, incident_query,
+)
+from gateway.store.models import AlertRow, DeliveryRow, Incident
+from gateway.views import actor, all_sources, console_blueprint, needs
+
+bp = console_blueprint("incidents_console", __name__, template_folder="templates")
+OPERATOR = needs("operator")
+PER_PAGE = 50
+DEFAULT_SORT = "-created_at"
+"""Newest first: the primary key's order, which stays fast however many incidents are stored."""
+
+
+def _engine():
+    return current_app.extensions["gateway"].engine
+
+
+@bp.get("/")
+@bp.get("/incidents")
+def list_incidents():
+    """Tabs by status, filters, search, sort and pages; ``?partial=1`` is the refreshing table alone."""
+    try:
+        args = IncidentQuery(unknown=EXCLUDE).load({"sort": DEFAULT_SORT, **request.args, "per_page": PER_PAGE})
+    except ValidationError:  # a hand-edited URL shows the default list
+        args = IncidentQuery().load({"sort": DEFAULT_SORT, "per_page": PER_PAGE})
+    status = args.get("status") or "triggered"
+    args["status"] = status
+    query = incident_query(args)
+    with _engine().connect() as conn:
+        # One row past the page says whether there is a next one, without counting every match.
+        rows = conn.execute(query.limit(PER_PAGE + 1).offset((args["page"] - 1) * PER_PAGE)).all()
+        # The tabs count every incident of each status (the status index alone answers that).
+        counts = dict(conn.execute(select(Incident.status, func.count()).group_by(Incident.status)).all())
+    sources = [source["key"] for source in all_sources()]
+    template = "incidents/rows.html" if request.args.get("partial") else "incidents/list.html"
+    return render_template(template, rows=rows[:PER_PAGE], counts=counts, args=args, status=status, statuses=INCIDENT_STATUSES,
+                           severities=SEVERITIES, sources=sources, sorts=["-created_at", "-last_event_at",
+                                                                          "severity", "-event_count"],
+                           has_next=len(rows) > PER_PAGE)
+
+
+@bp.get("/incidents/<id:incident_id>")
+def incident(incident_id: int):
+    with _engine().connect() as conn:
+        row = conn.execute(select(Incident.__table__).where(Incident.id == incident_id)).first()
+        if row is None:
+            return render_template("console/error.html", status=404, message=f"no incident {incident_id}"), 404
+        entries = service.timeline(conn, incident_id)
+        # The vendor's latest word on it: not the alert a person's Resolve made for the sinks.
+        last_alert = conn.execute(select(AlertRow.labels, AlertRow.title)
+                                  .where(AlertRow.incident_id == incident_id, AlertRow.origin == "webhook")
+                                  .order_by(AlertRow.id.desc()).limit(1)).first()
+        deliveries = conn.execute(
+            select(DeliveryRow.sink_name, DeliveryRow.status, func.count(), func.max(DeliveryRow.id))
+            .join(AlertRow, AlertRow.id == DeliveryRow.alert_id).where(AlertRow.incident_id == incident_id)
+            .group_by(DeliveryRow.sink_name, DeliveryRow.status)).all()
+    labels = last_alert.labels if last_alert else {}
+    source_type = current_app.extensions["gateway"].registry.source_types.get(row.source_type)
+    made_from = [(name, last_alert.title if name == "title" else labels.get(name, ""))
+                 for name in (source_type.fingerprint_fields if source_type and last_alert else ())]
+    return render_template("incidents/detail.html", incident=row, entries=entries, labels=labels, made_from=made_from,
+                           deliveries=deliveries, allowed=service.allowed_actions(row.status),
+                           actions=list(service.TRANSITIONS), source_actor=service.SOURCE_ACTOR)
+
+
+@bp.post("/incidents/<id:incident_id>/<any(acknowledge, resolve, close):action>")
+@OPERATOR
+def change_status(incident_id: int, action: str):
+    act(incident_id, action, actor(), NoteBody().load({"note": request.form.get("note") or None})["note"])
+    return redirect(url_for(".incident", incident_id=incident_id))
+
+
+@bp.post("/incidents/<id:incident_id>/comments")
+@OPERATOR
+def comment(incident_id: int):
+    add_comment(incident_id, actor(), CommentBody().load({"body": request.form.get("body", "").strip()})["body"])
+    return redirect(url_for(".incident", incident_id=incident_id) + "#add-comment")
