@@ -226,7 +226,7 @@ def _errors(described: Description, has_path_parameters: bool) -> dict[int, str]
         implied.update((400, 413, 422))
     if has_path_parameters:
         implied.add(404)
-    if described.database:
+    if described.database or not described.public:  # a token is looked up in the database
         implied.add(503)
     return {**{status: COMMON_ERRORS[status] for status in implied}, **described.errors}
 
