@@ -6,7 +6,7 @@ import signal
 from typing import Optional
 
 from flask import Blueprint, Response, current_app, jsonify, request
-from marshmallow import INCLUDE, Schema, fields, validate
+from marshmallow import INCLUDE, RAISE, Schema, fields, validate
 from sqlalchemy import func, select
 
 from gateway.config import SourceFields, redacted, redacted_options
@@ -118,8 +118,16 @@ class NewSource(SourceFields):
     name = Text(column=SourceRow.name, allow_none=True)
 
 
+def new_source_bodies(registry) -> dict:
+    """One body per source type, of NewSource's fields and that type's options."""
+    return {"oneOf": [type(f"New{cls.__name__}", (NewSource, cls.options_schema),
+                           {"type": fields.String(required=True, validate=validate.OneOf([name])),
+                            "Meta": type("Meta", (), {"unknown": RAISE})})
+                      for name, cls in sorted(registry.source_types.items())]}
+
+
 @bp.post("/sources")
-@documented("Create a source", body=NewSource, responses={201: SourceOut},
+@documented("Create a source", body=new_source_bodies, responses={201: SourceOut},
             errors={409: "a source with that key exists (`source_exists`)"})
 @needs("admin")
 def create_source():

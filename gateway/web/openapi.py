@@ -13,6 +13,7 @@ anyway), and clients and tools read it to learn how to authenticate.
 """
 from __future__ import annotations
 
+import inspect
 import re
 from dataclasses import dataclass, field
 from importlib.metadata import version
@@ -24,10 +25,13 @@ from flask import Blueprint, Flask, current_app, jsonify
 from marshmallow import Schema, fields
 
 from gateway.config import NAME
+from gateway.plugins import Registry
 from gateway.web.common import Text
 
 SchemaLike = Union[type[Schema], Schema, Mapping[str, Any]]
-"""A marshmallow schema (class or instance), or a JSON Schema as a dict."""
+"""A marshmallow schema (class or instance), or a JSON Schema as a dict (which may hold schemas)."""
+BodyLike = Union[SchemaLike, Callable[[Registry], SchemaLike]]
+"""A body's schema, or a function of the plugin registry making it (a body that depends on the types)."""
 
 
 class ErrorDetail(Schema):
@@ -57,7 +61,7 @@ class Description:
     summary: str
     responses: Mapping[int, Union[SchemaLike, Raw, None]]
     query: Optional[SchemaLike] = None
-    body: Optional[SchemaLike] = None
+    body: Optional[BodyLike] = None
     errors: Mapping[int, str] = field(default_factory=dict)
     public: bool = False
     database: bool = True
@@ -66,13 +70,14 @@ class Description:
 
 
 def documented(summary: str, *, responses: Mapping[int, Union[SchemaLike, Raw, None]],
-               query: Optional[SchemaLike] = None, body: Optional[SchemaLike] = None,
+               query: Optional[SchemaLike] = None, body: Optional[BodyLike] = None,
                errors: Optional[Mapping[int, str]] = None, public: bool = False, database: bool = True,
                methods: Optional[tuple[str, ...]] = None, examples: Optional[Mapping[str, Any]] = None) -> Callable:
     """Describe a view for the OpenAPI document; put it on the view, next to its route decorator.
 
     ``responses``: each success status with the schema of its JSON body (None: no body; ``Raw``:
-    not JSON).  ``query`` and ``body``: the schemas the view loads them with.  ``errors``: each
+    not JSON).  ``query`` and ``body``: the schemas the view loads them with (``body`` may be a
+    function of the plugin registry returning it).  ``errors``: each
     error status the view itself raises, with when (the statuses every route of its kind can
     answer are added by the document; a text given here replaces theirs).  ``public``: no bearer
     token needed.  ``database=False``: a public view that never uses the database (no 503; a
@@ -121,6 +126,7 @@ def build_document(app: Flask) -> dict:
                                                 "description": "GATEWAY_ADMIN_TOKEN"})
     marshmallow.converter.add_attribute_function(_text_patterns)
     spec.components.schema("Error", schema=Error)
+    registry = app.extensions["gateway"].registry
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
         described: Optional[Description] = getattr(app.view_functions[rule.endpoint], "openapi", None)
         if described is None:
@@ -129,7 +135,7 @@ def build_document(app: Flask) -> dict:
         for path, parameters, chosen in _expanded(rule.rule):
             name = ".".join((rule.endpoint, *chosen))
             spec.path(path=path, operations={
-                method.lower(): _operation(described, parameters, method, name) for method in methods})
+                method.lower(): _operation(described, parameters, method, name, registry) for method in methods})
     return spec.to_dict()
 
 
@@ -174,7 +180,7 @@ def _expanded(rule: str) -> list[tuple[str, list[dict], tuple[str, ...]]]:
     return [(path + rule[position:], params, chosen) for path, params, chosen in paths]
 
 
-def _operation(described: Description, parameters: list[dict], method: str, name: str) -> dict:
+def _operation(described: Description, parameters: list[dict], method: str, name: str, registry: Registry) -> dict:
     operation: dict[str, Any] = {"summary": described.summary, "operationId": f"{name}.{method.lower()}",
                                  "tags": [name.partition(".")[0]], "responses": {}}
     parameters = [{**p, "schema": {**p["schema"], "examples": [described.examples[p["name"]]]}}
@@ -184,8 +190,8 @@ def _operation(described: Description, parameters: list[dict], method: str, name
     if described.query is not None:
         operation["parameters"] = [*parameters, {"in": "query", "schema": described.query}]
     if described.body is not None:
-        operation["requestBody"] = {"required": _needs_body(described.body),
-                                    "content": {"application/json": {"schema": described.body}}}
+        body = described.body(registry) if inspect.isfunction(described.body) else described.body
+        operation["requestBody"] = {"required": _needs_body(body), "content": {"application/json": {"schema": body}}}
     if described.public:
         operation["security"] = []
     for status, schema in described.responses.items():
