@@ -25,6 +25,7 @@ from flask import Blueprint, Flask, current_app, jsonify
 from marshmallow import Schema, fields
 
 from gateway.config import NAME
+from gateway.fields import DURATION_TEXT, MAX_DURATION, Duration
 from gateway.plugins import Registry
 from gateway.web.common import Text
 
@@ -125,6 +126,7 @@ def build_document(app: Flask) -> dict:
     spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer",
                                                 "description": "GATEWAY_ADMIN_TOKEN"})
     marshmallow.converter.add_attribute_function(_text_patterns)
+    marshmallow.converter.add_attribute_function(_durations)
     spec.components.schema("Error", schema=Error)
     registry = app.extensions["gateway"].registry
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
@@ -159,6 +161,14 @@ def _text_patterns(converter, field: fields.Field, ret: dict, **kwargs) -> dict:
     if ret.get("pattern", "").endswith("\\Z"):
         return {"pattern": ret["pattern"][:-2] + "$"}
     return {}
+
+
+def _durations(converter, field: fields.Field, ret: dict, **kwargs) -> dict:
+    """A ``Duration`` is seconds (a number) or a text such as ``10m``, up to ``MAX_DURATION``."""
+    if not isinstance(field, Duration):
+        return {}
+    return {"type": ["number", "string", *(["null"] if field.allow_none else [])], "minimum": 0,
+            "maximum": MAX_DURATION, "pattern": DURATION_TEXT.pattern}
 
 
 def _expanded(rule: str) -> list[tuple[str, list[dict], tuple[str, ...]]]:
