@@ -6,7 +6,7 @@ PLUGINS := plugins/whatap plugins/oci plugins/spaceone_sink plugins/alertmanager
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: install run test bench clean messages
+.PHONY: install run test bench wheels image clean messages
 
 install: $(VENV)/.installed
 
@@ -38,5 +38,19 @@ messages: install
 	$(BIN)/pybabel update -i gateway/translations/messages.pot -d gateway/translations -w 120 --no-fuzzy-matching --ignore-obsolete
 	$(BIN)/pybabel compile -d gateway/translations
 
+# The image installs from a wheelhouse (the gateway, its bundled plugins and every dependency) so that
+# `docker build` needs no network.  The wheels match this Python, so build them with the image's 3.11.
+WHEELHOUSE := dist/wheelhouse
+IMAGE ?= alert-gateway:$(shell cat VERSION)
+DOCKER ?= docker
+
+wheels: install
+	@$(BIN)/python -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "the image runs Python 3.11: make wheels PYTHON=python3.11")'
+	rm -rf $(WHEELHOUSE) build $(addsuffix /build,$(PLUGINS))
+	$(BIN)/python -m pip wheel --quiet --wheel-dir $(WHEELHOUSE) . $(PLUGINS)
+
+image: wheels
+	$(DOCKER) build --network none --tag $(IMAGE) --tag alert-gateway:latest .
+
 clean:
-	rm -rf $(VENV) instance
+	rm -rf $(VENV) instance dist build

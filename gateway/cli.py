@@ -1,6 +1,7 @@
 """The ``gateway`` command: serve, worker, db, config, routes, plugins, purge."""
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import secrets
@@ -38,7 +39,22 @@ def _load(settings: Settings, path: str | None = None):
         sys.exit(1)
 
 
+def _print_versions(ctx: click.Context, _param, value: bool) -> None:
+    """--version: the core's and every plugin's distribution version, read from the installed metadata
+    (each distribution takes its version from the repository's VERSION file when it is built)."""
+    if not value or ctx.resilient_parsing:
+        return
+    from gateway.hookspecs import NAME
+
+    click.echo(f"alert-gateway {importlib.metadata.version('alert-gateway')}")
+    for ep in sorted(importlib.metadata.entry_points(group=NAME), key=lambda ep: ep.name):
+        click.echo(f"  plugin {ep.name}: {ep.dist.name} {ep.dist.version}")
+    ctx.exit()
+
+
 @click.group()
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_versions,
+              help="Show the gateway's and its plugins' versions and exit.")
 @click.pass_context
 def main(ctx: click.Context):
     """Alert integration gateway: vendor webhooks in, incidents and forwarded events out."""
