@@ -61,11 +61,11 @@ def create_app(test_config: Optional[Mapping[str, Any]] = None, *, extra_plugins
     runtime = open_runtime(settings, extra_plugins)
     app.extensions["gateway"] = Gateway(runtime)
 
-    from gateway.web import api, console, hooks, ops
+    from gateway.web import api, console, hooks, openapi, ops
     from gateway.web.errors import register_error_handlers
     from gateway.web.requestlog import register_request_log
 
-    for blueprint in (hooks.bp, api.bp, ops.bp, console.bp):
+    for blueprint in (hooks.bp, api.bp, openapi.bp, ops.bp, console.bp):
         app.register_blueprint(blueprint)
     _register_plugin_blueprints(app, runtime.registry)
     register_error_handlers(app)

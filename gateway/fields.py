@@ -6,7 +6,7 @@ from typing import Callable
 
 from marshmallow import Schema, ValidationError, fields
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+DURATION_TEXT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 MAX_DURATION = 10 * 365 * 86400
 """Longer is a mistake, and one long enough overflows the date arithmetic it feeds."""
@@ -21,7 +21,7 @@ def parse_duration(value: object) -> float:
     if isinstance(value, (int, float)):
         seconds = float(value)
     else:
-        match = _DURATION.match(str(value))
+        match = DURATION_TEXT.match(str(value))
         if not match:
             raise ValueError(f"{value!r} is not a duration (use e.g. 30s, 10m, 2h, 7d)")
         seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]

@@ -6,14 +6,16 @@ lists the sources), JSON errors (raise ``ApiError``; marshmallow's ``ValidationE
 naming each field), request bodies, text fields the database can store, filters, paging and
 transactions.  Plugins import these from here, never from the core's ``gateway.web`` modules.
 Every blueprint also gets the app's URL converters: ``<id:...>`` (a row id) and ``<source_key:...>``.
+``documented`` describes a view for the OpenAPI document (``Raw``: an answer that is not JSON).
 """
 from gateway.contracts import ApiError
 from gateway.web.api import all_sources
 from gateway.web.auth import ROLES, actor, needs, require_role
-from gateway.web.common import Page, Text, iso, json_object, paginate, reading, transaction, where_given
+from gateway.web.common import Page, Text, iso, json_object, page_of, paginate, reading, transaction, where_given
 from gateway.web.console import console_blueprint
+from gateway.web.openapi import Raw, documented
 
 __all__ = [
-    "ApiError", "ROLES", "Page", "Text", "actor", "all_sources", "console_blueprint", "iso", "json_object",
-    "needs", "paginate", "reading", "require_role", "transaction", "where_given",
+    "ApiError", "ROLES", "Page", "Raw", "Text", "actor", "all_sources", "console_blueprint", "documented", "iso",
+    "json_object", "needs", "page_of", "paginate", "reading", "require_role", "transaction", "where_given",
 ]

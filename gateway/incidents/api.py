@@ -15,7 +15,8 @@ from gateway import SEVERITIES, Alert, Resource
 from gateway.incidents import service
 from gateway.store.models import Incident, TimelineEntry
 from gateway.views import (
-    Page, ApiError, Text, actor, iso, json_object, paginate, reading, require_role, transaction, where_given,
+    Page, ApiError, Text, actor, documented, iso, json_object, page_of, paginate, reading, require_role, transaction,
+    where_given,
 )
 
 bp = Blueprint("incidents", __name__, url_prefix="/api/incidents")
@@ -58,6 +59,59 @@ class CommentBody(Schema):
     body = Text(required=True, validate=validate.Length(min=1, max=10_000))
 
 
+class ResourceOut(Schema):
+    id = fields.String(required=True)
+    name = fields.String(required=True)
+    type = fields.String(required=True)
+
+
+class IncidentOut(Schema):
+    id = fields.Integer(required=True)
+    fingerprint = fields.String(required=True)
+    source = fields.String(required=True)
+    source_type = fields.String(required=True)
+    title = fields.String(required=True)
+    description = fields.String(required=True)
+    severity = fields.String(required=True, validate=validate.OneOf(SEVERITIES))
+    status = fields.String(required=True, validate=validate.OneOf(INCIDENT_STATUSES))
+    resource = fields.Nested(ResourceOut, required=True)
+    event_count = fields.Integer(required=True)
+    created_at = fields.String(required=True)
+    acknowledged_at = fields.String(required=True, allow_none=True)
+    resolved_at = fields.String(required=True, allow_none=True)
+    closed_at = fields.String(required=True, allow_none=True)
+    first_seen_at = fields.String(required=True)
+    last_seen_at = fields.String(required=True)
+    last_event_at = fields.String(required=True)
+    allowed_actions = fields.List(fields.String(), required=True)
+
+
+class EntryOut(Schema):
+    id = fields.Integer(required=True, allow_none=True, metadata={"description": "none for a repeat"})
+    alert_id = fields.Integer(required=True, allow_none=True)
+    kind = fields.String(required=True)
+    at = fields.String(required=True)
+    actor = fields.String(required=True, allow_none=True)
+    from_status = fields.String(required=True, allow_none=True)
+    to_status = fields.String(required=True, allow_none=True)
+    note = fields.String(required=True, allow_none=True)
+    body = fields.String(required=True, allow_none=True, metadata={"description": "a comment's text"})
+    raw_url = fields.String(required=True, allow_none=True)
+    annotations = fields.Dict(keys=fields.String(), values=fields.String(), required=True, allow_none=True,
+                              metadata={"description": "the vendor's annotations of the alert a line tells of"})
+    links = fields.List(fields.Dict(), required=True, allow_none=True,
+                        metadata={"description": "the vendor's links ({title, url}) of that alert"})
+
+
+class IncidentPage(page_of(IncidentOut)):
+    next_cursor = fields.String(allow_none=True, metadata={
+        "description": "for the sorts that allow it: the `cursor` of the next page (null on the last)"})
+
+
+class IncidentDetail(IncidentOut):
+    timeline = fields.List(fields.Nested(EntryOut), required=True)
+
+
 def incident_json(row) -> dict:
     return {
         "id": row.id, "fingerprint": row.fingerprint, "source": row.source_key, "source_type": row.source_type,
@@ -88,6 +142,8 @@ def entry_json(row: service.TimelineItem) -> dict:
 
 
 @bp.get("")
+@documented("Incidents", query=IncidentQuery, responses={200: IncidentPage},
+           errors={400: "`cursor` is not a `next_cursor` this API gave (`bad_cursor`)"})
 def list_incidents():
     """A page by ``page`` (an offset: each page deeper costs more) or, for the sorts in
     ``KEYSET_SORTS``, by ``cursor``: the ``next_cursor`` of the page before, which goes on from
@@ -150,6 +206,7 @@ def incident_query(args: dict):
 
 
 @bp.get("/<id:incident_id>")
+@documented("One incident with its timeline", responses={200: IncidentDetail})
 def get_incident(incident_id: int):
     with reading() as conn:
         row = conn.execute(select(Incident.__table__).where(Incident.id == incident_id)).first()
@@ -160,6 +217,8 @@ def get_incident(incident_id: int):
 
 
 @bp.post("/<id:incident_id>/<any(acknowledge, resolve, close):action>")
+@documented("Acknowledge, resolve or close an incident", body=NoteBody, responses={200: IncidentOut},
+            errors={409: "not allowed from the incident's status (`transition_not_allowed`)"})
 def change_status(incident_id: int, action: str):
     return jsonify(incident_json(act(incident_id, action, actor(), json_object(NoteBody())["note"])))
 
@@ -194,6 +253,7 @@ def manual_resolve(incident, who: str, note: Optional[str]) -> Alert:
 
 
 @bp.post("/<id:incident_id>/comments")
+@documented("Comment on an incident", body=CommentBody, responses={201: EntryOut})
 def comment(incident_id: int):
     return jsonify(entry_json(add_comment(incident_id, actor(), json_object(CommentBody())["body"]))), 201
 

@@ -6,17 +6,18 @@ import signal
 from typing import Optional
 
 from flask import Blueprint, Response, current_app, jsonify, request
-from marshmallow import EXCLUDE, Schema, fields, validate
+from marshmallow import INCLUDE, RAISE, Schema, fields, validate
 from sqlalchemy import func, select
 
-from gateway.config import redacted, redacted_options
+from gateway.config import SourceFields, redacted, redacted_options
 from gateway.contracts import ApiError
 from gateway.pipeline import outbox, refusals
 from gateway.store.models import (
     AlertRow, DeliveryAttempt, DeliveryRow, ProblemDelivery, RawRequest, RefusedRequest, SourceRow,
 )
 from gateway.web.auth import needs, require_role
-from gateway.web.common import Page, Text, iso, json_object, paginate, where_given
+from gateway.web.common import Page, Text, iso, json_object, page_of, paginate, where_given
+from gateway.web.openapi import Raw, documented
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -63,7 +64,26 @@ def _stored_source_json(row, token: Optional[str] = None) -> dict:
     return body
 
 
+class SourceOut(Schema):
+    key = fields.String(required=True)
+    type = fields.String(required=True)
+    name = fields.String(required=True)
+    enabled = fields.Boolean(required=True)
+    origin = fields.String(required=True, validate=validate.OneOf(("file", "api")))
+    webhook_url = fields.String(required=True)
+    options = fields.Dict(required=True, metadata={"description": "the type's options, secrets redacted"})
+    read_only = fields.Boolean(required=True, metadata={"description": "declared in gateway.yaml"})
+    token = fields.String(metadata={"description": "only in the answer that made it (create, rotate_token)"})
+
+
+class SourceList(Schema):
+    items = fields.List(fields.Nested(SourceOut), required=True)
+    total = fields.Integer(required=True)
+    page = fields.Integer(required=True)
+
+
 @bp.get("/sources")
+@documented("Every source, of gateway.yaml and created through the API", responses={200: SourceList})
 def list_sources():
     items = all_sources()
     return jsonify({"items": items, "total": len(items), "page": 1})
@@ -76,6 +96,7 @@ def all_sources() -> list[dict]:
 
 
 @bp.get("/sources/<source_key:key>")
+@documented("One source", responses={200: SourceOut})
 def get_source(key: str):
     declared = _gateway().runtime.snapshot.config.sources.get(key)
     if declared is not None:
@@ -86,14 +107,30 @@ def get_source(key: str):
     return jsonify(_stored_source_json(row))
 
 
-class StoredName(Schema):
-    """What the sources table needs of a name beyond validate_source, which also checks the
-    sources of gateway.yaml: those are never stored, so their names have no column to fit."""
+class NewSource(SourceFields):
+    """A source's own fields with its type's options beside them, all checked by validate_source
+    as a source of gateway.yaml is, save what only the sources table needs: a name that fits its
+    column (the file's sources are never stored), checked here first.  The key is random when
+    left out."""
 
+    class Meta:
+        unknown = INCLUDE
+
+    key = fields.String(validate=SourceFields._declared_fields["key"].validators)
     name = Text(column=SourceRow.name, allow_none=True)
 
 
+def new_source_bodies(registry) -> dict:
+    """One body per source type, of NewSource's fields and that type's options."""
+    return {"oneOf": [type(f"New{cls.__name__}", (NewSource, cls.options_schema),
+                           {"type": fields.String(required=True, validate=validate.OneOf([name])),
+                            "Meta": type("Meta", (), {"unknown": RAISE})})
+                      for name, cls in sorted(registry.source_types.items())]}
+
+
 @bp.post("/sources")
+@documented("Create a source", body=new_source_bodies, responses={201: SourceOut},
+            errors={409: "a source with that key exists (`source_exists`)"})
 @needs("admin")
 def create_source():
     return jsonify(create_runtime_source(json_object())), 201
@@ -101,7 +138,7 @@ def create_source():
 
 def create_runtime_source(data: dict) -> dict:
     """Store a new API source; its JSON, with the token in clear this once (for the creator)."""
-    StoredName(unknown=EXCLUDE).load(data)
+    NewSource(only=("name",)).load(data)  # validate_source checks the rest, naming every bad field at once
     row, token = _sources().create(data)
     return _stored_source_json(row, token)
 
@@ -114,6 +151,8 @@ class SourcePatch(Schema):
 
 
 @bp.patch("/sources/<source_key:key>")
+@documented("Enable, disable, rename a source or change its token", body=SourcePatch, responses={200: SourceOut},
+            errors={409: "the source is declared in gateway.yaml (`read_only`)"})
 @needs("admin")
 def patch_source(key: str):
     return jsonify(change_runtime_source(key, SourcePatch().load(json_object())))
@@ -126,7 +165,16 @@ def change_runtime_source(key: str, change: dict) -> dict:
     return _stored_source_json(row, new_token)
 
 
+class HandshakeOut(Schema):
+    id = fields.Integer(required=True)
+    received_at = fields.String(required=True)
+    status = fields.Integer(required=True, metadata={"description": "what the source answered"})
+    record = fields.Dict(required=True)
+    raw_url = fields.String(required=True, allow_none=True)
+
+
 @bp.get("/sources/<source_key:key>/handshakes")
+@documented("A source's protocol exchanges, newest first", query=Page, responses={200: page_of(HandshakeOut)})
 def list_handshakes(key: str):
     args = Page().load(request.args)
     return jsonify(paginate(_sources().handshakes(key), args, lambda r: {
@@ -138,7 +186,20 @@ class RequestQuery(Page):
     outcome = fields.String(validate=validate.OneOf(refusals.OUTCOMES))
 
 
+class RequestOut(Schema):
+    id = fields.Integer(required=True)
+    outcome = fields.String(required=True, validate=validate.OneOf(refusals.OUTCOMES))
+    status = fields.Integer(required=True)
+    code = fields.String(required=True, allow_none=True)
+    message = fields.String(required=True, allow_none=True)
+    alert_count = fields.Integer(required=True, allow_none=True)
+    received_at = fields.String(required=True)
+    raw_url = fields.String(required=True)
+
+
 @bp.get("/sources/<source_key:key>/requests")
+@documented("A source's webhook requests, newest first, refused ones with why", query=RequestQuery,
+            responses={200: page_of(RequestOut)})
 def list_requests(key: str):
     """The source's webhook requests, newest first, refused ones with why (``?outcome=``)."""
     args = RequestQuery().load(request.args)
@@ -149,6 +210,8 @@ def list_requests(key: str):
 
 
 @bp.get("/refused/<id:request_id>/raw")
+@documented("The body of a refused request, as the raw journal keeps it",
+            responses={200: Raw("*/*", "as received (credentials redacted), with its content type")})
 def raw_refused(request_id: int):
     return _raw_bytes(RefusedRequest, request_id, "refused request")
 
@@ -171,7 +234,24 @@ def _event_json(row) -> dict:
 _EVENT_COLUMNS = [c for c in RawRequest.__table__.c if c.name != "body"]
 
 
+class EventOut(Schema):
+    id = fields.Integer(required=True)
+    source = fields.String(required=True)
+    source_type = fields.String(required=True)
+    method = fields.String(required=True)
+    path = fields.String(required=True)
+    headers = fields.Dict(required=True, metadata={"description": "secret ones \"[redacted]\""})
+    content_type = fields.String(required=True, allow_none=True)
+    remote_addr = fields.String(required=True, allow_none=True)
+    received_at = fields.String(required=True)
+    external_id = fields.String(required=True, allow_none=True)
+    alert_count = fields.Integer(required=True)
+    size = fields.Integer(required=True, metadata={"description": "bytes of the body"})
+    raw_url = fields.String(required=True)
+
+
 @bp.get("/events")
+@documented("Stored webhook requests, newest first", query=EventQuery, responses={200: page_of(EventOut)})
 def list_events():
     args = EventQuery().load(request.args)
     query = select(*_EVENT_COLUMNS, func.length(RawRequest.body).label("size")).order_by(RawRequest.id.desc())
@@ -180,6 +260,7 @@ def list_events():
 
 
 @bp.get("/events/<id:event_id>/raw")
+@documented("The exact bytes of a stored request", responses={200: Raw("*/*", "as received, with its content type")})
 def raw_event(event_id: int):
     return _raw_bytes(RawRequest, event_id, "stored event")
 
@@ -195,7 +276,29 @@ def _raw_bytes(model, row_id: int, what: str) -> Response:
 
 # -- alerts ---------------------------------------------------------------------------
 
+class AlertOut(Schema):
+    id = fields.Integer(required=True)
+    source = fields.String(required=True)
+    source_type = fields.String(required=True)
+    fingerprint = fields.String(required=True)
+    external_id = fields.String(required=True, allow_none=True)
+    status = fields.String(required=True)
+    severity = fields.String(required=True)
+    title = fields.String(required=True)
+    description = fields.String(required=True)
+    resource = fields.Dict(required=True)
+    occurred_at = fields.String(required=True)
+    received_at = fields.String(required=True, allow_none=True)
+    labels = fields.Dict(keys=fields.String(), values=fields.String(), required=True)
+    annotations = fields.Dict(keys=fields.String(), values=fields.String(), required=True)
+    links = fields.List(fields.Dict(), required=True)
+    origin = fields.String(required=True)
+    incident_id = fields.Integer(required=True, allow_none=True)
+    raw_url = fields.String(required=True, allow_none=True)
+
+
 @bp.get("/alerts/<id:alert_id>")
+@documented("One stored alert, vendor annotations and links included", responses={200: AlertOut})
 def get_alert(alert_id: int):
     """One stored alert as its source made it, vendor metadata (annotations, links) included."""
     with _gateway().engine.connect() as conn:
@@ -244,7 +347,43 @@ def _deliveries():
             .outerjoin(ProblemDelivery, ProblemDelivery.delivery_id == DeliveryRow.id))
 
 
+class DeliveryOut(Schema):
+    id = fields.Integer(required=True)
+    alert_id = fields.Integer(required=True)
+    sink = fields.String(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(("pending", "delivered", "dead")))
+    attempts = fields.Integer(required=True)
+    next_attempt_at = fields.String(required=True)
+    last_error = fields.String(required=True, allow_none=True)
+    created_at = fields.String(required=True)
+    finished_at = fields.String(required=True, allow_none=True)
+    ordering_key = fields.String(required=True)
+    requeued_at = fields.String(required=True, allow_none=True)
+    superseded_by = fields.Integer(required=True, allow_none=True,
+                                   metadata={"description": "a later delivery of the same problem, delivered"})
+    period = fields.Integer(required=True, allow_none=True,
+                            metadata={"description": "the problem period, for a sink that tracks problems"})
+    refresh = fields.Boolean(required=True, allow_none=True,
+                             metadata={"description": "whether the row re-delivers its period's firing"})
+    member_fingerprint = fields.String(required=True, allow_none=True, metadata={
+        "description": "the group member a whole-group recovery queued the row for"})
+
+
+class AttemptOut(Schema):
+    started_at = fields.String(required=True)
+    duration_ms = fields.Integer(required=True)
+    outcome = fields.String(required=True)
+    status_code = fields.Integer(required=True, allow_none=True)
+    error = fields.String(required=True, allow_none=True)
+    worker = fields.String(required=True)
+
+
+class DeliveryDetail(DeliveryOut):
+    attempt_log = fields.List(fields.Nested(AttemptOut), required=True)
+
+
 @bp.get("/deliveries")
+@documented("The outbox, newest first", query=DeliveryQuery, responses={200: page_of(DeliveryOut)})
 def list_deliveries():
     args = DeliveryQuery().load(request.args)
     query = _deliveries().order_by(DeliveryRow.id.desc())
@@ -253,6 +392,7 @@ def list_deliveries():
 
 
 @bp.get("/deliveries/<id:delivery_id>")
+@documented("One delivery with its attempt log", responses={200: DeliveryDetail})
 def get_delivery(delivery_id: int):
     with _gateway().engine.connect() as conn:
         row = conn.execute(_deliveries().where(DeliveryRow.id == delivery_id)).first()
@@ -267,6 +407,9 @@ def get_delivery(delivery_id: int):
 
 
 @bp.post("/deliveries/<id:delivery_id>/retry")
+@documented("Re-drive one dead delivery", responses={200: DeliveryDetail},
+            errors={409: "the delivery is not dead (`not_dead`), or a later one of its problem was delivered "
+                         "(`superseded`)"})
 @needs("operator")
 def retry_delivery(delivery_id: int):
     result = outbox.redrive(_gateway().runtime, delivery_id=delivery_id)
@@ -287,7 +430,14 @@ class BulkRetry(Schema):
     sink = Text(required=True)
 
 
+class BulkRetried(Schema):
+    sink = fields.String(required=True)
+    requeued = fields.Integer(required=True, metadata={"description": "how many"})
+    superseded = fields.List(fields.Integer(), required=True, metadata={"description": "left dead"})
+
+
 @bp.post("/deliveries/retry")
+@documented("Re-drive every dead delivery of a sink", body=BulkRetry, responses={200: BulkRetried})
 @needs("operator")
 def retry_dead_of_sink():
     sink = BulkRetry().load(json_object())["sink"]
@@ -297,7 +447,20 @@ def retry_dead_of_sink():
 
 # -- config ------------------------------------------------------------------------
 
+class ConfigOut(Schema):
+    config = fields.Dict(required=True, metadata={"description": "gateway.yaml in force, secrets redacted"})
+    last_reload_ok = fields.Boolean(required=True)
+    last_reload_error = fields.String(required=True, allow_none=True)
+    loaded_at = fields.String(required=True)
+
+
+class Reloaded(Schema):
+    status = fields.String(required=True, validate=validate.OneOf(("reloaded",)))
+    loaded_at = fields.String(required=True)
+
+
 @bp.get("/config")
+@documented("The running config", responses={200: ConfigOut})
 @needs("admin")
 def show_config():
     runtime = _gateway().runtime
@@ -307,6 +470,8 @@ def show_config():
 
 
 @bp.post("/config/reload")
+@documented("Reload gateway.yaml", responses={200: Reloaded},
+            errors={422: "the file is invalid; the previous config stays (`invalid_config`)"})
 @needs("admin")
 def reload_config():
     runtime = _gateway().runtime

@@ -2,6 +2,7 @@
 and the database."""
 from __future__ import annotations
 
+import functools
 import re
 from datetime import datetime
 from typing import Any, Callable, Mapping, Optional, TypeVar
@@ -110,6 +111,16 @@ class Page(Schema):
 
     page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=1_000_000))
     per_page = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
+
+
+@functools.cache
+def page_of(item: type[Schema]) -> type[Schema]:
+    """The schema of what ``paginate`` answers, for ``documented``: a page of ``item``."""
+    return Schema.from_dict({"items": fields.List(fields.Nested(item), required=True),
+                             "total": fields.Integer(required=True, allow_none=True,
+                                                     metadata={"description": "null on a page by cursor"}),
+                             "page": fields.Integer(required=True),
+                             "per_page": fields.Integer(required=True)}, name=f"{item.__name__}Page")
 
 
 def reading() -> Connection:
