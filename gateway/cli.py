@@ -266,8 +266,8 @@ def purge(settings: Settings, older_than: str | None):
     engine = make_engine(settings.database_url)
     removed = purge_before(engine, cutoff)
     engine.dispose()
-    click.echo(f"purged {removed.raw} raw requests received before {cutoff.isoformat()} "
-               f"(and {removed.refused} refused requests)")
+    click.echo(f"purged {removed.raw} raw requests and {removed.refused} refused requests received before "
+               f"{cutoff.isoformat()}")
 
 
 def _since(text: str | None):

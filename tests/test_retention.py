@@ -112,7 +112,8 @@ def test_purge_deletes_old_requests_a_batch_per_transaction(database_url):
             source_key="src", source_type="testsrc", method="POST", path="/hooks", headers={}, body=b"{}",
             received_at=now if n == 5 else old, external_id=str(n), alert_count=0) for n in range(6)])
         conn.execute(insert(RefusedRequest), [dict(
-            source_key="src", received_at=old, status=400, code="bad", message="bad") for _ in range(3)])
+            source_key="src", source_type="testsrc", method="POST", path="/hooks", headers={}, body=b"{",
+            received_at=old, verified=True, status=400, code="bad", message="bad") for _ in range(3)])
     deletes = []
     event.listen(engine, "before_cursor_execute",
                  lambda conn, cursor, statement, *rest: deletes.append(statement.split()[2])

@@ -21,7 +21,7 @@ from testkit.spaceone import SpaceoneStandIn
 from testkit.support import OutboxDriver
 
 WORKER = "problems-worker"
-OCI_PAYLOADS = Path(__file__).resolve().parents[1] / "plugins" / "oci" / "tests" / "payloads"
+OCI_PAYLOADS = Path(__file__).resolve().parents[1] / "plugins" / "oci" / "gateway_oci" / "samples"
 
 
 def config(url: str, **options) -> str:

@@ -21,7 +21,7 @@ from marshmallow import RAISE
 
 from gateway import (
     ALERT_STATUSES, DELIVERY_DEADLINE_SECONDS, SEVERITIES, Alert, Deadline, Delivery, Headers, InboundRequest,
-    PermanentError, Rejected, Resource, RetryableError, SinkType, SourceType,
+    PermanentError, Refused, Rejected, Resource, RetryableError, SinkType, SourceType,
 )
 from gateway.config.redaction import secret_fields
 from gateway.plugins import sample_files
@@ -91,11 +91,14 @@ class SourceContract(_Contract):
                               json.loads(body), "127.0.0.1", received_at)
 
     def parsed(self, source: SourceType, payload: Any, received_at: datetime = RECEIVED_AT) -> list[tuple]:
-        """(alert, fingerprint, group) for each alert, or [] for a handshake."""
+        """(alert, fingerprint, group) for each alert, or [] for a handshake.  A ``Refused`` item
+        (the source refusing one alert of several) has no fingerprint and is left out; a sample
+        whose alerts are refused fails ``test_samples_are_accepted_and_stored``."""
         request = self.request(payload, self.headers, received_at)
         if source.handshake(request) is not None:
             return []
-        return [(alert, source.fingerprint(alert), source.group(alert)) for alert in source.parse(request)]
+        return [(alert, source.fingerprint(alert), source.group(alert)) for alert in source.parse(request)
+                if not isinstance(alert, Refused)]
 
     def refused(self) -> Sequence[dict]:
         if self.refused_headers is not None:
