@@ -10,6 +10,7 @@ removed at the end.
 """
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import statistics
@@ -160,6 +161,8 @@ def main() -> None:
     print(f"console pages, {INCIDENTS:,} incidents, {REQUESTS} requests each (server time, ms; target {TARGET_MS})")
     print(f"load average at start: {' '.join(Path('/proc/loadavg').read_text().split()[:3])} on {os.cpu_count()} CPUs"
           " (other processes' load inflates every number)")
+    # The app logs a line per request and one per migration step: thousands of lines among the figures.
+    logging.disable(logging.INFO)
     workdir = Path(tempfile.mkdtemp(prefix="bench-console-"))
     config_path = workdir / "gateway.yaml"
     config_path.write_text(CONFIG % "\n".join(f"  - {{key: {k}, type: whatap}}" for k in SOURCES))
