@@ -108,7 +108,7 @@ def serve(settings: Settings, host: str, port: int, workers: int, no_dispatcher:
 def _engine(settings: Settings):
     from gateway.store.db import make_engine
 
-    return make_engine(settings.database_url)
+    return make_engine(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
 
 
 def _first_admin(settings: Settings) -> str | None:
@@ -133,15 +133,10 @@ def worker(settings: Settings, threads: int, poll: float):
     from gateway.logs import configure_logging
     from gateway.pipeline.outbox import Dispatcher, worker_name
     from gateway.pipeline.retention import RetentionSchedule
-    from gateway.pipeline.runtime import open_runtime
-    from gateway.plugins import PluginError
     from gateway.store.db import start_wal_checkpointer
 
     configure_logging(settings.log_format)
-    try:
-        runtime = open_runtime(settings)
-    except (ConfigError, PluginError) as exc:
-        raise click.ClickException(f"refusing to start:\n{exc}") from None
+    runtime = _open_runtime(settings)
     start_wal_checkpointer(runtime.engine)
     retention = RetentionSchedule(runtime, worker_name())
     runtime.wakeups.start(announce=False, listen=True)  # it queues nothing itself
@@ -258,12 +253,11 @@ def purge(settings: Settings, older_than: str | None):
     the workers also do it on schedule (global.purge_interval)."""
     from gateway.fields import parse_duration
     from gateway.pipeline.retention import purge as purge_before
-    from gateway.store.db import make_engine
     from gateway.store.models import utcnow
 
     seconds = parse_duration(older_than) if older_than else _load(settings, sinks=False).retention
     cutoff = utcnow() - timedelta(seconds=seconds)
-    engine = make_engine(settings.database_url)
+    engine = _engine(settings)
     removed = purge_before(engine, cutoff)
     engine.dispose()
     click.echo(f"purged {removed.raw} raw requests and {removed.refused} refused requests received before "
@@ -291,13 +285,14 @@ def _since(text: str | None):
 
 
 def _open_runtime(settings: Settings):
+    """Plugins, database and config for a command that runs the pipeline; every problem, and exit 1."""
     from gateway.pipeline.runtime import open_runtime
     from gateway.plugins import PluginError
 
     try:
         return open_runtime(settings)
     except (ConfigError, PluginError) as exc:
-        raise click.ClickException(f"{settings.config_path}:\n{exc}") from None
+        raise click.ClickException(f"refusing to start: {settings.config_path}:\n{exc}") from None
 
 
 def _echo_alerts(run, source, router, *, dry: bool) -> None:

@@ -45,9 +45,9 @@ deliveries = DeliveryRow.__table__
 MAX_RETRY_AFTER = 3600.0
 RENEWALS_PER_LEASE = 4
 WATCH_INTERVAL = 0.05
+"""How often a batch's keeper looks whether the delivery in flight must be cut."""
 RENEWAL_RETRY = 0.25
 """Seconds between tries to renew a claim while the database does not answer."""
-"""How often a batch's keeper looks whether the delivery in flight must be cut."""
 
 PENDING = literal_column("'pending'")
 """The status as literal SQL: the partial indexes of pending rows are defined by it, and a
