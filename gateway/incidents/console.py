@@ -3,7 +3,7 @@ Incident Timeline and Add Comment.  Actions go through the API's own functions (
 ``add_comment``), so a page and an API call change an incident in exactly one way."""
 from __future__ import annotations
 
-from flask import current_app, redirect, render_template, request, url_for
+from flask import abort, current_app, redirect, render_template, request, url_for
 from marshmallow import EXCLUDE, ValidationError
 from sqlalchemy import func, select
 
@@ -55,7 +55,7 @@ def incident(incident_id: int):
     with _engine().connect() as conn:
         row = conn.execute(select(Incident.__table__).where(Incident.id == incident_id)).first()
         if row is None:
-            return render_template("console/error.html", status=404, message=f"no incident {incident_id}"), 404
+            abort(404, f"no incident {incident_id}")
         entries = service.timeline(conn, incident_id)
         # The vendor's latest word on it: not the alert a person's Resolve made for the sinks.
         last_alert = conn.execute(select(AlertRow.labels, AlertRow.title)
