@@ -30,12 +30,14 @@ test: install
 # `make bench BENCH_SCALE=1` instead: a year-like database bulk-loaded, then the incident list and
 # pages read from it (bench/scale.py; BENCH_SCALE_INCIDENTS, BENCH_SCALE_ALERTS, BENCH_SCALE_SOURCES).
 bench: install
+	$(BIN)/python -c 'import bench.targets as t; t.reset()'
 ifeq ($(BENCH_SCALE),1)
 	$(BIN)/python bench/scale.py
 else
 	$(BIN)/python bench/bench.py
 	$(BIN)/python bench/console.py
 endif
+	$(BIN)/python bench/targets.py
 
 # The console's ko/en catalogs: extract, merge into the .po files (translate what is new), compile.
 # The compiled .mo files are committed, so `make run` needs no build step.
