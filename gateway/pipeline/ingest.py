@@ -1,7 +1,8 @@
 """POST /hooks/<type>/<key>/: verify, parse, fingerprint, route and store in ONE transaction.
 
 Nothing is acknowledged before the commit, and nothing external is called on this
-path except a source's own handshake.  Errors are ``Rejected`` (a client error with a
+path except a source's own handshake.  This module walks a request to its routed alerts;
+``transaction`` holds what storing them writes.  Errors are ``Rejected`` (a client error with a
 JSON body); a database failure is ``Unavailable`` (503, nothing stored).
 """
 from __future__ import annotations
@@ -14,21 +15,24 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterator, Mapping, Optional, TypeVar
 
-from sqlalchemy import Connection, bindparam, insert, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, insert
 from sqlalchemy.exc import DataError, SQLAlchemyError
 
 from gateway import metrics
 from gateway.bodies import MAY_HOLD_UNSTORABLE, clean_text, cleaned, parse_json
 from gateway.contracts import (
-    ALERT_STATUSES, SEVERITIES, Alert, ApiError, Headers, InboundRequest, InlineSinkType, Link, Refused, Rejected,
-    Reply, Resource, SinkType, Transaction, namespaced_fingerprint,
+    Alert, ApiError, Headers, InboundRequest, Link, Refused, Rejected, Reply, Resource, Transaction,
+    namespaced_fingerprint,
 )
-from gateway.pipeline import problems, ratelimit, refusals
-from gateway.pipeline.runtime import ActiveSource, Runtime, Snapshot
-from gateway.store.db import HotStatement, RetryTransaction, refusal_reason, run_in_transaction
+from gateway.pipeline import ratelimit, refusals
+from gateway.pipeline.runtime import ActiveSource, Runtime
+from gateway.pipeline.transaction import (
+    RAW_INSERT, AlertsSeen, CoreTransaction, Duplicate, InlineSinkFailed, alert_faults, in_transaction, route_alert,
+    store_alerts,
+)
+from gateway.store.db import refusal_reason, run_in_transaction
 from gateway.store.models import (
-    UNSTORABLE_TEXT, AlertRow, DeliveryRow, Handshake, RawRequest, RefusedRequest, utcnow,
+    UNSTORABLE_TEXT, AlertRow, Handshake, RawRequest, RefusedRequest, utcnow,
 )
 
 log = logging.getLogger(__name__)
@@ -141,7 +145,7 @@ def _receive(runtime: Runtime, source: Optional[ActiveSource], source_type: str,
     if refused and not alerts:
         raise _refusal(refused, len(items))
     with _plugin_guard(source):
-        routed = [_route(snapshot, alert, source.reopen_window) for _, alert in alerts]
+        routed = [route_alert(snapshot, alert, source.reopen_window) for _, alert in alerts]
     external_ids = [alert.external_id for _, alert in alerts]
     if raw["external_id"] is None and external_ids and all(external_ids):
         raw["external_id"] = _storable_id("|".join(external_ids))
@@ -307,33 +311,13 @@ def _plugin_guard(source: ActiveSource) -> Iterator[None]:
                        f"the {source.type} plugin could not process this payload ({exc.__class__.__name__})") from exc
 
 
-def _faults(alert: Alert) -> dict[str, str]:
-    """The fields that make an alert unfit to store, each with what is wrong with it."""
-    faults = {}
-    if alert.status not in ALERT_STATUSES:
-        faults["status"] = f"must be one of {', '.join(ALERT_STATUSES)}, got {alert.status!r}"
-    if alert.severity not in SEVERITIES:
-        faults["severity"] = f"must be one of {', '.join(SEVERITIES)}, got {alert.severity!r}"
-    if not isinstance(alert.title, str) or not alert.title:
-        faults["title"] = "missing"
-    if not isinstance(alert.annotations, Mapping):
-        faults["annotations"] = "must be a mapping of names to strings"
-    if not isinstance(alert.links, (list, tuple)):
-        faults["links"] = "must be a list of Link"
-    else:
-        for position, link in enumerate(alert.links):
-            if not (isinstance(link, Link) and Link.allowed(link.url)):
-                faults[f"links[{position}]"] = "must be a Link whose url is an absolute http(s) URL"
-    return faults
-
-
 MAX_CLOCK_SKEW = timedelta(minutes=5)
 """How far in the future a vendor's alert time may be; a skewed clock must not pin an incident's times ahead."""
 
 
 def _complete(source: ActiveSource, alert: Alert, received_at: datetime) -> Alert | Refused:
     """Check what the plugin produced (a ``Refused`` naming each bad field) and add what only the core knows."""
-    faults = _faults(alert)
+    faults = alert_faults(alert)
     if faults:
         return Refused(faults)
     occurred = alert.occurred_at or received_at
@@ -358,98 +342,6 @@ def _texts(mapping: Mapping) -> dict[str, str]:
     return {clean_text(str(k)): clean_text(str(v)) for k, v in mapping.items() if v is not None}
 
 
-def _route(snapshot: Snapshot, alert: Alert, source_reopen_window: Optional[float]):
-    """(alert, inline sinks with their settings, outbox rows to queue as (sink, error)) for one alert.
-
-    A sink whose ``accepts`` raises is a bug in that sink, not in the request: the alert is
-    still stored and the other sinks still get it; the failing outbox sink gets a dead row
-    carrying the error (re-drivable through the API), and the error is logged and counted.
-    """
-    decision = snapshot.router.decide_alert(alert)
-    settings = {"reopen_window": decision.reopen_window if decision.reopen_window is not None
-                else source_reopen_window}
-    inline, outbox = [], []
-    for name in decision.sinks:
-        sink = snapshot.sinks[name]
-        try:
-            wanted = sink.accepts(alert)
-        except Exception as exc:
-            log.exception("sink %s raised in accepts on an alert from %s; the alert is stored without it",
-                          name, alert.source_key)
-            metrics.SINK_ERRORS.labels(name, "accepts").inc()
-            if not isinstance(sink, InlineSinkType):
-                outbox.append((sink, f"accepts raised {exc.__class__.__name__}: {exc}"))
-            continue
-        if wanted:
-            if isinstance(sink, InlineSinkType):
-                inline.append((sink, settings))
-            else:
-                outbox.append((sink, None))
-    return alert, inline, outbox
-
-
-_RAW_INSERT = {
-    name: HotStatement(dialect.insert(RawRequest.__table__)
-                       .on_conflict_do_nothing(index_elements=["source_key", "external_id"])
-                       .returning(RawRequest.id))
-    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
-}
-"""Per dialect: store the raw request unless its (source, external id) was accepted before."""
-_ALERT_INSERT = {
-    name: HotStatement(dialect.insert(AlertRow.__table__)
-                       .on_conflict_do_nothing(index_elements=["source_key", "external_id"])
-                       .returning(AlertRow.id))
-    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
-}
-"""Per dialect: store an alert unless its (source, external id) is stored already."""
-_DELIVERY_INSERT = HotStatement(insert(DeliveryRow.__table__))
-
-
-_RAW_BINDS = {c.name: f"raw_{c.name}" for c in RawRequest.__table__.c if c.name != "id"}
-"""Raw request column -> its bind name in ``_RAW_WITH_FIRST_ALERT`` (alerts share column names)."""
-
-
-def _raw_with_first_alert():
-    """PostgreSQL: the raw request and the request's first alert in one statement.
-
-    Data-modifying CTEs store the raw request unless it is a duplicate, and the alert only
-    if the raw request was stored and the alert is not: one round trip instead of two on
-    every webhook.  No row: the request is a duplicate; a NULL alert id: the alert is.
-    """
-    raw, alerts = RawRequest.__table__, AlertRow.__table__
-    stored = (postgresql.insert(raw)
-              .values({c.name: bindparam(_RAW_BINDS[c.name], type_=c.type) for c in raw.c if c.name in _RAW_BINDS})
-              .on_conflict_do_nothing(index_elements=["source_key", "external_id"])
-              .returning(raw.c.id)
-              .cte("stored_raw"))
-    columns = [c for c in alerts.c if c.name not in ("id", "raw_request_id")]
-    alert = (postgresql.insert(alerts)
-             .from_select(["raw_request_id", *(c.name for c in columns)],
-                          select(stored.c.id, *(bindparam(c.name, type_=c.type) for c in columns)))
-             .on_conflict_do_nothing(index_elements=["source_key", "external_id"])
-             .returning(alerts.c.id)
-             .cte("stored_alert"))
-    return HotStatement(select(stored.c.id, select(alert.c.id).scalar_subquery()))
-
-
-_RAW_WITH_FIRST_ALERT = _raw_with_first_alert()
-
-
-class Duplicate(Exception):
-    """The request's (source, external id) was accepted before, or every alert of it was: its
-    transaction rolls back."""
-
-
-class AlertsSeen(Exception):
-    """An alert's (source, external id) was stored before, by a transaction this one did not see
-    when it began: it rolls back (undoing what inline sinks did for that alert), and is run
-    again looking first for what is stored.
-
-    Looking only then keeps the query off the path of every new alert; a duplicate costs a
-    second transaction, and the unique index keeps concurrent ones right on both databases.
-    """
-
-
 def _raw_values(source: ActiveSource, request: InboundRequest) -> dict:
     """The raw journal's row, as the source's scrub leaves it and without credentials."""
     return dict(_journal_values(source, request, *source.plugin.scrub(request)),
@@ -468,161 +360,19 @@ def _journal_values(source: ActiveSource, request: InboundRequest, headers: Mapp
     )
 
 
-def _store_within_limit(tx: _Transaction, source: ActiveSource, raw: dict, routed, repeated: set[int],
+def _store_within_limit(tx: CoreTransaction, source: ActiveSource, raw: dict, routed, repeated: set[int],
                         look: bool) -> list[Optional[int]]:
     """``_store``, on SQLite after taking the source's token in the same transaction (see ratelimit)."""
     if source.rate_limit is not None and tx.connection.dialect.name == "sqlite":
         _refuse_over_limit(source, ratelimit.take(tx.connection, source.key, source.rate_limit))
-    return _store(tx, raw, routed, repeated, look)
-
-
-def _store(tx: _Transaction, raw: dict, routed, repeated: set[int], look: bool) -> list[Optional[int]]:
-    """Inline sinks first, then the raw request, then the alert rows and their outbox rows;
-    the stored alert's id for each of ``routed``, None for a duplicate.
-
-    The raw insert is the request's duplicate check, each alert's insert the alert's (the
-    alerts at the ``repeated`` positions are duplicates of earlier ones of the request; with
-    ``look``, those stored already are looked up first).  Coming after the inline sinks, they
-    let PostgreSQL store the raw request with the first alert in one statement; a duplicate
-    raises ``Duplicate`` or ``AlertsSeen``, and the rollback undoes what the sinks wrote.
-    """
-    conn = tx.connection
-    stored = _stored_external_ids(conn, raw["source_key"], [alert for alert, _, _ in routed]) if look else set()
-    fresh = [index for index, (alert, _, _) in enumerate(routed)
-             if index not in repeated and alert.external_id not in stored]
-    if routed and not fresh:
-        raise Duplicate
-    rows = [(_alert_row(routed[index][0], _apply_inline(tx, index, routed[index][0], routed[index][1])),
-             routed[index][2]) for index in fresh]
-    raw = dict(raw, alert_count=len(rows))
-    if rows and conn.dialect.name == "postgresql":
-        params = {_RAW_BINDS[column]: value for column, value in raw.items()}
-        params.update(rows[0][0])
-        first = _RAW_WITH_FIRST_ALERT.first(conn, params)
-        if first is None:
-            raise Duplicate
-        raw_id, alert_id = first
-        ids = [alert_id]
-    else:
-        raw_id, ids = _RAW_INSERT[conn.dialect.name].scalar(conn, raw), []
-        if raw_id is None:
-            raise Duplicate
-    insert_alert = _ALERT_INSERT[conn.dialect.name]
-    ids += [insert_alert.scalar(conn, dict(row, raw_request_id=raw_id)) for row, _ in rows[len(ids):]]
-    if None in ids:
-        raise AlertsSeen
-    for alert_id, (row, outbox) in zip(ids, rows):
-        tx.queue(alert_id, row, outbox)
-    by_position = dict(zip(fresh, ids))
-    return [by_position.get(index) for index in range(len(routed))]
-
-
-def _stored_external_ids(conn: Connection, source_key: str, alerts: list[Alert]) -> set[str]:
-    """Which of the alerts' external ids this source has stored alerts with."""
-    wanted = {alert.external_id for alert in alerts if alert.external_id is not None}
-    if not wanted:
-        return set()
-    return set(conn.execute(select(AlertRow.external_id).where(
-        AlertRow.source_key == source_key, AlertRow.external_id.in_(sorted(wanted)))).scalars())
-
-
-class InlineSinkFailed(Exception):
-    """An inline sink raised on the ``index``-th alert (its bug, not the request's): the
-    transaction rolls back and is run again without it, so the alert is still stored."""
-
-    def __init__(self, index: int, sink: Any):
-        super().__init__(f"inline sink {sink.name} failed")
-        self.index, self.sink = index, sink
-
-
-def _apply_inline(tx: Transaction, index: int, alert: Alert, inline) -> Optional[int]:
-    incident_id = None
-    for sink, settings in inline:
-        try:
-            incident_id = sink.apply(tx, alert, settings) or incident_id
-        except (SQLAlchemyError, RetryTransaction):
-            raise  # the database's doing: the transaction's retry and error handling apply
-        except Exception as exc:
-            log.exception("inline sink %s raised on an alert from %s; the alert is stored without it",
-                          sink.name, alert.source_key)
-            metrics.SINK_ERRORS.labels(sink.name, "apply").inc()
-            raise InlineSinkFailed(index, sink) from exc
-    return incident_id
-
-
-def _alert_row(alert: Alert, incident_id: Optional[int]) -> dict:
-    return dict(
-        source_key=alert.source_key, source_type=alert.source_type,
-        fingerprint=alert.fingerprint, external_id=alert.external_id, status=alert.status,
-        severity=alert.severity, title=alert.title, description=alert.description,
-        resource_id=alert.resource.id, resource_name=alert.resource.name,
-        resource_type=alert.resource.type, occurred_at=alert.occurred_at, labels=alert.labels,
-        annotations=alert.annotations, links=[{"title": link.title, "url": link.url} for link in alert.links],
-        origin=alert.origin, incident_id=incident_id, received_at=alert.received_at,
-    )
-
-
-class _Transaction(Transaction):
-    """The core's ``Transaction``: it remembers whether it queued deliveries, to wake the
-    dispatchers once it commits."""
-
-    def __init__(self, snapshot: Snapshot):
-        self.snapshot = snapshot
-        self.queued = False
-
-    def begin(self, connection: Connection) -> "_Transaction":
-        """Start an attempt afresh on ``connection`` (a retry forgets what the last one queued)."""
-        self.connection, self.queued = connection, False
-        return self
-
-    def queue(self, alert_id: int, row: dict, outbox: list[tuple[SinkType, Optional[str]]]) -> None:
-        """One outbox row per external sink, ordered per fingerprint.  A sink that failed on the
-        ingest path gets its row dead at once, with the error, for an operator to re-drive; a
-        sink that tracks problems gets one only if the alert opens, continues or ends a problem
-        period (``problems``)."""
-        now = utcnow()
-        for sink, error in outbox:
-            if error is None and sink.tracks_problems:
-                problems.queue(self.connection, sink.name, alert_id, row, now)
-            else:
-                _DELIVERY_INSERT.run(self.connection, dict(
-                    alert_id=alert_id, sink_name=sink.name, ordering_key=row["fingerprint"], attempts=0,
-                    next_attempt_at=now, created_at=now, status="dead" if error else "pending", last_error=error,
-                    finished_at=now if error else None))
-            self.queued = self.queued or error is None
-
-    def submit(self, alert: Alert, *, incident_id: Optional[int] = None) -> int:
-        faults = _faults(alert)
-        if alert.origin == "webhook":
-            faults["origin"] = "must say who made the alert (e.g. 'manual'): 'webhook' is for what sources parse"
-        if faults:
-            raise ValueError("cannot submit this alert: " + "; ".join(f"{k} {v}" for k, v in faults.items()))
-        received = alert.received_at or utcnow()
-        alert = alert.replace(received_at=received, occurred_at=alert.occurred_at or received)
-        _, _, outbox = _route(self.snapshot, alert, None)
-        row = _alert_row(alert, incident_id)
-        alert_id = _ALERT_INSERT[self.connection.dialect.name].scalar(self.connection, dict(row, raw_request_id=None))
-        if alert_id is None:
-            raise ValueError(f"cannot submit this alert: external_id {alert.external_id!r} is stored already")
-        self.queue(alert_id, row, outbox)
-        return alert_id
-
-
-def in_transaction(runtime: Runtime, work: Callable[[Transaction], T]) -> T:
-    """Run ``work`` with a ``Transaction``, retried whole when it loses a race; once it has
-    committed, wake the dispatchers if it queued deliveries."""
-    tx = _Transaction(runtime.snapshot)
-    result = run_in_transaction(runtime.engine, lambda conn: work(tx.begin(conn)))
-    if tx.queued:
-        runtime.notify_deliveries()
-    return result
+    return store_alerts(tx, raw, routed, repeated, look)
 
 
 def _store_handshake(runtime: Runtime, source: ActiveSource, request: InboundRequest, raw: dict,
                      reply: Reply) -> None:
     def work(conn: Connection) -> None:
         # A handshake is answered anew each time, so each one is journaled: no idempotency key.
-        raw_id = _RAW_INSERT[conn.dialect.name].scalar(conn, dict(raw, external_id=None))
+        raw_id = RAW_INSERT[conn.dialect.name].scalar(conn, dict(raw, external_id=None))
         conn.execute(insert(Handshake.__table__).values(
             source_key=source.key, raw_request_id=raw_id, received_at=request.received_at,
             status=reply.status, record=dict(reply.record or {}),

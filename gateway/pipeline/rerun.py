@@ -16,6 +16,7 @@ from sqlalchemy import Connection, delete, func, select
 from gateway.contracts import Alert, ApiError, Headers, InboundRequest, Rejected, SourceType
 from gateway.pipeline import ingest
 from gateway.pipeline.runtime import ActiveSource, Runtime
+from gateway.pipeline.transaction import in_transaction
 from gateway.store.models import AlertRow, DeliveryRow, Handshake, RawRequest, RefusedRequest
 
 
@@ -132,7 +133,7 @@ def run(runtime: Runtime, source: ActiveSource, method: str, path: str, headers:
                 raise RolledBack
             return ids
         try:
-            return ingest.in_transaction(runtime, whole)
+            return in_transaction(runtime, whole)
         except RolledBack:
             return [alert.id for alert in stored]
 

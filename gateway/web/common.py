@@ -15,7 +15,7 @@ from werkzeug.routing import BaseConverter, IntegerConverter
 from gateway.bodies import MAY_HOLD_UNSTORABLE, parse_json, strings
 from gateway.config import NAME
 from gateway.contracts import ApiError, Transaction
-from gateway.pipeline.ingest import in_transaction
+from gateway.pipeline.transaction import in_transaction
 from gateway.store.models import UNSTORABLE_TEXT
 
 T = TypeVar("T")
