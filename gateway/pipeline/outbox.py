@@ -23,9 +23,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Callable, Mapping, Optional, TypeVar
+from typing import Any, Callable, Optional, TypeVar
 
-from sqlalchemy import Connection, Engine, func, insert, literal_column, select, update
+from sqlalchemy import Connection, func, insert, literal_column, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import aliased
 
@@ -471,33 +471,6 @@ def redrive(runtime: Runtime, *, delivery_id: Optional[int] = None, sink: Option
                  extra={"requeued": result.requeued, "delivery_id": delivery_id, "sink": sink})
         runtime.notify_deliveries()
     return result
-
-
-def delivery_status(engine: Engine, delivery_id: int) -> Optional[str]:
-    """A row's status, or None if there is no such row."""
-    with engine.connect() as conn:
-        return conn.execute(select(DeliveryRow.status).where(DeliveryRow.id == delivery_id)).scalar()
-
-
-def outbox_stats(engine: Engine, sinks: Mapping[str, SinkType]) -> metrics.OutboxStats:
-    """Pending and dead rows per sink and each sink's oldest pending row; every configured
-    outbox sink is listed, with zeros when it has no such rows.  A row never tried and not due
-    yet is scheduled work (a refresh), not a stall, so it is left out."""
-    scheduled = (DeliveryRow.attempts == 0) & (DeliveryRow.next_attempt_at > utcnow())
-    query = (select(DeliveryRow.sink_name, DeliveryRow.status, func.count(), func.min(DeliveryRow.created_at))
-             .where(DeliveryRow.status.in_(("pending", "dead")), ~scheduled)
-             .group_by(DeliveryRow.sink_name, DeliveryRow.status))
-    with engine.connect() as conn:
-        rows = conn.execute(query).all()
-    outbox_sinks = [name for name, sink in sinks.items() if not isinstance(sink, InlineSinkType)]
-    pending, dead = dict.fromkeys(outbox_sinks, 0), dict.fromkeys(outbox_sinks, 0)
-    oldest: dict[str, datetime] = {}
-    for sink, status, count, first in rows:
-        if status == "pending":
-            pending[sink], oldest[sink] = count, first
-        else:
-            dead[sink] = count
-    return metrics.OutboxStats(pending, dead, oldest, utcnow())
 
 
 def _describe(exc: Exception) -> str:

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from gateway.config import SourceFields, redacted, redacted_options
 from gateway.contracts import ApiError
-from gateway.pipeline import outbox, refusals
+from gateway.pipeline import deliveries, outbox, refusals
 from gateway.store.models import (
     AlertRow, DeliveryAttempt, DeliveryRow, ProblemDelivery, RawRequest, RefusedRequest, SourceRow,
 )
@@ -419,7 +419,7 @@ def retry_delivery(delivery_id: int):
                        "alert with the same fingerprint, was delivered to the same sink; sending this one now "
                        "would deliver an older state after a newer one")
     if not result.requeued:
-        status = outbox.delivery_status(_gateway().engine, delivery_id)
+        status = deliveries.delivery_status(_gateway().engine, delivery_id)
         if status is None:
             raise ApiError(404, "not_found", f"no delivery {delivery_id}")
         raise ApiError(409, "not_dead", f"delivery {delivery_id} is {status}; only dead deliveries are retried")

@@ -17,7 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway import metrics
-from gateway.pipeline.outbox import outbox_stats
+from gateway.pipeline.deliveries import outbox_stats
 
 bp = Blueprint("ops", __name__)
 VERSION = version("alert-gateway")
