@@ -1,11 +1,8 @@
 """Alert integration gateway.  What a plugin imports comes from here."""
 from gateway.contracts import (
     ALERT_STATUSES,
-    DELIVERY_DEADLINE_SECONDS,
-    DELIVERY_LEASE_SECONDS,
     SEVERITIES,
     Alert,
-    Deadline,
     Delivery,
     DeliveryError,
     Headers,
@@ -24,9 +21,10 @@ from gateway.contracts import (
     SourceOptions,
     SourceType,
     Transaction,
-    whole_group,
 )
+from gateway.deadline import DELIVERY_DEADLINE_SECONDS, DELIVERY_LEASE_SECONDS, Deadline
 from gateway.fields import Duration
+from gateway.fingerprints import whole_group
 from gateway.hookspecs import hookimpl
 
 __all__ = [

@@ -297,7 +297,7 @@ def _open_runtime(settings: Settings):
 
 def _echo_alerts(run, source, router, *, dry: bool) -> None:
     """Each alert a run stored: what the plugin made of it, its incident and its sinks."""
-    from gateway.contracts import namespaced_fingerprint
+    from gateway.fingerprints import namespaced_fingerprint
 
     made = {namespaced_fingerprint(source.key, key, group): (alert, key, group) for alert, key, group in run.parsed}
     for stored in run.alerts:

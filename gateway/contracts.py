@@ -11,18 +11,14 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import hashlib
-import math
-import threading
-import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Mapping, Optional
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Optional
 from urllib.parse import urlsplit
 
 from marshmallow import Schema, fields, validate
 
+from gateway.deadline import Deadline
 from gateway.fields import Duration, OptionsSchema
 
 if TYPE_CHECKING:
@@ -32,51 +28,6 @@ SEVERITIES = ("critical", "error", "warning", "info")
 """Normalized severities, most to least urgent."""
 
 ALERT_STATUSES = ("firing", "resolved")
-
-DELIVERY_LEASE_SECONDS = 6.0
-"""How long an outbox row stays claimed after its dispatcher last renewed the claim.
-
-A dispatcher renews the claims it holds four times per lease while it works, so rows of a
-dispatcher that died are taken up by another within this many seconds.
-"""
-
-DELIVERY_DEADLINE_SECONDS = 30.0
-"""The longest one ``deliver`` call may run: the core cuts it there (see ``Deadline``)."""
-
-
-GROUP_PREFIX_LENGTH = 32
-"""Hex digits of a grouped fingerprint that name its group (the other half names the alert)."""
-
-
-def _digest(source_key: str, key: str) -> str:
-    return hashlib.sha256(f"{source_key}\n{key}".encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def namespaced_fingerprint(source_key: str, plugin_fingerprint: str, group: Optional[str] = None) -> str:
-    """The stored fingerprint: two sources never merge incidents, however alike their alerts.
-
-    A grouped alert (``SourceType.group``) gets its group's half-digest followed by its own, so
-    every fingerprint of a group shares one prefix and a group's members are one index range.
-    """
-    if group is None:
-        return _digest(source_key, plugin_fingerprint)
-    return _digest(source_key, group)[:GROUP_PREFIX_LENGTH] + _digest(source_key, plugin_fingerprint)[:GROUP_PREFIX_LENGTH]
-
-
-def whole_group(fingerprint: str) -> Optional[str]:
-    """The group prefix when ``fingerprint`` is its group's own (plugin fingerprint == group), else None.
-
-    Such an alert speaks for the whole group: a recovery of it ends every member's problem.
-    """
-    head, tail = fingerprint[:GROUP_PREFIX_LENGTH], fingerprint[GROUP_PREFIX_LENGTH:]
-    return head if len(fingerprint) == 2 * GROUP_PREFIX_LENGTH and head == tail else None
-
-
-def group_fingerprint(fingerprint: str) -> str:
-    """The fingerprint of the alert that speaks for ``fingerprint``'s whole group, if it is grouped;
-    for an ungrouped fingerprint it names no problem (no digest repeats its own first half)."""
-    return fingerprint[:GROUP_PREFIX_LENGTH] * 2
-
 
 class Headers(Mapping[str, str]):
     """Read-only, case-insensitive HTTP headers (vendors vary the casing)."""
@@ -226,54 +177,6 @@ class Reply:
     body: Mapping[str, Any] = field(default_factory=dict)
     headers: Mapping[str, str] = field(default_factory=dict)
     record: Optional[Mapping[str, Any]] = None
-
-
-class Deadline:
-    """When a delivery must be over.  The dispatcher cuts it then, or sooner when it can no
-    longer renew its claim on the row (another dispatcher could take the row and send it
-    again): it calls what the sink registered with ``cutting``, e.g. closing its socket, so
-    even a reply that trickles in byte by byte ends in time.
-    """
-
-    def __init__(self, seconds: float = math.inf):
-        self._at = time.monotonic() + seconds
-        self._lock = threading.Lock()
-        self._cuts: list[Callable[[], None]] = []
-        self.cut = False
-        """True once the delivery was cut."""
-
-    def remaining(self) -> float:
-        """Seconds left (0 once cut): bound each timeout of the call by it."""
-        return 0.0 if self.cut else max(0.0, self._at - time.monotonic())
-
-    @contextmanager
-    def cutting(self, cut: Callable[[], None]) -> Iterator[None]:
-        """While inside, ``cut()`` (from another thread) ends the work when the deadline passes."""
-        with self._lock:
-            self._cuts.append(cut)
-            already = self.cut
-        try:
-            if already:
-                cut()
-            yield
-        finally:
-            with self._lock:
-                self._cuts.remove(cut)
-
-    def expire(self) -> None:
-        """The dispatcher's side: cut now (idempotent)."""
-        with self._lock:
-            if self.cut:
-                return
-            self.cut = True
-            cuts = list(self._cuts)
-        for cut in cuts:
-            cut()
-
-    @property
-    def at(self) -> float:
-        """When it passes, on ``time.monotonic()``'s clock."""
-        return self._at
 
 
 @dataclass(frozen=True)

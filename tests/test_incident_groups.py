@@ -9,7 +9,7 @@ import itertools
 
 import pytest
 
-from gateway.contracts import namespaced_fingerprint, whole_group
+from gateway.fingerprints import namespaced_fingerprint, whole_group
 
 ids = itertools.count(1)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from gateway import clock
-from gateway.pipeline.ingest import namespaced_fingerprint
+from gateway.fingerprints import namespaced_fingerprint
 from testkit import metric
 from testkit.spaceone import SpaceoneStandIn
 from testkit.support import OutboxDriver

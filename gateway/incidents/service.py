@@ -14,7 +14,8 @@ from typing import Any, NamedTuple, Optional
 
 from sqlalchemy import Connection, bindparam, case, insert, select, update
 
-from gateway.contracts import SEVERITIES, Alert, group_fingerprint, whole_group
+from gateway.contracts import SEVERITIES, Alert
+from gateway.fingerprints import group_fingerprint, whole_group
 from gateway.store.db import HotStatement, RetryTransaction
 from gateway.store.models import (
     AlertRow, GroupRecovery, Incident, TimelineEntry, UTCDateTime, group_bounds, in_group, is_open, utcnow,

@@ -20,10 +20,8 @@ from sqlalchemy.exc import DataError, SQLAlchemyError
 
 from gateway import metrics
 from gateway.bodies import MAY_HOLD_UNSTORABLE, clean_text, cleaned, parse_json
-from gateway.contracts import (
-    Alert, ApiError, Headers, InboundRequest, Link, Refused, Rejected, Reply, Resource, Transaction,
-    namespaced_fingerprint,
-)
+from gateway.contracts import Alert, ApiError, Headers, InboundRequest, Link, Refused, Rejected, Reply, Resource, Transaction
+from gateway.fingerprints import namespaced_fingerprint
 from gateway.pipeline import ratelimit, refusals
 from gateway.pipeline.runtime import ActiveSource, Runtime
 from gateway.pipeline.transaction import (

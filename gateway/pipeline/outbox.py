@@ -31,9 +31,9 @@ from sqlalchemy.orm import aliased
 
 from gateway import metrics
 from gateway.contracts import (
-    DELIVERY_DEADLINE_SECONDS, DELIVERY_LEASE_SECONDS, Alert, Deadline, Delivery, InlineSinkType,
-    Link, PermanentError, Resource, RetryableError, SinkType,
+    Alert, Delivery, InlineSinkType, Link, PermanentError, Resource, RetryableError, SinkType,
 )
+from gateway.deadline import DELIVERY_DEADLINE_SECONDS, DELIVERY_LEASE_SECONDS, Deadline
 from gateway.pipeline import problems
 from gateway.pipeline.runtime import Runtime
 from gateway.store.db import run_in_transaction

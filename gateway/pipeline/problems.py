@@ -36,7 +36,8 @@ from typing import Any, Iterable, Mapping, NamedTuple, Optional
 
 from sqlalchemy import Connection, Engine, bindparam, delete, exists, insert, or_, select, update
 
-from gateway.contracts import Delivery, SinkType, group_fingerprint, whole_group
+from gateway.contracts import Delivery, SinkType
+from gateway.fingerprints import group_fingerprint, whole_group
 from gateway.store.db import HotStatement
 from gateway.store.models import DeliveryRow, ProblemDelivery, SinkProblem, UTCDateTime, group_bounds, in_group
 

@@ -29,7 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from gateway import clock
-from gateway.contracts import GROUP_PREFIX_LENGTH
+from gateway.fingerprints import GROUP_PREFIX_LENGTH
 
 OPEN_STATUSES = ("triggered", "acknowledged")
 _OPEN_LITERALS = [f"'{status}'" for status in OPEN_STATUSES]  # plain words: no quote to escape
