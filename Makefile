@@ -6,7 +6,7 @@ PLUGINS := plugins/whatap plugins/oci plugins/spaceone_sink plugins/alertmanager
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: install run test bench wheels image clean messages
+.PHONY: install run test bench bench-versus wheels image clean messages
 
 install: $(VENV)/.installed
 
@@ -38,6 +38,12 @@ else
 	$(BIN)/python bench/console.py
 endif
 	$(BIN)/python bench/targets.py
+
+# Issue 10's check that a refactoring costs nothing: this checkout's gateway against REV's, each measured by
+# its own bench.py in alternating rounds (bench/versus.py; BENCH_VERSUS_ROUNDS, BENCH_VERSUS_KINDS).
+bench-versus: install
+	@test -n "$(REV)" || (echo "usage: make bench-versus REV=<commit>"; exit 2)
+	$(BIN)/python bench/versus.py $(REV)
 
 # The console's ko/en catalogs: extract, merge into the .po files (translate what is new), compile.
 # The compiled .mo files are committed, so `make run` needs no build step.
