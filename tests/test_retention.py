@@ -135,3 +135,21 @@ def test_purge_deletes_old_requests_a_batch_per_transaction(database_url):
         assert conn.execute(select(RawRequest.external_id)).scalars().all() == ["5"]
         assert conn.execute(select(RefusedRequest.id)).all() == []
     engine.dispose()
+
+
+def test_on_sqlite_the_purge_pauses_between_batches_as_long_as_each_took(database_url, monkeypatch):
+    """SQLite has one writer: back-to-back batches would take half the writer lock from ingest."""
+    engine = make_engine(database_url)
+    old = utcnow() - timedelta(days=10)
+    with engine.begin() as conn:
+        conn.execute(insert(RawRequest), [dict(
+            source_key="src", source_type="testsrc", method="POST", path="/hooks", headers={}, body=b"{}",
+            received_at=old, external_id=str(n), alert_count=0) for n in range(5)])
+    pauses = []
+    monkeypatch.setattr("gateway.pipeline.retention.time.sleep", pauses.append)
+
+    assert purge(engine, utcnow() - timedelta(days=7), batch=2).raw == 5
+
+    # 2 + 2 + 1: a pause after each full batch, none after the last; on PostgreSQL none at all.
+    assert len(pauses) == (2 if engine.dialect.name == "sqlite" else 0) and all(p > 0 for p in pauses)
+    engine.dispose()
