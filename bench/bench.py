@@ -414,7 +414,7 @@ class Databases:
 
 # --------------------------------------------------------------------------- targets
 
-def start_gateway(workdir: Path, db_url: str, tag: str, db: str) -> tuple[Server, str]:
+def start_gateway(workdir: Path, db_url: str, tag: str, db: str, dispatcher: bool = True) -> tuple[Server, str]:
     config = workdir / "bench-gateway.yaml"
     config.write_text(BENCH_CONFIG)
     env = dict(os.environ, **sqlite_synchronous(db), GATEWAY_DATABASE_URL=db_url, GATEWAY_CONFIG=str(config),
@@ -424,7 +424,8 @@ def start_gateway(workdir: Path, db_url: str, tag: str, db: str) -> tuple[Server
     port = free_port()
     server = Server(f"gateway ({tag})",
                     [str(BIN / "gateway"), "serve", "--host", "127.0.0.1", "--port", str(port),
-                     "--workers", str(WORKERS)], env, workdir / f"gateway-{tag}.log")
+                     "--workers", str(WORKERS), *([] if dispatcher else ["--no-dispatcher"])],
+                    env, workdir / f"gateway-{tag}.log")
     base = f"http://127.0.0.1:{port}"
     wait_ready(server, f"{base}/health")
     return server, f"{base}/hooks/whatap/bench/"

@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from console import CONFIG, fresh_database, measure  # noqa: E402
 
 from gateway.incidents.api import keyset_cursor  # noqa: E402
+from gateway.store import partitions  # noqa: E402
 from gateway.store.models import AlertRow, Incident, RawRequest, TimelineEntry, utcnow  # noqa: E402
 
 INCIDENTS = int(os.environ.get("BENCH_SCALE_INCIDENTS") or 100_000)
@@ -46,12 +47,17 @@ LONG_TIMELINE = INCIDENTS // 2
 """The incident with ``TIMELINE`` entries."""
 
 
+def raw_rows(count: int, start: datetime, span: timedelta) -> Iterator[tuple]:
+    """``count`` raw requests (ids 1..count, columns as ``COLUMNS``), evenly over ``span`` from ``start``."""
+    for i in range(1, count + 1):
+        yield (i, SOURCES[i % SOURCE_COUNT], "whatap", "POST", "/hooks/whatap/x/", "{}",
+               b'{"title": "cpu high"}', "application/json", "127.0.0.1", start + span * i / count, f"e{i}", 1)
+
+
 def rows(table: str, start: datetime) -> Iterator[tuple]:
     """``table``'s generated rows in column order (``COLUMNS``), spread over the year from ``start``."""
     if table == "raw_requests":
-        for i in range(1, ALERTS + 1):
-            yield (i, SOURCES[i % SOURCE_COUNT], "whatap", "POST", "/hooks/whatap/x/", "{}",
-                   b'{"title": "cpu high"}', "application/json", "127.0.0.1", start + YEAR * i / ALERTS, f"e{i}", 1)
+        yield from raw_rows(ALERTS, start, YEAR)
     elif table == "incidents":
         for i in range(1, INCIDENTS + 1):
             at = start + YEAR * i / INCIDENTS
@@ -91,38 +97,49 @@ MODELS = {"raw_requests": RawRequest, "incidents": Incident, "alerts": AlertRow,
 
 
 def fill(url: str) -> None:
-    """Bulk-load the dataset: COPY on PostgreSQL, batched executemany through the models' types on SQLite."""
+    """Bulk-load the dataset (``load``), on PostgreSQL into the raw journal's day partitions of the year."""
     start = utcnow() - YEAR
+    if url.startswith("postgresql"):
+        engine = create_engine(url)
+        partitions.ensure(engine, start.date(), utcnow().date())
+        engine.dispose()
+    for table in COLUMNS:
+        load(url, table, rows(table, start))
+    engine = create_engine(url)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("ANALYZE"))
+    engine.dispose()
+
+
+def load(url: str, table: str, generated: Iterator[tuple]) -> None:
+    """Bulk-load ``table`` with ``generated`` rows (in ``COLUMNS[table]`` order): COPY and the id
+    sequence moved past them on PostgreSQL, batched executemany through the models' types on SQLite."""
+    columns = COLUMNS[table]
     engine = create_engine(url)
     if url.startswith("postgresql"):
         raw = engine.raw_connection()
         with raw.driver_connection.cursor() as cursor:
-            for table, columns in COLUMNS.items():
-                with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
-                    for row in rows(table, start):
-                        copy.write_row(row)
-            for table in COLUMNS:
-                cursor.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))")
+            with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+                for row in generated:
+                    copy.write_row(row)
+            cursor.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))")
         raw.driver_connection.commit()
         raw.close()
     else:
         with engine.begin() as conn:
-            for table, columns in COLUMNS.items():
-                statement = insert(MODELS[table].__table__)
-                batch = []
-                for row in rows(table, start):
-                    values = dict(zip(columns, row))
-                    for name in ("headers", "labels"):
-                        if name in values:
-                            values[name] = json.loads(values[name])
-                    batch.append(values)
-                    if len(batch) == BATCH:
-                        conn.execute(statement, batch)
-                        batch = []
-                if batch:
+            statement = insert(MODELS[table].__table__)
+            batch = []
+            for row in generated:
+                values = dict(zip(columns, row))
+                for name in ("headers", "labels"):
+                    if name in values:
+                        values[name] = json.loads(values[name])
+                batch.append(values)
+                if len(batch) == BATCH:
                     conn.execute(statement, batch)
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(text("ANALYZE"))
+                    batch = []
+            if batch:
+                conn.execute(statement, batch)
     engine.dispose()
 
 

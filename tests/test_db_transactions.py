@@ -138,7 +138,7 @@ def test_the_cursor_outlives_a_refused_statement(engine):
     with engine.connect() as conn:
         with pytest.raises(IntegrityError), conn.begin():
             statement.run(conn, raw())
-            statement.run(conn, raw())
+            statement.run(conn, dict(raw(), source_key=None))  # NOT NULL
         with conn.begin():
             assert statement.run(conn, raw("e-2")) == 1
 

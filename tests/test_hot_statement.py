@@ -71,4 +71,4 @@ def test_database_errors_are_sqlalchemy_errors(engine):
     with engine.begin() as conn:
         assert statement.run(conn, raw()) == 1
     with pytest.raises(IntegrityError), engine.begin() as conn:
-        statement.run(conn, raw())  # the same (source, external id) again
+        statement.run(conn, dict(raw(), source_key=None))  # NOT NULL

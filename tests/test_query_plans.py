@@ -1,10 +1,11 @@
 """Every query the incident list (each filter, a search, a deep page), the incident detail and
-its timeline, the deliveries listing and the outbox claim run, EXPLAINed on a database large
+its timeline, the deliveries and raw requests (events) listings, an alert and the outbox claim run, EXPLAINed on a database large
 enough that a scan costs: a full scan of a large table fails the test.
 
 The queries are the ones the app really sends (caught on the engine while the API, the console
 and the dispatcher do their work), EXPLAINed with the same parameters.  A full pass over an
-index is not a table scan, nor is a count of a whole table (any plan reads all of it: the list's
+index is not a table scan, nor is a scan of an empty partition (the raw journal's coming days, on
+PostgreSQL: the planner rightly reads an empty table whole), nor is a count of a whole table (any plan reads all of it: the list's
 ``total`` and the console's tabs; those counts grow with the table).  A text search on SQLite
 is the one exception: SQLite has no trigram index, so ``q`` reads every incident there (on
 PostgreSQL pg_trgm serves it).  SQLite's plain SCAN of a query with a LIMIT and no sort is a
@@ -19,6 +20,7 @@ from sqlalchemy import create_engine, event, text
 
 from gateway import users
 from gateway.pipeline.outbox import Dispatcher
+from gateway.store import partitions
 from testkit.support import admin_client
 
 INCIDENTS = 20_000
@@ -86,9 +88,13 @@ def table_scans(conn, statement: str, parameters) -> list[str]:
         nodes, found = [(plan[0]["Plan"], False)], []
         while nodes:
             node, counting = nodes.pop()
-            if (node["Node Type"] == "Seq Scan" and node["Relation Name"] in LARGE_TABLES
+            relation = node.get("Relation Name", "")
+            if partitions.is_partition(relation):  # a day of the raw journal: only one that holds rows counts
+                cursor.execute("SELECT reltuples FROM pg_class WHERE oid = to_regclass(%s)", (relation,))
+                relation = partitions.TABLE if cursor.fetchone()[0] > 0 else "(an empty partition)"
+            if (node["Node Type"] == "Seq Scan" and relation in LARGE_TABLES
                     and not (counting and "Filter" not in node)):
-                found.append(node["Relation Name"])
+                found.append(relation)
             counting = counting or node["Node Type"] == "Aggregate"
             nodes.extend((child, counting) for child in node.get("Plans", ()))
         return found
@@ -137,7 +143,8 @@ def test_no_list_detail_timeline_deliveries_or_claim_query_scans_a_large_table(s
         (api, "/api/incidents?source=src-7"), (api, "/api/incidents?page=200"),
         (api, "/api/incidents?sort=created_at"), (api, "/api/incidents?sort=last_event_at&status=triggered"),
         (api, f"/api/incidents/{middle}"), (api, "/api/deliveries"), (api, "/api/deliveries?status=dead"),
-        (api, "/api/deliveries?sink=sink-3"),
+        (api, "/api/deliveries?sink=sink-3"), (api, "/api/events"), (api, "/api/events?source=src-7"),
+        (api, f"/api/alerts/{middle}"),
         (browser, "/incidents"), (browser, "/incidents?status=resolved&page=20"),
         (browser, "/incidents?severity=critical&source=src-7"), (browser, f"/incidents/{middle}"),
         (browser, "/deliveries"),

@@ -226,7 +226,8 @@ def plugin_new(name: str, sink: bool, directory: str | None):
 @click.pass_obj
 def purge(settings: Settings, older_than: str | None):
     """Delete raw and refused requests older than the retention period (alerts and incidents stay);
-    the workers also do it on schedule (global.purge_interval)."""
+    the workers also do it on schedule (global.purge_interval).  On PostgreSQL raw requests go a
+    whole day at a time: a day straddling the cutoff stays until all of it is past."""
     from gateway.fields import parse_duration
     from gateway.pipeline.retention import purge as purge_before
     from gateway.store.models import utcnow
@@ -237,7 +238,7 @@ def purge(settings: Settings, older_than: str | None):
     removed = purge_before(engine, cutoff)
     engine.dispose()
     click.echo(f"purged {removed.raw} raw requests and {removed.refused} refused requests received before "
-               f"{cutoff.isoformat()}")
+               f"{cutoff.isoformat()}, and {removed.partitions} whole days of raw requests")
 
 
 for command in (replay, try_, users_group):  # defined beside what they need

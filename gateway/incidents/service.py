@@ -18,7 +18,8 @@ from gateway.contracts import SEVERITIES, Alert
 from gateway.fingerprints import group_fingerprint, whole_group
 from gateway.store.db import HotStatement, RetryTransaction
 from gateway.store.models import (
-    AlertRow, GroupRecovery, Incident, TimelineEntry, UTCDateTime, group_bounds, in_group, is_open, utcnow,
+    AlertRow, GroupRecovery, Incident, TimelineEntry, UTCDateTime, group_bounds, in_group, is_open,
+    kept_raw_request_id, utcnow,
 )
 
 incidents = Incident.__table__
@@ -306,7 +307,7 @@ def timeline(conn: Connection, incident_id: int) -> list[TimelineItem]:
             unpaired[item.at].append(index)
     listed = []
     for row in conn.execute(
-        select(alerts.c.id, alerts.c.received_at, alerts.c.source_key, alerts.c.raw_request_id,
+        select(alerts.c.id, alerts.c.received_at, alerts.c.source_key, kept_raw_request_id(alerts),
                alerts.c.annotations, alerts.c.links)
         .where(alerts.c.incident_id == incident_id, alerts.c.origin == "webhook")
         .order_by(alerts.c.id)

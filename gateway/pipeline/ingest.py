@@ -370,7 +370,7 @@ def _store_handshake(runtime: Runtime, source: ActiveSource, request: InboundReq
                      reply: Reply) -> None:
     def work(conn: Connection) -> None:
         # A handshake is answered anew each time, so each one is journaled: no idempotency key.
-        raw_id = RAW_INSERT[conn.dialect.name].scalar(conn, dict(raw, external_id=None))
+        raw_id = RAW_INSERT.scalar(conn, dict(raw, external_id=None))
         conn.execute(insert(Handshake.__table__).values(
             source_key=source.key, raw_request_id=raw_id, received_at=request.received_at,
             status=reply.status, record=dict(reply.record or {}),

@@ -1,8 +1,11 @@
-"""Retention: raw and refused requests older than ``global.retention`` are deleted, by hand (``gateway purge``)
+"""Retention: raw and refused requests older than ``global.retention`` are removed, by hand (``gateway purge``)
 or on schedule in every process that delivers (``gateway worker``, ``gateway serve``'s workers).
 
-``purge`` is the one place that says what retention removes: everything it must remove is deleted
-there, in batches of ``PURGE_BATCH`` rows, each batch its own short transaction, so a purge never
+``purge`` is the one place that says what retention removes.  On PostgreSQL the raw journal is
+partitioned by day (``gateway.store.partitions``): a day wholly past the cutoff is dropped, a
+day straddling it is kept whole until it is past too (so raw requests are kept up to a day
+longer than ``global.retention``), and old rows in the default partition are deleted.  Rows are
+deleted in batches of ``PURGE_BATCH``, each batch its own short transaction, so a purge never
 holds SQLite's write lock (or PostgreSQL row locks) long enough to delay a webhook noticeably.
 The schedule runs it at most once per ``global.purge_interval`` across every process sharing the
 database: the process that moves the ``schedules`` row's ``due_at`` forward runs it, and stops
@@ -17,9 +20,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Optional
 
-from sqlalchemy import Engine, delete, select, update
+from sqlalchemy import Engine, column, delete, select, table as table_clause, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from gateway.store import partitions
 from gateway.store.db import run_in_transaction
 from gateway.store.models import RawRequest, RefusedRequest, Schedule, utcnow
 
@@ -34,29 +38,45 @@ _raw = RawRequest.__table__
 _refused = RefusedRequest.__table__
 _schedules = Schedule.__table__
 _INSERT = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+_raw_default = table_clause(partitions.DEFAULT, column("id"), column("received_at", _raw.c.received_at.type))
 
 
 @dataclass(frozen=True)
 class Purged:
     raw: int
     refused: int
+    partitions: int = 0
+    """Day partitions of raw requests dropped (PostgreSQL); their rows are not counted in ``raw``."""
 
 
 def purge(engine: Engine, cutoff: datetime, *, batch: int = PURGE_BATCH, until: Optional[float] = None) -> Purged:
-    """Delete raw and refused requests received before ``cutoff`` (alerts and incidents stay), ``batch``
-    rows per transaction; stop early once ``time.monotonic()`` passes ``until``."""
-    return Purged(*(_purge_table(engine, table, cutoff, batch, until) for table in (_raw, _refused)))
+    """Remove raw and refused requests received before ``cutoff`` (alerts and incidents stay): on
+    PostgreSQL first the raw journal's days wholly before it (and the coming days are made ready),
+    then rows, ``batch`` per transaction; stop early once ``time.monotonic()`` passes ``until``."""
+    dropped = []
+    raw = _raw
+    if engine.dialect.name == "postgresql":
+        partitions.ensure_ahead(engine)
+        dropped = partitions.drop_before(engine, cutoff) if until is None or time.monotonic() < until else []
+        raw = _raw_default
+    return Purged(*(_purge_table(engine, table, cutoff, batch, until) for table in (raw, _refused)), len(dropped))
 
 
 def _purge_table(engine: Engine, table, cutoff: datetime, batch: int, until: Optional[float]) -> int:
+    """Delete a batch per transaction.  On SQLite, after each batch, pause as long as it took: each
+    batch holds the one writer lock, so back to back they would take half of it from ingest (at
+    5,000,000 rows ingest's p99 doubled and more; bench/README.md, "Retention at scale")."""
     removed = 0
     while until is None or time.monotonic() < until:
         oldest = select(table.c.id).where(table.c.received_at < cutoff).order_by(table.c.received_at).limit(batch)
+        started = time.monotonic()
         deleted = run_in_transaction(engine, lambda conn: conn.execute(
             delete(table).where(table.c.id.in_(oldest.scalar_subquery()))).rowcount)
         removed += deleted
         if deleted < batch:
             break
+        if engine.dialect.name == "sqlite":
+            time.sleep(time.monotonic() - started)
     return removed
 
 
@@ -103,11 +123,16 @@ class RetentionSchedule:
             return None
         cutoff = utcnow() - timedelta(seconds=config.retention)
         removed = purge(self.runtime.engine, cutoff, until=time.monotonic() + config.purge_interval / 2)
-        log.info("retention: purged %d raw and %d refused requests received before %s", removed.raw,
-                 removed.refused, cutoff.isoformat(), extra={"purged": removed.raw, "purged_refused": removed.refused})
+        log.info("retention: purged %d raw and %d refused requests and %d day partitions of raw requests received"
+                 " before %s", removed.raw, removed.refused, removed.partitions, cutoff.isoformat(),
+                 extra={"purged": removed.raw, "purged_refused": removed.refused, "purged_partitions": removed.partitions})
         return removed
 
     def _run(self) -> None:
+        try:  # the coming days' partitions at start-up, not only at the first purge
+            partitions.ensure_ahead(self.runtime.engine)
+        except Exception:
+            log.exception("retention: could not create the coming days' partitions; the next purge tries again")
         while not self._stop.wait(min(CHECK_EVERY, self.runtime.snapshot.config.purge_interval)):
             try:
                 self.run_once()

@@ -19,7 +19,7 @@ from gateway.config import NAME_PATTERN, RateLimit, SourceConfig, validate_sourc
 from gateway.contracts import ApiError, SourceType
 from gateway.plugins import Registry
 from gateway.store.db import run_in_transaction
-from gateway.store.models import Handshake, SourceRow, utcnow
+from gateway.store.models import Handshake, SourceRow, kept_raw_request_id, utcnow
 
 sources_table = SourceRow.__table__
 COLUMN_FIELDS = frozenset({"key", "type", "name", "enabled"})
@@ -87,7 +87,9 @@ class Sources:
     @staticmethod
     def handshakes(key: str) -> Select:
         """The protocol exchanges a source answered itself, newest first (a query, for the caller to page)."""
-        return select(Handshake.__table__).where(Handshake.source_key == key).order_by(Handshake.id.desc())
+        handshakes = Handshake.__table__
+        return (select(*(c for c in handshakes.c if c.name != "raw_request_id"), kept_raw_request_id(handshakes))
+                .where(handshakes.c.source_key == key).order_by(handshakes.c.id.desc()))
 
     def create(self, data: Mapping[str, Any]) -> tuple[Any, Optional[str]]:
         """Store a new source from API input; returns its row and its token (shown once, to the creator).

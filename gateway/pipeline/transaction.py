@@ -18,6 +18,7 @@ from gateway import metrics
 from gateway.contracts import ALERT_STATUSES, SEVERITIES, Alert, InlineSinkType, Link, SinkType, Transaction
 from gateway.pipeline import problems
 from gateway.pipeline.runtime import Runtime, Snapshot
+from gateway.store import partitions
 from gateway.store.db import HotStatement, RetryTransaction, run_in_transaction
 from gateway.store.models import AlertRow, DeliveryRow, RawRequest, utcnow
 
@@ -75,13 +76,20 @@ def route_alert(snapshot: Snapshot, alert: Alert, source_reopen_window: Optional
     return alert, inline, outbox
 
 
-RAW_INSERT = {
-    name: HotStatement(dialect.insert(RawRequest.__table__)
-                       .on_conflict_do_nothing(index_elements=["source_key", "external_id"])
-                       .returning(RawRequest.id))
-    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
-}
-"""Per dialect: store the raw request unless its (source, external id) was accepted before."""
+def _journal_insert(binds: Mapping[str, str]):
+    """Store the raw request unless its (source, external id) was accepted before: the columns'
+    values from the bind parameters ``binds`` names.  A check, not ``ON CONFLICT``: no unique index
+    spans PostgreSQL's partitions (see ``partitions.lock_delivery_id``, taken first there)."""
+    raw = RawRequest.__table__
+    columns = [c for c in raw.c if c.name in binds]
+    value = {c.name: bindparam(binds[c.name], type_=c.type) for c in columns}
+    seen = select(raw.c.id).where(raw.c.source_key == value["source_key"], raw.c.external_id == value["external_id"])
+    return (insert(raw).from_select([c.name for c in columns], select(*value.values()).where(~seen.exists()))
+            .returning(raw.c.id))
+
+
+RAW_INSERT = HotStatement(_journal_insert({c.name: c.name for c in RawRequest.__table__.c if c.name != "id"}))
+"""Store the raw request unless its (source, external id) was accepted before."""
 _ALERT_INSERT = {
     name: HotStatement(dialect.insert(AlertRow.__table__)
                        .on_conflict_do_nothing(index_elements=["source_key", "external_id"])
@@ -103,12 +111,8 @@ def _raw_with_first_alert():
     if the raw request was stored and the alert is not: one round trip instead of two on
     every webhook.  No row: the request is a duplicate; a NULL alert id: the alert is.
     """
-    raw, alerts = RawRequest.__table__, AlertRow.__table__
-    stored = (postgresql.insert(raw)
-              .values({c.name: bindparam(_RAW_BINDS[c.name], type_=c.type) for c in raw.c if c.name in _RAW_BINDS})
-              .on_conflict_do_nothing(index_elements=["source_key", "external_id"])
-              .returning(raw.c.id)
-              .cte("stored_raw"))
+    alerts = AlertRow.__table__
+    stored = _journal_insert(_RAW_BINDS).cte("stored_raw")
     columns = [c for c in alerts.c if c.name not in ("id", "raw_request_id")]
     alert = (postgresql.insert(alerts)
              .from_select(["raw_request_id", *(c.name for c in columns)],
@@ -148,6 +152,7 @@ def store_alerts(tx: CoreTransaction, raw: dict, routed, repeated: set[int], loo
     raises ``Duplicate`` or ``AlertsSeen``, and the rollback undoes what the sinks wrote.
     """
     conn = tx.connection
+    partitions.lock_delivery_id(conn, raw["source_key"], raw["external_id"])
     stored = _stored_external_ids(conn, raw["source_key"], [alert for alert, _, _ in routed]) if look else set()
     fresh = [index for index, (alert, _, _) in enumerate(routed)
              if index not in repeated and alert.external_id not in stored]
@@ -165,7 +170,7 @@ def store_alerts(tx: CoreTransaction, raw: dict, routed, repeated: set[int], loo
         raw_id, alert_id = first
         ids = [alert_id]
     else:
-        raw_id, ids = RAW_INSERT[conn.dialect.name].scalar(conn, raw), []
+        raw_id, ids = RAW_INSERT.scalar(conn, raw), []
         if raw_id is None:
             raise Duplicate
     insert_alert = _ALERT_INSERT[conn.dialect.name]

@@ -24,6 +24,7 @@ from sqlalchemy import (
     bindparam,
     func,
     literal_column,
+    select,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -119,7 +120,10 @@ class JournaledRequest:
 
 
 class RawRequest(JournaledRequest, Base):
-    """A webhook exactly as received: the API calls these *events*."""
+    """A webhook exactly as received: the API calls these *events*.
+
+    On PostgreSQL the table is partitioned by day of ``received_at`` and its primary key is (id,
+    received_at): see ``gateway.store.partitions``."""
 
     __tablename__ = "raw_requests"
     external_id: Mapped[Optional[str]] = mapped_column(String(255))
@@ -128,9 +132,19 @@ class RawRequest(JournaledRequest, Base):
     __table_args__ = (
         Index("ix_raw_requests_source_key_id", "source_key", "id"),
         Index("ix_raw_requests_received_at", "received_at"),
-        # The idempotency guard: one accepted request per (source, vendor delivery id).
-        Index("uq_raw_requests_source_key_external_id", "source_key", "external_id", unique=True),
+        # The idempotency guard: one accepted request per (source, vendor delivery id).  Not unique:
+        # no unique index can span PostgreSQL's partitions; ingest serializes a delivery id instead.
+        Index("ix_raw_requests_source_key_external_id", "source_key", "external_id"),
     )
+
+
+def kept_raw_request_id(row_table):
+    """``row_table``'s ``raw_request_id`` if that request is still kept, else NULL: a correlated
+    look-up by (id, received_at), which names the request's partition on PostgreSQL (an alert or a
+    handshake is received when its request is).  Its rows have no foreign key to set them NULL."""
+    raw = RawRequest.__table__
+    return (select(raw.c.id).where(raw.c.id == row_table.c.raw_request_id, raw.c.received_at == row_table.c.received_at)
+            .scalar_subquery().label("raw_request_id"))
 
 
 class RefusedRequest(JournaledRequest, Base):
@@ -163,7 +177,9 @@ class AlertRow(Base):
 
     __tablename__ = "alerts"
     id: Mapped[int] = mapped_column(primary_key=True)
-    raw_request_id: Mapped[Optional[int]] = mapped_column(ForeignKey("raw_requests.id", ondelete="SET NULL"))
+    raw_request_id: Mapped[Optional[int]]
+    """The request it came in; no foreign key (none can point into a partitioned table), and retention
+    may have removed the request since."""
     source_key: Mapped[str] = mapped_column(String(64))
     source_type: Mapped[str] = mapped_column(String(64))
     fingerprint: Mapped[str] = mapped_column(String(64))
@@ -380,7 +396,8 @@ class Handshake(Base):
     __tablename__ = "handshakes"
     id: Mapped[int] = mapped_column(primary_key=True)
     source_key: Mapped[str] = mapped_column(String(64))
-    raw_request_id: Mapped[Optional[int]] = mapped_column(ForeignKey("raw_requests.id", ondelete="SET NULL"))
+    raw_request_id: Mapped[Optional[int]]
+    """As ``AlertRow.raw_request_id``: the request, unless retention removed it."""
     received_at: Mapped[datetime]
     status: Mapped[int]
     record: Mapped[dict[str, Any]]

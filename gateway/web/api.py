@@ -14,6 +14,7 @@ from gateway.contracts import ApiError
 from gateway.pipeline import deliveries, outbox, refusals
 from gateway.store.models import (
     AlertRow, DeliveryAttempt, DeliveryRow, ProblemDelivery, RawRequest, RefusedRequest, SourceRow,
+    kept_raw_request_id,
 )
 from gateway.web.auth import needs, require_role
 from gateway.web.common import Page, Text, iso, json_object, page_of, paginate, where_given
@@ -302,7 +303,9 @@ class AlertOut(Schema):
 def get_alert(alert_id: int):
     """One stored alert as its source made it, vendor metadata (annotations, links) included."""
     with _gateway().engine.connect() as conn:
-        row = conn.execute(select(AlertRow.__table__).where(AlertRow.id == alert_id)).first()
+        alerts = AlertRow.__table__
+        row = conn.execute(select(*(c for c in alerts.c if c.name != "raw_request_id"), kept_raw_request_id(alerts))
+                           .where(alerts.c.id == alert_id)).first()
     if row is None:
         raise ApiError(404, "not_found", f"no alert {alert_id}")
     return jsonify({

@@ -1,0 +1,168 @@
+"""The raw journal on PostgreSQL: ``raw_requests`` is range-partitioned by ``received_at``, one
+partition per UTC day, so retention drops a day at a time (``DROP TABLE``: no row deleted, no
+dead tuple to vacuum, no index to thin) instead of deleting millions of rows (migration 0012).
+
+Why daily, not weekly: retention keeps whole partitions, so a partition straddling the cutoff
+stays until all of it is past; a day bounds that extra keeping to a day (a week would keep up to
+a week of webhook bodies beyond ``global.retention``).  A year of retention is ~370 partitions,
+which PostgreSQL prunes at plan time for the queries that name a time, and probes one index per
+partition for those that do not (an id, a source's newest requests).
+
+Ingest never waits for a partition: ``AHEAD`` days are created in advance (by the migration, by
+every scheduled purge and ``gateway purge``, and when a delivering process starts), and a
+``DEFAULT`` partition takes any row no day partition covers (the clock past the last one, an old
+row loaded by hand).  Creating a day moves that day's rows out of the default partition first,
+so a missed creation costs a move later, never a refused webhook.  The purge deletes old rows
+from the default partition in batches.
+
+Only the raw journal is partitioned: it holds the bodies, it is what grows fastest (one row per
+webhook), and it is what retention removes.  Refused requests are capped per source
+(``global.keep_refused``); alerts, incidents, their timelines and deliveries are kept (retention
+does not remove them), so partitioning them would buy retention nothing.
+
+A unique index on a partitioned table must include the partition key, so (source, delivery id)
+can no longer be unique across the journal: ``lock_delivery_id`` serializes the transactions that
+store one id, and the insert stores it only if no row has it (``gateway.pipeline.ingest``).  For
+the same reason no foreign key can point at ``raw_requests.id``; alerts and handshakes keep the
+id of their request, which retention may have removed since (readers find none: a 404).
+"""
+from __future__ import annotations
+
+import logging
+import re
+import time
+from datetime import date, datetime, time as day_start, timedelta, timezone
+from typing import Optional
+
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import OperationalError
+
+from gateway.store.db import HotStatement
+from gateway.store.models import utcnow
+
+log = logging.getLogger(__name__)
+
+TABLE = "raw_requests"
+DEFAULT = f"{TABLE}_default"
+AHEAD = 7
+"""Days of partitions kept ready past today: a week without any purge or start-up before a
+webhook lands in the default partition."""
+LOCK_TIMEOUT = "500ms"
+"""How long creating or dropping a partition waits for its locks before giving up this time (and
+trying again): while it waits, webhooks queue behind it, so a long read must not make it wait long."""
+LOCK_TRIES = 5
+_NAME = re.compile(rf"^{TABLE}_p(\d{{8}})$")
+_MAINTENANCE = 0x6761_7465  # advisory lock class ids ("gate", "gatf"): partition work, delivery ids
+_DELIVERY_IDS = _MAINTENANCE + 1
+_LOCK_DELIVERY_ID = HotStatement(text(f"SELECT pg_advisory_xact_lock({_DELIVERY_IDS}, hashtext(:key))"))
+
+
+def is_partitioned(conn: Connection) -> bool:
+    """Whether the raw journal is partitioned here: on PostgreSQL (from migration 0012 on)."""
+    return conn.dialect.name == "postgresql"
+
+
+def lock_delivery_id(conn: Connection, source_key: str, external_id: Optional[str]) -> None:
+    """Take, until the transaction ends, the lock of this (source, delivery id) on PostgreSQL.
+
+    Taken before anything else the transaction locks, so it cannot be part of a deadlock; a second
+    transaction with the same id waits here, then (READ COMMITTED: a new snapshot per statement)
+    sees the first one's row and stores nothing.  SQLite needs none: its writers are serialized."""
+    if external_id is not None and is_partitioned(conn):
+        _LOCK_DELIVERY_ID.run(conn, {"key": f"{source_key}\n{external_id}"})
+
+
+def is_partition(table_name: str) -> bool:
+    """Whether ``table_name`` is one of the raw journal's partitions (the models know only the parent)."""
+    return table_name == DEFAULT or _NAME.match(table_name) is not None
+
+
+def partition_name(day: date) -> str:
+    return f"{TABLE}_p{day:%Y%m%d}"
+
+
+def _start(day: date) -> datetime:
+    return datetime.combine(day, day_start(), timezone.utc)
+
+
+def _bound(day: date) -> str:
+    return _start(day).isoformat()
+
+
+def days(conn: Connection) -> list[date]:
+    """The days that have a partition, oldest first."""
+    names = conn.execute(text("SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+                              " WHERE i.inhparent = to_regclass(:table)"), {"table": TABLE}).scalars()
+    return sorted(datetime.strptime(match[1], "%Y%m%d").date() for match in map(_NAME.match, names) if match)
+
+
+def create(conn: Connection, day: date) -> None:
+    """Add ``day``'s partition, moving its rows out of the default partition first (PostgreSQL
+    refuses a partition whose rows the default partition holds).  The default partition is locked
+    meanwhile, so no row for that day can land there between the move and the attach."""
+    name, low, high = partition_name(day), _bound(day), _bound(day + timedelta(days=1))
+    conn.execute(text(f'CREATE TABLE "{name}" (LIKE {TABLE} INCLUDING DEFAULTS)'))
+    conn.execute(text(f"LOCK TABLE {DEFAULT} IN SHARE ROW EXCLUSIVE MODE"))
+    conn.execute(text(f'WITH moved AS (DELETE FROM {DEFAULT} WHERE received_at >= :low AND received_at < :high'
+                      f' RETURNING *) INSERT INTO "{name}" SELECT * FROM moved'), {"low": low, "high": high})
+    conn.execute(text(f"ALTER TABLE {TABLE} ATTACH PARTITION \"{name}\" FOR VALUES FROM ('{low}') TO ('{high}')"))
+
+
+def ensure(engine: Engine, first: date, last: date) -> list[date]:
+    """Create every missing day partition from ``first`` to ``last`` inclusive; the days created."""
+    with engine.connect() as conn:
+        have = set(days(conn))
+    created = []
+    for day in (first + timedelta(days=n) for n in range((last - first).days + 1)):
+        if day not in have and _maintain(engine, lambda conn: _create_missing(conn, day)):
+            created.append(day)
+    if created:
+        log.info("partitions: created %s for %s", ", ".join(map(partition_name, created)), TABLE)
+    return created
+
+
+def _create_missing(conn: Connection, day: date) -> bool:
+    """``create``, unless another process just did (looked at again under the maintenance lock)."""
+    if day in days(conn):
+        return False
+    create(conn, day)
+    return True
+
+
+def ensure_ahead(engine: Engine, now: Optional[datetime] = None) -> list[date]:
+    """Today's partition and the next ``AHEAD`` days' (PostgreSQL; nothing elsewhere)."""
+    if engine.dialect.name != "postgresql":
+        return []
+    today = (now or utcnow()).astimezone(timezone.utc).date()
+    return ensure(engine, today, today + timedelta(days=AHEAD))
+
+
+def drop_before(engine: Engine, cutoff: datetime) -> list[date]:
+    """Drop every day partition wholly before ``cutoff`` (its end at or before it); the days dropped.
+
+    All in one statement: dropping a partition locks the whole table (ACCESS EXCLUSIVE, for a
+    moment once the transactions under way have ended; webhooks arriving meanwhile wait), so the
+    days go together, under one wait instead of one each."""
+    with engine.connect() as conn:
+        past = [day for day in days(conn) if _start(day + timedelta(days=1)) <= cutoff]
+    if past:
+        names = ", ".join(f'"{partition_name(day)}"' for day in past)
+        _maintain(engine, lambda conn: conn.execute(text(f"DROP TABLE IF EXISTS {names}")))
+        log.info("partitions: dropped %s of %s", ", ".join(map(partition_name, past)), TABLE)
+    return past
+
+
+def _maintain(engine: Engine, work):
+    """``work`` in a transaction of its own, one maintainer at a time across processes, giving up
+    on a lock after ``LOCK_TIMEOUT`` and trying again up to ``LOCK_TRIES`` times."""
+    for attempt in range(1, LOCK_TRIES + 1):
+        try:
+            with engine.begin() as conn:
+                conn.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
+                conn.execute(text(f"SELECT pg_advisory_xact_lock({_MAINTENANCE}, 0)"))
+                return work(conn)
+        except OperationalError as exc:
+            if getattr(exc.orig, "sqlstate", None) != "55P03" or attempt == LOCK_TRIES:
+                raise
+            log.info("partitions: a lock was busy; trying again (%d of %d)", attempt, LOCK_TRIES)
+            time.sleep(0.1 * attempt)

@@ -1,0 +1,166 @@
+"""The raw journal partitioned by day on PostgreSQL (migration 0012, ``gateway.store.partitions``):
+the migration moves existing rows into their days, the coming days are made ready, retention
+drops whole days and keeps the rest, a webhook lands in its day, and a delivery id stays stored
+once across days and concurrent transactions.  SQLite keeps one table; what both share is tested
+on both."""
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import create_engine, func, insert, select, text
+
+from gateway.pipeline.transaction import RAW_INSERT as _RAW_INSERT
+from gateway.pipeline.retention import Purged, purge
+from gateway.store import partitions
+from gateway.store.db import make_engine, run_in_transaction, upgrade
+from gateway.store.models import AlertRow, RawRequest, utcnow
+from gateway.testing import migrated_schema
+
+raw_requests = RawRequest.__table__
+TODAY = datetime.now(timezone.utc).replace(hour=12, minute=0, second=0, microsecond=0)
+
+
+def raw(external_id, received_at) -> dict:
+    return dict(source_key="src", source_type="testsrc", method="POST", path="/hooks/testsrc/src/", headers={},
+                body=b"{}", content_type="application/json", remote_addr="127.0.0.1", received_at=received_at,
+                external_id=external_id, alert_count=1)
+
+
+def where_rows_are(engine) -> dict[str, str]:
+    """external_id -> the partition holding the row."""
+    with engine.connect() as conn:
+        return dict(conn.execute(text("SELECT external_id, tableoid::regclass::text FROM raw_requests")).all())
+
+
+def partitioned_days(engine) -> list:
+    with engine.connect() as conn:
+        return partitions.days(conn)
+
+
+@pytest.fixture
+def pg_engine(database_url):
+    if not database_url.startswith("postgresql"):
+        pytest.skip("the raw journal is partitioned on PostgreSQL only")
+    engine = make_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def at_0011(tmp_path, database_url):
+    """A database at migration 0011 (before partitioning), of the kind ``database_url`` is."""
+    if database_url.startswith("sqlite"):
+        url = f"sqlite:///{tmp_path / 'old.db'}"
+        upgrade(url, "0011")
+        yield url
+    else:
+        with migrated_schema("partition_old", "0011") as url:
+            yield url
+
+
+def test_the_migration_moves_every_row_into_its_day(at_0011):
+    engine = create_engine(at_0011)
+    days = [TODAY - timedelta(days=n) for n in (40, 3, 0)]
+    with engine.begin() as conn:
+        conn.execute(insert(raw_requests), [raw(f"e{n}", at) for n, at in enumerate(days)])
+        conn.execute(insert(AlertRow.__table__).values(
+            raw_request_id=1, source_key="src", source_type="testsrc", fingerprint="fp", external_id="a1",
+            status="firing", severity="error", title="t", occurred_at=days[0], labels={}, received_at=days[0]))
+    upgrade(at_0011)
+
+    with engine.connect() as conn:
+        assert conn.execute(select(RawRequest.id, RawRequest.external_id).order_by(RawRequest.id)).all() == [
+            (1, "e0"), (2, "e1"), (3, "e2")]
+        assert conn.execute(text("SELECT raw_request_id FROM alerts")).scalar_one() == 1
+    added = run_in_transaction(engine, lambda conn: _RAW_INSERT.scalar(conn, raw("e3", utcnow())))
+    assert added == 4  # the id sequence carried over
+    if engine.dialect.name == "postgresql":
+        today = TODAY.date()
+        assert partitioned_days(engine) == [days[0].date(), days[1].date()] + [
+            today + timedelta(days=n) for n in range(partitions.AHEAD + 1)]
+        assert where_rows_are(engine) == {f"e{n}": partitions.partition_name(at.date()) for n, at in enumerate(days)} | {
+            "e3": partitions.partition_name(utcnow().date())}
+    engine.dispose()
+
+
+def test_a_webhook_lands_in_its_day(app, pg_engine):
+    assert app.test_client().post("/hooks/testsrc/src/", json={"id": "w1", "title": "t"}).status_code == 202
+    assert where_rows_are(pg_engine) == {"w1": partitions.partition_name(utcnow().date())}
+
+
+def test_days_are_made_ready_ahead_and_take_their_rows_out_of_the_default_partition(pg_engine):
+    later = TODAY + timedelta(days=partitions.AHEAD + 3)
+    run_in_transaction(pg_engine, lambda conn: _RAW_INSERT.scalar(conn, raw("future", later)))
+    assert where_rows_are(pg_engine) == {"future": partitions.DEFAULT}  # no day for it yet: accepted all the same
+
+    created = partitions.ensure_ahead(pg_engine, later)
+
+    assert created[0] == later.date() and len(created) == partitions.AHEAD + 1
+    assert where_rows_are(pg_engine) == {"future": partitions.partition_name(later.date())}
+    assert partitions.ensure_ahead(pg_engine, later) == []
+
+
+@pytest.fixture
+def past_days(pg_engine):
+    """The session's schema is shared: the past days a test makes are dropped after it."""
+    yield
+    partitions.drop_before(pg_engine, TODAY.replace(hour=0))
+
+
+def test_purge_drops_whole_days_before_the_cutoff_and_keeps_the_rest(pg_engine, past_days):
+    first = (TODAY - timedelta(days=5)).date()
+    partitions.ensure(pg_engine, first, TODAY.date())
+    rows = [raw(f"d{n}", TODAY - timedelta(days=n)) for n in range(6)] + [raw("default", TODAY - timedelta(days=9))]
+    with pg_engine.begin() as conn:
+        conn.execute(insert(raw_requests), rows)
+    cutoff = TODAY - timedelta(days=3, hours=6)  # in day -3, at 06:00
+
+    # Days -5 and -4 are wholly past: dropped.  Day -3 straddles the cutoff: kept whole.  The
+    # default partition's old row is deleted.
+    assert purge(pg_engine, cutoff) == Purged(raw=1, refused=0, partitions=2)
+
+    assert partitioned_days(pg_engine)[:3] == [first + timedelta(days=n) for n in (2, 3, 4)]
+    with pg_engine.connect() as conn:
+        assert sorted(conn.execute(select(RawRequest.external_id)).scalars()) == ["d0", "d1", "d2", "d3"]
+    assert purge(pg_engine, cutoff) == Purged(0, 0, 0)
+
+
+def test_a_delivery_id_is_stored_once_across_days(engine_url_both):
+    engine = engine_url_both
+    first = run_in_transaction(engine, lambda conn: _RAW_INSERT.scalar(conn, raw("d-1", TODAY - timedelta(days=2))))
+    again = run_in_transaction(engine, lambda conn: _RAW_INSERT.scalar(conn, raw("d-1", TODAY)))
+    assert first is not None and again is None
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(raw_requests)).scalar_one() == 1
+
+
+@pytest.fixture
+def engine_url_both(database_url):
+    engine = make_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+def test_a_second_transaction_with_the_same_delivery_id_waits_then_stores_nothing(pg_engine):
+    """No unique index spans the partitions: the lock makes the second copy see the first."""
+    answers = []
+
+    def second_copy():
+        with pg_engine.connect() as conn, conn.begin():
+            partitions.lock_delivery_id(conn, "src", "d-1")
+            answers.append(_RAW_INSERT.scalar(conn, raw("d-1", TODAY - timedelta(days=3))))
+
+    with pg_engine.connect() as conn:
+        with conn.begin():
+            partitions.lock_delivery_id(conn, "src", "d-1")
+            assert _RAW_INSERT.scalar(conn, raw("d-1", TODAY)) is not None
+            other = threading.Thread(target=second_copy)
+            other.start()
+            other.join(0.5)
+            assert other.is_alive() and answers == []  # waiting for this transaction
+        other.join(10)
+    assert answers == [None]
+    with pg_engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(raw_requests)).scalar_one() == 1
