@@ -92,6 +92,10 @@ TARGET_SLOW_P99_MS = 100
 TARGET_RATE = 1500
 TARGET_FLOOR_FRACTION = 0.75
 TARGET_P99_MS = 50
+FLOOR_TARGETS = {"postgresql": 0.90, "sqlite": 0.95, "sqlite-normal": 0.95}
+"""Issue 16's "ingest against the floor": the gateway's accepted/s as a share of the floor's, per database."""
+FLOOR_P99_RATIO = 1.25
+"""Issue 16: the gateway's p99 at most this many times the floor's."""
 
 BENCH_CONFIG = """\
 # Written by bench/bench.py: one WhaTap source without a token, everything to the incident store.
@@ -715,6 +719,23 @@ def summary(facts: dict, results: dict, soaks: list[dict], slows: list[dict]) ->
     return lines
 
 
+def record_targets(results: dict) -> None:
+    """Issue 16's ingest-against-the-floor ratios (medians of the runs) into bench/targets.py's one table."""
+    from bench.targets import record
+
+    for db, by_target in results.items():
+        gw, fl = by_target["gateway"], by_target["floor"]
+        if not (gw and fl and med(fl, "accepted_per_s") and med(fl, "p99_ms")):
+            continue  # a ratio needs both sides measured
+        runs = f"median of {len(gw)} run{'s' if len(gw) > 1 else ''} of {DURATION}s at {CONNECTIONS} connections"
+        rate_gw, rate_fl = med(gw, "accepted_per_s"), med(fl, "accepted_per_s")
+        record("ingest", "gateway/floor accepted/s", db, rate_gw / rate_fl, FLOOR_TARGETS.get(db, 0.95),
+               higher_is_better=True, unit="ratio", detail=f"{rate_gw:,.0f}/s vs floor {rate_fl:,.0f}/s, {runs}")
+        p99_gw, p99_fl = med(gw, "p99_ms"), med(fl, "p99_ms")
+        record("ingest", "gateway/floor p99", db, p99_gw / p99_fl, FLOOR_P99_RATIO, higher_is_better=False,
+               unit="ratio", detail=f"{p99_gw:.1f} ms vs floor {p99_fl:.1f} ms, {runs}")
+
+
 def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
     dbs = Databases(workdir)
@@ -734,6 +755,7 @@ def main() -> int:
         soaks = [soak(wrk, workdir, dbs, db) for db in SOAK_DBS] if SOAK_REQUESTS > 0 else []
         for line in summary(facts, results, soaks, slows):
             log(line)
+        record_targets(results)
         if OUT:
             Path(OUT).write_text(json.dumps({"machine": facts, "results": results, "soaks": soaks, "slow_clients": slows}, indent=1,
                                             default=str))
