@@ -395,9 +395,11 @@ class GroupCommit:
                             pending.error = exc
                         else:
                             savepoint.commit()
-        except Exception as exc:  # BEGIN, a savepoint or COMMIT failed: nothing of the batch is stored
+        except BaseException as exc:  # BEGIN, a savepoint or COMMIT failed: nothing of the batch is stored
             for pending in batch:
                 pending.result, pending.error = None, exc
+            if not isinstance(exc, Exception):
+                raise
 
 
 class _Pending:
