@@ -116,13 +116,15 @@ def sqlite_synchronous(db: str) -> dict:
     return {"GATEWAY_SQLITE_SYNCHRONOUS": "NORMAL" if db == "sqlite-normal" else "FULL"}
 
 
-def threads_for(db: str) -> int:
-    """``db`` is a database kind or URL."""
+def threads_for(db: str, target: str = "gateway") -> int:
+    """``db`` is a database kind or URL.  The floor, which has no group commit, gets the threads the
+    gateway defaults to without one (1 on SQLite: its writers wait in SQLite's busy handler)."""
     if THREADS:
         return THREADS
+    from gateway.settings import Settings
     from gateway.web.gunicorn_conf import default_threads
 
-    return default_threads(db)
+    return default_threads(db, False if target == "floor" else Settings.from_environ().group_commit)
 
 
 def log(msg: str = "") -> None:
@@ -442,7 +444,7 @@ def start_floor(workdir: Path, db_url: str, tag: str, db: str) -> tuple[Server, 
     env = dict(os.environ, **sqlite_synchronous(db), BENCH_FLOOR_DATABASE_URL=db_url)
     server = Server(f"floor ({tag})",
                     [sys.executable, "-m", "gunicorn", "--config", "python:bench.floor_gunicorn",
-                     "--threads", str(threads_for(db_url)),
+                     "--threads", str(threads_for(db_url, "floor")),
                      "--workers", str(WORKERS), "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "20",
                      "bench.floor_app:create_app()"], env, workdir / f"floor-{tag}.log")
     base = f"http://127.0.0.1:{port}"
@@ -503,7 +505,7 @@ def compare(wrk: str, workdir: Path, dbs: Databases) -> dict:
                     continue
                 tag = f"{db}-{target}-{run}"
                 log(f"[run {run}/{RUNS}] {target} on {db}: fresh database, serve --workers {WORKERS} "
-                    f"(front x {threads_for(db)} threads), warm-up {WARMUP}s, wrk -t{WRK_THREADS} -c{CONNECTIONS} -d{DURATION}s")
+                    f"(front x {threads_for(db, target)} threads), warm-up {WARMUP}s, wrk -t{WRK_THREADS} -c{CONNECTIONS} -d{DURATION}s")
                 url_db = dbs.fresh(db, f"{target}_{run}")
                 server, url = start(workdir, url_db, tag, db)
                 try:
@@ -651,7 +653,7 @@ def summary(facts: dict, results: dict, soaks: list[dict], slows: list[dict]) ->
               f"load:    wrk -t{WRK_THREADS} -c{CONNECTIONS} -d{DURATION}s (after {WARMUP}s warm-up), "
               f"{FINGERPRINTS} fingerprints, {RECOVERY_PCT}% recoveries, unique uuids; "
               f"servers: {WORKERS} gunicorn front workers x "
-              + ", ".join(f"{threads_for(db)} threads on {db}" for db in DBS), ""]
+              + ", ".join(f"{threads_for(db)} threads (floor {threads_for(db, 'floor')}) on {db}" for db in DBS), ""]
     if results:
         head = f"{'database':<11}{'target':<9}{'accepted/s':>11}{'non-2xx':>9}{'p50 ms':>8}{'p95 ms':>8}{'p99 ms':>8}" \
                f"{'worker RSS start->end MiB':>28}{'CPU ms/req':>11}{'others':>8}{'gw/floor':>10}"

@@ -7,7 +7,11 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 
-from gateway.store.db import GroupCommit, HotStatement, RetryTransaction, commit_together, make_engine
+from gateway.settings import Settings
+from gateway.store.db import (
+    _GROUP_COMMITS, GroupCommit, HotStatement, RetryTransaction, commit_together, groups_commits, make_engine,
+)
+from gateway.web.gunicorn_conf import default_threads
 from gateway.store.models import RawRequest
 from test_db_transactions import raw
 
@@ -122,7 +126,18 @@ def test_a_transient_error_is_retried_alone(engine):
 def test_commit_together_uses_the_engines_group_commit(database_url):
     engine = make_engine(database_url, group_commit=True)
     try:
+        assert _GROUP_COMMITS.get(engine) is not None
         assert commit_together(engine, insert("e-7")) > 0
         assert stored(engine) == {"e-7"}
     finally:
         engine.dispose()
+
+
+def test_group_commit_is_on_by_default_on_sqlite_only_and_brings_threads_to_share_it():
+    sqlite, postgres = "sqlite:////tmp/x.db", "postgresql+psycopg://u@h/d"
+    assert (groups_commits(sqlite), groups_commits(postgres)) == (True, False)
+    assert (groups_commits(sqlite, False), groups_commits(postgres, True)) == (False, True)
+    assert [Settings.from_environ(env).group_commit for env in ({}, {"GATEWAY_GROUP_COMMIT": "0"},
+                                                                {"GATEWAY_GROUP_COMMIT": "1"})] == [None, False, True]
+    assert (default_threads(sqlite), default_threads(sqlite, False), default_threads(postgres),
+            default_threads(postgres, True)) == (6, 1, 2, 2)
