@@ -92,6 +92,10 @@ TARGET_SLOW_P99_MS = 100
 TARGET_RATE = 1500
 TARGET_FLOOR_FRACTION = 0.75
 TARGET_P99_MS = 50
+FLOOR_TARGETS = {"postgresql": 0.90, "sqlite": 0.95, "sqlite-normal": 0.95}
+"""Issue 16's "ingest against the floor": the gateway's accepted/s as a share of the floor's, per database."""
+FLOOR_P99_RATIO = 1.25
+"""Issue 16: the gateway's p99 at most this many times the floor's."""
 
 BENCH_CONFIG = """\
 # Written by bench/bench.py: one WhaTap source without a token, everything to the incident store.
@@ -112,13 +116,15 @@ def sqlite_synchronous(db: str) -> dict:
     return {"GATEWAY_SQLITE_SYNCHRONOUS": "NORMAL" if db == "sqlite-normal" else "FULL"}
 
 
-def threads_for(db: str) -> int:
-    """``db`` is a database kind or URL."""
+def threads_for(db: str, target: str = "gateway") -> int:
+    """``db`` is a database kind or URL.  The floor, which has no group commit, gets the threads the
+    gateway defaults to without one (1 on SQLite: its writers wait in SQLite's busy handler)."""
     if THREADS:
         return THREADS
+    from gateway.settings import Settings
     from gateway.web.gunicorn_conf import default_threads
 
-    return default_threads(db)
+    return default_threads(db, False if target == "floor" else Settings.from_environ().group_commit)
 
 
 def log(msg: str = "") -> None:
@@ -439,7 +445,7 @@ def start_floor(workdir: Path, db_url: str, tag: str, db: str) -> tuple[Server, 
     env = dict(os.environ, **sqlite_synchronous(db), BENCH_FLOOR_DATABASE_URL=db_url)
     server = Server(f"floor ({tag})",
                     [sys.executable, "-m", "gunicorn", "--config", "python:bench.floor_gunicorn",
-                     "--threads", str(threads_for(db_url)),
+                     "--threads", str(threads_for(db_url, "floor")),
                      "--workers", str(WORKERS), "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "20",
                      "bench.floor_app:create_app()"], env, workdir / f"floor-{tag}.log")
     base = f"http://127.0.0.1:{port}"
@@ -500,7 +506,7 @@ def compare(wrk: str, workdir: Path, dbs: Databases) -> dict:
                     continue
                 tag = f"{db}-{target}-{run}"
                 log(f"[run {run}/{RUNS}] {target} on {db}: fresh database, serve --workers {WORKERS} "
-                    f"(front x {threads_for(db)} threads), warm-up {WARMUP}s, wrk -t{WRK_THREADS} -c{CONNECTIONS} -d{DURATION}s")
+                    f"(front x {threads_for(db, target)} threads), warm-up {WARMUP}s, wrk -t{WRK_THREADS} -c{CONNECTIONS} -d{DURATION}s")
                 url_db = dbs.fresh(db, f"{target}_{run}")
                 server, url = start(workdir, url_db, tag, db)
                 try:
@@ -648,7 +654,7 @@ def summary(facts: dict, results: dict, soaks: list[dict], slows: list[dict]) ->
               f"load:    wrk -t{WRK_THREADS} -c{CONNECTIONS} -d{DURATION}s (after {WARMUP}s warm-up), "
               f"{FINGERPRINTS} fingerprints, {RECOVERY_PCT}% recoveries, unique uuids; "
               f"servers: {WORKERS} gunicorn front workers x "
-              + ", ".join(f"{threads_for(db)} threads on {db}" for db in DBS), ""]
+              + ", ".join(f"{threads_for(db)} threads (floor {threads_for(db, 'floor')}) on {db}" for db in DBS), ""]
     if results:
         head = f"{'database':<11}{'target':<9}{'accepted/s':>11}{'non-2xx':>9}{'p50 ms':>8}{'p95 ms':>8}{'p99 ms':>8}" \
                f"{'worker RSS start->end MiB':>28}{'CPU ms/req':>11}{'others':>8}{'gw/floor':>10}"
@@ -716,6 +722,23 @@ def summary(facts: dict, results: dict, soaks: list[dict], slows: list[dict]) ->
     return lines
 
 
+def record_targets(results: dict) -> None:
+    """Issue 16's ingest-against-the-floor ratios (medians of the runs) into bench/targets.py's one table."""
+    from bench.targets import record
+
+    for db, by_target in results.items():
+        gw, fl = by_target["gateway"], by_target["floor"]
+        if not (gw and fl and med(fl, "accepted_per_s") and med(fl, "p99_ms")):
+            continue  # a ratio needs both sides measured
+        runs = f"median of {len(gw)} run{'s' if len(gw) > 1 else ''} of {DURATION}s at {CONNECTIONS} connections"
+        rate_gw, rate_fl = med(gw, "accepted_per_s"), med(fl, "accepted_per_s")
+        record("ingest", "gateway/floor accepted/s", db, rate_gw / rate_fl, FLOOR_TARGETS.get(db, 0.95),
+               higher_is_better=True, unit="ratio", detail=f"{rate_gw:,.0f}/s vs floor {rate_fl:,.0f}/s, {runs}")
+        p99_gw, p99_fl = med(gw, "p99_ms"), med(fl, "p99_ms")
+        record("ingest", "gateway/floor p99", db, p99_gw / p99_fl, FLOOR_P99_RATIO, higher_is_better=False,
+               unit="ratio", detail=f"{p99_gw:.1f} ms vs floor {p99_fl:.1f} ms, {runs}")
+
+
 def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
     dbs = Databases(workdir)
@@ -735,6 +758,7 @@ def main() -> int:
         soaks = [soak(wrk, workdir, dbs, db) for db in SOAK_DBS] if SOAK_REQUESTS > 0 else []
         for line in summary(facts, results, soaks, slows):
             log(line)
+        record_targets(results)
         if OUT:
             Path(OUT).write_text(json.dumps({"machine": facts, "results": results, "soaks": soaks, "slow_clients": slows}, indent=1,
                                             default=str))

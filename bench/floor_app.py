@@ -12,7 +12,7 @@ that crosses its default 1,000 pages.  The gateway's throughput divided by this 
 the "fraction of the floor" the issue sets a target for.
 
 By hand, from the repository root, as bench/bench.py's start_floor does it (``--threads``:
-BENCH_THREADS or GATEWAY_THREADS, else the gateway's default, ``default_threads`` in
+BENCH_THREADS or GATEWAY_THREADS, else the gateway's default without group commit, ``default_threads`` in
 gateway/web/gunicorn_conf.py: 1 on SQLite, 2 on PostgreSQL; bench.py also binds
 ``127.0.0.1:<free port>``):
 

@@ -137,5 +137,6 @@ def _digest(text: str) -> str:
 def open_runtime(settings: Settings, extra_plugins: Iterable[object] = ()) -> Runtime:
     """Plugins, database and config, as every command that delivers or serves needs them (no Flask)."""
     registry = build_registry(extra_plugins, disabled=settings.disabled_plugins)
-    engine = make_engine(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
+    engine = make_engine(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous,
+                         group_commit=settings.group_commit)
     return Runtime(settings, registry, engine)

@@ -19,7 +19,7 @@ from gateway.contracts import ALERT_STATUSES, SEVERITIES, Alert, InlineSinkType,
 from gateway.pipeline import problems
 from gateway.pipeline.runtime import Runtime, Snapshot
 from gateway.store import partitions
-from gateway.store.db import HotStatement, RetryTransaction, run_in_transaction
+from gateway.store.db import HotStatement, RetryTransaction, commit_together
 from gateway.store.models import AlertRow, DeliveryRow, RawRequest, utcnow
 
 log = logging.getLogger(__name__)
@@ -275,10 +275,11 @@ class CoreTransaction(Transaction):
 
 
 def in_transaction(runtime: Runtime, work: Callable[[Transaction], T]) -> T:
-    """Run ``work`` with a ``Transaction``, retried whole when it loses a race; once it has
+    """Run ``work`` with a ``Transaction``, retried whole when it loses a race, and committed with
+    other threads' when the engine commits in groups (``commit_together``); once it has
     committed, wake the dispatchers if it queued deliveries."""
     tx = CoreTransaction(runtime.snapshot)
-    result = run_in_transaction(runtime.engine, lambda conn: work(tx.begin(conn)))
+    result = commit_together(runtime.engine, lambda conn: work(tx.begin(conn)))
     if tx.queued:
         runtime.notify_deliveries()
     return result

@@ -8,10 +8,12 @@ and each re-reads gateway.yaml in place, keeping its old config if the new one i
 import os
 import shutil
 import signal
+from typing import Optional
 
 from prometheus_client import multiprocess
 
 from gateway.settings import Settings
+from gateway.store.db import groups_commits
 from gateway.web.front import FrontWorker
 
 # Only the settings and the front are imported here: this module also runs in the master, and
@@ -53,18 +55,22 @@ class GatewayWorker(FrontWorker):
 worker_class = "gateway.web.gunicorn_conf.GatewayWorker"
 
 
-def default_threads(database_url: str) -> int:
-    """Threads per worker, unless GATEWAY_THREADS says: 1 on SQLite, 2 on PostgreSQL.
+def default_threads(database_url: str, group_commit: Optional[bool] = None) -> int:
+    """Threads per worker, unless GATEWAY_THREADS says: on SQLite 6 with group commit (the default),
+    else 1; 2 on PostgreSQL.
 
-    SQLite takes one writer at a time, so a second thread in a worker only competes for the
-    GIL with the thread holding the write lock, which then holds it longer; PostgreSQL
-    overlaps one thread's round trips with another's work.  Measured (bench/README.md):
-    SQLite 1,211/s with 1 thread against 1,154/s with 2; PostgreSQL 855/s against 1,008/s.
+    SQLite takes one writer at a time.  Without group commit a second thread in a worker only
+    competes for the GIL with the thread holding the write lock, which then holds it longer
+    (1,211/s with 1 thread against 1,154/s with 2); with it, the threads' webhooks wait together
+    for one commit, so more of them share each sync.  PostgreSQL overlaps one thread's round
+    trips with another's work (855/s with 1 thread against 1,008/s with 2).  Measured in bench/README.md.
     """
-    return 1 if database_url.startswith("sqlite") else 2
+    if database_url.startswith("sqlite"):
+        return 6 if groups_commits(database_url, group_commit) else 1
+    return 2
 
 
-threads = SETTINGS.threads or default_threads(SETTINGS.database_url)
+threads = SETTINGS.threads or default_threads(SETTINGS.database_url, SETTINGS.group_commit)
 graceful_timeout = 20
 KEEPALIVE_REQUESTS = SETTINGS.keepalive_requests
 forwarded_allow_ips = ",".join(sorted(SETTINGS.forwarded_allow_ips))
