@@ -42,10 +42,11 @@ endif
 	$(BIN)/python bench/targets.py
 
 # Issue 10's check that a refactoring costs nothing: this checkout's gateway against REV's, each measured by
-# its own bench.py in alternating rounds (bench/versus.py; BENCH_VERSUS_ROUNDS, BENCH_VERSUS_KINDS).
+# its own bench.py in alternating rounds (bench/versus.py; AFTER=<commit> instead of this checkout;
+# BENCH_VERSUS_ROUNDS, BENCH_VERSUS_KINDS).
 bench-versus: install
 	@test -n "$(REV)" || (echo "usage: make bench-versus REV=<commit>"; exit 2)
-	$(BIN)/python bench/versus.py $(REV)
+	$(BIN)/python bench/versus.py $(REV) $(AFTER)
 
 # The console's ko/en catalogs: extract, merge into the .po files (translate what is new), compile.
 # The compiled .mo files are committed, so `make run` needs no build step.

@@ -2,7 +2,9 @@
 """``make bench-versus REV=<commit>``: the gateway at REV against this checkout, in one interleaved run.
 
 A refactoring that should change nothing (issue 10's re-zoning) is checked here: REV is checked out
-into a temporary git worktree with its own virtualenv (its ``make install``), and each side's own
+into a temporary git worktree with its own virtualenv (its ``make install``); so is AFTER when it is
+given (``bench/versus.py REV AFTER``: two commits, e.g. a merge's first parent and the merge), else
+the after side is this checkout.  Each side's own
 ``bench/bench.py`` measures its own gateway (``BENCH_TARGETS=gateway``, no soak, no slow clients)
 in rounds that alternate the order (before/after, then after/before, ...), so a machine that grows
 busier or quieter during the run weighs on both sides alike.
@@ -35,9 +37,9 @@ KINDS = [tuple(pair.split(":", 1)) if ":" in pair else (pair, pair)
          for pair in (os.environ.get("BENCH_VERSUS_KINDS") or "sqlite,postgresql").split(",") if pair.strip()]
 
 
-def prepare(rev: str, workdir: Path) -> Path:
+def prepare(rev: str, workdir: Path, side: str) -> Path:
     """A worktree of ``rev`` with its own installed virtualenv."""
-    tree = workdir / "before"
+    tree = workdir / side
     subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), rev], check=True,
                    stdout=subprocess.DEVNULL)
     subprocess.run(["make", "-C", str(tree), "install"], check=True, stdout=subprocess.DEVNULL)
@@ -61,21 +63,23 @@ def spread(values: list[float]) -> float:
 
 
 def main() -> int:
-    if len(sys.argv) != 2:
-        print("usage: bench/versus.py REV (a commit to compare this checkout with)", file=sys.stderr)
+    if len(sys.argv) not in (2, 3):
+        print("usage: bench/versus.py REV [AFTER] (commits; AFTER defaults to this checkout)", file=sys.stderr)
         return 2
     rev = sys.argv[1]
-    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                          text=True).stdout.strip()
+    after = sys.argv[2] if len(sys.argv) == 3 else "HEAD"
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", after], capture_output=True, text=True,
+                          check=True).stdout.strip()
     workdir = Path(tempfile.mkdtemp(prefix="gateway-versus-"))
     try:
-        before_tree = prepare(rev, workdir)
+        before_tree = prepare(rev, workdir, "before")
+        after_tree = prepare(head, workdir, "after") if len(sys.argv) == 3 else ROOT
         runs = {(kinds, side): [] for kinds in KINDS for side in ("before", "after")}
         for round_ in range(ROUNDS):
             order = ("before", "after") if round_ % 2 == 0 else ("after", "before")
             for kinds in KINDS:
                 for side in order:
-                    tree, kind = (before_tree, kinds[0]) if side == "before" else (ROOT, kinds[1])
+                    tree, kind = (before_tree, kinds[0]) if side == "before" else (after_tree, kinds[1])
                     result = measure(tree, kind, workdir)
                     runs[kinds, side].append(result)
                     print(f"round {round_ + 1} {side:6} {kind:12} {result['rate']:7.0f}/s p99 {result['p99']:6.1f} ms"
@@ -101,8 +105,10 @@ def main() -> int:
                                          f"rounds)")
         return 0
     finally:
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(workdir / "before")],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for side in ("before", "after"):
+            if (workdir / side).exists():
+                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(workdir / side)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
