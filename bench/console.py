@@ -143,7 +143,7 @@ def fresh_database(db: str, workdir: Path) -> Iterator[str]:
         upgrade(url)
         yield url
         return
-    name = f"bench_{uuid.uuid4().hex[:8]}"
+    name = f"{os.environ.get('BENCH_DB_PREFIX') or 'bench'}_{uuid.uuid4().hex[:8]}"
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
