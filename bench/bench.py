@@ -35,7 +35,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.targets import record  # noqa: E402
+from targets import record  # noqa: E402  (bench/targets.py: this directory is on the path, run or imported)
 BIN = Path(sys.executable).parent
 LUA = ROOT / "bench" / "whatap.lua"
 

@@ -87,9 +87,11 @@ class Sql:
         return f"strftime('%Y-%m-%d %H:%M:%S', {epoch}, 'unixepoch') || '.000000'"
 
     def source(self, n: str) -> str:
+        """Incident ``n``'s source: its digits above status (n % 4) and severity (n / 4 % 4), so
+        every combination of the three filters has incidents (none empty by divisibility)."""
         if self.postgres:
-            return f"'src-' || lpad(({n} % {SOURCE_COUNT})::text, 2, '0')"
-        return f"printf('src-%02d', {n} % {SOURCE_COUNT})"
+            return f"'src-' || lpad(({n} / 16 % {SOURCE_COUNT})::text, 2, '0')"
+        return f"printf('src-%02d', {n} / 16 % {SOURCE_COUNT})"
 
     def least(self, a: str, b: str) -> str:
         return f"LEAST({a}, {b})" if self.postgres else f"min({a}, {b})"
@@ -183,6 +185,7 @@ def fill(url: str) -> None:
             conn.commit()
             conn.autocommit = True
             conn.execute("VACUUM ANALYZE")
+            conn.execute("CHECKPOINT")  # the load's dirty pages written now, not during the ingest runs
         return
     import sqlite3
 

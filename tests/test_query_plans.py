@@ -139,7 +139,8 @@ def test_no_list_detail_timeline_deliveries_or_claim_query_scans_a_large_table(s
         (api, f"/api/incidents/{middle}"), (api, "/api/deliveries"), (api, "/api/deliveries?status=dead"),
         (api, "/api/deliveries?sink=sink-3"),
         (browser, "/incidents"), (browser, "/incidents?status=resolved&page=20"),
-        (browser, "/incidents?severity=critical&source=src-7"), (browser, f"/incidents/{middle}"),
+        (browser, "/incidents?severity=critical&source=src-7"), (browser, "/incidents?severity=critical"),
+        (browser, "/incidents?source=src-7"), (browser, "/incidents?page=200"), (browser, f"/incidents/{middle}"),
         (browser, "/deliveries"),
         (api, "/api/incidents?q=host-4242"), (browser, "/incidents?q=host-4242"),
     ]:
