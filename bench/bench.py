@@ -383,7 +383,7 @@ class Databases:
         if kind == "postgresql":
             import psycopg
 
-            dbname = f"gateway_bench_{name}_{os.getpid()}"
+            dbname = f"{os.environ.get('BENCH_DB_PREFIX') or 'gateway_bench'}_{name}_{os.getpid()}"
             with psycopg.connect(sqlalchemy_to_libpq(PG_ADMIN_URL), autocommit=True, connect_timeout=10) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
                 conn.execute(f'CREATE DATABASE "{dbname}"')
