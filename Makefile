@@ -25,7 +25,7 @@ test: install
 
 # The benchmark of issue 2 (see bench/README.md): gateway vs a bare-Flask floor on SQLite
 # and PostgreSQL under wrk.  Knobs: BENCH_DURATION, BENCH_WORKERS, BENCH_DBS, BENCH_RUNS;
-# `make bench BENCH_SOAK=1` sends 100,000 webhooks and prints worker memory instead.
+# `make bench BENCH_SOAK=1` sends 100,000 webhooks (BENCH_SOAK_REQUESTS) and prints worker and dispatcher memory instead.
 # Then the console's pages with 100,000 incidents stored (bench/console.py; BENCH_CONSOLE_INCIDENTS).
 # `make bench BENCH_SCALE=1` instead: a year-like database bulk-loaded, then the incident list and
 # pages read from it (bench/scale.py; BENCH_SCALE_INCIDENTS, BENCH_SCALE_ALERTS, BENCH_SCALE_SOURCES).

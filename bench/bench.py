@@ -35,6 +35,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from targets import record  # noqa: E402  (bench/targets.py: this directory is on the path, run or imported)
 BIN = Path(sys.executable).parent
 LUA = ROOT / "bench" / "whatap.lua"
 
@@ -79,6 +80,8 @@ SOAK_REQUESTS = env_int("BENCH_SOAK_REQUESTS", 100_000 if SOAK_ONLY else 20_000)
 SOAK_CHUNK = env_int("BENCH_SOAK_CHUNK", 20_000)
 SOAK_DBS = [d.strip() for d in (os.environ.get("BENCH_SOAK_DBS") or "sqlite").split(",") if d.strip()]
 SOAK_MAX_SECONDS = env_int("BENCH_SOAK_MAX_SECONDS", 1200)
+SOAK_FLAT_MIB = 10
+"""Flat: no process grew by more than this after the soak's first chunk (warm-up)."""
 OUT = os.environ.get("BENCH_OUT")
 SLOW_CLIENTS = env_int("BENCH_SLOW_CLIENTS", 200)
 SLOW_DRIP_SECONDS = env_int("BENCH_SLOW_DRIP_SECONDS", 2)
@@ -386,7 +389,7 @@ class Databases:
         if kind == "postgresql":
             import psycopg
 
-            dbname = f"gateway_bench_{name}_{os.getpid()}"
+            dbname = f"{os.environ.get('BENCH_DB_PREFIX') or 'gateway_bench'}_{name}_{os.getpid()}"
             with psycopg.connect(sqlalchemy_to_libpq(PG_ADMIN_URL), autocommit=True, connect_timeout=10) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
                 conn.execute(f'CREATE DATABASE "{dbname}"')
@@ -420,21 +423,27 @@ class Databases:
 
 # --------------------------------------------------------------------------- targets
 
-def start_gateway(workdir: Path, db_url: str, tag: str, db: str, dispatcher: bool = True) -> tuple[Server, str]:
-    config = workdir / "bench-gateway.yaml"
-    config.write_text(BENCH_CONFIG)
-    env = dict(os.environ, **sqlite_synchronous(db), GATEWAY_DATABASE_URL=db_url, GATEWAY_CONFIG=str(config),
-               GATEWAY_ADMIN_TOKEN=secrets.token_urlsafe(16), GATEWAY_THREADS=str(threads_for(db_url)))
+def start_gateway(workdir: Path, db_url: str, tag: str, db: str, config: str = BENCH_CONFIG,
+                  options: tuple[str, ...] = ()) -> tuple[Server, str]:
+    """``gateway serve`` (with ``options``) on a free port, with ``config``; its webhook URL."""
+    env = gateway_env(workdir, db_url, db, config)
     subprocess.run([str(BIN / "gateway"), "db", "upgrade"], env=env, cwd=ROOT, check=True, timeout=120,
                    stdout=subprocess.DEVNULL)
     port = free_port()
     server = Server(f"gateway ({tag})",
                     [str(BIN / "gateway"), "serve", "--host", "127.0.0.1", "--port", str(port),
-                     "--workers", str(WORKERS), *([] if dispatcher else ["--no-dispatcher"])],
-                    env, workdir / f"gateway-{tag}.log")
+                     "--workers", str(WORKERS), *options], env, workdir / f"gateway-{tag}.log")
     base = f"http://127.0.0.1:{port}"
     wait_ready(server, f"{base}/health")
     return server, f"{base}/hooks/whatap/bench/"
+
+
+def gateway_env(workdir: Path, db_url: str, db: str, config: str) -> dict:
+    """The environment of a gateway process on ``db_url`` with ``config`` (written to the temp dir)."""
+    path = workdir / "bench-gateway.yaml"
+    path.write_text(config)
+    return dict(os.environ, **sqlite_synchronous(db), GATEWAY_DATABASE_URL=db_url, GATEWAY_CONFIG=str(path),
+                GATEWAY_ADMIN_TOKEN=secrets.token_urlsafe(16), GATEWAY_THREADS=str(threads_for(db_url)))
 
 
 def start_floor(workdir: Path, db_url: str, tag: str, db: str) -> tuple[Server, str]:
@@ -574,13 +583,67 @@ def slow_clients(wrk: str, workdir: Path, dbs: Databases, db: str) -> dict:
     return dict(result, db=db, alone_p99_ms=alone["p99_ms"], alone_accepted_per_s=alone["accepted_per_s"])
 
 
+class Receiver:
+    """The soak's SpaceONE: a tiny HTTP/1.1 server on 127.0.0.1 that reads each event and answers ``{}``,
+    keeping only a count (a receiver that kept the events would grow, not the gateway)."""
+
+    def __init__(self):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        receiver = self
+        self.received = 0
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                receiver.received += 1  # one handler thread per connection; a lost increment is no matter
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_port}/monitoring/v1/webhook/bench/AccessKey/events"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+SOAK_CONFIG = BENCH_CONFIG.replace("route:\n  sinks: [itms]", """  - name: spaceone
+    type: spaceone
+    url: %s
+route:
+  sinks: [itms, spaceone]""")
+"""The bench config with a spaceone sink beside itms: every webhook also queues a delivery."""
+assert SOAK_CONFIG != BENCH_CONFIG
+
+
 def soak(wrk: str, workdir: Path, dbs: Databases, db: str) -> dict:
-    log(f"[soak] gateway on {db}: {SOAK_REQUESTS} webhooks, worker RSS every {SOAK_CHUNK}")
-    server, url = start_gateway(workdir, dbs.fresh(db, "soak"), f"{db}-soak", db)
+    """SOAK_REQUESTS webhooks in chunks to ``gateway serve --no-dispatcher``, while a ``gateway worker``
+    delivers each to a local receiver through the spaceone sink: RSS of the gunicorn workers and of
+    the dispatcher process after every chunk."""
+    log(f"[soak] gateway on {db}: {SOAK_REQUESTS} webhooks, route [itms, spaceone] delivered by a `gateway worker`"
+        f" to a local receiver; RSS every {SOAK_CHUNK}")
+    receiver = Receiver()
+    url_db = dbs.fresh(db, "soak")
+    config = SOAK_CONFIG % receiver.url
+    server, url = start_gateway(workdir, url_db, f"{db}-soak", db, config, ("--no-dispatcher",))
+    dispatcher = Server(f"gateway worker ({db}-soak)", [str(BIN / "gateway"), "worker"],
+                        gateway_env(workdir, url_db, db, config), workdir / f"worker-{db}-soak.log")
     try:
         warm = run_wrk(wrk, url, WARMUP)
         rate = max(warm["accepted_per_s"], 50.0)
-        pids = server.workers()
+        pids = server.workers() + [dispatcher.proc.pid]
         points = [(0, rss_kib(pids))]
         sent, non_2xx, socket_errors, started = 0, {}, {}, time.monotonic()
         while sent < SOAK_REQUESTS:
@@ -596,12 +659,17 @@ def soak(wrk: str, workdir: Path, dbs: Databases, db: str) -> dict:
             for k, v in r["socket_errors"].items():
                 socket_errors[k] = socket_errors.get(k, 0) + v
             points.append((sent, rss_kib(pids)))
-            log(f"  {sent:>7} accepted ({r['accepted_per_s']:.0f}/s, p99 {r['p99_ms']:.1f} ms): "
-                + ", ".join(f"pid {p} {v / 1024:.1f} MiB" for p, v in points[-1][1].items()))
-        if server.workers() != pids:
-            log(f"  NOTE: worker pids changed during the soak: {pids} -> {server.workers()}")
+            if dispatcher.proc.poll() is not None:
+                raise RuntimeError(f"the dispatcher exited with {dispatcher.proc.returncode}:\n{dispatcher.tail()}")
+            log(f"  {sent:>7} accepted ({r['accepted_per_s']:.0f}/s, p99 {r['p99_ms']:.1f} ms), {receiver.received} delivered: "
+                + ", ".join(f"{'dispatcher' if p == dispatcher.proc.pid else 'worker'} {p} {v / 1024:.1f} MiB"
+                            for p, v in points[-1][1].items()))
+        if server.workers() != pids[:-1]:
+            log(f"  NOTE: worker pids changed during the soak: {pids[:-1]} -> {server.workers()}")
     finally:
+        dispatcher.stop()
         server.stop()
+        receiver.close()
     first, last = points[0][1], points[-1][1]
     first_chunk, after_first = points[1] if len(points) > 2 else points[0]
     growth = {p: last.get(p, 0) - first.get(p, 0) for p in first}
@@ -610,8 +678,16 @@ def soak(wrk: str, workdir: Path, dbs: Databases, db: str) -> dict:
     log(f"  growth {first_chunk}->end: " + ", ".join(f"pid {p} {g / 1024:+.1f} MiB" for p, g in growth_after.items()))
     if non_2xx or socket_errors:
         log(f"  NON-2xx {non_2xx}; socket errors {socket_errors}")
-    return dict(db=db, sent=sent, points=points, growth_kib=growth, first_chunk=first_chunk,
-                growth_after_first_chunk_kib=growth_after, non_2xx=non_2xx, socket_errors=socket_errors)
+    roles = {p: "dispatcher" if p == dispatcher.proc.pid else "worker" for p in first}
+    for role in ("worker", "dispatcher"):
+        worst = max(g for p, g in growth_after.items() if roles[p] == role) / 1024
+        record("memory", f"{role} RSS growth after warm-up, {sent:,} webhooks", db, worst, SOAK_FLAT_MIB,
+               higher_is_better=False, unit="MiB",
+               detail=f"the largest of {sum(r == role for r in roles.values())} {role} process(es), from "
+                      f"{first_chunk:,} webhooks (the first chunk, warm-up) to {sent:,}; {receiver.received:,} delivered")
+    return dict(db=db, sent=sent, points=points, growth_kib=growth, first_chunk=first_chunk, roles=roles,
+                delivered=receiver.received, growth_after_first_chunk_kib=growth_after, non_2xx=non_2xx,
+                socket_errors=socket_errors)
 
 
 # --------------------------------------------------------------------------- report
@@ -706,18 +782,19 @@ def summary(facts: dict, results: dict, soaks: list[dict], slows: list[dict]) ->
                          f"slow connections still open at the end {r['slow_unanswered']}/{SLOW_CLIENTS}")
     for s in soaks:
         pts = s["points"]
-        lines += ["", f"soak ({s['db']}): worker RSS MiB by accepted webhooks"]
+        lines += ["", f"soak ({s['db']}): RSS MiB by accepted webhooks ({s['delivered']:,} delivered to the receiver)",
+                  "           " + "  ".join(f"{s['roles'][p]:>10}" for p in pts[0][1])]
         for sent, rss in pts:
-            lines.append(f"  {sent:>7}: " + "  ".join(f"{v / 1024:7.1f}" for v in rss.values()))
+            lines.append(f"  {sent:>7}: " + "  ".join(f"{v / 1024:10.1f}" for v in rss.values()))
         g = s["growth_kib"]
         ga = s["growth_after_first_chunk_kib"]
         lines.append("  growth start->end: " + ", ".join(f"{v / 1024:+.1f}" for v in g.values())
                      + f" MiB; after the first chunk ({s['first_chunk']})->end: "
                      + ", ".join(f"{v / 1024:+.1f}" for v in ga.values()) + " MiB"
                      + (f"; NON-2xx {s['non_2xx']}" if s["non_2xx"] else ""))
-        if s["sent"] < 100_000:
-            lines.append(f"  (only {s['sent']} webhooks: the target is flat over 100,000 — "
-                         f"run `make bench BENCH_SOAK=1` for that)")
+        if s["sent"] < 1_000_000:
+            lines.append(f"  (only {s['sent']:,} webhooks: issue 16's target is flat over 1,000,000 — "
+                         f"run `make bench BENCH_SOAK=1 BENCH_SOAK_REQUESTS=1000000` for that)")
     lines.append("=" * 100)
     return lines
 

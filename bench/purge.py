@@ -4,7 +4,7 @@
 Issue 16: "During a purge of 5,000,000 rows, ingest p99 stays within 2x its baseline."  For each
 database in BENCH_PURGE_DBS (postgresql,sqlite): a fresh database, ``gateway serve`` as bench.py
 starts it (without dispatchers, so no scheduled purge runs on its own), BENCH_PURGE_ROWS raw
-requests received 20 to 30 days ago bulk-loaded by bench/scale.py's loader (on PostgreSQL into
+requests received 20 to 30 days ago bulk-loaded (COPY on PostgreSQL, batched inserts on SQLite; on PostgreSQL into
 their day partitions, as the gateway keeps them; BENCH_PURGE_PARTITIONS=0 loads them into the
 default partition instead, where the purge deletes them in batches as it did before partitioning),
 then wrk (bench.py's ``run_wrk``, bench/whatap.lua) for BENCH_DURATION seconds: once alone (the
@@ -16,25 +16,25 @@ before wrk is: then the window holds the purge and some time after it, and the d
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import bench as driver  # noqa: E402  (bench/bench.py: servers, databases, wrk)
-import scale  # noqa: E402  (bench/scale.py: the bulk loader)
-from sqlalchemy import create_engine, text  # noqa: E402
+from sqlalchemy import create_engine, insert, text  # noqa: E402
 from targets import record  # noqa: E402
 
 from gateway.store import partitions  # noqa: E402
-from gateway.store.models import utcnow  # noqa: E402
+from gateway.store.models import RawRequest, utcnow  # noqa: E402
 
 DBS = [d.strip() for d in (os.environ.get("BENCH_PURGE_DBS") or "postgresql,sqlite").split(",") if d.strip()]
 ROWS = int(os.environ.get("BENCH_PURGE_ROWS") or 5_000_000)
@@ -45,6 +45,42 @@ OLDEST, SPAN = timedelta(days=30), timedelta(days=10)
 """The loaded requests were received from 30 to 20 days ago: all past the purge's 7 days."""
 
 
+COLUMNS = ("source_key", "source_type", "method", "path", "headers", "body", "content_type", "remote_addr",
+           "received_at", "external_id", "alert_count")
+BATCH = 20_000
+
+
+def old_requests(count: int, start: datetime, span: timedelta):
+    """``count`` small raw requests (columns as ``COLUMNS``), evenly over ``span`` from ``start``."""
+    for i in range(1, count + 1):
+        yield (f"src-{i % 50:02d}", "whatap", "POST", "/hooks/whatap/x/", "{}", b'{"title": "cpu high"}',
+               "application/json", "127.0.0.1", start + span * i / count, f"e{i}", 1)
+
+
+def load(url: str, rows) -> None:
+    """COPY on PostgreSQL (partition routing included), batched inserts through the model's types on SQLite."""
+    engine = create_engine(url)
+    if url.startswith("postgresql"):
+        raw = engine.raw_connection()
+        with raw.driver_connection.cursor() as cursor:
+            with cursor.copy(f"COPY raw_requests ({', '.join(COLUMNS)}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+        raw.driver_connection.commit()
+        raw.close()
+    else:
+        with engine.begin() as conn:
+            batch = []
+            for row in rows:
+                batch.append(dict(zip(COLUMNS, row), headers=json.loads(row[4])))
+                if len(batch) == BATCH:
+                    conn.execute(insert(RawRequest.__table__), batch)
+                    batch = []
+            if batch:
+                conn.execute(insert(RawRequest.__table__), batch)
+    engine.dispose()
+
+
 def load_old_requests(url: str) -> float:
     """Bulk-load ``ROWS`` old raw requests, then vacuum and analyze them; seconds it took."""
     started = time.perf_counter()
@@ -53,7 +89,7 @@ def load_old_requests(url: str) -> float:
         engine = create_engine(url)
         partitions.ensure(engine, start.date(), (start + SPAN).date())
         engine.dispose()
-    scale.load(url, "raw_requests", scale.raw_rows(ROWS, start, SPAN))
+    load(url, old_requests(ROWS, start, SPAN))
     engine = create_engine(url)
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         # What autovacuum has long done to requests 20 days old; else it would still be at work on
@@ -74,7 +110,7 @@ def run(wrk: str, workdir: Path, dbs: driver.Databases, db: str) -> None:
         "the default partition" if db == "postgresql" else "one table")
     driver.log(f"[purge] {db}: {ROWS:,} raw requests from 20-30 days ago loaded into {where} (and vacuumed)"
                f" in {loaded:.0f} s")
-    server, hook = driver.start_gateway(workdir, url, f"{db}-purge", db, dispatcher=False)
+    server, hook = driver.start_gateway(workdir, url, f"{db}-purge", db, options=("--no-dispatcher",))
     try:
         driver.run_wrk(wrk, hook, driver.WARMUP)
         baseline = driver.run_wrk(wrk, hook, DURATION)

@@ -295,3 +295,14 @@ route: {sinks: [itms]}
         with open(config_path, "w", encoding="utf-8") as file:
             file.write(good)
         app.extensions["gateway"].runtime.reload()
+
+
+def test_status_tabs_count_up_to_the_cap(app, engine, client, monkeypatch):
+    for n in range(3):
+        assert client.post("/hooks/testsrc/src/", json={**ALERT, "id": f"evt-{n}", "title": f"disk {n}"}).status_code == 202
+    browser = sign_in(app, engine, "kim", "viewer")
+    counts = lambda: dict(re.findall(r'data-status="(\w+)">[^<]*<span class="count">([^<]*)</span>',  # noqa: E731
+                                     browser.get("/incidents").text))
+    assert counts() == {"triggered": "3", "acknowledged": "0", "resolved": "0", "closed": "0"}
+    monkeypatch.setattr("gateway.web.common.COUNT_CAP", 2)
+    assert counts() == {"triggered": "2+", "acknowledged": "0", "resolved": "0", "closed": "0"}

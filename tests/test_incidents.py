@@ -279,6 +279,14 @@ def test_list_rejects_invalid_parameters(query, field, api):
     assert list(response.json["error"]["fields"]) == [field]
 
 
+@pytest.mark.parametrize("cap, query, total", [(5, {}, 5), (4, {}, None), (2, {"status": "triggered"}, None),
+                                               (3, {"status": "triggered"}, 3)])
+def test_total_is_counted_up_to_the_cap_and_null_past_it(cap, query, total, population, api, monkeypatch):
+    monkeypatch.setattr("gateway.web.common.COUNT_CAP", cap)
+    body = api.get("/api/incidents", query_string={**query, "per_page": 2}).json
+    assert (body["total"], len(body["items"])) == (total, 2)
+
+
 @pytest.mark.parametrize("sort", ["-last_event_at", "last_event_at", "-created_at", "created_at"])
 @pytest.mark.parametrize("query", [{}, {"source": "whatap-prod"}])
 def test_following_next_cursor_lists_what_one_page_lists(sort, query, population, api):

@@ -146,7 +146,8 @@ def test_no_list_detail_timeline_deliveries_or_claim_query_scans_a_large_table(s
         (api, "/api/deliveries?sink=sink-3"), (api, "/api/events"), (api, "/api/events?source=src-7"),
         (api, f"/api/alerts/{middle}"),
         (browser, "/incidents"), (browser, "/incidents?status=resolved&page=20"),
-        (browser, "/incidents?severity=critical&source=src-7"), (browser, f"/incidents/{middle}"),
+        (browser, "/incidents?severity=critical&source=src-7"), (browser, "/incidents?severity=critical"),
+        (browser, "/incidents?source=src-7"), (browser, "/incidents?page=200"), (browser, f"/incidents/{middle}"),
         (browser, "/deliveries"),
         (api, "/api/incidents?q=host-4242"), (browser, "/incidents?q=host-4242"),
     ]:
@@ -167,3 +168,25 @@ def test_no_list_detail_timeline_deliveries_or_claim_query_scans_a_large_table(s
                           or not set(found) <= {"incidents", "timeline_entries"}):
                 scans.append((found, statement))
     assert not scans, "\n\n".join(f"{tables}: {statement}" for tables, statement in scans)
+
+
+@pytest.mark.parametrize("query", ["", "?status=resolved", "?severity=critical", "?source=src-7"])
+def test_each_filter_reads_its_page_in_the_default_sort_from_an_index(statements, query):
+    """A page of a filter is read in index order and stops at the page: sorting every match costs
+    as much as the filter matches (185 ms for a source's 20,000 incidents at a million, on SQLite).
+
+    SQLite only: PostgreSQL's planner sorts a filter's matches when it thinks that cheaper (a
+    top-N heap over a bitmap scan), and measured so (bench/scale.py); SQLite reads them row by row."""
+    app, sent = statements
+    engine = app.extensions["gateway"].engine
+    if engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL sorts a bitmap scan's matches cheaply; the scale bench measures it")
+    sent.clear()
+    assert admin_client(app).get(f"/api/incidents{query}").status_code == 200
+    pages = [(statement, parameters) for statement, parameters in sent if "ORDER BY" in statement]
+    assert len(pages) == 1
+    with engine.connect() as conn:
+        cursor = conn.connection.dbapi_connection.cursor()
+        cursor.execute("EXPLAIN QUERY PLAN " + pages[0][0], pages[0][1])
+        plan = [detail for *_, detail in cursor.fetchall()]
+    assert not any("TEMP B-TREE FOR ORDER BY" in detail for detail in plan), plan

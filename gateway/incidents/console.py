@@ -14,6 +14,7 @@ from gateway.incidents.api import (
 )
 from gateway.store.models import AlertRow, DeliveryRow, Incident
 from gateway.views import actor, all_sources, console_blueprint, needs
+from gateway.web import common
 
 bp = console_blueprint("incidents_console", __name__, template_folder="templates")
 OPERATOR = needs("operator")
@@ -40,11 +41,11 @@ def list_incidents():
     with _engine().connect() as conn:
         # One row past the page says whether there is a next one, without counting every match.
         rows = conn.execute(query.limit(PER_PAGE + 1).offset((args["page"] - 1) * PER_PAGE)).all()
-        # The tabs count every incident of each status (the status index alone answers that).
-        counts = dict(conn.execute(select(Incident.status, func.count()).group_by(Incident.status)).all())
+        # Each tab counts its status's incidents up to COUNT_CAP (a range of the status index).
+        counts = {s: common.capped_count(conn, select(Incident.id).where(Incident.status == s)) for s in INCIDENT_STATUSES}
     sources = [source["key"] for source in all_sources()]
     template = "incidents/rows.html" if request.args.get("partial") else "incidents/list.html"
-    return render_template(template, rows=rows[:PER_PAGE], counts=counts, args=args, status=status, statuses=INCIDENT_STATUSES,
+    return render_template(template, rows=rows[:PER_PAGE], counts=counts, count_cap=common.COUNT_CAP, args=args, status=status, statuses=INCIDENT_STATUSES,
                            severities=SEVERITIES, sources=sources, sorts=["-created_at", "-last_event_at",
                                                                           "severity", "-event_count"],
                            has_next=len(rows) > PER_PAGE)

@@ -244,7 +244,8 @@ class Incident(Base):
         # The incident list's filters, and their counts.
         Index("ix_incidents_status", "status"),
         Index("ix_incidents_severity", "severity"),
-        Index("ix_incidents_source_key", "source_key"),
+        # A source's incidents in the default sort: its page is a range, not a sort (0012).
+        Index("ix_incidents_source_key_last_event_at_id", "source_key", "last_event_at", "id"),
         # The list's default sort, newest activity first, each filter applied along it.  Every
         # repeat moves last_event_at, so each repeat rewrites index entries (why migration 0002
         # dropped it); at a million incidents the list cannot sort them all per page (0009).
