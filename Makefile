@@ -33,6 +33,8 @@ bench: install
 	$(BIN)/python -c 'import bench.targets as t; t.reset()'
 ifeq ($(BENCH_SCALE),1)
 	$(BIN)/python bench/scale.py
+else ifeq ($(BENCH_OUTBOX),1)
+	$(BIN)/python bench/outbox.py
 else
 	$(BIN)/python bench/bench.py
 	$(BIN)/python bench/console.py
