@@ -207,15 +207,18 @@ class Outbox:
         with self.engine.connect() as conn:
             return conn.execute(select(func.coalesce(func.max(D.id), 0))).scalar()
 
-    def rows(self) -> dict[int, tuple[str, float, str]]:
-        """Every delivery: its ordering key, its alert's ``received_at`` (epoch seconds) and its status."""
+    def rows(self) -> dict[int, tuple[str, float, str, bool]]:
+        """Every delivery: its ordering key, its alert's ``received_at`` (epoch seconds), its status, and
+        whether it is a refresh (a firing sent again ``refresh_interval`` after it was delivered)."""
         from sqlalchemy import select
 
-        from gateway.store.models import AlertRow as A, DeliveryRow as D
+        from gateway.store.models import AlertRow as A, DeliveryRow as D, ProblemDelivery as P
 
+        query = (select(D.id, D.ordering_key, A.received_at, D.status, P.refresh)
+                 .join(A, A.id == D.alert_id).outerjoin(P, P.delivery_id == D.id))
         with self.engine.connect() as conn:
-            found = conn.execute(select(D.id, D.ordering_key, A.received_at, D.status).join(A, A.id == D.alert_id))
-            return {i: (key, received.timestamp(), status) for i, key, received, status in found}
+            return {i: (key, received.timestamp(), status, bool(refresh))
+                    for i, key, received, status, refresh in conn.execute(query)}
 
     def wait_drained(self, up_to_id: int | None, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -281,13 +284,15 @@ def check(events: list[tuple[float, int, str]], rows: dict) -> dict:
             violations += 1
         newest[key] = max(newest.get(key, 0), delivery_id)
     return {"violations": violations, "duplicates": duplicates, "events": len(events),
-            "dead": sum(1 for _, _, status in rows.values() if status == "dead")}
+            "dead": sum(1 for row in rows.values() if row[2] == "dead")}
 
 
 def lags(events: list[tuple[float, int, str]], rows: dict, up_to_id: int) -> list[float]:
+    """From each webhook's arrival at the gateway to its first event at the receiver; a refresh is left
+    out (it is sent ``refresh_interval`` after the alert on purpose)."""
     first: dict[int, float] = {}
     for arrived, delivery_id, _ in events:
-        if delivery_id <= up_to_id:
+        if delivery_id <= up_to_id and not rows[delivery_id][3]:
             first.setdefault(delivery_id, arrived)
     return sorted(arrived - rows[i][1] for i, arrived in first.items())
 
