@@ -58,6 +58,8 @@ TARGET_LAG_P99_S = 1.0
 TARGET_P99_RATIO = 1.25
 """Ingest p99 while the backlog drains over ingest p99 without one: "unchanged", within noise."""
 TARGET_RSS_GROWTH_MIB = 5.0
+KEPT_UP = 0.95
+"""Below this share of RATE ingested, the lag and the p99s were not measured at RATE: they are not recorded."""
 
 WEBHOOK_ID, ACCESS_KEY = "webhook-bench", "AccessKeyBench16"
 CONFIG = """\
@@ -385,15 +387,24 @@ def report(r: dict) -> None:
     record("outbox", "delivery rate, backlog drained alone (events/s)", db, alone["per_s"], TARGET_RATE,
            higher_is_better=True, unit="/s", detail=f"{alone['rows']} rows in {alone['seconds']:.1f}s; {where}; CPU/row {alone['cpu_ms']:.2f} ms"
            + (f" + PostgreSQL {alone['postgres_cpu_ms']:.2f} ms" if alone["postgres_cpu_ms"] else ""))
-    record("outbox", f"delivery lag p99 at {RATE} webhooks/s (s)", db, r["lag_p99"], TARGET_LAG_P99_S,
-           higher_is_better=False, unit="s", detail=f"p50 {r['lag_p50']:.3f}s over {r['lag_n']} events")
+    during, steady = r["during"], r["steady"]
+    kept_up = min(during["per_s"], steady["per_s"]) >= KEPT_UP * RATE
+    if steady["per_s"] >= KEPT_UP * RATE:
+        record("outbox", f"delivery lag p99 at {RATE} webhooks/s (s)", db, r["lag_p99"], TARGET_LAG_P99_S,
+               higher_is_better=False, unit="s", detail=f"p50 {r['lag_p50']:.3f}s over {r['lag_n']} events")
+    else:
+        log(f"  {db}: lag not recorded: the gateway ingested {steady['per_s']:.0f} of {RATE} webhooks/s "
+            f"(p99 {r['lag_p99']:.3f}s at that rate)")
     record("outbox", f"{backlog['rows']:,}-row backlog drain, {RATE}/s ingest beside (events/s)", db,
            backlog["per_s"], TARGET_RATE, higher_is_better=True, unit="/s",
            detail=f"{backlog['seconds']:.1f}s; first event {backlog['first_after_s']:.2f}s after the receiver came up")
-    during, steady = r["during"], r["steady"]
-    record("outbox", "ingest p99 while draining / without (ratio)", db, during["p99_ms"] / steady["p99_ms"],
-           TARGET_P99_RATIO, higher_is_better=False, unit="x",
-           detail=f"p99 {during['p99_ms']:.1f} ms vs {steady['p99_ms']:.1f} ms at {RATE}/s")
+    if kept_up:
+        record("outbox", "ingest p99 while draining / without (ratio)", db, during["p99_ms"] / steady["p99_ms"],
+               TARGET_P99_RATIO, higher_is_better=False, unit="x",
+               detail=f"p99 {during['p99_ms']:.1f} ms vs {steady['p99_ms']:.1f} ms at {RATE}/s")
+    else:
+        log(f"  {db}: ingest p99 ratio not recorded: the gateway ingested {steady['per_s']:.0f} and "
+            f"{during['per_s']:.0f} of {RATE} webhooks/s, so both p99s are its queue, not its latency")
     record("outbox", "per-key ordering violations", db, order["violations"], 0, higher_is_better=False,
            detail=f"{order['events']} events, {order['duplicates']} re-sent, {order['dead']} dead rows")
     record("outbox", "dispatcher RSS growth, warm to end (MiB)", db, r["rss_growth_mib"], TARGET_RSS_GROWTH_MIB,
