@@ -35,6 +35,8 @@ ifeq ($(BENCH_SCALE),1)
 	$(BIN)/python bench/scale.py
 else ifeq ($(BENCH_PURGE),1)
 	$(BIN)/python bench/purge.py
+else ifeq ($(BENCH_OUTBOX),1)
+	$(BIN)/python bench/outbox.py
 else
 	$(BIN)/python bench/bench.py
 	$(BIN)/python bench/console.py

@@ -75,6 +75,8 @@ TARGETS = [t.strip() for t in (os.environ.get("BENCH_TARGETS") or "gateway,floor
 DBS = [d.strip() for d in (os.environ.get("BENCH_DBS") or "sqlite,sqlite-normal,postgresql").split(",") if d.strip()]
 """Database kinds: sqlite (synchronous=FULL, the default), sqlite-normal (GATEWAY_SQLITE_SYNCHRONOUS=NORMAL), postgresql."""
 PG_ADMIN_URL = os.environ.get("BENCH_PG_URL") or "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+PG_PREFIX = os.environ.get("BENCH_DB_PREFIX") or "gateway_bench"
+"""Names of the temporary PostgreSQL databases: PREFIX_NAME_PID (a shared server: give yours a prefix of its own)."""
 SOAK_ONLY = (os.environ.get("BENCH_SOAK") or "0") not in ("", "0", "no", "false")
 SOAK_REQUESTS = env_int("BENCH_SOAK_REQUESTS", 100_000 if SOAK_ONLY else 20_000)
 SOAK_CHUNK = env_int("BENCH_SOAK_CHUNK", 20_000)
@@ -389,7 +391,7 @@ class Databases:
         if kind == "postgresql":
             import psycopg
 
-            dbname = f"{os.environ.get('BENCH_DB_PREFIX') or 'gateway_bench'}_{name}_{os.getpid()}"
+            dbname = f"{PG_PREFIX}_{name}_{os.getpid()}"
             with psycopg.connect(sqlalchemy_to_libpq(PG_ADMIN_URL), autocommit=True, connect_timeout=10) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
                 conn.execute(f'CREATE DATABASE "{dbname}"')
@@ -423,27 +425,27 @@ class Databases:
 
 # --------------------------------------------------------------------------- targets
 
-def start_gateway(workdir: Path, db_url: str, tag: str, db: str, config: str = BENCH_CONFIG,
-                  options: tuple[str, ...] = ()) -> tuple[Server, str]:
-    """``gateway serve`` (with ``options``) on a free port, with ``config``; its webhook URL."""
-    env = gateway_env(workdir, db_url, db, config)
+def gateway_env(workdir: Path, db_url: str, db: str, config_text: str = BENCH_CONFIG) -> dict:
+    """The environment of a bench gateway on a fresh database (migrated here) with ``config_text``."""
+    config = workdir / "bench-gateway.yaml"
+    config.write_text(config_text)
+    env = dict(os.environ, **sqlite_synchronous(db), GATEWAY_DATABASE_URL=db_url, GATEWAY_CONFIG=str(config),
+               GATEWAY_ADMIN_TOKEN=secrets.token_urlsafe(16), GATEWAY_THREADS=str(threads_for(db_url)))
     subprocess.run([str(BIN / "gateway"), "db", "upgrade"], env=env, cwd=ROOT, check=True, timeout=120,
                    stdout=subprocess.DEVNULL)
+    return env
+
+
+def start_gateway(workdir: Path, db_url: str, tag: str, db: str, config_text: str = BENCH_CONFIG,
+                  serve_args: tuple[str, ...] = ()) -> tuple[Server, str]:
+    env = gateway_env(workdir, db_url, db, config_text)
     port = free_port()
     server = Server(f"gateway ({tag})",
                     [str(BIN / "gateway"), "serve", "--host", "127.0.0.1", "--port", str(port),
-                     "--workers", str(WORKERS), *options], env, workdir / f"gateway-{tag}.log")
+                     "--workers", str(WORKERS), *serve_args], env, workdir / f"gateway-{tag}.log")
     base = f"http://127.0.0.1:{port}"
     wait_ready(server, f"{base}/health")
     return server, f"{base}/hooks/whatap/bench/"
-
-
-def gateway_env(workdir: Path, db_url: str, db: str, config: str) -> dict:
-    """The environment of a gateway process on ``db_url`` with ``config`` (written to the temp dir)."""
-    path = workdir / "bench-gateway.yaml"
-    path.write_text(config)
-    return dict(os.environ, **sqlite_synchronous(db), GATEWAY_DATABASE_URL=db_url, GATEWAY_CONFIG=str(path),
-                GATEWAY_ADMIN_TOKEN=secrets.token_urlsafe(16), GATEWAY_THREADS=str(threads_for(db_url)))
 
 
 def start_floor(workdir: Path, db_url: str, tag: str, db: str) -> tuple[Server, str]:

@@ -110,7 +110,7 @@ def run(wrk: str, workdir: Path, dbs: driver.Databases, db: str) -> None:
         "the default partition" if db == "postgresql" else "one table")
     driver.log(f"[purge] {db}: {ROWS:,} raw requests from 20-30 days ago loaded into {where} (and vacuumed)"
                f" in {loaded:.0f} s")
-    server, hook = driver.start_gateway(workdir, url, f"{db}-purge", db, options=("--no-dispatcher",))
+    server, hook = driver.start_gateway(workdir, url, f"{db}-purge", db, serve_args=("--no-dispatcher",))
     try:
         driver.run_wrk(wrk, hook, driver.WARMUP)
         baseline = driver.run_wrk(wrk, hook, DURATION)

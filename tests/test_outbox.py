@@ -18,7 +18,9 @@ from urllib.parse import urlsplit
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import event
 
+from gateway.pipeline import outbox
 from gateway.pipeline.outbox import Dispatcher
 from testkit.support import OutboxDriver, TcpProxy, wait_until
 
@@ -501,3 +503,64 @@ def test_a_sink_back_from_an_outage_gets_its_backlog_at_once(gateway, receiver):
     assert [r["json"]["title"] for r in receiver.requests if r["status"] == 200] == [
         "q firing", *(f"p{n} firing" for n in range(3))]
     assert gw.row(fresh, "hook")["attempts"] == 1 and all(gw.row(a, "hook")["attempts"] == 2 for a in waiting)
+
+
+# -- throughput (issue 16): commits per batch, senders per sink ------------------------------
+
+@contextmanager
+def counting_commits(engine):
+    commits = []
+    listener = lambda conn: commits.append(1)  # noqa: E731
+    event.listen(engine, "commit", listener)
+    try:
+        yield commits
+    finally:
+        event.remove(engine, "commit", listener)
+
+
+def test_a_batch_writes_its_attempts_and_outcomes_in_one_transaction_each(gateway, receiver):
+    """Claim, start, outcomes: three commits for a batch of five, not one per delivery twice over
+    (on SQLite each commit is a sync of the WAL: two per delivery capped a sink at a few hundred a second)."""
+    gw = gateway()
+    receiver.answer(200, (400, {}, "no"), 200, 200, 503)
+    rows = [gw.row(gw.post(f"p{n}"), "hook")["id"] for n in range(5)]
+    with counting_commits(gw.runtime.engine) as commits:
+        assert gw.dispatcher.run_once("hook", WORKER) == 5
+    assert len(commits) == 3
+    assert [(gw.delivery(i)["status"], gw.delivery(i)["attempts"]) for i in rows] == [
+        ("delivered", 1), ("dead", 1), ("delivered", 1), ("delivered", 1), ("pending", 1)]
+    assert [len(gw.delivery(i)["attempt_log"]) for i in rows] == [1] * 5
+
+
+def test_outcomes_are_written_as_they_come_once_the_record_interval_has_passed(gateway, receiver, monkeypatch):
+    """A slow destination's outcomes are not held back for the rest of its batch."""
+    monkeypatch.setattr(outbox, "RECORD_INTERVAL", 0.0)
+    gw = gateway()
+    for n in range(3):
+        gw.post(f"p{n}")
+    with counting_commits(gw.runtime.engine) as commits:
+        assert gw.dispatcher.run_once("hook", WORKER) == 3
+    assert len(commits) == 2 + 3
+
+
+def test_a_sinks_senders_overlap_a_slow_destination_and_keep_each_problems_order(gateway, receiver):
+    """Each of a sink's senders claims batches of its own: deliveries overlap, and still no problem's
+    row goes out before the row queued before it."""
+    gw = gateway()
+    receiver.delay = 0.05
+    posted = [gw.row(gw.post(problem, status), "hook")["id"] for problem, status in itertools.product(
+        ("p", "q", "r", "s"), ("firing", "resolved", "firing"))]
+    dispatcher = Dispatcher(gw.runtime, batch=1, senders=4)
+    dispatcher.start()
+    try:
+        wait_until(lambda: len(gw.deliveries(status="delivered", sink="hook")) == len(posted))
+    finally:
+        dispatcher.stop()
+    spans = sorted((at(a["started_at"]).timestamp(), at(a["started_at"]).timestamp() + a["duration_ms"] / 1000)
+                   for i in posted for a in gw.delivery(i)["attempt_log"])
+    assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:])), "no two deliveries overlapped"
+    arrived = [r["delivery"] for r in sent(receiver)]
+    assert sorted(arrived) == posted
+    for problem in range(4):
+        mine = posted[problem * 3:problem * 3 + 3]
+        assert [i for i in arrived if i in mine] == mine

@@ -1,7 +1,7 @@
 """The delivery outbox dispatcher: external sinks never run on the request path.
 
-Each outbox sink gets its own thread, so a slow or failing destination never delays
-another.  Rows are claimed with a short lease (``FOR UPDATE SKIP LOCKED`` on PostgreSQL;
+Each outbox sink gets threads of its own (``SENDERS``), so a slow or failing destination never
+delays another.  Rows are claimed with a short lease (``FOR UPDATE SKIP LOCKED`` on PostgreSQL;
 one atomic UPDATE under SQLite's single writer), so any number of dispatchers in any
 number of processes share one database without delivering a row twice at once.  A
 dispatcher renews the claims it holds while it works and hands them back when it stops,
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import socket
 import threading
 import time
@@ -25,29 +24,35 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Callable, Optional, TypeVar
 
-from sqlalchemy import Connection, func, insert, literal_column, select, update
+from sqlalchemy import Connection, bindparam, func, insert, literal_column, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import aliased
 
 from gateway import metrics
 from gateway.contracts import (
-    Alert, Delivery, InlineSinkType, Link, PermanentError, Resource, RetryableError, SinkType,
+    Alert, InlineSinkType, Link, Resource, SinkType,
 )
 from gateway.deadline import DELIVERY_DEADLINE_SECONDS, DELIVERY_LEASE_SECONDS, Deadline
 from gateway.pipeline import problems
+from gateway.pipeline.attempts import Attempt, attempt
 from gateway.pipeline.runtime import Runtime
-from gateway.store.db import run_in_transaction
+from gateway.store.db import HotStatement, run_in_transaction
 from gateway.store.models import AlertRow, DeliveryRow, DeliveryAttempt, utcnow
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 deliveries = DeliveryRow.__table__
-MAX_RETRY_AFTER = 3600.0
 RENEWALS_PER_LEASE = 4
 WATCH_INTERVAL = 0.05
 """How often a batch's keeper looks whether the delivery in flight must be cut."""
 RENEWAL_RETRY = 0.25
 """Seconds between tries to renew a claim while the database does not answer."""
+SENDERS = 4
+"""Threads per outbox sink in each dispatcher: deliveries to a destination overlap its answer times
+(a batch's rows go out one by one; with one thread, a destination answering in 1 ms caps a sink at
+under 1,000 a second whatever the cores)."""
+RECORD_INTERVAL = 0.2
+"""Outcomes of a batch wait at most this long (after the delivery that ends it) to be written together."""
 
 PENDING = literal_column("'pending'")
 """The status as literal SQL: the partial indexes of pending rows are defined by it, and a
@@ -56,12 +61,6 @@ prepared statement's generic plan can use them only if the query names it the sa
 
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
-
-
-def backoff_delay(attempt: int, initial: float, maximum: float) -> float:
-    """Exponential backoff with jitter: half the delay is fixed, half random, so retries spread out."""
-    delay = min(maximum, initial * 2 ** max(0, attempt - 1))
-    return delay / 2 + random.uniform(0, delay / 2)
 
 
 def alert_from_row(row) -> Alert:
@@ -92,6 +91,15 @@ def _first_pending_of_key(sink_name: str):
             .scalar_subquery())
 
 
+# Prebuilt (see HotStatement): they run for every delivery, where building a statement cost more than running it.
+_RECORD_ATTEMPT = HotStatement(insert(DeliveryAttempt.__table__))
+_OUTCOME = {delivered: HotStatement(update(deliveries).where(
+    deliveries.c.id == bindparam("row_id"),
+    deliveries.c.status == PENDING if delivered else deliveries.c.claimed_by == bindparam("holder")))
+    for delivered in (True, False)}
+"""The outcome of an attempt: a delivery whoever holds the row, anything else only by its holder."""
+
+
 @dataclass
 class Holding:
     """What one dispatcher thread holds: its claimed rows and the delivery in flight."""
@@ -108,8 +116,10 @@ class Holding:
 
 class Dispatcher:
     def __init__(self, runtime: Runtime, *, lease: float = DELIVERY_LEASE_SECONDS,
-                 deadline: float = DELIVERY_DEADLINE_SECONDS, batch: int = 20, poll: float = 1.0):
+                 deadline: float = DELIVERY_DEADLINE_SECONDS, batch: int = 20, poll: float = 1.0,
+                 senders: int = SENDERS):
         self.runtime = runtime
+        self.senders = senders
         self.lease = lease
         self.deadline = deadline
         self.batch = batch
@@ -117,7 +127,7 @@ class Dispatcher:
         self.stopping = threading.Event()
         self._stop_at = float("inf")
         self._failing: set[str] = set()
-        self._threads: dict[str, threading.Thread] = {}
+        self._threads: dict[tuple[str, int], threading.Thread] = {}
         self._supervisor: Optional[threading.Thread] = None
 
     # -- claiming and finishing rows -------------------------------------------------
@@ -201,26 +211,27 @@ class Dispatcher:
                                 len(holding.ids), exc.__class__.__name__)
                     holding.renew_at = now + RENEWAL_RETRY
 
-    def _start(self, row_id: int, worker: str):
-        """Begin an attempt on a row ``worker`` still holds: renew its lease and count the attempt.
+    def _start(self, row_ids: list[int], worker: str) -> list:
+        """Begin an attempt on each claimed row ``worker`` still holds, in one transaction: renew
+        their lease and count the attempt (a row handed back unsent gets it back, ``_release``).
 
-        Should another worker have taken the row over meanwhile, this returns None and only
-        the other worker sends it.
+        Rows another worker has taken over meanwhile are left out: only that worker sends them.
         """
         _, until = self._clock()
         stmt = (
             update(deliveries)
-            .where(deliveries.c.id == row_id, deliveries.c.claimed_by == worker, deliveries.c.status == PENDING)
+            .where(deliveries.c.id.in_(row_ids), deliveries.c.claimed_by == worker, deliveries.c.status == PENDING)
             .values(claimed_until=until, attempts=deliveries.c.attempts + 1)
             .returning(deliveries.c.id, deliveries.c.alert_id, deliveries.c.attempts, deliveries.c.created_at,
                        deliveries.c.requeued_at, deliveries.c.ordering_key)
         )
-        return run_in_transaction(self.runtime.engine, lambda conn: conn.execute(stmt).first())
+        return sorted(run_in_transaction(self.runtime.engine, lambda conn: conn.execute(stmt).all()),
+                      key=lambda r: r.id)
 
     def _release(self, row_ids: list[int], worker: str) -> None:
-        """Hand back claimed rows that were never started, so a stopping worker does not hold them a lease long."""
+        """Hand back started rows that were never sent, so a stopping worker does not hold them a lease long."""
         stmt = (update(deliveries).where(deliveries.c.id.in_(row_ids), deliveries.c.claimed_by == worker)
-                .values(claimed_by=None, claimed_until=None))
+                .values(claimed_by=None, claimed_until=None, attempts=deliveries.c.attempts - 1))
         self._persist(lambda conn: conn.execute(stmt))
 
     def _persist(self, work: Callable[[Connection], T]) -> T:
@@ -240,18 +251,13 @@ class Dispatcher:
 
     def _finish(self, conn: Connection, row, worker: str, started: datetime, seconds: float,
                 outcome: str, values: dict, error: Optional[str] = None, status_code: Optional[int] = None) -> None:
-        conn.execute(insert(DeliveryAttempt.__table__).values(
-            delivery_id=row.id, started_at=started, duration_ms=int(seconds * 1000), outcome=outcome,
-            status_code=status_code, error=error, worker=worker,
-        ))
+        _RECORD_ATTEMPT.run(conn, dict(delivery_id=row.id, started_at=started, duration_ms=int(seconds * 1000),
+                                       outcome=outcome, status_code=status_code, error=error, worker=worker))
         # A delivery is recorded even if the claim ran out meanwhile: whoever took the row over
         # then finds it delivered and does not send it again.  Other outcomes only by the holder.
-        mine = deliveries.c.status == PENDING if outcome == "delivered" else deliveries.c.claimed_by == worker
-        done = conn.execute(
-            update(deliveries).where(deliveries.c.id == row.id, mine)
-            .values(claimed_by=None, claimed_until=None, last_error=error, **values)
-        )
-        if done.rowcount != 1:
+        done = _OUTCOME[outcome == "delivered"].run(conn, dict(
+            row_id=row.id, holder=worker, claimed_by=None, claimed_until=None, last_error=error, **values))
+        if done != 1:
             log.warning("delivery %s: claim lost before the outcome was recorded", row.id)
 
     def _alerts(self, rows) -> dict[int, Alert]:
@@ -260,55 +266,37 @@ class Dispatcher:
             found = conn.execute(select(AlertRow.__table__).where(AlertRow.id.in_({r.alert_id for r in rows}))).all()
         return {row.id: alert_from_row(row) for row in found}
 
-    def deliver_one(self, sink: SinkType, row, alert: Alert, worker: str, holding: Optional[Holding] = None,
-                    period: Optional[problems.Period] = None) -> str:
-        """One attempt of a started row (its ``ordering_key`` is the problem's fingerprint); its
-        outcome is recorded before this returns.
-
-        ``period``: the row's problem period, for a sink that tracks problems."""
-        started = utcnow()
-        clock = time.perf_counter()
-        error: Optional[str] = None
-        status_code: Optional[int] = None
-        retry_after: Optional[float] = None
+    def _attempt(self, sink: SinkType, row, alert: Alert, holding: Holding,
+                 period: Optional[problems.Period]) -> Attempt:
+        """One attempt of a started row, cut at its deadline, or sooner by ``_keep``."""
         deadline = Deadline(self.deadline)
-        if holding is not None:
-            holding.deadline = deadline
-        delivery = Delivery(row.id, row.attempts, sink.name, alert, deadline, *(period or (None, False)),
-                            fingerprint=row.ordering_key)
+        holding.deadline = deadline
         try:
-            sink.deliver(delivery)
-            outcome = "delivered"
-        except PermanentError as exc:
-            outcome, error, status_code = "dead", _describe(exc), exc.status_code
-        except RetryableError as exc:
-            outcome, error, status_code, retry_after = "retry", _describe(exc), exc.status_code, exc.retry_after
-        except Exception as exc:  # a plugin bug must not kill the dispatcher; retry like a transient error
-            log.exception("sink %s raised unexpectedly on delivery %s", sink.name, row.id)
-            outcome, error = "retry", f"{exc.__class__.__name__}: {exc}"
+            return attempt(sink, row, alert, deadline, period)
         finally:
-            if holding is not None:
-                holding.deadline = None
-        if deadline.cut:  # whatever the sink made of it, the answer it read was incomplete
-            outcome, error = "retry", f"cut at the delivery deadline; {error or 'the answer was incomplete'}"
-        seconds = time.perf_counter() - clock
-        now = utcnow()
-        outcome, error, values = _next_step(sink.options, row, now, outcome, error, retry_after)
+            holding.deadline = None
+
+    def _record(self, sink: SinkType, attempts: list[Attempt], worker: str, holding: Holding) -> None:
+        """Write the outcomes of ``attempts`` in one transaction (one commit, not one per delivery:
+        on SQLite each is a sync of the WAL), then count and log them."""
 
         def record(conn: Connection) -> None:
-            self._finish(conn, row, worker, started, seconds, outcome, values, error, status_code)
-            if period is not None and outcome == "delivered":  # a refresh is queued with the outcome
-                problems.follow_up(conn, sink, delivery, now)
+            for a in attempts:
+                self._finish(conn, a.row, worker, a.started, a.seconds, a.outcome, a.values, a.error, a.status_code)
+                if a.period is not None and a.outcome == "delivered":  # a refresh is queued with the outcome
+                    problems.follow_up(conn, sink, a.delivery, a.now)
 
         self._persist(record)
-        if outcome == "dead":
-            log.warning("delivery %s to %s is dead: %s", row.id, sink.name, error,
-                        extra={"delivery_id": row.id, "sink": sink.name})
-        metrics.DELIVERY_ATTEMPTS.labels(sink.name, outcome).inc()
-        if period is not None and period.refresh:
-            metrics.REFRESH_ATTEMPTS.labels(sink.name, outcome).inc()
-        self._note_health(sink.name, outcome)
-        return outcome
+        with holding.lock:
+            holding.ids -= {a.row.id for a in attempts}
+        for a in attempts:
+            if a.outcome == "dead":
+                log.warning("delivery %s to %s is dead: %s", a.row.id, sink.name, a.error,
+                            extra={"delivery_id": a.row.id, "sink": sink.name})
+            metrics.DELIVERY_ATTEMPTS.labels(sink.name, a.outcome).inc()
+            if a.period is not None and a.period.refresh:
+                metrics.REFRESH_ATTEMPTS.labels(sink.name, a.outcome).inc()
+            self._note_health(sink.name, a.outcome)
 
     def _note_health(self, sink_name: str, outcome: str) -> None:
         """When a sink that was failing takes a delivery again, the rows waiting out their
@@ -327,7 +315,12 @@ class Dispatcher:
                 self.runtime.wakeups.wake_dispatchers()
 
     def run_once(self, sink_name: str, worker: Optional[str] = None) -> int:
-        """Claim and deliver one batch for one sink; returns how many rows were tried."""
+        """Claim and deliver one batch for one sink; returns how many rows were tried.
+
+        A batch holds at most one row per ordering key (the claim takes only each key's earliest
+        pending row), so its rows are sent one after another and their outcomes written together:
+        at the end of the batch, or as soon as ``RECORD_INTERVAL`` has passed since the last write,
+        so a slow destination's outcomes are not held back."""
         sink = self.runtime.snapshot.sinks.get(sink_name)
         if sink is None or isinstance(sink, InlineSinkType):
             return 0
@@ -343,25 +336,32 @@ class Dispatcher:
         try:
             alerts = self._alerts(rows)
             periods = problems.periods(self.runtime.engine, [r.id for r in rows]) if sink.tracks_problems else {}
-            for index, row in enumerate(rows):
+            sent = time.monotonic()
+            started = self._start([r.id for r in rows], worker)  # which renewed the claim on these rows
+            holding.valid_until = max(holding.valid_until, sent + self.lease)
+            with holding.lock:
+                holding.ids &= {r.id for r in started}
+            unrecorded: list[Attempt] = []
+            recorded_at, tried = time.monotonic(), 0
+            for row in started:
                 if self.stopping.is_set():
-                    self._release([r.id for r in rows[index:]], worker)
                     break
-                sent = time.monotonic()
-                started = self._start(row.id, worker)
-                if started is not None:  # which renewed the claim on this row
-                    holding.valid_until = max(holding.valid_until, sent + self.lease)
-                    self.deliver_one(sink, started, alerts[started.alert_id], worker, holding,
-                                     periods.get(started.id))
-                with holding.lock:
-                    holding.ids.discard(row.id)
+                unrecorded.append(self._attempt(sink, row, alerts[row.alert_id], holding, periods.get(row.id)))
+                tried += 1
+                if time.monotonic() - recorded_at >= RECORD_INTERVAL or tried == len(started):
+                    self._record(sink, unrecorded, worker, holding)
+                    unrecorded, recorded_at = [], time.monotonic()
+            if unrecorded:  # stopping: what was sent is recorded before the rest is handed back
+                self._record(sink, unrecorded, worker, holding)
+            if tried < len(started):
+                self._release([r.id for r in started[tried:]], worker)
         finally:
             done.set()
             keeper.join()
         return len(rows)
 
     # -- threads -----------------------------------------------------------------
-    def _sink_loop(self, sink_name: str) -> None:
+    def _sink_loop(self, sink_name: str, slot: int) -> None:
         worker = worker_name()
         while not self.stopping.is_set() and sink_name in self.runtime.snapshot.sinks:
             seen = self.runtime.wakeups.generation
@@ -372,19 +372,21 @@ class Dispatcher:
                 tried = 0
             if not tried:
                 self.runtime.wakeups.wait_for_deliveries(self.poll, seen)
-        self._threads.pop(sink_name, None)
+        self._threads.pop((sink_name, slot), None)
 
     def start(self) -> None:
-        """Keep one daemon thread per configured outbox sink (new sinks appear after a reload)."""
+        """Keep ``senders`` daemon threads per configured outbox sink (new sinks appear after a reload),
+        each claiming batches of its own: while one waits for the destination's answer, another sends."""
 
         def supervise() -> None:
             while not self.stopping.is_set():
                 for name, sink in self.runtime.snapshot.sinks.items():
-                    if not isinstance(sink, InlineSinkType) and name not in self._threads:
-                        thread = threading.Thread(target=self._sink_loop, args=(name,), daemon=True,
-                                                  name=f"dispatch-{name}")
-                        self._threads[name] = thread
-                        thread.start()
+                    for slot in range(self.senders):
+                        if not isinstance(sink, InlineSinkType) and (name, slot) not in self._threads:
+                            thread = threading.Thread(target=self._sink_loop, args=(name, slot), daemon=True,
+                                                      name=f"dispatch-{name}-{slot}")
+                            self._threads[name, slot] = thread
+                            thread.start()
                 self.stopping.wait(min(self.poll, 1.0))  # a sink added by a reload starts within 1 s
 
         self._supervisor = threading.Thread(target=supervise, daemon=True, name="dispatch-supervisor")
@@ -400,27 +402,6 @@ class Dispatcher:
             self._supervisor.join(timeout)
         for thread in list(self._threads.values()):
             thread.join(max(0.0, self._stop_at - time.monotonic()))
-
-
-def _next_step(options, row, now: datetime, outcome: str, error: Optional[str],
-               retry_after: Optional[float]) -> tuple[str, Optional[str], dict]:
-    """What an attempt's outcome does to the row: delivered, dead, or due again after a backoff.
-
-    A retry goes dead only once the row has waited ``max_age`` since it was queued (or
-    re-driven), or after ``max_attempts`` when the operator set that limit.
-    """
-    if outcome == "retry":
-        age = (now - (row.requeued_at or row.created_at)).total_seconds()
-        if options["max_attempts"] is not None and row.attempts >= options["max_attempts"]:
-            outcome, error = "dead", f"gave up after {row.attempts} attempts; last error: {error}"
-        elif age >= options["max_age"]:
-            outcome, error = "dead", (f"gave up after {age:.0f}s of retries (max_age {options['max_age']:g}s), "
-                                      f"{row.attempts} attempts; last error: {error}")
-    if outcome in ("delivered", "dead"):
-        return outcome, error, {"status": outcome, "finished_at": now}
-    delay = (min(retry_after, MAX_RETRY_AFTER) if retry_after is not None else backoff_delay(
-        row.attempts, options["backoff_initial"], options["backoff_max"]))
-    return outcome, error, {"next_attempt_at": now + timedelta(seconds=delay)}
 
 
 # -- re-drive: dead rows back into the queue ---------------------------------------------
@@ -473,7 +454,3 @@ def redrive(runtime: Runtime, *, delivery_id: Optional[int] = None, sink: Option
     return result
 
 
-def _describe(exc: Exception) -> str:
-    text = str(exc)
-    response = getattr(exc, "response", None)
-    return f"{text} | response: {response}" if response and response not in text else text

@@ -221,6 +221,14 @@ class SpaceoneSink(SinkType):
         self._adapter = DeadlineAdapter(pool_connections=1, pool_maxsize=POOL_SIZE, max_retries=0)
         self._session.mount("http://", self._adapter)
         self._session.mount("https://", self._adapter)
+        # The environment (HTTP(S)_PROXY, NO_PROXY, REQUESTS_CA_BUNDLE, ~/.netrc) is read once, here:
+        # left to requests (trust_env), every POST scanned os.environ twice for proxies, which cost
+        # more CPU than the POST itself (0.5 of 0.8 ms at a local receiver).
+        found = self._session.merge_environment_settings(self.options["url"], {}, None, self.options["verify_tls"],
+                                                         None)
+        self._proxies, self._verify = found["proxies"], found["verify"]
+        self._session.auth = requests.utils.get_netrc_auth(self.options["url"])
+        self._session.trust_env = False
 
     def accepts(self, alert: Alert) -> bool:
         if alert.origin == "manual":
@@ -245,7 +253,8 @@ class SpaceoneSink(SinkType):
                     json=self.event_body(delivery),
                     headers=headers,
                     timeout=min(timeout, delivery.deadline.remaining()),
-                    verify=self.options["verify_tls"],
+                    verify=self._verify,
+                    proxies=self._proxies,
                     allow_redirects=False,
                 )
         except requests.Timeout as exc:

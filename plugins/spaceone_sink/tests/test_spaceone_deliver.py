@@ -186,3 +186,42 @@ def test_close_releases_the_pool(spaceone, make_sink, make_alert):
     sink.deliver(delivery(make_alert()))
     sink.close()
     assert all(not adapter.poolmanager.pools for adapter in sink._session.adapters.values())
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def no_proxy_env(monkeypatch):
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy",
+                 "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_a_proxy_set_in_the_environment_carries_the_post(spaceone, make_sink, make_alert, no_proxy_env):
+    """The stand-in is the proxy here: it is sent the absolute URL of a destination never connected to."""
+    no_proxy_env.setenv("HTTP_PROXY", spaceone.url.split("/monitoring/")[0])
+    target = f"http://127.0.0.1:{closed_port()}/monitoring/v1/webhook/w/k/events"
+    make_sink(url=target).deliver(delivery(make_alert()))
+    assert [r.path for r in spaceone.requests] == [target]
+
+
+def test_netrc_credentials_are_sent(spaceone, make_sink, make_alert, monkeypatch, tmp_path):
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login bench password s3cret\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    make_sink(url=spaceone.url).deliver(delivery(make_alert()))
+    assert spaceone.requests[0].headers["Authorization"] == "Basic YmVuY2g6czNjcmV0"
+
+
+def test_the_environment_is_read_once_when_the_sink_is_made(spaceone, make_sink, make_alert, no_proxy_env):
+    """Not on every POST: requests' per-call scan of os.environ cost more CPU than the POST itself."""
+    sink = make_sink(url=spaceone.url)
+    no_proxy_env.setenv("HTTP_PROXY", f"http://127.0.0.1:{closed_port()}")  # would refuse every POST
+    sink.deliver(delivery(make_alert()))
+    assert len(spaceone.requests) == 1

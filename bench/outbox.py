@@ -1,0 +1,447 @@
+#!/usr/bin/env python3
+"""Issue 16's outbox targets: a ``spaceone`` sink delivering to a local receiver, under backlog.
+
+Per database (BENCH_OUTBOX_DBS, default sqlite,postgresql), one gateway on a fresh database with one
+``whatap`` source routed to one ``spaceone`` sink whose URL is bench/receiver.py's, and dispatchers as
+production runs them: in ``gateway serve``'s workers, or (BENCH_OUTBOX_WORKER_THREADS=N) in one
+``gateway worker --threads N`` beside ``gateway serve --no-dispatcher``.  In one run:
+
+1. **lag**: BENCH_OUTBOX_RATE (200) webhooks/s for BENCH_OUTBOX_LAG_SECONDS (20) with the receiver up.
+   Lag = the event's arrival at the receiver (its ``time.time()``) minus the alert's ``received_at``
+   (the gateway's clock when the webhook came in): one machine, one wall clock.  The ingest p99 of
+   this phase is the "no drain" reference of step 3.
+2. **delivery rate**: the receiver goes down (503), BENCH_OUTBOX_ROWS (20,000) rows are queued by wrk at full
+   speed, the receiver comes up, and the rows are timed from then to the arrival of the last of them.
+3. **backlog**: the same with BENCH_OUTBOX_BACKLOG (100,000) rows, while BENCH_OUTBOX_RATE webhooks/s go on
+   being ingested: the drain rate, and ingest p99 during the drain against step 1's.
+4. **ordering**: over every event received, per ordering key (the problem's fingerprint), an event whose
+   delivery id is below one already received for that key is a violation.
+5. **memory**: RSS of the dispatching processes after step 1 (warm) and at the end.
+
+Each figure goes to bench/targets.py (area "outbox").  Only 127.0.0.1 is contacted; every process is
+stopped and every database dropped at the end.  See bench/README.md, "Outbox under backlog".
+"""
+from __future__ import annotations
+
+import http.client
+import itertools
+import json
+import os
+import random
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench import bench as b  # noqa: E402  servers, databases, wrk
+from bench.targets import record  # noqa: E402
+
+DBS = [d.strip() for d in (os.environ.get("BENCH_OUTBOX_DBS") or "sqlite,postgresql").split(",") if d.strip()]
+RATE = b.env_int("BENCH_OUTBOX_RATE", 200)
+LAG_SECONDS = b.env_int("BENCH_OUTBOX_LAG_SECONDS", 20)
+ROWS = b.env_int("BENCH_OUTBOX_ROWS", 20_000)
+BACKLOG = b.env_int("BENCH_OUTBOX_BACKLOG", 100_000)
+WORKER_THREADS = b.env_int("BENCH_OUTBOX_WORKER_THREADS", 0)
+DRAIN_TIMEOUT = b.env_int("BENCH_OUTBOX_DRAIN_TIMEOUT", 600)
+SENDERS = 8
+"""Threads of the paced sender: enough that one slow answer does not hold back the schedule."""
+
+TARGET_RATE = 1000.0
+TARGET_LAG_P99_S = 1.0
+TARGET_P99_RATIO = 1.25
+"""Ingest p99 while the backlog drains over ingest p99 without one: "unchanged", within noise."""
+TARGET_RSS_GROWTH_MIB = 5.0
+KEPT_UP = 0.95
+"""Below this share of RATE ingested, the lag and the p99s were not measured at RATE: they are not recorded."""
+
+WEBHOOK_ID, ACCESS_KEY = "webhook-bench", "AccessKeyBench16"
+CONFIG = """\
+# Written by bench/outbox.py: one WhaTap source, everything to one SpaceONE sink (bench/receiver.py).
+sources:
+  - key: bench
+    type: whatap
+    name: bench
+sinks:
+  - name: spaceone
+    type: spaceone
+    url: {url}
+route:
+  sinks: [spaceone]
+"""
+METRICS = [("cpu", "CPU usage high"), ("memory", "Memory usage high"), ("disk", "Disk usage high"),
+           ("heap_used", "Heap usage high"), ("gc_time", "GC time too long"), ("active_tx", "Too many active tx"),
+           ("tps", "TPS dropped"), ("resp_time", "Response time slow"), ("error_rate", "Error rate high"),
+           ("thread_count", "Thread count high")]
+log = b.log
+
+
+class Receiver:
+    """bench/receiver.py in a process of its own, so its CPU is not the gateway's or the bench's."""
+
+    def __init__(self, workdir: Path):
+        self.proc = subprocess.Popen([sys.executable, str(b.ROOT / "bench" / "receiver.py"), WEBHOOK_ID, ACCESS_KEY],
+                                     stdout=subprocess.PIPE, stderr=open(workdir / "receiver.log", "wb"),
+                                     start_new_session=True, text=True)
+        self.base = f"http://127.0.0.1:{int(self.proc.stdout.readline())}"
+        self.url = f"{self.base}/monitoring/v1/webhook/{WEBHOOK_ID}/{ACCESS_KEY}/events"
+
+    def _call(self, method: str, path: str):
+        with urllib.request.urlopen(urllib.request.Request(self.base + path, method=method), timeout=60) as reply:
+            return json.loads(reply.read())
+
+    def set_up(self, up: bool) -> None:
+        self._call("POST", "/_bench/up" if up else "/_bench/down")
+
+    def count(self) -> int:
+        return self._call("GET", "/_bench/count")["events"]
+
+    def events(self) -> list[tuple[float, int, str]]:
+        return [tuple(e) for e in self._call("GET", "/_bench/events")]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+
+def webhook(nonce: str, seq: int) -> bytes:
+    """One WhaTap webhook of bench/whatap.lua's mix (its fingerprints and recovery share)."""
+    idx = random.randrange(b.FINGERPRINTS)
+    metric, title = METRICS[idx % len(METRICS)]
+    agent = idx // len(METRICS)
+    recovered = random.random() * 100 < b.RECOVERY_PCT
+    value = f"{80 + random.random() * 19.99:.2f}"
+    message = (f"RECOVERED: {title} on was-{agent:03d}" if recovered else f"{title} on was-{agent:03d}: {value} > 80")
+    return json.dumps({
+        "pcode": 31337, "projectName": "bench-project", "uuid": f"{nonce}-p-{seq}", "time": int(time.time() * 1000),
+        "oid": 1_000_000 + agent, "oname": f"was-{agent:03d}", "title": title, "message": message,
+        "level": "Info" if recovered else "Critical", "status": "off" if recovered else "on",
+        "metricName": metric, "metricValue": value, "metricThreshold": "80",
+    }).encode()
+
+
+class Paced:
+    """Webhooks at a fixed rate until stopped.  Latency runs from when a request was due, not from when it
+    was sent, so a sender held up by a slow answer counts the wait (no coordinated omission)."""
+
+    def __init__(self, url: str, rate: int):
+        self.host, port_path = url.removeprefix("http://").split(":", 1)
+        self.port, path = port_path.split("/", 1)
+        self.path, self.rate = "/" + path, rate
+        self.latencies: list[float] = []
+        self.statuses: dict[int, int] = {}
+        self.stopping = threading.Event()
+        self._next = itertools.count()
+        self._nonce = secrets.token_hex(4)
+        self._threads = [threading.Thread(target=self._send, daemon=True) for _ in range(SENDERS)]
+        self.started = time.monotonic()
+        for thread in self._threads:
+            thread.start()
+
+    def _send(self) -> None:
+        conn = http.client.HTTPConnection(self.host, int(self.port), timeout=30)
+        while not self.stopping.is_set():
+            seq = next(self._next)
+            due = self.started + seq / self.rate
+            if (wait := due - time.monotonic()) > 0 and self.stopping.wait(wait):
+                return
+            body = webhook(self._nonce, seq)
+            try:
+                conn.request("POST", self.path, body, {"Content-Type": "application/json"})
+                reply = conn.getresponse()
+                reply.read()
+                status = reply.status
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                status = 0
+            self.latencies.append(time.monotonic() - due)
+            self.statuses[status] = self.statuses.get(status, 0) + 1
+
+    def stop(self) -> dict:
+        self.stopping.set()
+        for thread in self._threads:
+            thread.join(timeout=35)
+        seconds = time.monotonic() - self.started
+        lat = sorted(self.latencies)
+        return {"sent": len(lat), "per_s": len(lat) / seconds, "statuses": dict(self.statuses),
+                "p50_ms": 1000 * percentile(lat, 50), "p99_ms": 1000 * percentile(lat, 99)}
+
+
+def percentile(values: list[float], pct: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * pct / 100))]
+
+
+class Outbox:
+    """Reads of the sink's deliveries, by the bench, on its own engine."""
+
+    def __init__(self, url: str):
+        from sqlalchemy import create_engine
+
+        self.engine = create_engine(url)
+
+    def pending(self, up_to_id: int | None = None) -> int:
+        """Rows still to deliver (a refresh not due yet is scheduled work, not backlog)."""
+        from sqlalchemy import func, select
+
+        from gateway.store.models import DeliveryRow as D, utcnow
+
+        query = select(func.count()).where(D.status == "pending", ~((D.attempts == 0) & (D.next_attempt_at > utcnow())))
+        if up_to_id is not None:
+            query = query.where(D.id <= up_to_id)
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar()
+
+    def last_id(self) -> int:
+        from sqlalchemy import func, select
+
+        from gateway.store.models import DeliveryRow as D
+
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.coalesce(func.max(D.id), 0))).scalar()
+
+    def rows(self) -> dict[int, tuple[str, float, str, bool]]:
+        """Every delivery: its ordering key, its alert's ``received_at`` (epoch seconds), its status, and
+        whether it is a refresh (a firing sent again ``refresh_interval`` after it was delivered)."""
+        from sqlalchemy import select
+
+        from gateway.store.models import AlertRow as A, DeliveryRow as D, ProblemDelivery as P
+
+        query = (select(D.id, D.ordering_key, A.received_at, D.status, P.refresh)
+                 .join(A, A.id == D.alert_id).outerjoin(P, P.delivery_id == D.id))
+        with self.engine.connect() as conn:
+            return {i: (key, received.timestamp(), status, bool(refresh))
+                    for i, key, received, status, refresh in conn.execute(query)}
+
+    def wait_drained(self, up_to_id: int | None, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.pending(up_to_id) == 0:
+                return True
+            time.sleep(0.5)
+        return False
+
+
+def queue_backlog(wrk: str, hook_url: str, outbox: Outbox, rows: int) -> tuple[int, float]:
+    """wrk at full speed until ``rows`` rows are pending; returns (rows pending, webhooks/s)."""
+    rate, started, accepted = 800.0, time.monotonic(), 0
+    while (pending := outbox.pending()) < rows:
+        result = b.run_wrk(wrk, hook_url, max(2, round((rows - pending) / rate)))
+        accepted += result["accepted"]
+        rate = max(result["accepted_per_s"], 50.0)
+    return pending, accepted / (time.monotonic() - started)
+
+
+def cpu_seconds(pids: list[int], postgres: bool) -> tuple[float, float]:
+    """CPU used so far by ``pids`` (with their threads), and by PostgreSQL's processes when ``postgres``."""
+    return sum(b.proc_cpu(p) for p in pids), b.postgres_cpu() if postgres else 0.0
+
+
+def drain(receiver: Receiver, outbox: Outbox, label: str, pids: list[int], postgres: bool) -> dict:
+    """Bring the receiver up and wait until every row queued so far has been delivered; with the CPU
+    the dispatching processes, the receiver and PostgreSQL used per row meanwhile."""
+    last = outbox.last_id()
+    backlog = outbox.pending(last)
+    before, receiver_before = cpu_seconds(pids, postgres), b.proc_cpu(receiver.proc.pid)
+    up_at = time.time()
+    receiver.set_up(True)
+    if not outbox.wait_drained(last, DRAIN_TIMEOUT):
+        raise RuntimeError(f"{label}: {outbox.pending(last)} rows still pending after {DRAIN_TIMEOUT}s")
+    after, receiver_after = cpu_seconds(pids, postgres), b.proc_cpu(receiver.proc.pid)
+    arrivals = [t for t, i, _ in receiver.events() if t >= up_at and i <= last]
+    seconds = max(arrivals) - up_at
+    return {"rows": backlog, "last_id": last, "seconds": seconds, "per_s": backlog / seconds,
+            "first_after_s": min(arrivals) - up_at, "cpu_ms": 1000 * (after[0] - before[0]) / backlog,
+            "postgres_cpu_ms": 1000 * (after[1] - before[1]) / backlog,
+            "receiver_cpu_ms": 1000 * (receiver_after - receiver_before) / backlog}
+
+
+def describe(r: dict) -> str:
+    return (f"{r['rows']} rows in {r['seconds']:.1f}s = {r['per_s']:.0f}/s (first event {r['first_after_s']:.2f}s "
+            f"after up); CPU per row: dispatching processes {r['cpu_ms']:.2f} ms, receiver {r['receiver_cpu_ms']:.2f} ms"
+            + (f", PostgreSQL {r['postgres_cpu_ms']:.2f} ms" if r["postgres_cpu_ms"] else ""))
+
+
+def check(events: list[tuple[float, int, str]], rows: dict) -> dict:
+    """Per ordering key, events must arrive in delivery id order; a second arrival of an id is a duplicate."""
+    newest: dict[str, int] = {}
+    seen: set[int] = set()
+    violations = duplicates = 0
+    for _, delivery_id, _ in events:
+        if delivery_id in seen:
+            duplicates += 1
+            continue
+        seen.add(delivery_id)
+        key = rows[delivery_id][0]
+        if delivery_id < newest.get(key, 0):
+            violations += 1
+        newest[key] = max(newest.get(key, 0), delivery_id)
+    return {"violations": violations, "duplicates": duplicates, "events": len(events),
+            "dead": sum(1 for row in rows.values() if row[2] == "dead")}
+
+
+def lags(events: list[tuple[float, int, str]], rows: dict, up_to_id: int) -> list[float]:
+    """From each webhook's arrival at the gateway to its first event at the receiver; a refresh is left
+    out (it is sent ``refresh_interval`` after the alert on purpose)."""
+    first: dict[int, float] = {}
+    for arrived, delivery_id, _ in events:
+        if delivery_id <= up_to_id and not rows[delivery_id][3]:
+            first.setdefault(delivery_id, arrived)
+    return sorted(arrived - rows[i][1] for i, arrived in first.items())
+
+
+def start(workdir: Path, dbs: b.Databases, db: str, receiver: Receiver) -> tuple[list[b.Server], str, str]:
+    """The gateway on a fresh database; returns its servers, the webhook URL, the database URL."""
+    db_url = dbs.fresh(db, "outbox")
+    config = CONFIG.format(url=receiver.url)
+    if not WORKER_THREADS:
+        server, hook_url = b.start_gateway(workdir, db_url, f"{db}-outbox", db, config)
+        return [server], hook_url, db_url
+    server, hook_url = b.start_gateway(workdir, db_url, f"{db}-outbox", db, config, ("--no-dispatcher",))
+    env = b.gateway_env(workdir, db_url, db, config)
+    worker = b.Server(f"worker ({db})", [str(b.BIN / "gateway"), "worker", "--threads", str(WORKER_THREADS)],
+                      env, workdir / f"worker-{db}.log")
+    deadline = time.monotonic() + 60
+    while "worker delivering" not in worker.tail():
+        if worker.proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"gateway worker did not start:\n{worker.tail()}")
+        time.sleep(0.2)
+    return [server, worker], hook_url, db_url
+
+
+def dispatching_pids(servers: list[b.Server]) -> list[int]:
+    return [servers[1].proc.pid] if WORKER_THREADS else servers[0].workers()
+
+
+def run(wrk: str, workdir: Path, dbs: b.Databases, db: str) -> dict:
+    receiver = Receiver(workdir)
+    servers, hook_url, db_url = start(workdir, dbs, db, receiver)
+    outbox = Outbox(db_url)
+    try:
+        log(f"[{db}] 1. lag: {RATE} webhooks/s for {LAG_SECONDS}s, receiver up")
+        paced = Paced(hook_url, RATE)
+        time.sleep(LAG_SECONDS)
+        steady = paced.stop()
+        lag_last = outbox.last_id()
+        if not outbox.wait_drained(lag_last, 60):
+            raise RuntimeError("the lag phase's rows were not delivered within 60 s")
+        pids = dispatching_pids(servers)
+        rss_warm = b.rss_kib(pids)
+        log(f"    ingest {steady['per_s']:.0f}/s, p50 {steady['p50_ms']:.1f} ms, p99 {steady['p99_ms']:.1f} ms, "
+            f"statuses {steady['statuses']}")
+
+        log(f"[{db}] 2. delivery rate: receiver down, {ROWS} rows queued by wrk, receiver up")
+        receiver.set_up(False)
+        queued, ingest_rate = queue_backlog(wrk, hook_url, outbox, ROWS)
+        log(f"    {queued} rows queued at {ingest_rate:.0f} webhooks/s")
+        postgres = db == "postgresql"
+        alone = drain(receiver, outbox, "delivery rate", pids, postgres)
+        log(f"    {describe(alone)}; load average {os.getloadavg()[0]:.1f}")
+
+        log(f"[{db}] 3. backlog: receiver down, {BACKLOG} rows queued, receiver up while {RATE}/s are ingested")
+        receiver.set_up(False)
+        queued, ingest_rate = queue_backlog(wrk, hook_url, outbox, BACKLOG)
+        log(f"    {queued} rows queued at {ingest_rate:.0f} webhooks/s")
+        paced = Paced(hook_url, RATE)
+        backlog = drain(receiver, outbox, "backlog", pids, postgres)
+        during = paced.stop()
+        log(f"    {describe(backlog)}; load average {os.getloadavg()[0]:.1f}")
+        log(f"    ingest meanwhile {during['per_s']:.0f}/s, p50 {during['p50_ms']:.1f} ms, p99 {during['p99_ms']:.1f} ms, "
+            f"statuses {during['statuses']}")
+        outbox.wait_drained(None, 60)
+        rss_end = b.rss_kib(pids)
+        events = receiver.events()
+        rows = outbox.rows()
+        lag = lags(events, rows, lag_last)
+        order = check(events, rows)
+    finally:
+        for server in servers:
+            server.stop()
+        receiver.stop()
+        outbox.engine.dispose()
+    growth = max((rss_end.get(p, 0) - rss_warm.get(p, 0)) / 1024 for p in pids)
+    result = {"db": db, "steady": steady, "lag_p50": percentile(lag, 50), "lag_p99": percentile(lag, 99),
+              "lag_n": len(lag), "alone": alone, "backlog": backlog, "during": during, "order": order,
+              "rss_warm": rss_warm, "rss_end": rss_end, "rss_growth_mib": growth}
+    log(f"    lag over {len(lag)} events: p50 {result['lag_p50'] * 1000:.0f} ms, p99 {result['lag_p99'] * 1000:.0f} ms; "
+        f"ordering violations {order['violations']}, duplicates {order['duplicates']}, dead {order['dead']} of "
+        f"{order['events']} events; dispatcher RSS "
+        + ", ".join(f"{rss_warm.get(p, 0) / 1024:.1f}->{rss_end.get(p, 0) / 1024:.1f} MiB" for p in pids))
+    return result
+
+
+def report(r: dict) -> None:
+    where = (f"gateway worker --threads {WORKER_THREADS}" if WORKER_THREADS
+             else f"dispatchers in {b.WORKERS} serve workers")
+    db = r["db"]
+    alone, backlog, order = r["alone"], r["backlog"], r["order"]
+    record("outbox", "delivery rate, backlog drained alone (events/s)", db, alone["per_s"], TARGET_RATE,
+           higher_is_better=True, unit="/s", detail=f"{alone['rows']} rows in {alone['seconds']:.1f}s; {where}; CPU/row {alone['cpu_ms']:.2f} ms"
+           + (f" + PostgreSQL {alone['postgres_cpu_ms']:.2f} ms" if alone["postgres_cpu_ms"] else ""))
+    during, steady = r["during"], r["steady"]
+    kept_up = min(during["per_s"], steady["per_s"]) >= KEPT_UP * RATE
+    if steady["per_s"] >= KEPT_UP * RATE:
+        record("outbox", f"delivery lag p99 at {RATE} webhooks/s (s)", db, r["lag_p99"], TARGET_LAG_P99_S,
+               higher_is_better=False, unit="s", detail=f"p50 {r['lag_p50']:.3f}s over {r['lag_n']} events")
+    else:
+        log(f"  {db}: lag not recorded: the gateway ingested {steady['per_s']:.0f} of {RATE} webhooks/s "
+            f"(p99 {r['lag_p99']:.3f}s at that rate)")
+    record("outbox", f"{backlog['rows']:,}-row backlog drain, {RATE}/s ingest beside (events/s)", db,
+           backlog["per_s"], TARGET_RATE, higher_is_better=True, unit="/s",
+           detail=f"{backlog['seconds']:.1f}s; first event {backlog['first_after_s']:.2f}s after the receiver came up")
+    if kept_up:
+        record("outbox", "ingest p99 while draining / without (ratio)", db, during["p99_ms"] / steady["p99_ms"],
+               TARGET_P99_RATIO, higher_is_better=False, unit="x",
+               detail=f"p99 {during['p99_ms']:.1f} ms vs {steady['p99_ms']:.1f} ms at {RATE}/s")
+    else:
+        log(f"  {db}: ingest p99 ratio not recorded: the gateway ingested {steady['per_s']:.0f} and "
+            f"{during['per_s']:.0f} of {RATE} webhooks/s, so both p99s are its queue, not its latency")
+    record("outbox", "per-key ordering violations", db, order["violations"], 0, higher_is_better=False,
+           detail=f"{order['events']} events, {order['duplicates']} re-sent, {order['dead']} dead rows")
+    record("outbox", "dispatcher RSS growth, warm to end (MiB)", db, r["rss_growth_mib"], TARGET_RSS_GROWTH_MIB,
+           higher_is_better=False, unit="MiB",
+           detail=f"over {alone['rows'] + backlog['rows']:,} deliveries; the largest of {len(r['rss_warm'])} processes")
+
+
+def main() -> int:
+    workdir = Path(tempfile.mkdtemp(prefix="gateway-outbox-bench-"))
+    dbs = b.Databases(workdir)
+    def on_signal(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    ok = False
+    try:
+        wrk = b.ensure_wrk()
+        log(f"outbox bench: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; "
+            f"rate {RATE}/s, lag {LAG_SECONDS}s, rows {ROWS}, backlog {BACKLOG}, "
+            f"{'worker --threads ' + str(WORKER_THREADS) if WORKER_THREADS else 'dispatchers in serve workers'}")
+        for db in DBS:
+            report(run(wrk, workdir, dbs, db))
+        log(f"load average at the end {os.getloadavg()[0]:.1f}")
+        ok = True
+    except KeyboardInterrupt:
+        log("outbox bench interrupted")
+    except Exception as exc:
+        log(f"outbox bench FAILED: {exc}")
+        for server in b.Server.started[-2:]:
+            log(f"--- {server.name} log tail ({server.logfile}) ---\n{server.tail()}")
+    finally:
+        b.Server.stop_all()
+        dbs.drop_all()
+        if ok or not os.environ.get("BENCH_KEEP"):
+            shutil.rmtree(workdir, ignore_errors=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
