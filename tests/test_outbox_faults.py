@@ -116,12 +116,15 @@ def test_a_killed_worker_s_rows_are_taken_up_within_seconds(outbox_app, receiver
         wait_until(lambda: len(receiver.requests) >= 3, timeout=15)
         first.kill()
         first.wait(timeout=10)
-        assert held_rows(api), "the killed worker held nothing: the test proves nothing"
+        held = {str(row.id) for row in held_rows(api)}
+        assert held, "the killed worker held nothing: the test proves nothing"
         with running_worker(env, log):
             all_delivered_within(api, BACK_WITHIN)
     counts = sends(receiver)
-    repeated = [delivery for delivery, count in counts.items() if count > 1]
-    assert len(repeated) <= 1 and max(counts.values()) <= 2, counts  # at most the request in flight at the kill
+    repeated = {delivery for delivery, count in counts.items() if count > 1}
+    # Sent again: only rows the killed worker still held (in flight in one of its senders, or delivered with
+    # the outcome not yet written: outcomes are written together every RECORD_INTERVAL), each once more at most.
+    assert repeated <= held and max(counts.values()) <= 2, (counts, held)
 
 
 def test_a_database_blip_delays_deliveries_only_while_it_lasts(outbox_app, receiver, database_url, tmp_path):

@@ -13,8 +13,7 @@ from gateway.incidents.api import (
     INCIDENT_STATUSES, CommentBody, IncidentQuery, NoteBody, act, add_comment, incident_query,
 )
 from gateway.store.models import AlertRow, DeliveryRow, Incident
-from gateway.views import actor, all_sources, console_blueprint, needs
-from gateway.web import common
+from gateway.views import COUNT_CAP, actor, all_sources, capped_count, console_blueprint, needs
 
 bp = console_blueprint("incidents_console", __name__, template_folder="templates")
 OPERATOR = needs("operator")
@@ -42,10 +41,10 @@ def list_incidents():
         # One row past the page says whether there is a next one, without counting every match.
         rows = conn.execute(query.limit(PER_PAGE + 1).offset((args["page"] - 1) * PER_PAGE)).all()
         # Each tab counts its status's incidents up to COUNT_CAP (a range of the status index).
-        counts = {s: common.capped_count(conn, select(Incident.id).where(Incident.status == s)) for s in INCIDENT_STATUSES}
+        counts = {s: capped_count(conn, select(Incident.id).where(Incident.status == s)) for s in INCIDENT_STATUSES}
     sources = [source["key"] for source in all_sources()]
     template = "incidents/rows.html" if request.args.get("partial") else "incidents/list.html"
-    return render_template(template, rows=rows[:PER_PAGE], counts=counts, count_cap=common.COUNT_CAP, args=args, status=status, statuses=INCIDENT_STATUSES,
+    return render_template(template, rows=rows[:PER_PAGE], counts=counts, count_cap=COUNT_CAP, args=args, status=status, statuses=INCIDENT_STATUSES,
                            severities=SEVERITIES, sources=sources, sorts=["-created_at", "-last_event_at",
                                                                           "severity", "-event_count"],
                            has_next=len(rows) > PER_PAGE)
