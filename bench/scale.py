@@ -153,6 +153,17 @@ def generate(sql: Sql, start: int) -> list[str]:
     ]
 
 
+def run_without_indexes(execute, indexes: list, statements: list[str]) -> None:
+    """``statements`` with ``indexes`` ((name, definition) pairs) dropped before and built after:
+    one sort per index instead of a B-tree insert per row."""
+    for name, _ in indexes:
+        execute(f'DROP INDEX "{name}"')
+    for statement in statements:
+        execute(statement)
+    for _, definition in indexes:
+        execute(definition)
+
+
 def fill(url: str) -> None:
     """Generate the year inside the database (INSERT ... SELECT), the four tables' secondary
     indexes and foreign keys dropped first and built after, then statistics (and on PostgreSQL
@@ -178,12 +189,7 @@ def fill(url: str) -> None:
                 " WHERE contype = 'f' AND conrelid::regclass::text = ANY(%s)", [list(TABLES)]).fetchall()
             for table, name, _ in keys:
                 conn.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
-            for name, _ in indexes:
-                conn.execute(f'DROP INDEX "{name}"')
-            for statement in statements:
-                conn.execute(statement)
-            for _, definition in indexes:
-                conn.execute(definition)
+            run_without_indexes(conn.execute, indexes, statements)
             for table, name, definition in keys:
                 conn.execute(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}')
             for table in TABLES:
@@ -205,12 +211,7 @@ def fill(url: str) -> None:
         indexes = conn.execute(f"SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
                                f" AND tbl_name IN ({placeholders})", TABLES).fetchall()
         conn.execute("BEGIN")
-        for name, _ in indexes:
-            conn.execute(f'DROP INDEX "{name}"')
-        for statement in statements:
-            conn.execute(statement)
-        for _, definition in indexes:
-            conn.execute(definition)
+        run_without_indexes(conn.execute, indexes, statements)
         conn.execute("COMMIT")
         conn.execute("ANALYZE")
         conn.execute("PRAGMA journal_mode=WAL")
