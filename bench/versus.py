@@ -41,8 +41,11 @@ def prepare(rev: str, workdir: Path, side: str) -> Path:
     """A worktree of ``rev`` with its own installed virtualenv."""
     tree = workdir / side
     subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), rev], check=True,
-                   stdout=subprocess.DEVNULL)
-    subprocess.run(["make", "-C", str(tree), "install"], check=True, stdout=subprocess.DEVNULL)
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with open(workdir / f"install-{side}.log", "w") as log:  # pip's warnings, kept out of the figures
+        installed = subprocess.run(["make", "-C", str(tree), "install"], stdout=log, stderr=subprocess.STDOUT)
+    if installed.returncode:
+        raise SystemExit(f"make install failed at {rev}:\n{(workdir / f'install-{side}.log').read_text()[-3000:]}")
     return tree
 
 
