@@ -121,7 +121,10 @@ def post_worker_init(worker):
     delivers = gateway.settings.dispatcher
     gateway.runtime.wakeups.start(announce=True, listen=delivers)
     if delivers:
-        worker.dispatcher = Dispatcher(gateway.runtime)
+        # One sender per sink here: a web worker's senders share its interpreter lock with the request threads,
+        # and with four, PostgreSQL ingest fell from 200/s to 148/s at p99 5.2 s while delivering (bench/outbox.py).
+        # `gateway worker` keeps SENDERS: it serves no requests.
+        worker.dispatcher = Dispatcher(gateway.runtime, senders=1)
         worker.dispatcher.start()
         worker.retention = RetentionSchedule(gateway.runtime, worker_name())
         worker.retention.start()
