@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import copy
 import json
-import uuid
 from pathlib import Path
 
 import pytest
 import testkit
 from conftest import DEFAULT_CONFIG
+from testkit.support import database_at
 from sqlalchemy import create_engine, func, insert, select, text
 
 from gateway.store.db import upgrade
@@ -208,24 +208,9 @@ def test_a_link_that_is_not_http_refuses_its_alert(gw, hook, monkeypatch):
 
 @pytest.fixture
 def at_0005(database_url, tmp_path):
-    """An empty database of this test's kind at revision 0005, and a way to migrate it to the head."""
-    if database_url.startswith("sqlite"):
-        url = f"sqlite:///{tmp_path / 'old.db'}"
-        upgrade(url, "0005")
+    """An empty database of this test's kind at revision 0005."""
+    with database_at(database_url, tmp_path, "0005") as url:
         yield url
-        return
-    schema = f"gw_0005_{uuid.uuid4().hex[:12]}"  # parallel runs share the PostgreSQL database
-    engine = create_engine(database_url)
-    with engine.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = f"{database_url.partition('?')[0]}?options=-csearch_path%3D{schema}"
-    try:
-        upgrade(url, "0005")
-        yield url
-    finally:
-        with engine.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        engine.dispose()
 
 
 def test_migration_0007_keeps_one_alert_per_shared_external_id(at_0005):

@@ -16,7 +16,7 @@ from gateway.pipeline.retention import Purged, purge
 from gateway.store import partitions
 from gateway.store.db import make_engine, run_in_transaction, upgrade
 from gateway.store.models import AlertRow, RawRequest, utcnow
-from gateway.testing import migrated_schema
+from testkit.support import database_at
 
 raw_requests = RawRequest.__table__
 TODAY = datetime.now(timezone.utc).replace(hour=12, minute=0, second=0, microsecond=0)
@@ -51,13 +51,8 @@ def pg_engine(database_url):
 @pytest.fixture
 def at_0011(tmp_path, database_url):
     """A database at migration 0011 (before partitioning), of the kind ``database_url`` is."""
-    if database_url.startswith("sqlite"):
-        url = f"sqlite:///{tmp_path / 'old.db'}"
-        upgrade(url, "0011")
+    with database_at(database_url, tmp_path, "0011") as url:
         yield url
-    else:
-        with migrated_schema("partition_old", "0011") as url:
-            yield url
 
 
 def test_the_migration_moves_every_row_into_its_day(at_0011):

@@ -7,7 +7,8 @@ from contextlib import contextmanager
 
 import requests
 
-from gateway.testing import ADMIN_TOKEN, admin_client  # noqa: F401  (the kit's, imported from here by tests)
+from gateway.store.db import upgrade
+from gateway.testing import ADMIN_TOKEN, admin_client, migrated_schema  # noqa: F401  (the kit's, imported from here by tests)
 
 
 class OutboxDriver:
@@ -211,3 +212,16 @@ class TcpProxy:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+
+@contextmanager
+def database_at(database_url: str, directory, revision: str):
+    """The URL of a fresh database of ``database_url``'s kind at migration ``revision`` (to test what a
+    later migration does to its rows): a SQLite file in ``directory``, or a PostgreSQL schema dropped on exit."""
+    if database_url.startswith("sqlite"):
+        url = f"sqlite:///{directory / 'old.db'}"
+        upgrade(url, revision)
+        yield url
+    else:
+        with migrated_schema(f"gw_{revision}", revision) as url:
+            yield url
