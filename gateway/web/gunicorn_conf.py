@@ -16,9 +16,10 @@ from gateway.settings import Settings
 from gateway.store.db import groups_commits
 from gateway.web.front import FrontWorker
 
-# Only the settings and the front are imported here: this module also runs in the master, and
-# gateway metrics imported there would write the master's own gauge files (the last-reload gauge
-# is their minimum across processes, so a master's 0 would pin it).  Workers import in hooks.
+# Only the settings, the front and the database module (for its group-commit default) are imported
+# here: this module also runs in the master, and gateway metrics imported there would write the
+# master's own gauge files (the last-reload gauge is their minimum across processes, so a master's 0
+# would pin it); none of the three imports them.  Workers import the rest in hooks.
 SETTINGS = Settings.from_environ()
 
 
