@@ -21,7 +21,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, Callable, Optional, TypeVar
 
 from sqlalchemy import Connection, bindparam, func, insert, literal_column, select, update
@@ -249,16 +249,17 @@ class Dispatcher:
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
-    def _finish(self, conn: Connection, row, worker: str, started: datetime, seconds: float,
-                outcome: str, values: dict, error: Optional[str] = None, status_code: Optional[int] = None) -> None:
-        _RECORD_ATTEMPT.run(conn, dict(delivery_id=row.id, started_at=started, duration_ms=int(seconds * 1000),
-                                       outcome=outcome, status_code=status_code, error=error, worker=worker))
+    def _finish(self, conn: Connection, done: Attempt, worker: str) -> None:
+        _RECORD_ATTEMPT.run(conn, dict(delivery_id=done.row.id, started_at=done.started,
+                                       duration_ms=int(done.seconds * 1000), outcome=done.outcome,
+                                       status_code=done.status_code, error=done.error, worker=worker))
         # A delivery is recorded even if the claim ran out meanwhile: whoever took the row over
         # then finds it delivered and does not send it again.  Other outcomes only by the holder.
-        done = _OUTCOME[outcome == "delivered"].run(conn, dict(
-            row_id=row.id, holder=worker, claimed_by=None, claimed_until=None, last_error=error, **values))
-        if done != 1:
-            log.warning("delivery %s: claim lost before the outcome was recorded", row.id)
+        updated = _OUTCOME[done.outcome == "delivered"].run(conn, dict(
+            row_id=done.row.id, holder=worker, claimed_by=None, claimed_until=None, last_error=done.error,
+            **done.values))
+        if updated != 1:
+            log.warning("delivery %s: claim lost before the outcome was recorded", done.row.id)
 
     def _alerts(self, rows) -> dict[int, Alert]:
         """The alerts of a claimed batch, read in one query."""
@@ -282,7 +283,7 @@ class Dispatcher:
 
         def record(conn: Connection) -> None:
             for a in attempts:
-                self._finish(conn, a.row, worker, a.started, a.seconds, a.outcome, a.values, a.error, a.status_code)
+                self._finish(conn, a, worker)
                 if a.period is not None and a.outcome == "delivered":  # a refresh is queued with the outcome
                     problems.follow_up(conn, sink, a.delivery, a.now)
 
