@@ -5,6 +5,7 @@ cover the rules a browser cannot show quickly: every refusal, and that it change
 """
 from __future__ import annotations
 
+import html
 import json
 import re
 from pathlib import Path
@@ -307,3 +308,40 @@ def test_status_tabs_count_up_to_the_cap(app, engine, client, monkeypatch):
     monkeypatch.setattr("gateway.web.common.COUNT_CAP", 2)  # where the count stops
     monkeypatch.setattr("gateway.incidents.console.COUNT_CAP", 2)  # what the page says it stopped at
     assert counts() == {"triggered": "2+", "acknowledged": "0", "resolved": "0", "closed": "0"}
+
+
+@pytest.mark.parametrize("sort", ["-created_at", "-last_event_at", "severity"])
+def test_next_and_previous_walk_the_list_without_gaps_or_repeats(app, engine, client, monkeypatch, sort):
+    """Keyset sorts page by cursor, the others by offset; either way Next to the end and Previous back
+    to page 1 show every incident once, in the list's order."""
+    for n in range(8):
+        assert client.post("/hooks/testsrc/src/", json={**ALERT, "id": f"evt-{n}", "title": f"disk {n}"}).status_code == 202
+    monkeypatch.setattr("gateway.incidents.console.PER_PAGE", 3)
+    browser = sign_in(app, engine, "kim", "viewer")
+
+    def visit(path: str):
+        text = browser.get(path, headers={"Accept-Language": "en"}).text
+        links = {rel: html.unescape(href) for rel, href in re.findall(r'<a rel="(prev|next)" href="([^"]+)"', text)}
+        return re.findall(r'<tr data-incident="(\d+)">', text), re.search(r"Page (\d+)", text).group(1), links
+
+    whole = [str(n) for n in range(8, 0, -1)]  # all "critical": severity's ties go newest first too
+    forward, path = [], f"/incidents?sort={sort}"
+    while path:
+        ids, number, links = visit(path)
+        forward.append((number, ids))
+        if "next" in links:
+            assert ("cursor=" in links["next"]) == (sort != "severity")
+        path = links.get("next")
+    assert forward == [("1", whole[:3]), ("2", whole[3:6]), ("3", whole[6:])]
+    backward, path = [], links["prev"]
+    while path:
+        ids, number, links = visit(path)
+        backward.append((number, ids))
+        path = links.get("prev")
+    assert backward == [("2", whole[3:6]), ("1", whole[:3])]
+
+
+def test_a_hand_edited_cursor_goes_back_to_the_list(app, engine, client):
+    browser = sign_in(app, engine, "kim", "viewer")
+    answer = browser.get("/incidents?status=resolved&cursor=not-a-cursor")
+    assert answer.status_code == 302 and answer.headers["Location"].endswith("/incidents?status=resolved&sort=-created_at")

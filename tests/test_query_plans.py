@@ -13,7 +13,9 @@ walk of the primary key in order that stops at the limit, not a table scan.
 """
 from __future__ import annotations
 
+import html
 import json
+import re
 
 import pytest
 from sqlalchemy import create_engine, event, text
@@ -135,6 +137,10 @@ def test_no_list_detail_timeline_deliveries_or_claim_query_scans_a_large_table(s
     middle = INCIDENTS // 2
     deep = api.get("/api/incidents?page=200").json["next_cursor"]
     deep_resolved = api.get("/api/incidents?page=50&status=resolved&sort=created_at").json["next_cursor"]
+    # The console's Next and Previous links from a deep page: cursors, for the two keyset sorts.
+    console_links = [html.unescape(href) for sort in ("-created_at", "-last_event_at") for href in re.findall(
+        r'<a rel="(?:prev|next)" href="([^"]+)"', browser.get(f"/incidents?page=50&sort={sort}").text)]
+    assert len(console_links) == 4 and all("cursor=" in link or "before=" in link for link in console_links)
     sent.clear()  # signing in reads small tables only
     searches = []
     for client, path in [
@@ -148,7 +154,7 @@ def test_no_list_detail_timeline_deliveries_or_claim_query_scans_a_large_table(s
         (browser, "/incidents"), (browser, "/incidents?status=resolved&page=20"),
         (browser, "/incidents?severity=critical&source=src-7"), (browser, "/incidents?severity=critical"),
         (browser, "/incidents?source=src-7"), (browser, "/incidents?page=200"), (browser, f"/incidents/{middle}"),
-        (browser, "/deliveries"),
+        (browser, "/deliveries"), *((browser, link) for link in console_links),
         (api, "/api/incidents?q=host-4242"), (browser, "/incidents?q=host-4242"),
     ]:
         before = len(sent)

@@ -153,7 +153,7 @@ def list_incidents():
     query = incident_query(args)
     by_cursor = "cursor" in args
     if by_cursor:
-        query = query.where(_after(args["sort"], args["cursor"]))
+        query = query.where(after(args["sort"], args["cursor"]))
         args = {**args, "page": 1}
     answer = paginate(query, args, incident_json, count=not by_cursor)
     items = answer["items"]
@@ -168,8 +168,9 @@ def keyset_cursor(value, last_id: int) -> str:
     return base64.urlsafe_b64encode(json.dumps([value, last_id]).encode()).decode()
 
 
-def _after(sort: str, cursor: str):
-    """The incidents after ``cursor``'s in the order of ``sort``; a 400 for a cursor this did not give."""
+def after(sort: str, cursor: str, *, before: bool = False):
+    """The incidents after ``cursor``'s in the order of ``sort`` (``before``: ahead of it, for the
+    console's Previous link); a 400 for a cursor this did not give."""
     if sort not in KEYSET_SORTS:
         raise ApiError(400, "bad_cursor", f"a cursor goes on only with sort {', '.join(KEYSET_SORTS)}")
     column, descending = KEYSET_SORTS[sort]
@@ -181,8 +182,16 @@ def _after(sort: str, cursor: str):
             raise ValueError(cursor)
     except (ValueError, TypeError, AttributeError, binascii.Error):
         raise ApiError(400, "bad_cursor", "cursor is not a next_cursor this API gave") from None
-    beyond = column < value if descending else column > value
-    return or_(beyond, and_(column == value, Incident.id < last_id))
+    if descending != before:
+        return or_(column < value, and_(column == value, Incident.id < last_id))
+    return or_(column > value, and_(column == value, Incident.id > last_id))
+
+
+def backward_order(sort: str) -> tuple:
+    """The order opposite to ``sort``'s (a ``KEYSET_SORTS`` one), ties included: a page ``before``
+    a cursor is read this way from the cursor out, then turned round."""
+    column, descending = KEYSET_SORTS[sort]
+    return (column.asc() if descending else column.desc()), Incident.id.asc()
 
 
 def incident_query(args: dict):

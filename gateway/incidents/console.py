@@ -4,16 +4,17 @@ Incident Timeline and Add Comment.  Actions go through the API's own functions (
 from __future__ import annotations
 
 from flask import abort, current_app, redirect, render_template, request, url_for
-from marshmallow import EXCLUDE, ValidationError
+from marshmallow import EXCLUDE, ValidationError, validate
 from sqlalchemy import func, select
 
 from gateway.contracts import SEVERITIES
 from gateway.incidents import service
 from gateway.incidents.api import (
-    INCIDENT_STATUSES, CommentBody, IncidentQuery, NoteBody, act, add_comment, incident_query,
+    INCIDENT_STATUSES, KEYSET_SORTS, CommentBody, IncidentQuery, NoteBody, act, add_comment, after, backward_order,
+    incident_query, keyset_cursor,
 )
 from gateway.store.models import AlertRow, DeliveryRow, Incident
-from gateway.views import COUNT_CAP, actor, all_sources, capped_count, console_blueprint, needs
+from gateway.views import COUNT_CAP, ApiError, Text, actor, iso, all_sources, capped_count, console_blueprint, needs
 
 bp = console_blueprint("incidents_console", __name__, template_folder="templates")
 OPERATOR = needs("operator")
@@ -26,28 +27,68 @@ def _engine():
     return current_app.extensions["gateway"].engine
 
 
+class ConsoleQuery(IncidentQuery):
+    before = Text(validate=validate.Length(max=200))
+    """The Previous link's cursor: the page ahead of this incident (``cursor`` is the Next link's)."""
+
+
 @bp.get("/")
 @bp.get("/incidents")
 def list_incidents():
-    """Tabs by status, filters, search, sort and pages; ``?partial=1`` is the refreshing table alone."""
+    """Tabs by status, filters, search, sort and pages; ``?partial=1`` is the refreshing table alone.
+
+    In the sorts ``KEYSET_SORTS`` holds, Next and Previous carry a cursor (the page's last or first
+    incident), so page 1,000 costs what page 1 does; ``page`` is then only the number shown.  The
+    other sorts, and a hand-typed ``page``, read by offset."""
     try:
-        args = IncidentQuery(unknown=EXCLUDE).load({"sort": DEFAULT_SORT, **request.args, "per_page": PER_PAGE})
+        args = ConsoleQuery(unknown=EXCLUDE).load({"sort": DEFAULT_SORT, **request.args, "per_page": PER_PAGE})
     except ValidationError:  # a hand-edited URL shows the default list
-        args = IncidentQuery().load({"sort": DEFAULT_SORT, "per_page": PER_PAGE})
+        args = ConsoleQuery().load({"sort": DEFAULT_SORT, "per_page": PER_PAGE})
     status = args.get("status") or "triggered"
     args["status"] = status
     query = incident_query(args)
+    keyset = args["sort"] in KEYSET_SORTS
+    backward = keyset and "before" in args
+    try:
+        if backward:
+            query = query.where(after(args["sort"], args["before"], before=True)).order_by(None).order_by(
+                *backward_order(args["sort"]))
+        elif keyset and "cursor" in args:
+            query = query.where(after(args["sort"], args["cursor"]))
+        else:
+            query = query.offset((args["page"] - 1) * PER_PAGE)
+    except ApiError:  # a hand-edited cursor: the list from its start
+        return redirect(url_for(".list_incidents", status=status, sort=args["sort"]))
     with _engine().connect() as conn:
-        # One row past the page says whether there is a next one, without counting every match.
-        rows = conn.execute(query.limit(PER_PAGE + 1).offset((args["page"] - 1) * PER_PAGE)).all()
+        # One row past the page says whether there is another one that way, without counting every match.
+        rows = conn.execute(query.limit(PER_PAGE + 1)).all()
         # Each tab counts its status's incidents up to COUNT_CAP (a range of the status index).
         counts = {s: capped_count(conn, select(Incident.id).where(Incident.status == s)) for s in INCIDENT_STATUSES}
+    more, rows = len(rows) > PER_PAGE, rows[:PER_PAGE]
+    if backward:
+        rows.reverse()
+        if not more:  # nothing ahead of these: this is the first page, whatever number the link said
+            args["page"] = 1
+    here = {"status": status, "severity": args.get("severity"), "source": args.get("source"), "q": args.get("q"),
+            "sort": args["sort"]}
+    pages = {}  # the Previous and Next links' arguments
+    if args["page"] > 1:
+        pages["previous"] = {**here, "page": args["page"] - 1,
+                             "before": _cursor(args["sort"], rows[0]) if keyset and rows else None}
+    if rows and (more or backward):
+        pages["next"] = {**here, "page": args["page"] + 1, "cursor": _cursor(args["sort"], rows[-1]) if keyset else None}
     sources = [source["key"] for source in all_sources()]
     template = "incidents/rows.html" if request.args.get("partial") else "incidents/list.html"
-    return render_template(template, rows=rows[:PER_PAGE], counts=counts, count_cap=COUNT_CAP, args=args, status=status, statuses=INCIDENT_STATUSES,
+    return render_template(template, rows=rows, counts=counts, count_cap=COUNT_CAP, args=args, status=status, statuses=INCIDENT_STATUSES,
                            severities=SEVERITIES, sources=sources, sorts=["-created_at", "-last_event_at",
                                                                           "severity", "-event_count"],
-                           has_next=len(rows) > PER_PAGE)
+                           pages=pages)
+
+
+def _cursor(sort: str, row) -> str:
+    """The cursor that goes on from ``row`` in ``sort``, as the API's ``next_cursor`` does."""
+    value = getattr(row, KEYSET_SORTS[sort][0].key)
+    return keyset_cursor(value if isinstance(value, int) else iso(value), row.id)
 
 
 @bp.get("/incidents/<id:incident_id>")
