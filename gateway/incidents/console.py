@@ -10,8 +10,8 @@ from sqlalchemy import func, select
 from gateway.contracts import SEVERITIES
 from gateway.incidents import service
 from gateway.incidents.api import (
-    INCIDENT_STATUSES, KEYSET_SORTS, CommentBody, IncidentQuery, NoteBody, act, add_comment, after, backward_order,
-    incident_query, keyset_cursor,
+    INCIDENT_STATUSES, KEYSET_SORTS, CommentBody, IncidentQuery, NoteBody, act, add_comment, after,
+    incident_query, keyset_cursor, keyset_order,
 )
 from gateway.store.models import AlertRow, DeliveryRow, Incident
 from gateway.views import COUNT_CAP, ApiError, Text, actor, iso, all_sources, capped_count, console_blueprint, needs
@@ -52,7 +52,7 @@ def list_incidents():
     try:
         if backward:
             query = query.where(after(args["sort"], args["before"], before=True)).order_by(None).order_by(
-                *backward_order(args["sort"]))
+                *keyset_order(args["sort"], backward=True))
         elif keyset and "cursor" in args:
             query = query.where(after(args["sort"], args["cursor"]))
         else:

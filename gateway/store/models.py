@@ -206,7 +206,7 @@ class AlertRow(Base):
 
     __table_args__ = (
         Index("ix_alerts_raw_request_id", "raw_request_id"),
-        Index("ix_alerts_incident_id", "incident_id"),
+        Index("ix_alerts_incident_id_id", "incident_id", "id"),  # an incident's alerts in order (0014)
         # Idempotency per alert: a source's alert with a vendor id is stored once (migration 0007).
         Index("uq_alerts_source_key_external_id", "source_key", "external_id", unique=True),
     )
