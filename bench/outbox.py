@@ -4,7 +4,8 @@
 Per database (BENCH_OUTBOX_DBS, default sqlite,postgresql), one gateway on a fresh database with one
 ``whatap`` source routed to one ``spaceone`` sink whose URL is bench/receiver.py's, and dispatchers as
 production runs them: in ``gateway serve``'s workers, or (BENCH_OUTBOX_WORKER_THREADS=N) in one
-``gateway worker --threads N`` beside ``gateway serve --no-dispatcher``.  In one run:
+``gateway worker --threads N`` beside ``gateway serve --no-dispatcher``
+(at niceness BENCH_OUTBOX_WORKER_NICE, 0).  In one run:
 
 1. **lag**: BENCH_OUTBOX_RATE (200) webhooks/s for BENCH_OUTBOX_LAG_SECONDS (20) with the receiver up.
    Lag = the event's arrival at the receiver (its ``time.time()``) minus the alert's ``received_at``
@@ -49,6 +50,9 @@ LAG_SECONDS = b.env_int("BENCH_OUTBOX_LAG_SECONDS", 20)
 ROWS = b.env_int("BENCH_OUTBOX_ROWS", 20_000)
 BACKLOG = b.env_int("BENCH_OUTBOX_BACKLOG", 100_000)
 WORKER_THREADS = b.env_int("BENCH_OUTBOX_WORKER_THREADS", 0)
+WORKER_NICE = b.env_int("BENCH_OUTBOX_WORKER_NICE", 0)
+"""The ``gateway worker``'s niceness: what a lower CPU share (``cpu_shares`` in compose, a smaller CPU
+request in Kubernetes) does for it on a host it shares with ``gateway serve``."""
 DRAIN_TIMEOUT = b.env_int("BENCH_OUTBOX_DRAIN_TIMEOUT", 600)
 SENDERS = 8
 """Threads of the paced sender: enough that one slow answer does not hold back the schedule."""
@@ -308,8 +312,8 @@ def start(workdir: Path, dbs: b.Databases, db: str, receiver: Receiver) -> tuple
         return [server], hook_url, db_url
     server, hook_url = b.start_gateway(workdir, db_url, f"{db}-outbox", db, config, ("--no-dispatcher",))
     env = b.gateway_env(workdir, db_url, db, config)
-    worker = b.Server(f"worker ({db})", [str(b.BIN / "gateway"), "worker", "--threads", str(WORKER_THREADS)],
-                      env, workdir / f"worker-{db}.log")
+    worker = b.Server(f"worker ({db})", ["nice", "-n", str(WORKER_NICE), str(b.BIN / "gateway"), "worker",
+                                         "--threads", str(WORKER_THREADS)], env, workdir / f"worker-{db}.log")
     deadline = time.monotonic() + 60
     while "worker delivering" not in worker.tail():
         if worker.proc.poll() is not None or time.monotonic() > deadline:
@@ -380,7 +384,7 @@ def run(wrk: str, workdir: Path, dbs: b.Databases, db: str) -> dict:
 
 
 def report(r: dict) -> None:
-    where = (f"gateway worker --threads {WORKER_THREADS}" if WORKER_THREADS
+    where = (f"gateway worker --threads {WORKER_THREADS} at nice {WORKER_NICE}" if WORKER_THREADS
              else f"dispatchers in {b.WORKERS} serve workers")
     db = r["db"]
     alone, backlog, order = r["alone"], r["backlog"], r["order"]
