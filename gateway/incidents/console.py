@@ -46,7 +46,7 @@ def list_incidents():
         args = ConsoleQuery().load({"sort": DEFAULT_SORT, "per_page": PER_PAGE})
     status = args.get("status") or "triggered"
     args["status"] = status
-    query = incident_query(args)
+    query = incident_query(args, _engine().dialect.name)
     keyset = args["sort"] in KEYSET_SORTS
     backward = keyset and "before" in args
     try:

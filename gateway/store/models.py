@@ -23,9 +23,11 @@ from sqlalchemy import (
     TypeDecorator,
     bindparam,
     case,
+    column,
     func,
     literal_column,
     select,
+    table,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -265,7 +267,19 @@ TRIGRAM_INDEXES = {
     "ix_timeline_entries_note_trgm": ("timeline_entries", "note"),
 }
 """The incident search's indexes, PostgreSQL only (GIN, pg_trgm, migration 0009), so not in the
-models: SQLite has no trigram index, and a search there reads every incident."""
+models; SQLite has ``SEARCH_TABLES`` instead."""
+
+incidents_search = table("incidents_search", column("rowid"))
+comments_search = table("comments_search", column("rowid"))
+SEARCH_TABLES = ("incidents_search", "comments_search")
+"""The incident search's indexes on SQLite: FTS5 trigram tables (migration 0015), filled by
+triggers, so not in the models either.  Their rowid is an incident's id, and a comment's
+timeline entry id; ``incident_comments`` is the view of the comments they index."""
+
+
+def is_search_table(name: str) -> bool:
+    """Whether ``name`` is one of ``SEARCH_TABLES`` or a table FTS5 keeps for one (``_data``, ``_idx``...)."""
+    return any(name == t or name.startswith(t + "_") for t in SEARCH_TABLES)
 
 
 class GroupRecovery(Base):
