@@ -9,9 +9,10 @@ import threading
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from psycopg.types.json import Json
 from sqlalchemy import create_engine, func, insert, select, text
 
-from gateway.pipeline.transaction import RAW_INSERT as _RAW_INSERT
+from gateway.pipeline.transaction import DUPLICATE_WINDOW, _RAW_INSERT, insert_raw
 from gateway.pipeline.retention import Purged, purge
 from gateway.store import partitions
 from gateway.store.db import make_engine, run_in_transaction, upgrade
@@ -69,7 +70,7 @@ def test_the_migration_moves_every_row_into_its_day(at_0011):
         assert conn.execute(select(RawRequest.id, RawRequest.external_id).order_by(RawRequest.id)).all() == [
             (1, "e0"), (2, "e1"), (3, "e2")]
         assert conn.execute(text("SELECT raw_request_id FROM alerts")).scalar_one() == 1
-    added = run_in_transaction(engine, lambda conn: _RAW_INSERT.scalar(conn, raw("e3", utcnow())))
+    added = run_in_transaction(engine, lambda conn: insert_raw(conn, raw("e3", utcnow())))
     assert added == 4  # the id sequence carried over
     if engine.dialect.name == "postgresql":
         today = TODAY.date()
@@ -87,7 +88,7 @@ def test_a_webhook_lands_in_its_day(app, pg_engine):
 
 def test_days_are_made_ready_ahead_and_take_their_rows_out_of_the_default_partition(pg_engine):
     later = TODAY + timedelta(days=partitions.AHEAD + 3)
-    run_in_transaction(pg_engine, lambda conn: _RAW_INSERT.scalar(conn, raw("future", later)))
+    run_in_transaction(pg_engine, lambda conn: insert_raw(conn, raw("future", later)))
     assert where_rows_are(pg_engine) == {"future": partitions.DEFAULT}  # no day for it yet: accepted all the same
 
     created = partitions.ensure_ahead(pg_engine, later)
@@ -122,13 +123,32 @@ def test_purge_drops_whole_days_before_the_cutoff_and_keeps_the_rest(pg_engine, 
     assert purge(pg_engine, cutoff) == Purged(0, 0, 0)
 
 
-def test_a_delivery_id_is_stored_once_across_days(engine_url_both):
+def test_a_delivery_id_is_stored_once_across_midnight_and_again_past_the_window(engine_url_both):
+    """A sender's retry lands in the next day's partition and is still a duplicate; a copy from
+    longer ago than ``DUPLICATE_WINDOW`` is a request of its own."""
     engine = engine_url_both
-    first = run_in_transaction(engine, lambda conn: _RAW_INSERT.scalar(conn, raw("d-1", TODAY - timedelta(days=2))))
-    again = run_in_transaction(engine, lambda conn: _RAW_INSERT.scalar(conn, raw("d-1", TODAY)))
-    assert first is not None and again is None
+    midnight = TODAY.replace(hour=0)
+    store = lambda received_at: run_in_transaction(engine, lambda conn: insert_raw(conn, raw("d-1", received_at)))  # noqa: E731
+    assert store(midnight - timedelta(minutes=5)) is not None
+    assert store(midnight + timedelta(minutes=5)) is None
+    assert store(midnight - timedelta(minutes=5) + DUPLICATE_WINDOW) is None  # the window's last moment
+    assert store(midnight + timedelta(minutes=6) + DUPLICATE_WINDOW) is not None
     with engine.connect() as conn:
-        assert conn.execute(select(func.count()).select_from(raw_requests)).scalar_one() == 1
+        assert conn.execute(select(func.count()).select_from(raw_requests)).scalar_one() == 2
+
+
+def test_the_delivery_id_check_reads_only_the_days_of_its_window(pg_engine, past_days):
+    """A year of days must not cost a year of index probes per webhook: PostgreSQL prunes the
+    days before the window from the check (at plan or at executor start)."""
+    partitions.ensure(pg_engine, (TODAY - timedelta(days=10)).date(), TODAY.date())
+    sql = str(_RAW_INSERT.statement.compile(dialect=pg_engine.dialect))
+    params = {**raw("d-9", TODAY), "headers": Json({}), "duplicate_since": TODAY - DUPLICATE_WINDOW}
+    with pg_engine.connect() as conn:
+        cursor = conn.connection.dbapi_connection.cursor()
+        plan = "\n".join(row[0] for row in cursor.execute("EXPLAIN (ANALYZE) " + sql, params))
+        conn.rollback()
+    read = {day for day in range(11) if partitions.partition_name((TODAY - timedelta(days=day)).date()) in plan}
+    assert read == {0, 1}, plan
 
 
 @pytest.fixture
@@ -145,12 +165,12 @@ def test_a_second_transaction_with_the_same_delivery_id_waits_then_stores_nothin
     def second_copy():
         with pg_engine.connect() as conn, conn.begin():
             partitions.lock_delivery_id(conn, "src", "d-1")
-            answers.append(_RAW_INSERT.scalar(conn, raw("d-1", TODAY - timedelta(days=3))))
+            answers.append(insert_raw(conn, raw("d-1", TODAY - timedelta(days=3))))
 
     with pg_engine.connect() as conn:
         with conn.begin():
             partitions.lock_delivery_id(conn, "src", "d-1")
-            assert _RAW_INSERT.scalar(conn, raw("d-1", TODAY)) is not None
+            assert insert_raw(conn, raw("d-1", TODAY)) is not None
             other = threading.Thread(target=second_copy)
             other.start()
             other.join(0.5)

@@ -25,7 +25,7 @@ from gateway.fingerprints import namespaced_fingerprint
 from gateway.pipeline import ratelimit, refusals
 from gateway.pipeline.runtime import ActiveSource, Runtime
 from gateway.pipeline.transaction import (
-    RAW_INSERT, AlertsSeen, CoreTransaction, Duplicate, InlineSinkFailed, alert_faults, in_transaction, route_alert,
+    AlertsSeen, CoreTransaction, Duplicate, InlineSinkFailed, alert_faults, in_transaction, insert_raw, route_alert,
     store_alerts,
 )
 from gateway.store.db import refusal_reason, run_in_transaction
@@ -370,7 +370,7 @@ def _store_handshake(runtime: Runtime, source: ActiveSource, request: InboundReq
                      reply: Reply) -> None:
     def work(conn: Connection) -> None:
         # A handshake is answered anew each time, so each one is journaled: no idempotency key.
-        raw_id = RAW_INSERT.scalar(conn, dict(raw, external_id=None))
+        raw_id = insert_raw(conn, dict(raw, external_id=None))
         conn.execute(insert(Handshake.__table__).values(
             source_key=source.key, raw_request_id=raw_id, received_at=request.received_at,
             status=reply.status, record=dict(reply.record or {}),
