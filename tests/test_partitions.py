@@ -179,3 +179,21 @@ def test_a_second_transaction_with_the_same_delivery_id_waits_then_stores_nothin
     assert answers == [None]
     with pg_engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(raw_requests)).scalar_one() == 1
+
+
+def test_the_oldest_kept_request_is_found_past_empty_days_and_in_the_default_partition(pg_engine, past_days):
+    """``raw_requests_oldest()`` (0017) answers what ``min(received_at)`` over the whole journal does."""
+    def both() -> tuple:
+        with pg_engine.connect() as conn:
+            return tuple(conn.execute(text("SELECT raw_requests_oldest(), min(received_at) FROM raw_requests")).one())
+
+    with pg_engine.begin() as conn:
+        conn.execute(text("DELETE FROM raw_requests"))
+    assert both() == (None, None)
+    partitions.ensure(pg_engine, (TODAY - timedelta(days=6)).date(), TODAY.date())  # days -6..-3 stay empty
+    with pg_engine.begin() as conn:
+        conn.execute(insert(raw_requests), [raw("d2", TODAY - timedelta(days=2)), raw("d0", TODAY)])
+    assert both() == (TODAY - timedelta(days=2),) * 2
+    with pg_engine.begin() as conn:  # older than every day partition: the default partition holds it
+        conn.execute(insert(raw_requests), [raw("old", TODAY - timedelta(days=30))])
+    assert both() == (TODAY - timedelta(days=30),) * 2

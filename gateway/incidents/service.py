@@ -18,9 +18,9 @@ from gateway.contracts import SEVERITIES, Alert
 from gateway.fingerprints import group_fingerprint, whole_group
 from gateway.store.db import HotStatement, RetryTransaction
 from gateway.store.models import (
-    AlertRow, GroupRecovery, Incident, TimelineEntry, UTCDateTime, group_bounds, in_group, is_open,
-    kept_raw_request_id, utcnow,
+    AlertRow, GroupRecovery, Incident, TimelineEntry, UTCDateTime, group_bounds, in_group, is_open, utcnow,
 )
+from gateway.store.partitions import kept_raw_request_id
 
 incidents = Incident.__table__
 timeline_entries = TimelineEntry.__table__

@@ -19,7 +19,8 @@ from gateway.config import NAME_PATTERN, RateLimit, SourceConfig, validate_sourc
 from gateway.contracts import ApiError, SourceType
 from gateway.plugins import Registry
 from gateway.store.db import run_in_transaction
-from gateway.store.models import Handshake, SourceRow, kept_raw_request_id, utcnow
+from gateway.store.models import Handshake, SourceRow, utcnow
+from gateway.store.partitions import kept_raw_request_id
 
 sources_table = SourceRow.__table__
 COLUMN_FIELDS = frozenset({"key", "type", "name", "enabled"})

@@ -22,11 +22,9 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     bindparam,
-    case,
     column,
     func,
     literal_column,
-    select,
     table,
     text,
 )
@@ -139,19 +137,6 @@ class RawRequest(JournaledRequest, Base):
         # no unique index can span PostgreSQL's partitions; ingest serializes a delivery id instead.
         Index("ix_raw_requests_source_key_external_id", "source_key", "external_id"),
     )
-
-
-def kept_raw_request_id(row_table):
-    """``row_table``'s ``raw_request_id`` while that request is kept, else NULL.
-
-    Retention removes the journal oldest first (whole days on PostgreSQL, batches in received order
-    on SQLite) and an alert or a handshake is received when its request is, so its request is kept
-    exactly when it was received no earlier than the oldest request kept: one look at the journal's
-    oldest row per query.  A look-up per row by (id, received_at) made PostgreSQL probe every day
-    partition for each row: 2.5 s for an incident of 1,000 alerts over a year of days (bench/scale.py).
-    """
-    oldest = select(func.min(RawRequest.__table__.c.received_at)).scalar_subquery()
-    return case((row_table.c.received_at >= oldest, row_table.c.raw_request_id)).label("raw_request_id")
 
 
 class RefusedRequest(JournaledRequest, Base):

@@ -14,8 +14,8 @@ from gateway.contracts import ApiError
 from gateway.pipeline import deliveries, outbox, refusals
 from gateway.store.models import (
     AlertRow, DeliveryAttempt, DeliveryRow, ProblemDelivery, RawRequest, RefusedRequest, SourceRow,
-    kept_raw_request_id,
 )
+from gateway.store.partitions import kept_raw_request_id
 from gateway.web.auth import needs, require_role
 from gateway.web.common import Page, Text, iso, json_object, page_of, paginate, where_given
 from gateway.web.openapi import Raw, documented
