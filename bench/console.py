@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from gateway import users  # noqa: E402
-from gateway.app import create_app  # noqa: E402
+from gateway.app import create_app, settle_heap  # noqa: E402
 from gateway.store.db import upgrade  # noqa: E402
 from gateway.store.models import AlertRow, Incident, RawRequest, TimelineEntry, utcnow  # noqa: E402
 
@@ -115,6 +115,7 @@ def measure(url: str, config_path: str, pages: dict[str, str], requests: int = R
     token = secrets.token_hex(16)
     app = create_app({"DATABASE_URL": url, "CONFIG": config_path, "SECRET_KEY": secrets.token_hex(16),
                       "ADMIN_TOKEN": token})
+    settle_heap()  # as a gunicorn worker does once it has loaded the app
     engine = app.extensions["gateway"].engine
     users.create_user(engine, "bench", "admin", "bench-password")
     client = app.test_client()

@@ -110,6 +110,7 @@ def pre_request(worker, req):
 
 
 def post_worker_init(worker):
+    from gateway.app import settle_heap
     from gateway.pipeline.outbox import Dispatcher, worker_name
     from gateway.pipeline.retention import RetentionSchedule
     from gateway.store.db import start_wal_checkpointer
@@ -129,6 +130,7 @@ def post_worker_init(worker):
         worker.dispatcher.start()
         worker.retention = RetentionSchedule(gateway.runtime, worker_name())
         worker.retention.start()
+    settle_heap()  # last: what the worker loaded above lives as long as it does
 
 
 DISPATCHER_STOP_SECONDS = 10
