@@ -18,8 +18,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
-from sqlalchemy import select
+from click.testing import CliRunner
+from sqlalchemy import select, update
 
+from gateway.cli import main as cli
+from gateway.pipeline.transaction import DUPLICATE_WINDOW
 from gateway.store.models import AlertRow, RawRequest
 
 PAYLOADS = Path(__file__).resolve().parents[1] / "plugins" / "oci" / "gateway_oci" / "samples"
@@ -276,6 +279,29 @@ def test_redelivered_message_has_exactly_one_effect(oci, api, name, message_id):
     assert the_incident(api)["event_count"] == 1
     assert api.get("/api/events").json["total"] == 1
     assert len(oci.alert_rows()) == 1
+
+
+def test_a_message_id_dedupes_for_a_day_and_a_replay_of_its_request_for_ever(oci, api, database_url, tmp_path):
+    """OCI's alerts carry no ids of their own: the message id is their only key.  ONS stops retrying
+    after two hours, so past ``DUPLICATE_WINDOW`` the same id is a new message; ``gateway replay``
+    of the stored request is no retry, and stays a duplicate of it however old."""
+    assert oci.post("ok_to_firing.json", message_id="msg-old").status_code == 202
+    journal = RawRequest.__table__
+    with oci.app.extensions["gateway"].engine.begin() as conn:
+        received = conn.execute(select(journal.c.received_at)).scalar_one()
+        conn.execute(update(journal).values(received_at=received - DUPLICATE_WINDOW - dt.timedelta(days=2)))
+
+    config = tmp_path / "oci.yaml"  # the oci fixture's file is rewritten by the api fixture's app
+    config.write_text("sources:\n  - {key: oci-seoul, type: oci, username: ons, password: pw}\n"
+                      "sinks:\n  - {name: itms, type: itms}\nroute: {sinks: [itms]}\n")
+    replayed = CliRunner().invoke(cli, ["replay"], env={"GATEWAY_DATABASE_URL": database_url,
+                                                        "GATEWAY_CONFIG": str(config)})
+    assert replayed.exit_code == 0, replayed.output
+    assert replayed.stdout.splitlines()[0].endswith(": accepted (1 alert) -> duplicate")
+    assert len(oci.alert_rows()) == 1
+
+    assert oci.post("ok_to_firing.json", message_id="msg-old").status_code == 202
+    assert the_incident(api)["event_count"] == 2
 
 
 @pytest.mark.parametrize(

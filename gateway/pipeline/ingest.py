@@ -111,7 +111,10 @@ def receive(runtime: Runtime, source_type: str, source_key: str, method: str, pa
 
 def _receive(runtime: Runtime, source: Optional[ActiveSource], source_type: str, source_key: str,
              method: str, path: str, headers: Mapping[str, str], read_body: BodyReader,
-             remote_addr: str, seen: Seen, commit: Optional[Commit] = None) -> Outcome:
+             remote_addr: str, seen: Seen, commit: Optional[Commit] = None,
+             duplicates_since: Optional[datetime] = None) -> Outcome:
+    """``duplicates_since``: where the look for the request's delivery id starts, when not a
+    ``DUPLICATE_WINDOW`` before now (a replay looks from the stored request's own time)."""
     if source is None or source.type != source_type:
         raise Rejected(404, "unknown_source", f"no {source_type} source with key {source_key!r}")
     if not source.enabled:
@@ -130,6 +133,8 @@ def _receive(runtime: Runtime, source: Optional[ActiveSource], source_type: str,
         source.plugin.verify(request)
         seen.verified = True
         raw = _raw_values(source, request)
+        if duplicates_since is not None:
+            raw["duplicate_since"] = duplicates_since
         reply = source.plugin.handshake(request)
     if reply is not None:
         _store_handshake(runtime, source, request, raw, reply)

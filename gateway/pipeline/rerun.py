@@ -16,7 +16,7 @@ from sqlalchemy import Connection, delete, func, select
 from gateway.contracts import Alert, ApiError, Headers, InboundRequest, Rejected, SourceType
 from gateway.pipeline import ingest
 from gateway.pipeline.runtime import ActiveSource, Runtime
-from gateway.pipeline.transaction import in_transaction
+from gateway.pipeline.transaction import DUPLICATE_WINDOW, in_transaction
 from gateway.store.models import AlertRow, DeliveryRow, Handshake, RawRequest, RefusedRequest
 
 
@@ -119,8 +119,10 @@ class _Rerun:
 
 
 def run(runtime: Runtime, source: ActiveSource, method: str, path: str, headers: Mapping[str, str], body: bytes,
-        remote_addr: str, *, dry: bool, verify: bool, then: Callable[[Connection], None] = lambda conn: None) -> Run:
-    """One request through ingest; ``then`` runs in its transaction when it stores alerts."""
+        remote_addr: str, *, dry: bool, verify: bool, then: Callable[[Connection], None] = lambda conn: None,
+        duplicates_since: Optional[datetime] = None) -> Run:
+    """One request through ingest; ``then`` runs in its transaction when it stores alerts.
+    ``duplicates_since``: see ``ingest._receive``."""
     plugin = _Rerun(source.plugin, verify=verify)
     seen, stored = ingest.Seen(), []
 
@@ -144,7 +146,7 @@ def run(runtime: Runtime, source: ActiveSource, method: str, path: str, headers:
 
     try:
         outcome = ingest._receive(runtime, dataclasses.replace(source, plugin=plugin), source.type, source.key,
-                                  method, path, headers, read, remote_addr, seen, commit)
+                                  method, path, headers, read, remote_addr, seen, commit, duplicates_since)
         result = Run(outcome.status, outcome.body.get("status", ""), verified=True, alerts=stored)
     except ApiError as exc:
         result = Run(exc.status, exc.code, exc.message, verified=seen.verified)
@@ -200,8 +202,11 @@ def replay(runtime: Runtime, source: ActiveSource, request: StoredRequest, *, dr
         if request.outcome == "refused":
             conn.execute(delete(RefusedRequest.__table__).where(RefusedRequest.id == request.id))
 
+    # A replay is no sender's retry: its delivery id is looked for from a window before the stored
+    # request on, so a request accepted a week ago is still a duplicate of itself.
     return run(runtime, source, request.method, request.path, request.headers, request.body,
-               request.remote_addr or "", dry=dry, verify=False, then=forget_refusal)
+               request.remote_addr or "", dry=dry, verify=False, then=forget_refusal,
+               duplicates_since=request.received_at - DUPLICATE_WINDOW)
 
 
 def skip_reason(source: Optional[ActiveSource], request: StoredRequest) -> Optional[str]:

@@ -105,8 +105,8 @@ def _journal_binds(prefix: str) -> dict[str, str]:
 
 
 def _with_window(raw: dict) -> dict:
-    """The raw row's values and the start of its ``DUPLICATE_WINDOW``."""
-    return dict(raw, duplicate_since=raw["received_at"] - DUPLICATE_WINDOW)
+    """The raw row's values and the start of its ``DUPLICATE_WINDOW`` (unless the row names its own)."""
+    return {"duplicate_since": raw["received_at"] - DUPLICATE_WINDOW, **raw}
 
 
 _RAW_INSERT = HotStatement(_journal_insert(_journal_binds("")))
