@@ -19,6 +19,7 @@ from gateway.web.console import console_blueprint
 from gateway.web.openapi import Raw, documented
 
 __all__ = [
-    "COUNT_CAP", "ApiError", "ROLES", "Page", "Raw", "Text", "actor", "capped_count", "all_sources", "console_blueprint", "documented", "iso",
-    "json_object", "needs", "page_of", "paginate", "reading", "require_role", "transaction", "where_given",
+    "COUNT_CAP", "ApiError", "ROLES", "Page", "Raw", "Text", "actor", "all_sources", "capped_count", "console_blueprint",
+    "documented", "iso", "json_object", "needs", "page_of", "paginate", "reading", "require_role", "transaction",
+    "where_given",
 ]

@@ -381,13 +381,14 @@ class Dispatcher:
 
         def supervise() -> None:
             while not self.stopping.is_set():
-                for name, sink in self.runtime.snapshot.sinks.items():
-                    for slot in range(self.senders):
-                        if not isinstance(sink, InlineSinkType) and (name, slot) not in self._threads:
-                            thread = threading.Thread(target=self._sink_loop, args=(name, slot), daemon=True,
-                                                      name=f"dispatch-{name}-{slot}")
-                            self._threads[name, slot] = thread
-                            thread.start()
+                outbox_sinks = [name for name, sink in self.runtime.snapshot.sinks.items()
+                                if not isinstance(sink, InlineSinkType)]
+                for name, slot in ((name, slot) for name in outbox_sinks for slot in range(self.senders)
+                                   if (name, slot) not in self._threads):
+                    thread = threading.Thread(target=self._sink_loop, args=(name, slot), daemon=True,
+                                              name=f"dispatch-{name}-{slot}")
+                    self._threads[name, slot] = thread
+                    thread.start()
                 self.stopping.wait(min(self.poll, 1.0))  # a sink added by a reload starts within 1 s
 
         self._supervisor = threading.Thread(target=supervise, daemon=True, name="dispatch-supervisor")
@@ -453,5 +454,3 @@ def redrive(runtime: Runtime, *, delivery_id: Optional[int] = None, sink: Option
                  extra={"requeued": result.requeued, "delivery_id": delivery_id, "sink": sink})
         runtime.notify_deliveries()
     return result
-
-

@@ -118,7 +118,7 @@ def page_of(item: type[Schema]) -> type[Schema]:
     """The schema of what ``paginate`` answers, for ``documented``: a page of ``item``."""
     return Schema.from_dict({"items": fields.List(fields.Nested(item), required=True),
                              "total": fields.Integer(required=True, allow_none=True,
-                                                     metadata={"description": "the matches, counted up to 10,000: null past that, and on a page by cursor"}),
+                                                     metadata={"description": f"the matches, counted up to {COUNT_CAP:,}: null past that, and on a page by cursor"}),
                              "page": fields.Integer(required=True),
                              "per_page": fields.Integer(required=True)}, name=f"{item.__name__}Page")
 
