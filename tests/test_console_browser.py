@@ -204,3 +204,27 @@ def test_in_korean_a_new_whatap_source_takes_webhooks_with_its_token(open_page, 
     for path in ("deliveries", "settings", "plugins"):
         page.goto(f"{server}/{path}")
         shot(page, f"{path}-ko-{db}")
+
+
+@pytest.mark.parametrize("language", ["ko", "en"])
+def test_next_and_previous_page_through_the_list_in_chromium(open_page, app, monkeypatch, language):
+    """The pager's links, clicked: each page by cursor, back to the first, in both languages."""
+    client = app.test_client()
+    for n in range(7):
+        assert client.post("/hooks/testsrc/src/", json={"id": f"p{n}", "title": f"disk {n}"}).status_code == 202
+    monkeypatch.setattr("gateway.incidents.console.PER_PAGE", 3)
+    page = open_page(f"pager-{language}", "viewer", language)
+    shown = lambda: page.locator("tr[data-incident]").evaluate_all("rows => rows.map(r => r.dataset.incident)")  # noqa: E731
+    first = shown()
+    assert len(first) == 3 and page.locator("a[rel=prev]").count() == 0
+    page.click("a[rel=next]")
+    second = shown()
+    page.click("a[rel=next]")
+    third = shown()
+    shot(page, f"incident-list-page-3-{language}")
+    assert page.locator("a[rel=next]").count() == 0 and "cursor=" in page.url
+    assert first + second + third == [str(n) for n in range(7, 0, -1)]
+    page.click("a[rel=prev]")
+    assert shown() == second
+    page.click("a[rel=prev]")
+    assert shown() == first and page.locator("a[rel=prev]").count() == 0
