@@ -1,4 +1,5 @@
-"""The outbox claim's plan is good on a table PostgreSQL has no statistics for (issue 11, item 4).
+"""The outbox claim's plan is good on a table PostgreSQL has no statistics for (issue 11, item 4),
+and its cost does not grow with the backlog behind an outage (issue 16).
 
 Until autovacuum's first ANALYZE, the planner guesses.  With the old indexes it checked each
 candidate's earlier rows by scanning every pending row of the sink: 1.2-1.3 s per claim at 4,000
@@ -12,10 +13,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from sqlalchemy import text
+from datetime import timedelta
+
+from sqlalchemy import insert, text
 
 from gateway.pipeline.outbox import Dispatcher
 from gateway.store.db import make_engine
+from gateway.store.models import AlertRow, DeliveryRow, utcnow
 from gateway.testing import migrated_schema
 
 ROWS, PENDING_FROM = 100_000, 96_001
@@ -50,31 +54,104 @@ def plan_nodes(plan: dict):
         yield from plan_nodes(child)
 
 
+class Runtime:
+    """All a Dispatcher's claim and blocking pass need."""
+
+    def __init__(self, engine):
+        self.engine = engine
+
+
+def examined_by(conn, stmt) -> tuple[int, list]:
+    """Rows the plan's nodes read (kept or thrown away) running ``stmt``, and its nodes.
+
+    EXPLAIN ANALYZE runs it; the connection's transaction is rolled back when it closes."""
+    compiled = stmt.compile(dialect=conn.dialect)
+    (raw,) = conn.exec_driver_sql("EXPLAIN (ANALYZE, FORMAT JSON) " + compiled.string, compiled.params).one()
+    document = raw if isinstance(raw, list) else json.loads(raw)
+    nodes = list(plan_nodes(document[0]["Plan"]))
+    return sum(n["Actual Rows"] * n["Actual Loops"] + n.get("Rows Removed by Filter", 0)
+               + n.get("Rows Removed by Join Filter", 0) for n in nodes), nodes
+
+
 def test_the_claim_uses_the_outbox_indexes_on_a_table_without_statistics(unanalyzed_outbox):
     engine = unanalyzed_outbox
-
-    class Runtime:  # all a Dispatcher's claim needs
-        pass
-
-    runtime = Runtime()
-    runtime.engine = engine
-    stmt = Dispatcher(runtime).claim_statement("spaceone", "plan-test")
-    compiled = stmt.compile(dialect=engine.dialect)
+    stmt = Dispatcher(Runtime(engine)).claim_statement("spaceone", "plan-test")
     with engine.connect() as conn:
         unanalyzed = conn.execute(text(
             "SELECT last_analyze IS NULL AND last_autoanalyze IS NULL FROM pg_stat_user_tables"
             " WHERE relname = 'deliveries' AND schemaname = current_schema()")).scalar()
         assert unanalyzed and not conn.execute(text(
             "SELECT count(*) FROM pg_stats WHERE tablename = 'deliveries' AND schemaname = current_schema()")).scalar()
-        # ANALYZE runs the claim; the connection's transaction is rolled back when it closes.
-        (raw,) = conn.exec_driver_sql("EXPLAIN (ANALYZE, FORMAT JSON) " + compiled.string, compiled.params).one()
-    document = raw if isinstance(raw, list) else json.loads(raw)
-    nodes = list(plan_nodes(document[0]["Plan"]))
+        examined, nodes = examined_by(conn, stmt)
     outbox_scans = [n for n in nodes if n.get("Relation Name") == "deliveries" and "Scan" in n["Node Type"]]
     assert outbox_scans and not [n for n in outbox_scans if n["Node Type"] == "Seq Scan"], outbox_scans
     assert any("ordering_key = " in n.get("Index Cond", "") for n in outbox_scans), \
         "the earlier-row check is not an index lookup by ordering key"
-    examined = sum(n["Actual Rows"] * n["Actual Loops"] + n.get("Rows Removed by Filter", 0)
-                   + n.get("Rows Removed by Join Filter", 0) for n in nodes)
     assert examined < 1_000, f"{examined} rows examined to claim 20"
-    assert document[0]["Plan"]["Actual Rows"] == 20
+    assert nodes[0]["Actual Rows"] == 20
+
+
+BACKLOG, PROBLEMS = 30_000, 300
+
+
+def outage_backlog(engine) -> None:
+    """``BACKLOG`` pending rows over ``PROBLEMS`` problems: each problem's first row was tried and
+    waits out its backoff, the rest queued behind it are due.  Nothing can be claimed."""
+    now = utcnow()
+    with engine.begin() as conn:
+        conn.execute(insert(AlertRow), [dict(
+            id=1, source_key="s", source_type="t", fingerprint="f", status="firing", severity="info", title="x",
+            description="", resource_id="", resource_name="", resource_type="", occurred_at=now, labels={},
+            origin="webhook", received_at=now)])
+        conn.execute(insert(DeliveryRow), [dict(
+            id=n, alert_id=1, sink_name="spaceone", ordering_key=f"problem-{n % PROBLEMS}", status="pending",
+            attempts=int(n <= PROBLEMS), next_attempt_at=now + timedelta(hours=1) if n <= PROBLEMS else now,
+            created_at=now) for n in range(1, BACKLOG + 1)])
+        conn.execute(text("ANALYZE"))
+
+
+def sqlite_steps(conn, stmt) -> int:
+    """SQLite virtual machine instructions (in hundreds) spent running ``stmt``: its work, counted, not timed."""
+    steps = 0
+
+    def count() -> int:
+        nonlocal steps
+        steps += 1
+        return 0
+
+    sqlite = conn.connection.driver_connection
+    sqlite.set_progress_handler(count, 100)
+    try:
+        conn.execute(stmt).all()
+    finally:
+        sqlite.set_progress_handler(None, 100)
+    return steps
+
+
+def test_a_claim_behind_an_outage_passes_the_blocked_backlog_by(database_url):
+    """Behind an outage the claim used to read every waiting row to find nothing (852 ms on
+    PostgreSQL at 100,000).  Once the dispatcher's pass has marked them blocked, it reads only
+    what may go: its work is a few rows, where before the pass it was the whole backlog."""
+    engine = make_engine(database_url)
+    try:
+        outage_backlog(engine)
+        dispatcher = Dispatcher(Runtime(engine))
+
+        def work() -> int:
+            stmt = dispatcher.claim_statement("spaceone", "plan-test")
+            with engine.connect() as conn:
+                if engine.dialect.name == "postgresql":
+                    examined, nodes = examined_by(conn, stmt)
+                    assert nodes[0]["Actual Rows"] == 0
+                    return examined
+                return sqlite_steps(conn, stmt)
+
+        before = work()
+        assert dispatcher.block_waiting("spaceone") == BACKLOG - PROBLEMS
+        after = work()
+        if engine.dialect.name == "postgresql":
+            assert before >= BACKLOG - PROBLEMS and after < 1_000, (before, after)
+        else:
+            assert after * 100 < before, (before, after)
+    finally:
+        engine.dispose()

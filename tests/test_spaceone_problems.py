@@ -320,3 +320,35 @@ def test_a_group_recovery_older_than_a_members_latest_firing_leaves_its_spaceone
     assert w.sent() == [("ALERT", key("a", 1, "g")), ("ALERT", key("b", 1, "g")), ("RECOVERY", key("b", 1, "g"))]
     assert [a.state for a in w.spaceone.alerts] == ["TRIGGERED", "RESOLVED"]
     w.assert_agrees()
+
+
+def test_a_dropped_refresh_unblocks_the_row_that_waited_behind_it(world):
+    """A refresh a dispatcher holds when its problem fires again stays, and the new row waits
+    behind it, marked blocked.  Handed back untried, the refresh is dropped by the problem's next
+    row, which must unblock the row that waited: else neither that row nor any later one of the
+    problem would ever be claimed."""
+    from sqlalchemy import update
+
+    from gateway.store.models import DeliveryRow
+
+    w = world()
+    w.post("disk")
+    refresh = w.deliveries(sink="spaceone")[-1]
+    assert (refresh["refresh"], refresh["status"], refresh["attempts"]) == (True, "pending", 0)
+
+    def hold(worker, until):
+        with w.runtime.engine.begin() as conn:
+            conn.execute(update(DeliveryRow).where(DeliveryRow.id == refresh["id"])
+                         .values(claimed_by=worker, claimed_until=until))
+
+    hold("another-dispatcher", clock.now() + timedelta(days=1))
+    w.post("disk")
+    waiting = w.deliveries(sink="spaceone")[-1]
+    assert waiting["status"] == "pending" and waiting["id"] > refresh["id"]
+    assert w.dispatcher.block_waiting("spaceone") == 1
+    hold(None, None)  # handed back untried
+    w.post("disk")
+    rows = w.deliveries(sink="spaceone")
+    assert refresh["id"] not in [row["id"] for row in rows]
+    assert [(row["refresh"], row["status"]) for row in rows] == [(False, "delivered")] * 3 + [(True, "pending")]
+    assert [kind for kind, _ in w.sent()] == ["ALERT"] * 3

@@ -10,7 +10,8 @@ Every delivery has a deadline, cut short when the claim can no longer be renewed
 is sent by a second dispatcher while the first may still be sending it.
 
 Within a sink, a row waits while an earlier row with the same ordering key (the fingerprint
-of the problem it is about, see ``problems``) is still pending: a recovery is never delivered before the alert it follows.
+of the problem it is about, see ``problems``) is still pending: a recovery is never delivered
+before the alert it follows (``ordering`` says how the claim keeps that cheap behind a backlog).
 Retries go on for the sink's ``max_age``, so an outage shorter than that loses nothing.
 """
 from __future__ import annotations
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Callable, Optional, TypeVar
 
-from sqlalchemy import Connection, bindparam, func, insert, literal_column, select, update
+from sqlalchemy import Connection, bindparam, func, insert, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import aliased
 
@@ -33,8 +34,9 @@ from gateway.contracts import (
     Alert, InlineSinkType, Link, Resource, SinkType,
 )
 from gateway.deadline import DELIVERY_DEADLINE_SECONDS, DELIVERY_LEASE_SECONDS, Deadline
-from gateway.pipeline import problems
+from gateway.pipeline import ordering, problems
 from gateway.pipeline.attempts import Attempt, attempt
+from gateway.pipeline.ordering import PENDING, UNBLOCKED
 from gateway.pipeline.runtime import Runtime
 from gateway.store.db import HotStatement, run_in_transaction
 from gateway.store.models import AlertRow, DeliveryRow, DeliveryAttempt, utcnow
@@ -53,10 +55,9 @@ SENDERS = 4
 under 1,000 a second whatever the cores)."""
 RECORD_INTERVAL = 0.2
 """Outcomes of a batch wait at most this long (after the delivery that ends it) to be written together."""
-
-PENDING = literal_column("'pending'")
-"""The status as literal SQL: the partial indexes of pending rows are defined by it, and a
-prepared statement's generic plan can use them only if the query names it the same way."""
+BLOCK_INTERVAL = 1.0
+"""Seconds between a dispatcher's passes marking a sink's waiting rows (``block_waiting``);
+a pass runs only after a batch that came back short."""
 
 
 def worker_name() -> str:
@@ -72,23 +73,6 @@ def alert_from_row(row) -> Alert:
         source_key=row.source_key, source_type=row.source_type, fingerprint=row.fingerprint,
         raw_request_id=row.raw_request_id, id=row.id, origin=row.origin,
     )
-
-
-def _first_pending_of_key(sink_name: str):
-    """The id of the earliest pending row of the claimed row's ordering key in this sink.
-
-    A correlated MIN, not NOT EXISTS: the planner may turn an anti-join into a scan of every
-    pending row per candidate (on a table without statistics it did: 4,000 pending rows cost
-    2 s), while a MIN under a correlated subquery is always one descent of the partial index.
-    The claim compares with ``<=`` (the same rows: the MIN is never above the row's own id):
-    estimated as selective as ``=`` is, the planner sorted every pending row of the sink once
-    ANALYZE had run (19 ms at 2,000 pending rows, against 0.4 ms walking the index in order).
-    """
-    earlier = aliased(DeliveryRow)
-    return (select(func.min(earlier.id))
-            .where(earlier.sink_name == sink_name, earlier.ordering_key == DeliveryRow.ordering_key,
-                   earlier.status == PENDING)
-            .scalar_subquery())
 
 
 # Prebuilt (see HotStatement): they run for every delivery, where building a statement cost more than running it.
@@ -127,6 +111,8 @@ class Dispatcher:
         self.stopping = threading.Event()
         self._stop_at = float("inf")
         self._failing: set[str] = set()
+        self._blocked_at: dict[str, float] = {}
+        self._blocking = threading.Lock()
         self._threads: dict[tuple[str, int], threading.Thread] = {}
         self._supervisor: Optional[threading.Thread] = None
 
@@ -153,18 +139,25 @@ class Dispatcher:
         return sorted(rows, key=lambda r: r.id)
 
     def claim_statement(self, sink_name: str, worker: str):
-        """The claim's UPDATE ... RETURNING (id, alert_id), as ``claim`` runs it."""
+        """The claim's UPDATE ... RETURNING (id, alert_id), as ``claim`` runs it: the due rows
+        longest due first, each only if it is its key's earliest pending row.
+
+        It compares with ``<=`` (the same rows: the MIN is never above the row's own id):
+        estimated as selective as ``=`` is, the planner sorted every pending row of the sink once
+        ANALYZE had run (19 ms at 2,000 pending rows, against 0.4 ms walking the index in order).
+        """
         now, until = self._clock()
         candidates = (
             select(DeliveryRow.id)
             .where(
                 DeliveryRow.sink_name == sink_name,
                 DeliveryRow.status == PENDING,
+                DeliveryRow.blocked == UNBLOCKED,
                 DeliveryRow.next_attempt_at <= utcnow(),
                 DeliveryRow.claimed_until.is_(None) | (DeliveryRow.claimed_until < now) | (DeliveryRow.claimed_by == worker),
-                DeliveryRow.id <= _first_pending_of_key(sink_name),
+                DeliveryRow.id <= ordering.first_pending_of_key(sink_name),
             )
-            .order_by(DeliveryRow.id)
+            .order_by(DeliveryRow.next_attempt_at, DeliveryRow.id)
             .limit(self.batch)
             .with_for_update(skip_locked=True)
         )
@@ -284,6 +277,8 @@ class Dispatcher:
         def record(conn: Connection) -> None:
             for a in attempts:
                 self._finish(conn, a, worker)
+                if a.outcome != "retry":
+                    ordering.UNBLOCK_NEXT.run(conn, {"sink": sink.name, "key": a.row.ordering_key})
                 if a.period is not None and a.outcome == "delivered":  # a refresh is queued with the outcome
                     problems.follow_up(conn, sink, a.delivery, a.now)
 
@@ -298,6 +293,30 @@ class Dispatcher:
             if a.period is not None and a.period.refresh:
                 metrics.REFRESH_ATTEMPTS.labels(sink.name, a.outcome).inc()
             self._note_health(sink.name, a.outcome)
+
+    def block_waiting(self, sink_name: str) -> int:
+        """Mark the sink's due rows that wait behind an earlier row of their key, so later claims
+        pass them by (``ordering``), a batch per transaction; how many were marked."""
+        total = 0
+        while True:
+            blocked = run_in_transaction(self.runtime.engine,
+                                         lambda conn: ordering.block_followers(conn, sink_name, utcnow()))
+            total += blocked
+            if blocked < ordering.BLOCK_BATCH or self.stopping.is_set():
+                return total
+
+    def _block_now_and_then(self, sink_name: str) -> None:
+        """``block_waiting``, at most every ``BLOCK_INTERVAL`` per sink in this dispatcher, by one
+        of its threads at a time (two passes would contend for the same rows)."""
+        now = time.monotonic()
+        with self._blocking:
+            if now - self._blocked_at.get(sink_name, float("-inf")) < BLOCK_INTERVAL:
+                return
+            self._blocked_at[sink_name] = float("inf")  # until this pass is done
+        try:
+            self.block_waiting(sink_name)
+        finally:
+            self._blocked_at[sink_name] = time.monotonic()
 
     def _note_health(self, sink_name: str, outcome: str) -> None:
         """When a sink that was failing takes a delivery again, the rows waiting out their
@@ -368,6 +387,8 @@ class Dispatcher:
             seen = self.runtime.wakeups.generation
             try:
                 tried = self.run_once(sink_name, worker)
+                if tried < self.batch:  # a short claim may have passed by rows that wait
+                    self._block_now_and_then(sink_name)
             except Exception:
                 log.exception("dispatcher for sink %s failed; retrying after a pause", sink_name)
                 tried = 0

@@ -38,6 +38,7 @@ from sqlalchemy import Connection, Engine, bindparam, delete, exists, insert, or
 
 from gateway.contracts import Delivery, SinkType
 from gateway.fingerprints import group_fingerprint, whole_group
+from gateway.pipeline import ordering
 from gateway.store.db import HotStatement
 from gateway.store.models import DeliveryRow, ProblemDelivery, SinkProblem, UTCDateTime, group_bounds, in_group
 
@@ -150,7 +151,8 @@ def _take(conn: Connection, sink_name: str, alert_id: int, alert: Mapping[str, A
     elif step.changes is not None:
         _CHANGE_STATE.run(conn, {**key, **step.changes})
     if step.period is not None:
-        _DROP_UNTRIED_REFRESH.run(conn, {**key, "now": now})
+        if _DROP_UNTRIED_REFRESH.run(conn, {**key, "now": now}):
+            ordering.UNBLOCK_NEXT.run(conn, {"sink": sink_name, "key": fingerprint})
         _insert(conn, alert_id, sink_name, fingerprint, Period(step.period, False), now)
 
 

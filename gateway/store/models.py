@@ -23,6 +23,7 @@ from sqlalchemy import (
     TypeDecorator,
     bindparam,
     column,
+    false,
     func,
     literal_column,
     table,
@@ -301,13 +302,16 @@ class TimelineEntry(Base):
 
 PENDING_SQL = "status = 'pending'"
 """The pending-row condition of the outbox's partial indexes (the dispatcher's claim names it so)."""
+CLAIMABLE_SQL = "status = 'pending' AND blocked = false"
+"""The rows the claim walks: pending and not known to wait behind an earlier row of their key."""
 
 
 class DeliveryRow(Base):
     """The outbox: one row per (alert, external sink), delivered by the dispatcher.
 
     ``requeued_at``: when an operator last re-drove the row; its retries run for the sink's
-    ``max_age`` from then, or else from ``created_at``.
+    ``max_age`` from then, or else from ``created_at``.  ``blocked``: the row waits behind an
+    earlier pending row of its ordering key, which unblocks it when done (``ordering``).
     """
 
     __tablename__ = "deliveries"
@@ -324,13 +328,14 @@ class DeliveryRow(Base):
     created_at: Mapped[datetime]
     finished_at: Mapped[Optional[datetime]]
     requeued_at: Mapped[Optional[datetime]]
+    blocked: Mapped[bool] = mapped_column(server_default=false())
 
     __table_args__ = (
-        # The claim: a sink's pending rows in id order, and per ordering key the earliest of
-        # them.  Partial, so they hold only the backlog, and a plan on a table without
-        # statistics still finds them (migration 0004).
-        Index("ix_deliveries_pending_sink_name_id", "sink_name", "id",
-              sqlite_where=text(PENDING_SQL), postgresql_where=text(PENDING_SQL)),
+        # The claim: a sink's unblocked pending rows by when they are due, and per ordering key
+        # the earliest pending row.  Partial, so they hold only the backlog, and a plan on a
+        # table without statistics still finds them (migrations 0004, 0018).
+        Index("ix_deliveries_claimable_sink_name_next_attempt_at_id", "sink_name", "next_attempt_at", "id",
+              sqlite_where=text(CLAIMABLE_SQL), postgresql_where=text(CLAIMABLE_SQL)),
         Index("ix_deliveries_pending_sink_name_ordering_key_id", "sink_name", "ordering_key", "id",
               sqlite_where=text(PENDING_SQL), postgresql_where=text(PENDING_SQL)),
         Index("ix_deliveries_sink_name_ordering_key_status", "sink_name", "ordering_key", "status"),

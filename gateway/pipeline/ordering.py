@@ -1,0 +1,87 @@
+"""Per-key order in the outbox: within a sink, a row waits while an earlier row of its ordering
+key (the problem's fingerprint) is still pending, so a recovery never overtakes its alert.
+
+The claim decides it for each row it looks at (``first_pending_of_key``); that alone is always
+right.  What makes it cheap is ``blocked``: rows the dispatcher has found waiting are marked so
+(``block_followers``) and the claim does not look at them again, so its cost follows the rows
+that can go, not the backlog behind an outage.  Whoever ends a pending row (delivered, dead,
+or an untried refresh dropped) unblocks the next pending row of its key (``UNBLOCK_NEXT``), so
+a chain of blocked rows moves on one row at a time.
+
+A row is blocked only while the row it waits for is locked against ending (``FOR SHARE`` on
+PostgreSQL; SQLite's one writer), so the row that unblocks it always sees the mark: no row is
+left blocked with nothing ahead of it.  Rows queued after a pass wait unblocked (the claim
+checks them) until the next pass.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Connection, bindparam, func, literal_column, select, update
+from sqlalchemy.orm import aliased
+
+from gateway.store.db import HotStatement
+from gateway.store.models import DeliveryRow
+
+deliveries = DeliveryRow.__table__
+PENDING = literal_column("'pending'")
+"""The status as literal SQL: the partial indexes of pending rows are defined by it, and a
+prepared statement's generic plan can use them only if the query names it the same way."""
+UNBLOCKED = literal_column("false")
+"""``blocked``'s value in the claimable rows' index predicate, named the same way for the same reason."""
+BLOCK_BATCH = 2000
+"""Rows blocked per pass at most: one short transaction, however deep the backlog."""
+
+
+def first_pending_of_key(sink_name, row=DeliveryRow):
+    """The id of the earliest pending row of ``row``'s ordering key in this sink.
+
+    A correlated MIN, not NOT EXISTS: the planner may turn an anti-join into a scan of every
+    pending row per candidate (on a table without statistics it did: 4,000 pending rows cost
+    2 s), while a MIN under a correlated subquery is always one descent of the partial index.
+    """
+    earlier = aliased(DeliveryRow)
+    return (select(func.min(earlier.id))
+            .where(earlier.sink_name == sink_name, earlier.ordering_key == row.ordering_key,
+                   earlier.status == PENDING)
+            .scalar_subquery())
+
+
+_NEXT = (select(func.min(deliveries.c.id))
+         .where(deliveries.c.sink_name == bindparam("sink"), deliveries.c.ordering_key == bindparam("key"),
+                deliveries.c.status == PENDING)
+         .scalar_subquery())
+UNBLOCK_NEXT = HotStatement(update(deliveries).where(deliveries.c.id == _NEXT, deliveries.c.blocked)
+                            .values(blocked=False))
+"""Unblock the earliest pending row of (``sink``, ``key``); run after a pending row of it ended."""
+
+
+def block_followers(conn: Connection, sink_name: str, now: datetime) -> int:
+    """Mark up to ``BLOCK_BATCH`` due rows of a sink that wait behind an earlier pending row of
+    their key; how many were marked.
+
+    The rows they wait for are locked first and only rows behind a locked, still pending one
+    are marked: one ended meanwhile is not locked (``SKIP LOCKED``, or no longer pending), and
+    one that ends later sees the mark when it unblocks its next.
+    """
+    head = first_pending_of_key(sink_name)
+    waiting = conn.execute(
+        select(DeliveryRow.id, head.label("head"))
+        .where(DeliveryRow.sink_name == sink_name, DeliveryRow.status == PENDING, DeliveryRow.blocked == UNBLOCKED,
+               DeliveryRow.next_attempt_at <= now, DeliveryRow.id > head)
+        .order_by(DeliveryRow.next_attempt_at, DeliveryRow.id)
+        .limit(BLOCK_BATCH)).all()
+    if not waiting:
+        return 0
+    locked = conn.execute(
+        select(DeliveryRow.id)
+        .where(DeliveryRow.id.in_({row.head for row in waiting}), DeliveryRow.status == PENDING)
+        .with_for_update(read=True, skip_locked=True)).scalars().all()
+    held = set(locked)
+    ids = [row.id for row in waiting if row.head in held]
+    if not ids:
+        return 0
+    free = (select(DeliveryRow.id).where(DeliveryRow.id.in_(ids), DeliveryRow.status == PENDING)
+            .with_for_update(skip_locked=True))  # a row another pass is marking is that pass's
+    return conn.execute(update(deliveries).where(deliveries.c.id.in_(free.scalar_subquery()))
+                        .values(blocked=True)).rowcount
