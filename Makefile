@@ -29,6 +29,8 @@ test: install
 # Then the console's pages with 100,000 incidents stored (bench/console.py; BENCH_CONSOLE_INCIDENTS).
 # `make bench BENCH_SCALE=1` instead: a year-like database bulk-loaded, then the incident list and
 # pages read from it (bench/scale.py; BENCH_SCALE_INCIDENTS, BENCH_SCALE_ALERTS, BENCH_SCALE_SOURCES).
+# BENCH_PURGE=1, BENCH_OUTBOX=1: retention and the outbox under backlog (bench/purge.py, bench/outbox.py);
+# BENCH_CLAIM=1: one outbox claim against the backlog's depth (bench/claim.py).
 bench: install
 	$(BIN)/python -c 'import bench.targets as t; t.reset()'
 ifeq ($(BENCH_SCALE),1)
@@ -37,6 +39,8 @@ else ifeq ($(BENCH_PURGE),1)
 	$(BIN)/python bench/purge.py
 else ifeq ($(BENCH_OUTBOX),1)
 	$(BIN)/python bench/outbox.py
+else ifeq ($(BENCH_CLAIM),1)
+	$(BIN)/python bench/claim.py
 else
 	$(BIN)/python bench/bench.py
 	$(BIN)/python bench/console.py
