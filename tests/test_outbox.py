@@ -629,3 +629,23 @@ def test_a_row_whose_predecessor_is_ending_is_not_blocked(gateway, receiver, dat
     assert blocked_rows(gw) == []
     assert gw.dispatcher.run_once("hook", WORKER) == 1
     assert gw.row(recovery, "hook")["status"] == "delivered"
+
+
+def test_a_redriven_row_is_queued_unblocked(gateway, receiver):
+    """A row can end still marked blocked: marked while its delivery was in flight, because an
+    older row of its problem was re-driven meanwhile.  Re-driven in its turn, it may have nothing
+    ahead of it; left marked it would never be claimed again."""
+    from sqlalchemy import update
+
+    from gateway.store.models import DeliveryRow
+
+    gw = gateway()
+    receiver.answer((400, {}, "bad"))
+    dead = gw.row(gw.post("p"), "hook")["id"]
+    assert gw.dispatcher.run_once("hook", WORKER) == 1
+    with gw.runtime.engine.begin() as conn:  # the mark the in-flight delivery ended with
+        conn.execute(update(DeliveryRow).where(DeliveryRow.id == dead).values(blocked=True))
+    assert gw.api.post(f"/api/deliveries/{dead}/retry").status_code == 200
+    assert blocked_rows(gw) == []
+    assert gw.dispatcher.run_once("hook", WORKER) == 1
+    assert gw.delivery(dead)["status"] == "delivered"

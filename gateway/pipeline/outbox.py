@@ -55,6 +55,11 @@ SENDERS = 4
 under 1,000 a second whatever the cores)."""
 RECORD_INTERVAL = 0.2
 """Outcomes of a batch wait at most this long (after the delivery that ends it) to be written together."""
+IDLE_PAUSE = 0.05
+"""Seconds a sender whose claim found nothing waits before it claims again, however often it is woken
+meanwhile (a wake-up is not lost: it claims then).  Without it a sender claimed once per webhook
+ingested, each claim a transaction (on SQLite, the one writer's) that finds nothing while the
+destination is down; at most this much is added to a delivery's lag."""
 BLOCK_INTERVAL = 1.0
 """Seconds between a dispatcher's passes marking a sink's waiting rows (``block_waiting``);
 a pass runs only after a batch that came back short."""
@@ -393,6 +398,9 @@ class Dispatcher:
                 log.exception("dispatcher for sink %s failed; retrying after a pause", sink_name)
                 tried = 0
             if not tried:
+                # Every commit that queues a row wakes the senders; behind a destination that is down,
+                # or rows blocked behind their problem, most wake-ups find nothing to claim.
+                self.stopping.wait(min(IDLE_PAUSE, self.poll))
                 self.runtime.wakeups.wait_for_deliveries(self.poll, seen)
         self._threads.pop((sink_name, slot), None)
 
@@ -465,7 +473,7 @@ def redrive(runtime: Runtime, *, delivery_id: Optional[int] = None, sink: Option
         requeued = conn.execute(
             update(deliveries).where(deliveries.c.id.in_(requeue), deliveries.c.status == "dead")
             .values(status="pending", attempts=0, next_attempt_at=now, requeued_at=now, finished_at=None,
-                    claimed_by=None, claimed_until=None)).rowcount if requeue else 0
+                    claimed_by=None, claimed_until=None, blocked=False)).rowcount if requeue else 0
         return Redriven(requeued, {row_id: later_id for row_id, later_id in dead.items() if later_id is not None})
 
     result = run_in_transaction(runtime.engine, work)
