@@ -33,8 +33,8 @@ BLOCK_BATCH = 2000
 """Rows blocked per pass at most: one short transaction, however deep the backlog."""
 
 
-def first_pending_of_key(sink_name, row=DeliveryRow):
-    """The id of the earliest pending row of ``row``'s ordering key in this sink.
+def first_pending(sink, key):
+    """The id of the earliest pending row of (``sink``, ``key``): one descent of the partial index.
 
     A correlated MIN, not NOT EXISTS: the planner may turn an anti-join into a scan of every
     pending row per candidate (on a table without statistics it did: 4,000 pending rows cost
@@ -42,16 +42,18 @@ def first_pending_of_key(sink_name, row=DeliveryRow):
     """
     earlier = aliased(DeliveryRow)
     return (select(func.min(earlier.id))
-            .where(earlier.sink_name == sink_name, earlier.ordering_key == row.ordering_key,
-                   earlier.status == PENDING)
+            .where(earlier.sink_name == sink, earlier.ordering_key == key, earlier.status == PENDING)
             .scalar_subquery())
 
 
-_NEXT = (select(func.min(deliveries.c.id))
-         .where(deliveries.c.sink_name == bindparam("sink"), deliveries.c.ordering_key == bindparam("key"),
-                deliveries.c.status == PENDING)
-         .scalar_subquery())
-UNBLOCK_NEXT = HotStatement(update(deliveries).where(deliveries.c.id == _NEXT, deliveries.c.blocked)
+def first_pending_of_key(sink_name: str):
+    """The id of the earliest pending row of the outer query's row's ordering key in this sink."""
+    return first_pending(sink_name, DeliveryRow.ordering_key)
+
+
+UNBLOCK_NEXT = HotStatement(update(deliveries)
+                            .where(deliveries.c.id == first_pending(bindparam("sink"), bindparam("key")),
+                                   deliveries.c.blocked)
                             .values(blocked=False))
 """Unblock the earliest pending row of (``sink``, ``key``); run after a pending row of it ended."""
 

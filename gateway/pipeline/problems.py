@@ -101,13 +101,16 @@ _GROUP_STATES = (select(sink_problems)
 _NEW_STATE = HotStatement(insert(sink_problems))
 _CHANGE_STATE = HotStatement(update(sink_problems).where(*_BY_KEY))
 _DROP_UNTRIED_REFRESH = HotStatement(delete(deliveries).where(
-    deliveries.c.sink_name == _SINK, deliveries.c.ordering_key == _FP,
-    deliveries.c.status == "pending", deliveries.c.attempts == 0,
+    deliveries.c.id == ordering.first_pending(_SINK, _FP), deliveries.c.attempts == 0,
     or_(deliveries.c.claimed_until.is_(None), deliveries.c.claimed_until < bindparam("now", type_=UTCDateTime())),
     exists().where(problem_deliveries.c.delivery_id == deliveries.c.id, problem_deliveries.c.refresh),
 ))
 """A new row for the problem makes its pending refresh needless; one that was tried, or is
-held by a dispatcher right now, stays and goes out first."""
+held by a dispatcher right now, stays and goes out first.  Only the problem's first pending row
+is looked at: a refresh is queued when nothing else of the problem is pending, and every later
+row comes after it (looking at them all cost a read of each per webhook: behind a 100,000-row
+backlog, most of PostgreSQL's time).  A dead row re-driven meanwhile can come before it; then
+the refresh stays and goes out in its turn, one more ALERT of a period still open."""
 _QUEUE = HotStatement(insert(deliveries).returning(deliveries.c.id))
 _TAG = HotStatement(insert(problem_deliveries))
 _LATER = select(deliveries.c.id).where(
