@@ -155,3 +155,31 @@ def test_a_claim_behind_an_outage_passes_the_blocked_backlog_by(database_url):
             assert after * 100 < before, (before, after)
     finally:
         engine.dispose()
+
+
+def test_claiming_and_starting_rows_leave_no_dead_index_entries_on_postgresql(database_url):
+    """The claim and the start change no indexed column: with room on the page (fillfactor,
+    migration 0019) PostgreSQL updates the rows in place (HOT), adding no index entry for the
+    claim's walk to step over.  On full pages every one of them was a new entry in each index."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("HOT updates and fillfactor are PostgreSQL's")
+    engine = make_engine(database_url)
+    try:
+        now = utcnow()
+        with engine.begin() as conn:
+            conn.execute(insert(AlertRow), [dict(
+                id=1, source_key="s", source_type="t", fingerprint="f", status="firing", severity="info",
+                title="x", description="", resource_id="", resource_name="", resource_type="", occurred_at=now,
+                labels={}, origin="webhook", received_at=now)])
+            conn.execute(insert(DeliveryRow), [dict(
+                alert_id=1, sink_name="spaceone", ordering_key=f"problem-{n}", status="pending", attempts=0,
+                next_attempt_at=now, created_at=now) for n in range(400)])
+        dispatcher = Dispatcher(Runtime(engine))
+        with engine.begin() as conn:
+            claimed = conn.execute(dispatcher.claim_statement("spaceone", "hot-test")).all()
+            conn.execute(text("UPDATE deliveries SET attempts = attempts + 1 WHERE id = ANY(:ids)"),
+                         {"ids": [row.id for row in claimed]})
+            hot = conn.execute(text("SELECT pg_stat_get_xact_tuples_hot_updated('deliveries'::regclass)")).scalar()
+        assert len(claimed) == 20 and hot == 40, hot
+    finally:
+        engine.dispose()
