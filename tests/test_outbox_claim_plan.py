@@ -94,15 +94,20 @@ def test_the_claim_uses_the_outbox_indexes_on_a_table_without_statistics(unanaly
 BACKLOG, PROBLEMS = 30_000, 300
 
 
+def store_one_alert(conn, now) -> None:
+    """Alert 1, which every outbox row of these tests delivers."""
+    conn.execute(insert(AlertRow), [dict(
+        id=1, source_key="s", source_type="t", fingerprint="f", status="firing", severity="info", title="x",
+        description="", resource_id="", resource_name="", resource_type="", occurred_at=now, labels={},
+        origin="webhook", received_at=now)])
+
+
 def outage_backlog(engine) -> None:
     """``BACKLOG`` pending rows over ``PROBLEMS`` problems: each problem's first row was tried and
     waits out its backoff, the rest queued behind it are due.  Nothing can be claimed."""
     now = utcnow()
     with engine.begin() as conn:
-        conn.execute(insert(AlertRow), [dict(
-            id=1, source_key="s", source_type="t", fingerprint="f", status="firing", severity="info", title="x",
-            description="", resource_id="", resource_name="", resource_type="", occurred_at=now, labels={},
-            origin="webhook", received_at=now)])
+        store_one_alert(conn, now)
         conn.execute(insert(DeliveryRow), [dict(
             id=n, alert_id=1, sink_name="spaceone", ordering_key=f"problem-{n % PROBLEMS}", status="pending",
             attempts=int(n <= PROBLEMS), next_attempt_at=now + timedelta(hours=1) if n <= PROBLEMS else now,
@@ -167,10 +172,7 @@ def test_claiming_and_starting_rows_leave_no_dead_index_entries_on_postgresql(da
     try:
         now = utcnow()
         with engine.begin() as conn:
-            conn.execute(insert(AlertRow), [dict(
-                id=1, source_key="s", source_type="t", fingerprint="f", status="firing", severity="info",
-                title="x", description="", resource_id="", resource_name="", resource_type="", occurred_at=now,
-                labels={}, origin="webhook", received_at=now)])
+            store_one_alert(conn, now)
             conn.execute(insert(DeliveryRow), [dict(
                 alert_id=1, sink_name="spaceone", ordering_key=f"problem-{n}", status="pending", attempts=0,
                 next_attempt_at=now, created_at=now) for n in range(400)])
