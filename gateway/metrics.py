@@ -38,6 +38,14 @@ REFRESH_ATTEMPTS = Counter(
     "gateway_refresh_attempts_total", "Outbox attempts that re-sent an open problem's firing (refreshes)",
     ["sink", "outcome"],
 )
+SINK_PAUSED = Gauge(
+    "gateway_sink_paused", "1 while a sink's deliveries are paused, its destination failing (one probe at a time)",
+    ["sink"], multiprocess_mode="livemax",
+)
+DELIVERIES_EXPIRED = Counter(
+    "gateway_deliveries_expired_total", "Rows that reached max_age while their sink was paused, ended dead untried",
+    ["sink"],
+)
 CONFIG_RELOAD_OK = Gauge(
     "gateway_config_last_reload_successful", "1 if the last config (re)load succeeded",
     multiprocess_mode="min",
@@ -107,8 +115,8 @@ def exposition(outbox: OutboxCollector) -> bytes:
         multiprocess.MultiProcessCollector(registry)
     else:
         for collector in (WEBHOOKS_RECEIVED, WEBHOOKS_ACCEPTED, WEBHOOKS_REJECTED, ALERTS_REFUSED, HTTP_REJECTED,
-                          INGEST_SECONDS, DELIVERY_ATTEMPTS, REFRESH_ATTEMPTS, SINK_ERRORS, CONFIG_RELOAD_OK,
-                          CONFIG_RELOAD_TIME):
+                          INGEST_SECONDS, DELIVERY_ATTEMPTS, REFRESH_ATTEMPTS, SINK_ERRORS, SINK_PAUSED,
+                          DELIVERIES_EXPIRED, CONFIG_RELOAD_OK, CONFIG_RELOAD_TIME):
             registry.register(collector)
     registry.register(outbox)
     return generate_latest(registry)

@@ -40,6 +40,9 @@ class Attempt(NamedTuple):
     values: dict
     error: Optional[str]
     status_code: Optional[int]
+    retryable: bool
+    """The destination did not take it for a reason that may pass (the outcome may still be dead:
+    the row's time or attempts ran out)."""
 
 
 def attempt(sink: SinkType, row, alert: Alert, deadline: Deadline, period: Optional[problems.Period]) -> Attempt:
@@ -68,8 +71,9 @@ def attempt(sink: SinkType, row, alert: Alert, deadline: Deadline, period: Optio
         outcome, error = "retry", f"cut at the delivery deadline; {error or 'the answer was incomplete'}"
     seconds = time.perf_counter() - clock
     now = utcnow()
+    retryable = outcome == "retry"
     outcome, error, values = next_step(sink.options, row, now, outcome, error, retry_after)
-    return Attempt(row, delivery, period, started, seconds, now, outcome, values, error, status_code)
+    return Attempt(row, delivery, period, started, seconds, now, outcome, values, error, status_code, retryable)
 
 
 def next_step(options, row, now: datetime, outcome: str, error: Optional[str],

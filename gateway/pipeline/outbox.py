@@ -27,14 +27,13 @@ from typing import Any, Callable, Optional, TypeVar
 
 from sqlalchemy import Connection, bindparam, func, insert, select, update
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import aliased
 
 from gateway import metrics
 from gateway.contracts import (
     Alert, InlineSinkType, Link, Resource, SinkType,
 )
 from gateway.deadline import DELIVERY_DEADLINE_SECONDS, DELIVERY_LEASE_SECONDS, Deadline
-from gateway.pipeline import ordering, problems
+from gateway.pipeline import breaker, ordering, problems
 from gateway.pipeline.attempts import Attempt, attempt
 from gateway.pipeline.ordering import PENDING, UNBLOCKED
 from gateway.pipeline.runtime import Runtime
@@ -118,6 +117,7 @@ class Dispatcher:
         self._failing: set[str] = set()
         self._blocked_at: dict[str, float] = {}
         self._blocking = threading.Lock()
+        self._breakers: dict[str, breaker.Breaker] = {}
         self._threads: dict[tuple[str, int], threading.Thread] = {}
         self._supervisor: Optional[threading.Thread] = None
 
@@ -133,18 +133,19 @@ class Dispatcher:
         now = utcnow()
         return now, now + timedelta(seconds=self.lease)
 
-    def claim(self, sink_name: str, worker: str) -> list:
+    def claim(self, sink_name: str, worker: str, limit: Optional[int] = None) -> list:
         """Lease up to ``batch`` due rows of one sink to ``worker``.
 
         Rows ``worker`` already holds are claimed again: a dispatcher whose batch was cut off
         by a lost database connection takes it up again when the database is back.
         """
-        stmt = self.claim_statement(sink_name, worker)
+        stmt = self.claim_statement(sink_name, worker, limit)
         rows = run_in_transaction(self.runtime.engine, lambda conn: conn.execute(stmt).all())
         return sorted(rows, key=lambda r: r.id)
 
-    def claim_statement(self, sink_name: str, worker: str):
-        """The claim's UPDATE ... RETURNING (id, alert_id), as ``claim`` runs it: the due rows
+    def claim_statement(self, sink_name: str, worker: str, limit: Optional[int] = None):
+        """The claim's UPDATE ... RETURNING (id, alert_id), as ``claim`` runs it: up to ``limit``
+        (``batch``) due rows
         longest due first, each only if it is its key's earliest pending row.
 
         It compares with ``<=`` (the same rows: the MIN is never above the row's own id):
@@ -163,7 +164,7 @@ class Dispatcher:
                 DeliveryRow.id <= ordering.first_pending_of_key(sink_name),
             )
             .order_by(DeliveryRow.next_attempt_at, DeliveryRow.id)
-            .limit(self.batch)
+            .limit(limit or self.batch)
             .with_for_update(skip_locked=True)
         )
         return (
@@ -345,18 +346,36 @@ class Dispatcher:
         A batch holds at most one row per ordering key (the claim takes only each key's earliest
         pending row), so its rows are sent one after another and their outcomes written together:
         at the end of the batch, or as soon as ``RECORD_INTERVAL`` has passed since the last write,
-        so a slow destination's outcomes are not held back."""
+        so a slow destination's outcomes are not held back.
+
+        A paused sink (``breaker``) is not claimed from, but for one row now and then: a probe."""
         sink = self.runtime.snapshot.sinks.get(sink_name)
         if sink is None or isinstance(sink, InlineSinkType):
             return 0
-        worker = worker or worker_name()
+        sink_breaker = self.breaker(sink_name)
+        size = sink_breaker.claim_size(self.batch)
+        if not size:
+            return 0
+        try:
+            return self._run_batch(sink, worker or worker_name(), size, sink_breaker)
+        finally:
+            if sink_breaker.probing:  # no row went out as the probe: let the next sender try
+                sink_breaker.probe_abandoned()
+
+    def breaker(self, sink_name: str) -> breaker.Breaker:
+        """The sink's breaker in this dispatcher (made on first use; a sink renamed gets a new one)."""
+        return self._breakers.get(sink_name) or self._breakers.setdefault(sink_name, breaker.Breaker(sink_name))
+
+    def _run_batch(self, sink: SinkType, worker: str, size: int, sink_breaker: breaker.Breaker) -> int:
+        if sink_breaker.probing:
+            breaker.expire(self.runtime.engine, sink, sink_breaker)
         sent = time.monotonic()
-        rows = self.claim(sink_name, worker)
+        rows = self.claim(sink.name, worker, size)
         if not rows:
             return 0
         holding = Holding(worker, {r.id for r in rows}, sent + self.lease, sent + self.lease / RENEWALS_PER_LEASE)
         done = threading.Event()
-        keeper = threading.Thread(target=self._keep, args=(holding, done), daemon=True, name=f"keep-{sink_name}")
+        keeper = threading.Thread(target=self._keep, args=(holding, done), daemon=True, name=f"keep-{sink.name}")
         keeper.start()
         try:
             alerts = self._alerts(rows)
@@ -367,16 +386,18 @@ class Dispatcher:
             with holding.lock:
                 holding.ids &= {r.id for r in started}
             unrecorded: list[Attempt] = []
-            recorded_at, tried = time.monotonic(), 0
+            recorded_at, tried, paused = time.monotonic(), 0, False
             for row in started:
-                if self.stopping.is_set():
+                if self.stopping.is_set() or paused:
                     break
-                unrecorded.append(self._attempt(sink, row, alerts[row.alert_id], holding, periods.get(row.id)))
+                done_now = self._attempt(sink, row, alerts[row.alert_id], holding, periods.get(row.id))
+                unrecorded.append(done_now)
                 tried += 1
+                paused = sink_breaker.note(done_now.retryable, done_now.error, sink.options)
                 if time.monotonic() - recorded_at >= RECORD_INTERVAL or tried == len(started):
                     self._record(sink, unrecorded, worker, holding)
                     unrecorded, recorded_at = [], time.monotonic()
-            if unrecorded:  # stopping: what was sent is recorded before the rest is handed back
+            if unrecorded:  # stopping or paused: what was sent is recorded before the rest is handed back
                 self._record(sink, unrecorded, worker, holding)
             if tried < len(started):
                 self._release([r.id for r in started[tried:]], worker)
@@ -397,7 +418,9 @@ class Dispatcher:
             except Exception:
                 log.exception("dispatcher for sink %s failed; retrying after a pause", sink_name)
                 tried = 0
-            if not tried:
+            if not tried and (paused_for := self.breaker(sink_name).wait()):
+                self.stopping.wait(min(paused_for, self.poll))  # until the probe is due, whatever is queued
+            elif not tried:
                 # Every commit that queues a row wakes the senders; behind a destination that is down,
                 # or rows blocked behind their problem, most wake-ups find nothing to claim.
                 self.stopping.wait(min(IDLE_PAUSE, self.poll))
@@ -433,53 +456,3 @@ class Dispatcher:
             self._supervisor.join(timeout)
         for thread in list(self._threads.values()):
             thread.join(max(0.0, self._stop_at - time.monotonic()))
-
-
-# -- re-drive: dead rows back into the queue ---------------------------------------------
-
-def superseded_by():
-    """For a dead row: the first later delivery of its problem to the same sink, else NULL.
-
-    Such a row was never delivered and will not be: the sink has a newer state of the
-    problem, and the older one sent now (an ALERT after its RECOVERY) would bring back a
-    problem that has ended.  ``/api/deliveries`` shows it, so the loss is never silent.
-    """
-    later = aliased(DeliveryRow)
-    first_later = (select(func.min(later.id))
-                   .where(later.sink_name == DeliveryRow.sink_name, later.ordering_key == DeliveryRow.ordering_key,
-                          later.id > DeliveryRow.id, later.status == "delivered")
-                   .scalar_subquery())
-    return first_later.label("superseded_by")
-
-
-@dataclass(frozen=True)
-class Redriven:
-    requeued: int
-    superseded: dict[int, int]
-    """Each dead row that stays dead, with the later delivery that superseded it."""
-
-
-def redrive(runtime: Runtime, *, delivery_id: Optional[int] = None, sink: Optional[str] = None) -> Redriven:
-    """Put dead rows (one, or all of a sink's) back in the queue with a fresh retry budget:
-    their attempts count from zero and their ``max_age`` from now; the attempt log stays.
-    Superseded rows (see ``superseded_by``) stay dead."""
-    where = DeliveryRow.id == delivery_id if delivery_id is not None else DeliveryRow.sink_name == sink
-
-    def work(conn) -> Redriven:
-        # One read decides both sets, so a row delivered meanwhile cannot leave a dead row in neither.
-        dead = dict(conn.execute(select(DeliveryRow.id, superseded_by()).where(DeliveryRow.status == "dead", where)).all())
-        requeue = [row_id for row_id, later_id in dead.items() if later_id is None]
-        now = utcnow()
-        requeued = conn.execute(
-            update(deliveries).where(deliveries.c.id.in_(requeue), deliveries.c.status == "dead")
-            .values(status="pending", attempts=0, next_attempt_at=now, requeued_at=now, finished_at=None,
-                    claimed_by=None, claimed_until=None, blocked=False)).rowcount if requeue else 0
-        return Redriven(requeued, {row_id: later_id for row_id, later_id in dead.items() if later_id is not None})
-
-    result = run_in_transaction(runtime.engine, work)
-    if result.requeued:
-        log.info("re-driven: %d dead deliveries back in the queue (%s)", result.requeued,
-                 f"delivery {delivery_id}" if delivery_id is not None else f"sink {sink}",
-                 extra={"requeued": result.requeued, "delivery_id": delivery_id, "sink": sink})
-        runtime.notify_deliveries()
-    return result

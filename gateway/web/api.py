@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from gateway.config import SourceFields, redacted, redacted_options
 from gateway.contracts import ApiError
-from gateway.pipeline import deliveries, outbox, refusals
+from gateway.pipeline import deadletters, deliveries, refusals
 from gateway.store.models import (
     AlertRow, DeliveryAttempt, DeliveryRow, ProblemDelivery, RawRequest, RefusedRequest, SourceRow,
 )
@@ -345,7 +345,7 @@ def _deliveries():
     """Outbox rows as ``_delivery_json`` shows them.  Joins the listing's count can drop: an outer
     join on a unique key, and the alert's fingerprint as a subquery of the output only."""
     alert_fingerprint = select(AlertRow.fingerprint).where(AlertRow.id == DeliveryRow.alert_id).scalar_subquery()
-    return (select(DeliveryRow.__table__, outbox.superseded_by(), ProblemDelivery.period, ProblemDelivery.refresh,
+    return (select(DeliveryRow.__table__, deadletters.superseded_by(), ProblemDelivery.period, ProblemDelivery.refresh,
                    alert_fingerprint.label("alert_fingerprint"))
             .outerjoin(ProblemDelivery, ProblemDelivery.delivery_id == DeliveryRow.id))
 
@@ -415,7 +415,7 @@ def get_delivery(delivery_id: int):
                          "(`superseded`)"})
 @needs("operator")
 def retry_delivery(delivery_id: int):
-    result = outbox.redrive(_gateway().runtime, delivery_id=delivery_id)
+    result = deadletters.redrive(_gateway().runtime, delivery_id=delivery_id)
     if result.superseded:
         raise ApiError(409, "superseded",
                        f"delivery {delivery_id} stays dead: delivery {result.superseded[delivery_id]}, of a later "
@@ -444,7 +444,7 @@ class BulkRetried(Schema):
 @needs("operator")
 def retry_dead_of_sink():
     sink = BulkRetry().load(json_object())["sink"]
-    result = outbox.redrive(_gateway().runtime, sink=sink)
+    result = deadletters.redrive(_gateway().runtime, sink=sink)
     return jsonify({"sink": sink, "requeued": result.requeued, "superseded": sorted(result.superseded)})
 
 

@@ -27,7 +27,7 @@ from werkzeug.exceptions import HTTPException
 from gateway import metrics, users
 from gateway.config import redacted
 from gateway.contracts import ApiError
-from gateway.pipeline import outbox
+from gateway.pipeline import deadletters
 from gateway.store.models import DeliveryRow, DeliveryAttempt, RawRequest, RefusedRequest, utcnow
 from gateway.web import auth
 from gateway.web.api import all_sources, change_runtime_source, create_runtime_source, reload_everywhere
@@ -303,9 +303,9 @@ def deliveries():
 def retry_deliveries():
     runtime = current_app.extensions["gateway"].runtime
     if request.form.get("delivery", "").isdigit():
-        result = outbox.redrive(runtime, delivery_id=int(request.form["delivery"]))
+        result = deadletters.redrive(runtime, delivery_id=int(request.form["delivery"]))
     else:
-        result = outbox.redrive(runtime, sink=request.form.get("sink", ""))
+        result = deadletters.redrive(runtime, sink=request.form.get("sink", ""))
     flash(_("%(requeued)d requeued, %(superseded)d superseded (a later alert was already delivered).",
             requeued=result.requeued, superseded=len(result.superseded)))
     return redirect(url_for("console.deliveries", sink=request.form.get("sink") or None))
