@@ -106,6 +106,10 @@ class Receiver:
     def count(self) -> int:
         return self._call("GET", "/_bench/count")["events"]
 
+    def refused(self) -> int:
+        """Events answered 503 so far: the gateway's sends during outages."""
+        return self._call("GET", "/_bench/count")["refused"]
+
     def events(self) -> list[tuple[float, int, str]]:
         return [tuple(e) for e in self._call("GET", "/_bench/events")]
 
@@ -345,16 +349,18 @@ def run(wrk: str, workdir: Path, dbs: b.Databases, db: str) -> dict:
 
         log(f"[{db}] 2. delivery rate: receiver down, {ROWS} rows queued by wrk, receiver up")
         receiver.set_up(False)
+        refused = receiver.refused()
         queued, ingest_rate = queue_backlog(wrk, hook_url, outbox, ROWS)
-        log(f"    {queued} rows queued at {ingest_rate:.0f} webhooks/s")
+        log(f"    {queued} rows queued at {ingest_rate:.0f} webhooks/s; {receiver.refused() - refused} sends refused meanwhile")
         postgres = db == "postgresql"
         alone = drain(receiver, outbox, "delivery rate", pids, postgres)
         log(f"    {describe(alone)}; load average {os.getloadavg()[0]:.1f}")
 
         log(f"[{db}] 3. backlog: receiver down, {BACKLOG} rows queued, receiver up while {RATE}/s are ingested")
         receiver.set_up(False)
+        refused = receiver.refused()
         queued, ingest_rate = queue_backlog(wrk, hook_url, outbox, BACKLOG)
-        log(f"    {queued} rows queued at {ingest_rate:.0f} webhooks/s")
+        log(f"    {queued} rows queued at {ingest_rate:.0f} webhooks/s; {receiver.refused() - refused} sends refused meanwhile")
         paced = Paced(hook_url, RATE)
         backlog = drain(receiver, outbox, "backlog", pids, postgres)
         during = paced.stop()
