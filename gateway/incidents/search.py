@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from sqlalchemy import Connection, Select, String, exists, func, literal_column, or_, select, union
+from sqlalchemy import Connection, Select, String, func, literal_column, or_, select, text, union
 from sqlalchemy.sql.util import ClauseAdapter
 
-from gateway.store.models import INCIDENT_TEXT, Incident, TimelineEntry, comments_search, incidents_search
+from gateway.store.models import COMMENTS_SQL, INCIDENT_TEXT, Incident, TimelineEntry, comments_search, incidents_search
 from gateway.views import capped_count
 
 WALK_PROBE = 2_000
@@ -34,8 +34,11 @@ def holds(q: str, incident) -> object:
     in its title, description, resource name or a comment: the search's one definition, which
     the indexes of ``matching`` only narrow down to."""
     pattern = _pattern(q)
-    comment = exists().where(TimelineEntry.incident_id == incident.id, TimelineEntry.kind == "commented",
-                             TimelineEntry.note.ilike(pattern, escape="/"))
+    # OFFSET 0: PostgreSQL would otherwise hash every comment that holds q, once, before the first
+    # row (a million comments for a word they all hold); a walk asks only about its own incidents.
+    comment = select(literal_column("1")).where(
+        TimelineEntry.incident_id == incident.id, text(COMMENTS_SQL),
+        TimelineEntry.note.ilike(pattern, escape="/")).offset(0).exists()
     return or_(*(column.ilike(pattern, escape="/") for column in (
         incident.title, incident.description, incident.resource_name)), comment)
 
