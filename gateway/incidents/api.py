@@ -15,7 +15,8 @@ from gateway import SEVERITIES, Alert, Resource
 from gateway.incidents import search, service
 from gateway.store.models import Incident
 from gateway.views import (
-    COUNT_CAP, Page, ApiError, Text, actor, documented, iso, json_object, page_of, reading, require_role, transaction, where_given,
+    COUNT_CAP, Page, ApiError, Text, actor, documented, iso, json_object, page_of, reading, require_role, transaction,
+    where_given,
 )
 
 bp = Blueprint("incidents", __name__, url_prefix="/api/incidents")
