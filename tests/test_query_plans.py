@@ -93,7 +93,8 @@ def table_scans(conn, statement: str, parameters) -> list[str]:
     """The large tables ``statement``'s plan reads whole, by the database's own EXPLAIN; on
     PostgreSQL, run (and rolled back), also those it reads most of only to throw it away."""
     cursor = conn.connection.dbapi_connection.cursor()
-    # Relaxed for a broad search's walk alone: its window walks the sort's index with the filters
+    # Relaxed for a broad search's walk alone (its window, and that window counted, both named
+    # "walked" in the SQL): the window walks the sort's index with the filters
     # the index does not serve, as the list without q does, but for as many rows as the page needs
     # matches (one in ten for a comment's word), so it throws away the filters' share of up to
     # WALK_PROBE kept rows: 3,750 for the console's triggered tab with severity=critical here
@@ -241,9 +242,10 @@ def test_a_broad_search_walks_the_sort_and_stops_at_its_page(statements, path, s
         client.post("/login", data={"username": "kim", "password": "kim-password", "csrf_token": csrf})
     sent.clear()
     assert client.get(path).status_code == 200
-    walks = [(statement, parameters) for statement, parameters in sent if "walked" in statement]
-    assert len(walks) == 1 and not any("_trgm" in s or "_search" in s or " UNION " in s for s, _ in sent), sent
-    statement, parameters = walks[0]
+    # A first look at a tenth of the window, and for a sparse word the window: the last served the page.
+    walks = [(statement, parameters) for statement, parameters in sent if "walked.title" in statement]
+    assert len(walks) in (1, 2) and not any("_trgm" in s or "_search" in s or " UNION " in s for s, _ in sent), sent
+    statement, parameters = walks[-1]
     with engine.connect() as conn:
         cursor = conn.connection.dbapi_connection.cursor()
         if conn.dialect.name == "sqlite":

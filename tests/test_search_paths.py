@@ -95,7 +95,7 @@ def test_the_walk_and_the_indexes_give_the_same_pages(listed, monkeypatch):
     before = {i: every_page(api, case) for i, case in enumerate(cases)}
     assert sum(len(ids) for pages in before.values() for _, ids, _ in pages) > 2_000  # not a comparison of empties
     walked = 0
-    for probe in (6, 12, 10_000):
+    for probe in (20, 40, 10_000):  # a first look at 2 and 4 incidents, then the window
         monkeypatch.setattr(search, "WALK_PROBE", probe)
         sent.clear()
         differences = {}

@@ -21,7 +21,7 @@ from gateway.views import capped_count
 WALK_PROBE = 2_000
 """The most incidents a walk reads before it hands the search to the indexes.  A page of 50 in
 2,000 is a search that one incident in 40 holds: the walk then reads ~40 rows a page match, far
-fewer than the indexes give; a narrower one pays this walk (a few ms) before its index read."""
+fewer than the indexes give.  A narrower one reads a tenth of it (``read``) before its index read."""
 
 
 def _pattern(q: str) -> str:
@@ -76,7 +76,8 @@ def read(conn: Connection, query: Select, order: Sequence, q: Optional[str], dia
 
     ``query`` is the list's filters and cursor without an order.  A walk that fills the page
     within WALK_PROBE incidents serves it; so does one that read every incident the filters
-    leave (fewer than WALK_PROBE).  Otherwise the indexes (``matching``) do.  A broad search's
+    leave.  Otherwise the indexes (``matching``) do, and at once when the window's first tenth
+    held too few matches to promise the page.  A broad search's
     matches are not counted (None) unless the filters leave fewer than WALK_PROBE incidents:
     counting them would read every match, what the walk is there to avoid.
     """
@@ -84,26 +85,42 @@ def read(conn: Connection, query: Select, order: Sequence, q: Optional[str], dia
         ordered = query.order_by(*order)
         rows = conn.execute(ordered.limit(limit).offset(offset)).all()
         return rows, capped_count(conn, ordered) if count else None
-    # The window is the page's query without q: its LIMIT keeps the planner on the sort's index
-    # (the trigram indexes cannot serve it) and bounds the walk, which stops once the page is full.
-    window = query.order_by(*order).limit(WALK_PROBE).subquery("walked")
-    walked = select(window).where(holds(q, window.c))
-    if dialect != "sqlite":
-        # PostgreSQL knows the window's rows come in this order, and sorts nothing.  SQLite does
-        # not: it would test all WALK_PROBE rows and sort the matches.  Without the ORDER BY, it
-        # reads the window's rows in the window's order (a co-routine) and stops at the page.
-        walked = walked.order_by(*(ClauseAdapter(window).traverse(term) for term in order))
-    rows = conn.execute(walked.limit(limit).offset(offset)).all()
-    whole = None  # whether the window held every incident the filters leave
-    if len(rows) < limit or count:
-        seen = conn.execute(select(func.count()).select_from(
-            query.with_only_columns(literal_column("1"), maintain_column_froms=True).limit(WALK_PROBE).subquery()))
-        whole = seen.scalar_one() < WALK_PROBE
-    if len(rows) == limit or whole:
-        total = None
-        if count and whole:
-            total = conn.execute(select(func.count()).select_from(walked.order_by(None).subquery())).scalar_one()
-        return rows, total
+    # A tenth of the window first: a narrow search stops there (no match, or too few to promise the
+    # page within the window) and pays a tenth of the walk before the indexes serve it.
+    needed = offset + limit
+    for size in (WALK_PROBE // 10, WALK_PROBE):
+        rows, whole = _walk(conn, query, order, q, dialect, size, limit, offset)
+        if len(rows) == limit or whole:
+            total = None
+            if count and (whole or _fewer(conn, query, order, WALK_PROBE)):
+                window = query.order_by(*order).limit(WALK_PROBE).subquery("walked")
+                total = conn.execute(select(func.count()).select_from(window).where(holds(q, window.c))).scalar_one()
+            return rows, total
+        if (offset + len(rows) if rows else 0) * WALK_PROBE < needed * size:
+            break  # the density seen would not fill the page within the window
     narrow = query.where(Incident.id.in_(matching(q, dialect))).order_by(*order)
     rows = conn.execute(narrow.limit(limit).offset(offset)).all()
     return rows, capped_count(conn, narrow) if count else None
+
+
+def _fewer(conn: Connection, query: Select, order: Sequence, size: int) -> bool:
+    """Whether ``query`` selects fewer than ``size`` incidents: its walk's window, counted.  In the
+    sort's order, so the planner reads it as the walk does (an index, up to the LIMIT)."""
+    counted = query.with_only_columns(Incident.id).order_by(*order).limit(size).subquery("walked")
+    return conn.execute(select(func.count()).select_from(counted)).scalar_one() < size
+
+
+def _walk(conn: Connection, query: Select, order: Sequence, q: str, dialect: str, size: int, limit: int,
+          offset: int) -> tuple[list, bool]:
+    """(the page of ``query``'s first ``size`` incidents in ``order`` that hold ``q``, whether
+    those were all of them).  The window's LIMIT keeps the planner on the sort's index (the
+    trigram indexes cannot serve it) and bounds the walk, which stops once the page is full."""
+    window = query.order_by(*order).limit(size).subquery("walked")
+    walked = select(window).where(holds(q, window.c))
+    if dialect != "sqlite":
+        # PostgreSQL knows the window's rows come in this order, and sorts nothing.  SQLite does
+        # not: it would test all of them and sort the matches.  Without the ORDER BY, it reads
+        # the window's rows in the window's order (a co-routine) and stops at the page.
+        walked = walked.order_by(*(ClauseAdapter(window).traverse(term) for term in order))
+    rows = conn.execute(walked.limit(limit).offset(offset)).all()
+    return rows, len(rows) < limit and _fewer(conn, query, order, size)
