@@ -13,10 +13,12 @@ gateway and wrk).  Every figure is recorded with ``bench/targets.py``'s ``record
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -235,6 +237,21 @@ def fill(url: str) -> None:
         conn.close()
 
 
+SEARCHES = {
+    "API list, broad search": "/api/incidents?q=CPU",
+    "API list, search in comments": "/api/incidents?q=looked",
+    "API list, search matching far along": "/api/incidents?q=host-1",
+    "console list, broad search": "/incidents?q=CPU",
+}
+"""The searches that are not narrow: a word every title holds ("CPU high on host-N"); one only the
+comments hold, every tenth incident's ("looked at host-N"); and one that 11 % hold (host-1, host-1x,
+host-1xx...) but, newest first, only the first of 2,000 read (host-1000000), then none for 800,000."""
+VERSUS = os.environ.get("BENCH_SCALE_VERSUS")
+"""Another checkout's directory: its code's searches (``SEARCHES`` and the narrow ones) measured on the
+same loaded database too, alternated with this checkout's, BENCH_SCALE_VERSUS_ROUNDS (2) times."""
+VERSUS_REQUESTS = int(os.environ.get("BENCH_SCALE_VERSUS_REQUESTS") or 10)
+
+
 def pages(cursor: str, console_cursor: str) -> dict[str, str]:
     """Issue 16's reads, by name: the API's list (default sort, each filter, a search, page 1,000
     by offset and by ``cursor``, the next_cursor of page 999), the incident with the long
@@ -246,6 +263,7 @@ def pages(cursor: str, console_cursor: str) -> dict[str, str]:
         "API list, severity=critical": "/api/incidents?severity=critical",
         "API list, source filter": f"/api/incidents?source={SOURCES[7]}",
         "API list, text search": "/api/incidents?q=host-4242",
+        **{name: path for name, path in SEARCHES.items() if path.startswith("/api/")},
         "API list, page 1,000": "/api/incidents?page=1000",
         "API list, page 1,000 by cursor": f"/api/incidents?cursor={cursor}",
         f"API incident, {TIMELINE:,} entries": f"/api/incidents/{LONG_TIMELINE}",
@@ -254,6 +272,7 @@ def pages(cursor: str, console_cursor: str) -> dict[str, str]:
         "console list, severity=critical": "/incidents?severity=critical",
         "console list, source filter": f"/incidents?source={SOURCES[7]}",
         "console list, search": "/incidents?q=host-4242",
+        **{name: path for name, path in SEARCHES.items() if not path.startswith("/api/")},
         "console list, page 1,000": f"/incidents?page=1000&cursor={console_cursor}",
         f"console incident, {TIMELINE:,} entries": f"/incidents/{LONG_TIMELINE}",
     }
@@ -307,6 +326,36 @@ def ingest(db: str, url: str, workdir: Path, wrk: str) -> None:
     print(f"  ingest loaded/empty {loaded / empty:.0%} (target 90 %): {'yes' if meets else 'NO'}")
 
 
+def versus(url: str, config_path: str) -> None:
+    """The searches timed with VERSUS's code and with this checkout's on the same database, in
+    turns, each in a process of its own (its ``gateway`` and ``bench/console.py`` first on the
+    path; the installed plugins are this checkout's): before against after without a second load."""
+    reads = {"API list, text search": "/api/incidents?q=host-4242", "console list, search": "/incidents?q=host-4242",
+             **SEARCHES}
+    script = ("import json, logging, sys; sys.path[:0] = [sys.argv[1], sys.argv[1] + '/bench']; "
+              "logging.disable(logging.INFO); from console import measure; "
+              "print(json.dumps(measure(sys.argv[2], sys.argv[3], json.loads(sys.argv[4]), int(sys.argv[5]))))")
+    codes = {"before": str(Path(VERSUS).resolve()), "after": str(harness.ROOT)}
+    samples: dict[str, dict[str, list[float]]] = {code: {name: [] for name in reads} for code in codes}
+    for _ in range(int(os.environ.get("BENCH_SCALE_VERSUS_ROUNDS") or 2)):
+        for code, root in codes.items():
+            engine = create_engine(url)  # each ``measure`` signs in as a new user "bench"
+            with engine.begin() as conn:
+                conn.execute(text("DELETE FROM users WHERE name = 'bench'"))
+            engine.dispose()
+            done = subprocess.run([sys.executable, "-c", script, root, url, config_path, json.dumps(reads),
+                                   str(VERSUS_REQUESTS)], capture_output=True, text=True, check=True, cwd=root)
+            for name, times in json.loads(done.stdout.strip().splitlines()[-1]).items():
+                samples[code][name] += times
+    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    print(f"  searches, {VERSUS} (before) against this checkout (after), same database, load average {load}:")
+    print(f"  {'read':36} {'before median':>13} {'p95':>8} {'after median':>13} {'p95':>8}")
+    for name in reads:
+        before, after = samples["before"][name], samples["after"][name]
+        print(f"  {name:36} {statistics.median(before):13.1f} {percentile95(before):8.1f}"
+              f" {statistics.median(after):13.1f} {percentile95(after):8.1f}", flush=True)
+
+
 def percentile95(samples: list[float]) -> float:
     return statistics.quantiles(samples, n=20, method="inclusive")[-1]
 
@@ -341,6 +390,8 @@ def main() -> None:
                                           f" {requests} requests, {INCIDENTS:,} incidents")
                     print(f"  {name:36} {median:8.1f} {p95:8.1f} {TARGET_MS:7}  {'yes' if meets else 'NO ':5}"
                           f"{cpu_median:10.1f} {cpu_p95:8.1f}", flush=True)
+                if VERSUS:
+                    versus(url, str(config_path))
                 if INGEST_RUNS:
                     ingest(db, url, workdir, wrk)
     finally:

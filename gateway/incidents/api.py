@@ -7,15 +7,15 @@ import json
 from datetime import datetime
 from typing import Optional
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, jsonify, request
 from marshmallow import Schema, fields, validate
-from sqlalchemy import String, literal_column, or_, select, tuple_, union
+from sqlalchemy import select, tuple_
 
 from gateway import SEVERITIES, Alert, Resource
-from gateway.incidents import service
-from gateway.store.models import INCIDENT_TEXT, Incident, TimelineEntry, comments_search, incidents_search
+from gateway.incidents import search, service
+from gateway.store.models import Incident
 from gateway.views import (
-    Page, ApiError, Text, actor, documented, iso, json_object, page_of, paginate, reading, require_role, transaction,
+    COUNT_CAP, Page, ApiError, Text, actor, documented, iso, json_object, page_of, reading, require_role, transaction,
     where_given,
 )
 
@@ -105,6 +105,11 @@ class EntryOut(Schema):
 
 
 class IncidentPage(page_of(IncidentOut)):
+    total = fields.Integer(required=True, allow_none=True, metadata={"description": (
+        f"the matches, counted up to {COUNT_CAP:,}: null past that, on a page by cursor, and for a broad `q` "
+        f"(one that fills the page within the first {search.WALK_PROBE:,} incidents in the sort) unless the "
+        f"other filters leave fewer than {search.WALK_PROBE:,} incidents: counting its matches would read "
+        "every one of them, as many as the list's, to serve a page that needed a few dozen")})
     next_cursor = fields.String(allow_none=True, metadata={
         "description": "for the sorts that allow it: the `cursor` of the next page (null on the last)"})
 
@@ -151,17 +156,20 @@ def list_incidents():
     that page's last incident at the cost of page 1 however deep (``page`` is then ignored, and
     ``total`` is null: counting would read every match again on each page)."""
     args = IncidentQuery().load(request.args)
-    query = incident_query(args, current_app.extensions["gateway"].engine.dialect.name)
+    query = incident_query(args)
     by_cursor = "cursor" in args
-    if by_cursor:
+    if by_cursor:  # a bad cursor is refused here, before any read
         query = query.where(after(args["sort"], args["cursor"]))
         args = {**args, "page": 1}
-    answer = paginate(query, args, incident_json, count=not by_cursor)
-    items = answer["items"]
+    per_page = args["per_page"]
+    with reading() as conn:
+        rows, total = search.read(conn, query, incident_order(args["sort"]), args.get("q"), conn.dialect.name,
+                                  limit=per_page, offset=(args["page"] - 1) * per_page, count=not by_cursor)
+    items = [incident_json(row) for row in rows]
     keyset = KEYSET_SORTS.get(args["sort"])
-    last = items[-1] if keyset and len(items) == args["per_page"] else None
-    answer["next_cursor"] = None if last is None else keyset_cursor(last[keyset[0].key], last["id"])
-    return jsonify(answer)
+    last = items[-1] if keyset and len(items) == per_page else None
+    return jsonify({"items": items, "total": total, "page": args["page"], "per_page": per_page,
+                    "next_cursor": None if last is None else keyset_cursor(last[keyset[0].key], last["id"])})
 
 
 def keyset_cursor(value, last_id: int) -> str:
@@ -197,46 +205,16 @@ def keyset_order(sort: str, *, backward: bool = False) -> tuple:
     return tuple(c.desc() if descending != backward else c.asc() for c in columns)
 
 
-def incident_query(args: dict, dialect: str):
-    """The incidents ``args`` (an ``IncidentQuery``, sort included) select on ``dialect``'s
-    database, for the API and the console.
-
-    ``q`` finds text in the title, description, resource name or any comment.
-    """
-    query = where_given(select(Incident.__table__), args,
-                        {"status": Incident.status, "severity": Incident.severity, "source": Incident.source_key})
-    if args.get("q"):
-        query = query.where(Incident.id.in_(_matching(args["q"], dialect)))
-    if args["sort"] in KEYSET_SORTS:
-        return query.order_by(*keyset_order(args["sort"]))
-    return query.order_by(SORTS[args["sort"]], Incident.id.desc())
+def incident_query(args: dict):
+    """The incidents ``args`` (an ``IncidentQuery``) filter to, in no order and without ``q``, for
+    the API and the console: ``search.read`` adds the order, the search and the page."""
+    return where_given(select(Incident.__table__), args,
+                       {"status": Incident.status, "severity": Incident.severity, "source": Incident.source_key})
 
 
-def _matching(q: str, dialect: str):
-    """The ids of the incidents whose title, description, resource name or a comment holds ``q``,
-    case aside (ILIKE, escaped: "100%" finds that text rather than acting as a LIKE wildcard).
-
-    The incidents' matches and the comments' united, not OR-ed with a subquery: each side is read
-    from an index.  On PostgreSQL, pg_trgm's serve an ILIKE: for the incidents, the one on their
-    three columns joined (``INCIDENT_TEXT``, 0016), a superset again.  On SQLite, the FTS5
-    trigram tables (0015) give the rows that hold ``q``'s every three characters in a row, case
-    folded, a superset of the ILIKE's; the ILIKE then keeps exactly the rows it always found.  The
-    index cannot serve fewer than three characters: such a search reads every row, as before.
-    """
-    pattern = "%" + q.replace("/", "//").replace("%", "/%").replace("_", "/_") + "%"
-    incidents = [or_(*(column.ilike(pattern, escape="/") for column in (
-        Incident.title, Incident.description, Incident.resource_name)))]
-    comments = [TimelineEntry.kind == "commented", TimelineEntry.note.ilike(pattern, escape="/")]
-    if dialect == "postgresql":
-        incidents.append(literal_column(f"({INCIDENT_TEXT})", String()).ilike(pattern, escape="/"))
-    elif dialect == "sqlite" and len(q) >= 3:
-        # One FTS5 string: its text is taken whole, quotes doubled, never as query syntax.
-        phrase = '"' + q.replace('"', '""') + '"'
-        incidents.append(Incident.id.in_(select(incidents_search.c.rowid).where(
-            literal_column(incidents_search.name).match(phrase))))
-        comments.append(TimelineEntry.id.in_(select(comments_search.c.rowid).where(
-            literal_column(comments_search.name).match(phrase))))
-    return union(select(Incident.id).where(*incidents), select(TimelineEntry.incident_id).where(*comments))
+def incident_order(sort: str) -> tuple:
+    """The ORDER BY of ``sort``: a ``KEYSET_SORTS`` one's, or the sort's then newest first."""
+    return keyset_order(sort) if sort in KEYSET_SORTS else (SORTS[sort], Incident.id.desc())
 
 
 @bp.get("/<id:incident_id>")

@@ -8,10 +8,10 @@ from marshmallow import EXCLUDE, ValidationError, validate
 from sqlalchemy import func, select
 
 from gateway.contracts import SEVERITIES
-from gateway.incidents import service
+from gateway.incidents import search, service
 from gateway.incidents.api import (
     INCIDENT_STATUSES, KEYSET_SORTS, CommentBody, IncidentQuery, NoteBody, act, add_comment, after,
-    incident_query, keyset_cursor, keyset_order,
+    incident_order, incident_query, keyset_cursor, keyset_order,
 )
 from gateway.store.models import AlertRow, DeliveryRow, Incident
 from gateway.views import COUNT_CAP, ApiError, Text, actor, iso, all_sources, capped_count, console_blueprint, needs
@@ -46,22 +46,22 @@ def list_incidents():
         args = ConsoleQuery().load({"sort": DEFAULT_SORT, "per_page": PER_PAGE})
     status = args.get("status") or "triggered"
     args["status"] = status
-    query = incident_query(args, _engine().dialect.name)
+    query, order, offset = incident_query(args), incident_order(args["sort"]), 0
     keyset = args["sort"] in KEYSET_SORTS
     backward = keyset and "before" in args
     try:
         if backward:
-            query = query.where(after(args["sort"], args["before"], before=True)).order_by(None).order_by(
-                *keyset_order(args["sort"], backward=True))
+            query = query.where(after(args["sort"], args["before"], before=True))
+            order = keyset_order(args["sort"], backward=True)
         elif keyset and "cursor" in args:
             query = query.where(after(args["sort"], args["cursor"]))
         else:
-            query = query.offset((args["page"] - 1) * PER_PAGE)
-    except ApiError:  # a hand-edited cursor: the list from its start
+            offset = (args["page"] - 1) * PER_PAGE
+    except ApiError:  # a hand-edited cursor: the list from its start, before any read
         return redirect(url_for(".list_incidents", status=status, sort=args["sort"]))
     with _engine().connect() as conn:
         # One row past the page says whether there is another one that way, without counting every match.
-        rows = conn.execute(query.limit(PER_PAGE + 1)).all()
+        rows, _ = search.read(conn, query, order, args.get("q"), conn.dialect.name, limit=PER_PAGE + 1, offset=offset)
         # Each tab counts its status's incidents up to COUNT_CAP (a range of the status index).
         counts = {s: capped_count(conn, select(Incident.id).where(Incident.status == s)) for s in INCIDENT_STATUSES}
     more, rows = len(rows) > PER_PAGE, rows[:PER_PAGE]

@@ -1,0 +1,126 @@
+"""The incident list's text search (``q``), read one of two ways, chosen per request.
+
+A narrow search (few matches) is read from the trigram indexes: the ids that hold ``q``, then
+their page.  A broad one (a word most incidents hold) is not: the indexes give hundreds of
+thousands of ids, all fetched and sorted for one page (3.6 s at a million incidents).  Its page
+is found sooner by walking the list's sort order and testing each incident's text, as the list
+without ``q`` walks it.  Which one a search is, the walk itself tells: it reads at most
+``WALK_PROBE`` incidents, and if it has not filled the page by then, the indexes serve it.
+Both ways find the same incidents in the same order (tests/test_search_paths.py).
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+from sqlalchemy import Connection, Select, String, func, literal_column, or_, select, text, union
+from sqlalchemy.sql.util import ClauseAdapter
+
+from gateway.store.models import COMMENTS_SQL, INCIDENT_TEXT, Incident, TimelineEntry, comments_search, incidents_search
+from gateway.views import capped_count
+
+WALK_PROBE = 2_000
+"""The most incidents a walk reads before it hands the search to the indexes.  A page of 50 in
+2,000 is a search that one incident in 40 holds: the walk then reads ~40 rows a page match, far
+fewer than the indexes give.  A narrower one reads a tenth of it (``read``) before its index read."""
+
+
+def _pattern(q: str) -> str:
+    """``q`` as an ILIKE pattern, escaped: "100%" finds that text rather than acting as a wildcard."""
+    return "%" + q.replace("/", "//").replace("%", "/%").replace("_", "/_") + "%"
+
+
+def holds(q: str, incident) -> object:
+    """Whether the row ``incident`` (the table's columns, or a subquery's) holds ``q``, case aside,
+    in its title, description, resource name or a comment: the search's one definition, which
+    the indexes of ``matching`` only narrow down to."""
+    pattern = _pattern(q)
+    # OFFSET 0: PostgreSQL would otherwise hash every comment that holds q, once, before the first
+    # row (a million comments for a word they all hold); a walk asks only about its own incidents.
+    comment = select(literal_column("1")).where(
+        TimelineEntry.incident_id == incident.id, text(COMMENTS_SQL),
+        TimelineEntry.note.ilike(pattern, escape="/")).offset(0).exists()
+    return or_(*(column.ilike(pattern, escape="/") for column in (
+        incident.title, incident.description, incident.resource_name)), comment)
+
+
+def matching(q: str, dialect: str):
+    """The ids of the incidents that hold ``q`` (``holds``), read from the trigram indexes.
+
+    The incidents' matches and the comments' united, not OR-ed with a subquery: each side is read
+    from an index.  On PostgreSQL, pg_trgm's serve an ILIKE: for the incidents, the one on their
+    three columns joined (``INCIDENT_TEXT``, 0016), a superset again.  On SQLite, the FTS5
+    trigram tables (0015) give the rows that hold ``q``'s every three characters in a row, case
+    folded, a superset of the ILIKE's; the ILIKE then keeps exactly the rows it always found.  The
+    index cannot serve fewer than three characters: such a search reads every row, as before.
+    """
+    pattern = _pattern(q)
+    incidents = [or_(*(column.ilike(pattern, escape="/") for column in (
+        Incident.title, Incident.description, Incident.resource_name)))]
+    comments = [TimelineEntry.kind == "commented", TimelineEntry.note.ilike(pattern, escape="/")]
+    if dialect == "postgresql":
+        incidents.append(literal_column(f"({INCIDENT_TEXT})", String()).ilike(pattern, escape="/"))
+    elif dialect == "sqlite" and len(q) >= 3:
+        # One FTS5 string: its text is taken whole, quotes doubled, never as query syntax.
+        phrase = '"' + q.replace('"', '""') + '"'
+        incidents.append(Incident.id.in_(select(incidents_search.c.rowid).where(
+            literal_column(incidents_search.name).match(phrase))))
+        comments.append(TimelineEntry.id.in_(select(comments_search.c.rowid).where(
+            literal_column(comments_search.name).match(phrase))))
+    return union(select(Incident.id).where(*incidents), select(TimelineEntry.incident_id).where(*comments))
+
+
+def read(conn: Connection, query: Select, order: Sequence, q: Optional[str], dialect: str, *, limit: int,
+         offset: int = 0, count: bool = False) -> tuple[list, Optional[int]]:
+    """(``limit`` rows from ``offset`` of ``query``'s incidents that hold ``q``, in ``order``;
+    with ``count``, how many hold it: up to ``COUNT_CAP``, None past it or when not counted).
+
+    ``query`` is the list's filters and cursor without an order.  A walk that fills the page
+    within WALK_PROBE incidents serves it; so does one that read every incident the filters
+    leave.  Otherwise the indexes (``matching``) do, and at once when the window's first tenth
+    held too few matches to promise the page.  A broad search's
+    matches are not counted (None) unless the filters leave fewer than WALK_PROBE incidents:
+    counting them would read every match, what the walk is there to avoid.
+    """
+    if not q:
+        ordered = query.order_by(*order)
+        rows = conn.execute(ordered.limit(limit).offset(offset)).all()
+        return rows, capped_count(conn, ordered) if count else None
+    # A tenth of the window first: a narrow search stops there (no match, or too few to promise the
+    # page within the window) and pays a tenth of the walk before the indexes serve it.
+    needed = offset + limit
+    for size in (WALK_PROBE // 10, WALK_PROBE):
+        rows, whole = _walk(conn, query, order, q, dialect, size, limit, offset)
+        if len(rows) == limit or whole:
+            total = None
+            if count and (whole or _fewer(conn, query, order, WALK_PROBE)):
+                window = query.order_by(*order).limit(WALK_PROBE).subquery("walked")
+                total = conn.execute(select(func.count()).select_from(window).where(holds(q, window.c))).scalar_one()
+            return rows, total
+        if (offset + len(rows) if rows else 0) * WALK_PROBE < needed * size:
+            break  # the density seen would not fill the page within the window
+    narrow = query.where(Incident.id.in_(matching(q, dialect))).order_by(*order)
+    rows = conn.execute(narrow.limit(limit).offset(offset)).all()
+    return rows, capped_count(conn, narrow) if count else None
+
+
+def _fewer(conn: Connection, query: Select, order: Sequence, size: int) -> bool:
+    """Whether ``query`` selects fewer than ``size`` incidents: its walk's window, counted.  In the
+    sort's order, so the planner reads it as the walk does (an index, up to the LIMIT)."""
+    counted = query.with_only_columns(Incident.id).order_by(*order).limit(size).subquery("walked")
+    return conn.execute(select(func.count()).select_from(counted)).scalar_one() < size
+
+
+def _walk(conn: Connection, query: Select, order: Sequence, q: str, dialect: str, size: int, limit: int,
+          offset: int) -> tuple[list, bool]:
+    """(the page of ``query``'s first ``size`` incidents in ``order`` that hold ``q``, whether
+    those were all of them).  The window's LIMIT keeps the planner on the sort's index (the
+    trigram indexes cannot serve it) and bounds the walk, which stops once the page is full."""
+    window = query.order_by(*order).limit(size).subquery("walked")
+    walked = select(window).where(holds(q, window.c))
+    if dialect != "sqlite":
+        # PostgreSQL knows the window's rows come in this order, and sorts nothing.  SQLite does
+        # not: it would test all of them and sort the matches.  Without the ORDER BY, it reads
+        # the window's rows in the window's order (a co-routine) and stops at the page.
+        walked = walked.order_by(*(ClauseAdapter(window).traverse(term) for term in order))
+    rows = conn.execute(walked.limit(limit).offset(offset)).all()
+    return rows, len(rows) < limit and _fewer(conn, query, order, size)
