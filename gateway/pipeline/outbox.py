@@ -105,9 +105,11 @@ class Holding:
 class Dispatcher:
     def __init__(self, runtime: Runtime, *, lease: float = DELIVERY_LEASE_SECONDS,
                  deadline: float = DELIVERY_DEADLINE_SECONDS, batch: int = 20, poll: float = 1.0,
-                 senders: int = SENDERS):
+                 senders: int = SENDERS, give_way: float = 0.0):
+        """``give_way``: seconds each send waits at most for this process's requests to finish (``giveway``)."""
         self.runtime = runtime
         self.senders = senders
+        self.give_way = give_way
         self.lease = lease
         self.deadline = deadline
         self.batch = batch
@@ -390,6 +392,8 @@ class Dispatcher:
             for row in started:
                 if self.stopping.is_set() or paused:
                     break
+                if self.give_way:
+                    self.runtime.requests.wait_idle(self.give_way)
                 done_now = self._attempt(sink, row, alerts[row.alert_id], holding, periods.get(row.id))
                 unrecorded.append(done_now)
                 tried += 1

@@ -21,6 +21,7 @@ from sqlalchemy import Engine
 from gateway import metrics
 from gateway.config import ConfigError, GatewayConfig, parse_config_text, read_config_text
 from gateway.contracts import SinkType
+from gateway.pipeline.giveway import InFlight
 from gateway.pipeline.router import Router
 from gateway.pipeline.sources import ActiveSource, Sources, activate
 from gateway.pipeline.wakeups import WakeUps
@@ -73,6 +74,8 @@ class Runtime:
         self.snapshot = build_snapshot(config, registry)
         self.sha256 = _digest(text)
         self.wakeups = WakeUps(engine)
+        self.requests = InFlight()
+        """Requests this process is serving (the web app counts them), for a dispatcher that gives way."""
         self.sources = Sources(engine, registry, lambda: self.snapshot.sources)
         metrics.CONFIG_RELOAD_OK.set(1 if self.reload_ok else 0)
         metrics.CONFIG_RELOAD_TIME.set_to_current_time()

@@ -1,0 +1,54 @@
+"""A dispatcher inside a web worker lets the worker's requests go first (``gateway.pipeline.giveway``)."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from gateway.pipeline.giveway import InFlight
+from testkit.outbox import gateway_maker
+
+
+@pytest.fixture
+def gateway(make_app, receiver):
+    return gateway_maker(make_app, receiver)
+
+
+def test_the_app_counts_the_requests_it_is_serving(gateway):
+    gw = gateway()
+    app = gw.client.application
+    seen = []
+    app.before_request(lambda: seen.append(gw.runtime.requests._count))
+    gw.client.get("/health/live")
+    gw.post("p")
+    assert seen == [1, 1] and gw.runtime.requests._count == 0
+    assert gw.client.get("/no-such-page").status_code == 404 and gw.runtime.requests._count == 0
+
+
+def test_wait_idle_returns_when_the_last_request_leaves():
+    in_flight = InFlight()
+    assert in_flight.wait_idle(0)
+    in_flight.enter()
+    in_flight.enter()
+    assert not in_flight.wait_idle(0.05)
+    threading.Timer(0.1, in_flight.leave).start()
+    threading.Timer(0.2, in_flight.leave).start()
+    started = time.monotonic()
+    assert in_flight.wait_idle(5)
+    assert 0.15 < time.monotonic() - started < 2
+
+
+def test_a_giving_way_dispatcher_sends_nothing_while_a_request_is_in_flight(gateway, receiver):
+    gw = gateway()
+    alerts = [gw.post(f"p{n}") for n in range(3)]
+    gw.dispatcher.give_way = 5.0
+    gw.runtime.requests.enter()  # a webhook being served in this worker
+    sender = threading.Thread(target=gw.dispatcher.run_once, args=("hook", gw.worker))
+    sender.start()
+    time.sleep(0.3)
+    assert receiver.requests == []  # waiting for the request, not for its 5 s
+    gw.runtime.requests.leave()
+    sender.join(timeout=3)
+    assert not sender.is_alive()
+    assert [gw.row(a, "hook")["status"] for a in alerts] == ["delivered"] * 3
