@@ -9,7 +9,6 @@ from flask import Flask
 from sqlalchemy import Engine
 
 from gateway.logs import configure_logging
-from gateway.pipeline.giveway import count_requests
 from gateway.pipeline.runtime import Runtime, open_runtime
 from gateway.plugins import PluginError, Registry
 from gateway.settings import Settings
@@ -74,7 +73,6 @@ def create_app(test_config: Optional[Mapping[str, Any]] = None, *, extra_plugins
     console.init_app(app)
     register_request_log(app)
     configure_logging(settings.log_format)
-    app.wsgi_app = count_requests(app.wsgi_app, runtime.requests)
     if settings.forwarded_allow_ips:
         app.wsgi_app = TrustedProxies(app.wsgi_app, settings.forwarded_allow_ips)
     return app

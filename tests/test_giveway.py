@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from gateway.pipeline.giveway import InFlight
+from gateway.pipeline.giveway import InFlight, count_requests
 from testkit.outbox import gateway_maker
 
 
@@ -18,6 +18,7 @@ def gateway(make_app, receiver):
 def test_the_app_counts_the_requests_it_is_serving(gateway):
     gw = gateway()
     app = gw.client.application
+    app.wsgi_app = count_requests(app.wsgi_app, gw.runtime.requests)  # as a delivering serve worker does
     seen = []
     app.before_request(lambda: seen.append(gw.runtime.requests._count))
     gw.client.get("/health/live")

@@ -16,7 +16,8 @@ stream of requests it still sends at least twenty a second."""
 
 
 class InFlight:
-    """How many requests this process is serving; a counter the WSGI app keeps (``count_requests``)."""
+    """How many requests this process is serving, as ``count_requests`` counts them: a serve worker
+    that runs a dispatcher wraps its app so (gunicorn_conf), no other process pays for it."""
 
     def __init__(self):
         self._count = 0

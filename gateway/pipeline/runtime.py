@@ -75,7 +75,7 @@ class Runtime:
         self.sha256 = _digest(text)
         self.wakeups = WakeUps(engine)
         self.requests = InFlight()
-        """Requests this process is serving (the web app counts them), for a dispatcher that gives way."""
+        """Requests this process is serving, counted where a dispatcher gives way to them (a serve worker's)."""
         self.sources = Sources(engine, registry, lambda: self.snapshot.sources)
         metrics.CONFIG_RELOAD_OK.set(1 if self.reload_ok else 0)
         metrics.CONFIG_RELOAD_TIME.set_to_current_time()

@@ -111,7 +111,7 @@ def pre_request(worker, req):
 
 def post_worker_init(worker):
     from gateway.app import settle_heap
-    from gateway.pipeline.giveway import GIVE_WAY
+    from gateway.pipeline.giveway import GIVE_WAY, count_requests
     from gateway.pipeline.outbox import Dispatcher, worker_name
     from gateway.pipeline.retention import RetentionSchedule
     from gateway.store.db import start_wal_checkpointer
@@ -127,6 +127,7 @@ def post_worker_init(worker):
         # One sender per sink here: a web worker's senders share its interpreter lock with the request threads,
         # and with four, PostgreSQL ingest fell from 200/s to 148/s at p99 5.2 s while delivering (bench/outbox.py).
         # `gateway worker` keeps SENDERS: it serves no requests.  Each send waits for the worker's requests (giveway).
+        worker.wsgi.wsgi_app = count_requests(worker.wsgi.wsgi_app, gateway.runtime.requests)
         worker.dispatcher = Dispatcher(gateway.runtime, senders=1, give_way=GIVE_WAY)
         worker.dispatcher.start()
         worker.retention = RetentionSchedule(gateway.runtime, worker_name())
