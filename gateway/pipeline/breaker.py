@@ -7,7 +7,7 @@ start of bench/outbox.py's outage), and the gateway's ingest, which shares the m
 SQLite the one writer, fell to half its rate.  Paused, a dispatcher sends one probe per pause;
 the pause doubles from the sink's ``backoff_initial`` up to ``PROBE_MAX``, 5 s (or ``backoff_max``
 if that is shorter) while probes fail.  The first delivery closes it, and the rows waiting out their
-backoff are then due at once (``Dispatcher._note_health``).
+backoff are then due at once (``Breaker.recovered``, ``Dispatcher._reschedule_backlog``).
 
 Rows the pause keeps from being tried still go dead at their ``max_age``, as they would have at
 their next failed attempt: before each probe, the rows past it are ended, untried (``expire``), each
@@ -56,6 +56,8 @@ class Breaker:
         """``time.monotonic()`` when the next probe may go; None while closed."""
         self.probing = False
         self.last_error: Optional[str] = None
+        self.failed_since_delivery = False
+        """Some attempt failed retryably since the sink last took a delivery: rows are backing off."""
 
     def claim_size(self, batch: int) -> int:
         """How many rows the asking sender may claim now: ``batch`` while closed; 1 to the one
@@ -95,6 +97,17 @@ class Breaker:
         log.warning("sink %s paused: %d attempts in a row failed; one probe in %.1fs. Last error: %s",
                     self.sink_name, self.failures, self.pause, error, extra={"sink": self.sink_name})
         return True
+
+    def recovered(self, outcome: str) -> bool:
+        """Follow the recorded outcomes: True once, for the first delivery after retryable failures,
+        when the rows waiting out their backoff should be due at once."""
+        with self._lock:
+            if outcome == "retry":
+                self.failed_since_delivery = True
+            elif outcome == "delivered" and self.failed_since_delivery:
+                self.failed_since_delivery = False
+                return True
+            return False
 
     def probe_abandoned(self) -> None:
         """The probe found no row to send (or its sender stopped): the next sender may probe."""

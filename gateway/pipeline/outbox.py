@@ -116,7 +116,6 @@ class Dispatcher:
         self.poll = poll
         self.stopping = threading.Event()
         self._stop_at = float("inf")
-        self._failing: set[str] = set()
         self._blocked_at: dict[str, float] = {}
         self._blocking = threading.Lock()
         self._breakers: dict[str, breaker.Breaker] = {}
@@ -300,7 +299,8 @@ class Dispatcher:
             metrics.DELIVERY_ATTEMPTS.labels(sink.name, a.outcome).inc()
             if a.period is not None and a.period.refresh:
                 metrics.REFRESH_ATTEMPTS.labels(sink.name, a.outcome).inc()
-            self._note_health(sink.name, a.outcome)
+            if self.breaker(sink.name).recovered(a.outcome):
+                self._reschedule_backlog(sink.name)
 
     def block_waiting(self, sink_name: str) -> int:
         """Mark the sink's due rows that wait behind an earlier row of their key, so later claims
@@ -326,21 +326,17 @@ class Dispatcher:
         finally:
             self._blocked_at[sink_name] = time.monotonic()
 
-    def _note_health(self, sink_name: str, outcome: str) -> None:
-        """When a sink that was failing takes a delivery again, the rows waiting out their
-        backoff are due at once: a destination back from an outage gets its backlog now, in
-        order, not up to ``backoff_max`` later."""
-        if outcome == "retry":
-            self._failing.add(sink_name)
-        elif outcome == "delivered" and sink_name in self._failing:
-            self._failing.discard(sink_name)
-            now = utcnow()
-            stmt = (update(deliveries)  # tried before: a row never tried is scheduled (a refresh), not backing off
-                    .where(deliveries.c.sink_name == sink_name, deliveries.c.status == PENDING,
-                           deliveries.c.attempts > 0, deliveries.c.next_attempt_at > now)
-                    .values(next_attempt_at=now))
-            if run_in_transaction(self.runtime.engine, lambda conn: conn.execute(stmt).rowcount):
-                self.runtime.wakeups.wake_dispatchers()
+    def _reschedule_backlog(self, sink_name: str) -> None:
+        """A sink that was failing took a delivery again: the rows waiting out their backoff are
+        due at once, so a destination back from an outage gets its backlog now, in order, not up
+        to ``backoff_max`` later."""
+        now = utcnow()
+        stmt = (update(deliveries)  # tried before: a row never tried is scheduled (a refresh), not backing off
+                .where(deliveries.c.sink_name == sink_name, deliveries.c.status == PENDING,
+                       deliveries.c.attempts > 0, deliveries.c.next_attempt_at > now)
+                .values(next_attempt_at=now))
+        if run_in_transaction(self.runtime.engine, lambda conn: conn.execute(stmt).rowcount):
+            self.runtime.wakeups.wake_dispatchers()
 
     def run_once(self, sink_name: str, worker: Optional[str] = None) -> int:
         """Claim and deliver one batch for one sink; returns how many rows were tried.
