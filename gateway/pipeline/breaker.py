@@ -109,6 +109,12 @@ class Breaker:
                 return True
             return False
 
+    def forget(self) -> None:
+        """The sink is gone from the config: its pause must not stay on ``/metrics``."""
+        with self._lock:
+            if self.open_until is not None:
+                metrics.SINK_PAUSED.labels(self.sink_name).set(0)
+
     def probe_abandoned(self) -> None:
         """The probe found no row to send (or its sender stopped): the next sender may probe."""
         with self._lock:

@@ -435,6 +435,8 @@ class Dispatcher:
             while not self.stopping.is_set():
                 outbox_sinks = [name for name, sink in self.runtime.snapshot.sinks.items()
                                 if not isinstance(sink, InlineSinkType)]
+                for gone in [name for name in list(self._breakers) if name not in outbox_sinks]:
+                    self._breakers.pop(gone).forget()  # removed by a reload: a sink of that name later starts afresh
                 for name, slot in ((name, slot) for name in outbox_sinks for slot in range(self.senders)
                                    if (name, slot) not in self._threads):
                     thread = threading.Thread(target=self._sink_loop, args=(name, slot), daemon=True,
