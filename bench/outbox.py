@@ -209,6 +209,19 @@ class Outbox:
         with self.engine.connect() as conn:
             return conn.execute(query).scalar()
 
+    def vacuums(self) -> dict:
+        """PostgreSQL: whether autovacuum runs, how often it has vacuumed the deliveries table, and
+        the dead row versions left in it (each one an index entry a claim steps over until vacuumed)."""
+        from sqlalchemy import text
+
+        with self.engine.connect() as conn:
+            if conn.dialect.name != "postgresql":
+                return {}
+            on = conn.execute(text("SHOW autovacuum")).scalar()
+            runs, dead = conn.execute(text("SELECT autovacuum_count, n_dead_tup FROM pg_stat_user_tables "
+                                           "WHERE relname = 'deliveries'")).one()
+            return {"autovacuum": on, "autovacuum_runs": runs, "dead_versions": dead}
+
     def last_id(self) -> int:
         from sqlalchemy import func, select
 
@@ -260,23 +273,29 @@ def drain(receiver: Receiver, outbox: Outbox, label: str, pids: list[int], postg
     last = outbox.last_id()
     backlog = outbox.pending(last)
     before, receiver_before = cpu_seconds(pids, postgres), b.proc_cpu(receiver.proc.pid)
+    vacuums_before = outbox.vacuums()
     up_at = time.time()
     receiver.set_up(True)
     if not outbox.wait_drained(last, DRAIN_TIMEOUT):
         raise RuntimeError(f"{label}: {outbox.pending(last)} rows still pending after {DRAIN_TIMEOUT}s")
     after, receiver_after = cpu_seconds(pids, postgres), b.proc_cpu(receiver.proc.pid)
+    vacuums_after = outbox.vacuums()
     arrivals = [t for t, i, _ in receiver.events() if t >= up_at and i <= last]
     seconds = max(arrivals) - up_at
     return {"rows": backlog, "last_id": last, "seconds": seconds, "per_s": backlog / seconds,
             "first_after_s": min(arrivals) - up_at, "cpu_ms": 1000 * (after[0] - before[0]) / backlog,
             "postgres_cpu_ms": 1000 * (after[1] - before[1]) / backlog,
-            "receiver_cpu_ms": 1000 * (receiver_after - receiver_before) / backlog}
+            "receiver_cpu_ms": 1000 * (receiver_after - receiver_before) / backlog,
+            "vacuums": vacuums_after and {**vacuums_after, "autovacuum_runs": vacuums_after["autovacuum_runs"]
+                                                             - vacuums_before["autovacuum_runs"]}}
 
 
 def describe(r: dict) -> str:
     return (f"{r['rows']} rows in {r['seconds']:.1f}s = {r['per_s']:.0f}/s (first event {r['first_after_s']:.2f}s "
             f"after up); CPU per row: dispatching processes {r['cpu_ms']:.2f} ms, receiver {r['receiver_cpu_ms']:.2f} ms"
-            + (f", PostgreSQL {r['postgres_cpu_ms']:.2f} ms" if r["postgres_cpu_ms"] else ""))
+            + (f", PostgreSQL {r['postgres_cpu_ms']:.2f} ms" if r["postgres_cpu_ms"] else "")
+            + (f"; autovacuum {r['vacuums']['autovacuum']}: {r['vacuums']['autovacuum_runs']} runs on deliveries "
+               f"meanwhile, {r['vacuums']['dead_versions']:,} dead row versions at the end" if r["vacuums"] else ""))
 
 
 def check(events: list[tuple[float, int, str]], rows: dict) -> dict:
