@@ -1,18 +1,20 @@
-"""HTTP for sink plugins: a ``requests`` adapter whose calls a delivery's ``Deadline`` cuts.
+"""HTTP for sink plugins: ``JsonEndpoint``, a destination a sink POSTs JSON to, and under it
+a ``requests`` adapter whose calls a delivery's ``Deadline`` cuts.
 
 ``requests`` applies a timeout to connecting and to each read, never to the whole call, so
 a destination that trickles its reply a byte at a time holds a delivery for as long as it
 likes.  Mount ``DeadlineAdapter`` and make each call inside ``adapter.within(deadline)``:
 when the deadline passes, the sockets the call uses are shut down, and the call fails at
-once with ``requests.ConnectionError``.
+once with ``requests.ConnectionError``.  ``JsonEndpoint`` does both.
 """
 from __future__ import annotations
 
 import socket
 import threading
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Iterator, Mapping, Optional, Union
 
+import requests
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
@@ -103,3 +105,42 @@ class DeadlineAdapter(HTTPAdapter):
                 yield
         finally:
             _calls.current = None
+
+
+class JsonEndpoint:
+    """One URL a sink POSTs a JSON body to, once per delivery: pooled keep-alive connections,
+    no retries of its own (the core retries), each call cut at the delivery's deadline.
+
+    The request is prepared once, when the sink is made: its headers, and the proxies, CA bundle
+    and ``.netrc`` credentials the environment gives then.  A POST only adds its body and its own
+    headers.  ``Session.post`` merges the session's settings and scans ``os.environ`` on every call:
+    0.32 ms of CPU a POST to a local receiver, against 0.22 ms this way (bench/README.md), and a
+    backlog's drain rate is CPU-bound.  Redirects are not followed and no cookie is sent back:
+    each delivery stands alone."""
+
+    def __init__(self, url: str, *, verify_tls: Union[bool, str] = True,
+                 headers: Optional[Mapping[str, str]] = None, pool_size: int = 10):
+        self.url = url
+        self.session = requests.Session()
+        self._adapter = DeadlineAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
+        self.session.mount("http://", self._adapter)
+        self.session.mount("https://", self._adapter)
+        found = self.session.merge_environment_settings(url, {}, None, verify_tls, None)
+        self._proxies, self._verify = found["proxies"], found["verify"]
+        self.session.trust_env = False
+        self._template = self.session.prepare_request(requests.Request(
+            "POST", url, headers=dict(headers or {}), auth=requests.utils.get_netrc_auth(url)))
+
+    def post(self, body: Any, deadline: Deadline, timeout: float,
+             headers: Optional[Mapping[str, str]] = None) -> requests.Response:
+        """POST ``body`` as JSON with ``headers`` added; the reply is read whole before ``deadline``.
+        Raises what ``requests`` raises (``requests.RequestException``)."""
+        request = self._template.copy()
+        request.headers.update(headers or {})
+        request.prepare_body(data=None, files=None, json=body)
+        with self._adapter.within(deadline):
+            return self.session.send(request, timeout=timeout, allow_redirects=False, verify=self._verify,
+                                     proxies=self._proxies)
+
+    def close(self) -> None:
+        self.session.close()

@@ -115,7 +115,7 @@ from marshmallow import fields
 from gateway import (
     DELIVERY_DEADLINE_SECONDS, Alert, Delivery, Duration, PermanentError, RetryableError, SinkOptions, SinkType,
 )
-from gateway.http import DeadlineAdapter
+from gateway.http import JsonEndpoint
 
 
 class ${cls}Options(SinkOptions):
@@ -136,17 +136,13 @@ class $cls(SinkType):
 
     def __init__(self, name: str, options: Mapping[str, Any]):
         super().__init__(name, options)
-        self._session = requests.Session()
-        self._adapter = DeadlineAdapter(max_retries=0)  # one attempt per deliver: the core retries
-        self._session.mount("http://", self._adapter)
-        self._session.mount("https://", self._adapter)
+        self._endpoint = JsonEndpoint(self.options["url"])  # pooled, cut at each delivery's deadline, no retries
 
     def deliver(self, delivery: Delivery) -> None:
         timeout = min(self.options["timeout"], DELIVERY_DEADLINE_SECONDS, delivery.deadline.remaining())
         try:
-            with self._adapter.within(delivery.deadline):
-                response = self._session.post(self.options["url"], json=body(delivery.alert), timeout=timeout,
-                                              headers={"Idempotency-Key": str(delivery.id)})
+            response = self._endpoint.post(body(delivery.alert), delivery.deadline, timeout,
+                                           headers={"Idempotency-Key": str(delivery.id)})
         except requests.RequestException as exc:
             raise RetryableError(f"could not reach $title: {exc.__class__.__name__}") from None
         if response.status_code == 429 or response.status_code >= 500:
@@ -156,7 +152,7 @@ class $cls(SinkType):
                                  response=response.text[:500])
 
     def close(self) -> None:
-        self._session.close()
+        self._endpoint.close()
 '''
 
 SOURCE_TESTS = '''\

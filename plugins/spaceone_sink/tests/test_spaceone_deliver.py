@@ -178,14 +178,14 @@ def test_no_urllib3_retries(make_sink):
     """A hidden retry layer would multiply the core's max_attempts and skew its backoff."""
     sink = make_sink(url="https://so.example.com/monitoring/v1/webhook/w/k/events")
     for prefix in ("http://", "https://"):
-        assert sink._session.get_adapter(prefix).max_retries.total == 0
+        assert sink._endpoint.session.get_adapter(prefix).max_retries.total == 0
 
 
 def test_close_releases_the_pool(spaceone, make_sink, make_alert):
     sink = make_sink(url=spaceone.url)
     sink.deliver(delivery(make_alert()))
     sink.close()
-    assert all(not adapter.poolmanager.pools for adapter in sink._session.adapters.values())
+    assert all(not adapter.poolmanager.pools for adapter in sink._endpoint.session.adapters.values())
 
 
 def closed_port() -> int:
