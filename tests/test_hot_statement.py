@@ -72,3 +72,16 @@ def test_database_errors_are_sqlalchemy_errors(engine):
         assert statement.run(conn, raw()) == 1
     with pytest.raises(IntegrityError), engine.begin() as conn:
         statement.run(conn, dict(raw(), source_key=None))  # NOT NULL
+
+
+def test_run_many_applies_each_mapping_and_counts_the_rows_changed_in_all(engine):
+    """The outbox writes a batch's outcomes this way; a row changed by none (its claim lost) is not counted."""
+    bump = HotStatement(update(raw_requests).where(raw_requests.c.external_id == bindparam("key"))
+                        .values(alert_count=bindparam("count")))
+    with engine.begin() as conn:
+        conn.execute(insert(raw_requests), [raw(external_id=f"e-{n}") for n in range(3)])
+        assert bump.run_many(conn, [{"key": "e-0", "count": 5}, {"key": "gone", "count": 6},
+                                    {"key": "e-2", "count": 7}]) == 2
+        assert bump.run_many(conn, []) == 0
+        counts = dict(conn.execute(select(raw_requests.c.external_id, raw_requests.c.alert_count)).all())
+    assert counts == {"e-0": 5, "e-1": 1, "e-2": 7}

@@ -43,14 +43,15 @@ class World(OutboxDriver):
         super().__init__(app, WORKER)
         self.spaceone = spaceone
 
-    def post(self, problem: str, status: str = "firing", at=None, group=None) -> list[int]:
+    def post(self, problem: str, status: str = "firing", at=None, group=None, settle: bool = True) -> list[int]:
         """A webhook about ``problem`` (of ``group``) that happened ``at`` (default: now); then deliver what is due."""
         body = {"id": f"{problem}-{next(self.ids)}", "title": f"{problem} failing", "problem": problem,
                 "status": status, "severity": "critical", "at": (at or clock.now()).isoformat(),
                 **({"group": group} if group else {})}
         r = self.client.post("/hooks/testsrc/src/", json=body)
         assert r.status_code == 202, r.json
-        self.settle()
+        if settle:
+            self.settle()
         return r.json["alerts"]
 
     def oci(self, payload: str, at: datetime, streams: slice = slice(None)) -> list[int]:
@@ -127,6 +128,21 @@ def test_a_problem_open_for_30_minutes_is_closed(world, refresh_interval, states
         w.wait(20)
         assert len(w.spaceone.requests) == 8  # a RECOVERY ends the refreshing
         w.assert_agrees()
+
+
+def test_one_batch_queues_refreshes_only_for_its_problems_open_with_nothing_queued_after(world):
+    """The outcomes of a batch are written together: each problem's refresh is decided on its own."""
+    w = world(refresh_interval="5m")
+    (a,), (b,), (b_again,), (c,), _, _ = (
+        w.post(problem, status, settle=False) for problem, status in
+        [("a", "firing"), ("b", "firing"), ("b", "firing"), ("c", "firing"), ("d", "firing"), ("d", "resolved")])
+    assert w.dispatcher.run_once("spaceone", WORKER) == 4  # one row per problem: a, b, c and d's firing
+    # b and d have a row queued after theirs (b's repeat, d's recovery): neither is refreshed now.
+    assert sorted(row["alert_id"] for row in w.deliveries(sink="spaceone") if row["refresh"]) == [a, c]
+    w.settle()  # b's repeat, d's recovery; b's repeat is refreshed in its turn
+    assert sorted(row["alert_id"] for row in w.deliveries(sink="spaceone") if row["refresh"]) == sorted([a, b_again, c])
+    assert w.sent()[4:] == [("ALERT", key("b", 1)), ("RECOVERY", key("d", 1))]
+    w.assert_agrees()
 
 
 def test_hourly_repeats_keep_one_alert_and_refreshes_are_counted(world):

@@ -249,17 +249,24 @@ class Dispatcher:
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
-    def _finish(self, conn: Connection, done: Attempt, worker: str) -> None:
-        _RECORD_ATTEMPT.run(conn, dict(delivery_id=done.row.id, started_at=done.started,
-                                       duration_ms=int(done.seconds * 1000), outcome=done.outcome,
-                                       status_code=done.status_code, error=done.error, worker=worker))
+    def _finish(self, conn: Connection, done: list[Attempt], worker: str) -> None:
+        """Write the attempts' log entries and their rows' outcomes, each kind of statement once for
+        all of them (``run_many``: on PostgreSQL one round trip, where a statement per row cost two
+        per delivery)."""
+        _RECORD_ATTEMPT.run_many(conn, [dict(
+            delivery_id=a.row.id, started_at=a.started, duration_ms=int(a.seconds * 1000), outcome=a.outcome,
+            status_code=a.status_code, error=a.error, worker=worker) for a in done])
         # A delivery is recorded even if the claim ran out meanwhile: whoever took the row over
         # then finds it delivered and does not send it again.  Other outcomes only by the holder.
-        updated = _OUTCOME[done.outcome == "delivered"].run(conn, dict(
-            row_id=done.row.id, holder=worker, claimed_by=None, claimed_until=None, last_error=done.error,
-            **done.values))
-        if updated != 1:
-            log.warning("delivery %s: claim lost before the outcome was recorded", done.row.id)
+        outcomes: dict[tuple, list[dict]] = {}
+        for a in done:
+            values = dict(row_id=a.row.id, holder=worker, claimed_by=None, claimed_until=None, last_error=a.error,
+                          **a.values)
+            outcomes.setdefault((a.outcome == "delivered", frozenset(values)), []).append(values)
+        updated = sum(_OUTCOME[delivered].run_many(conn, group) for (delivered, _), group in outcomes.items())
+        if updated != len(done):
+            log.warning("%d of %d outcomes not recorded: the claim was lost first (deliveries %s)",
+                        len(done) - updated, len(done), ", ".join(str(a.row.id) for a in done))
 
     def _alerts(self, rows) -> dict[int, Alert]:
         """The alerts of a claimed batch, read in one query."""
@@ -282,12 +289,13 @@ class Dispatcher:
         on SQLite each is a sync of the WAL), then count and log them."""
 
         def record(conn: Connection) -> None:
-            for a in attempts:
-                self._finish(conn, a, worker)
-                if a.outcome != "retry":
-                    ordering.UNBLOCK_NEXT.run(conn, {"sink": sink.name, "key": a.row.ordering_key})
-                if a.period is not None and a.outcome == "delivered":  # a refresh is queued with the outcome
-                    problems.follow_up(conn, sink, a.delivery, a.now)
+            # A batch holds one row per ordering key: each key's outcome is written before its next
+            # row is unblocked, and that before its refresh is queued.
+            self._finish(conn, attempts, worker)
+            ordering.UNBLOCK_NEXT.run_many(conn, [{"sink": sink.name, "key": a.row.ordering_key}
+                                                  for a in attempts if a.outcome != "retry"])
+            problems.follow_up(conn, sink, [(a.delivery, a.now) for a in attempts  # refreshes, with the outcomes
+                                            if a.period is not None and a.outcome == "delivered"])
 
         self._persist(record)
         with holding.lock:

@@ -88,7 +88,6 @@ def advance(state: Any, status: str, occurred: datetime, origin: str,
 # alert routed to a tracking sink, where building each statement cost more than running it.
 _SINK, _FP = bindparam("sink"), bindparam("fp")
 _BY_KEY = (sink_problems.c.sink_name == _SINK, sink_problems.c.fingerprint == _FP)
-_STATE = select(sink_problems).where(*_BY_KEY).with_for_update()
 _STATES = (select(sink_problems)
            .where(sink_problems.c.sink_name == _SINK, sink_problems.c.fingerprint.in_([_FP, bindparam("group_fp")]))
            .order_by(sink_problems.c.fingerprint).with_for_update())
@@ -113,10 +112,6 @@ backlog, most of PostgreSQL's time).  A dead row re-driven meanwhile can come be
 the refresh stays and goes out in its turn, one more ALERT of a period still open."""
 _QUEUE = HotStatement(insert(deliveries).returning(deliveries.c.id))
 _TAG = HotStatement(insert(problem_deliveries))
-_LATER = select(deliveries.c.id).where(
-    deliveries.c.sink_name == _SINK, deliveries.c.ordering_key == _FP,
-    deliveries.c.status == "pending", deliveries.c.id != bindparam("delivery_id"),
-).limit(1)
 
 
 def queue(conn: Connection, sink_name: str, alert_id: int, alert: Mapping[str, Any], now: datetime) -> None:
@@ -175,16 +170,31 @@ def periods(engine: Engine, delivery_ids: Iterable[int]) -> dict[int, Period]:
         return {row.delivery_id: Period(row.period, row.refresh) for row in found}
 
 
-def follow_up(conn: Connection, sink: SinkType, delivery: Delivery, now: datetime) -> None:
-    """After a firing row was delivered: queue its refresh, if the sink refreshes and the
-    period is still open with nothing queued after it (a later row refreshes in its turn)."""
+_OPEN_STATES = (select(sink_problems.c.fingerprint, sink_problems.c.open, sink_problems.c.period)
+                .where(sink_problems.c.sink_name == _SINK, sink_problems.c.fingerprint.in_(bindparam("fps", expanding=True)))
+                .order_by(sink_problems.c.fingerprint).with_for_update())
+"""The states of a batch's problems, locked in fingerprint order, as ingest locks them."""
+_STILL_PENDING = (select(deliveries.c.ordering_key)
+                  .where(deliveries.c.sink_name == _SINK, deliveries.c.status == "pending",
+                         deliveries.c.ordering_key.in_(bindparam("fps", expanding=True)),
+                         deliveries.c.id.not_in(bindparam("ids", expanding=True))))
+
+
+def follow_up(conn: Connection, sink: SinkType, delivered: list[tuple[Delivery, datetime]]) -> None:
+    """After a batch's firing rows were delivered (each with when): queue each one's refresh, if the
+    sink refreshes and its period is still open with nothing queued after it (a later row refreshes
+    in its turn).  A batch holds one row per problem; its problems are read in two queries."""
     interval = sink.refresh_interval()
-    if interval is None or delivery.alert.status != "firing":
+    firing = [(delivery, now) for delivery, now in delivered if delivery.alert.status == "firing"]
+    if interval is None or not firing:
         return
-    key = {"sink": sink.name, "fp": delivery.fingerprint}
-    state = conn.execute(_STATE, key).first()
-    if state is None or not state.open or state.period != delivery.period:
-        return
-    if conn.execute(_LATER, {**key, "delivery_id": delivery.id}).first() is None:
+    fps = [delivery.fingerprint for delivery, _ in firing]
+    states = {row.fingerprint: row for row in conn.execute(_OPEN_STATES, {"sink": sink.name, "fps": fps})}
+    pending = set(conn.execute(_STILL_PENDING, {"sink": sink.name, "fps": fps,
+                                                "ids": [delivery.id for delivery, _ in firing]}).scalars())
+    for delivery, now in firing:
+        state = states.get(delivery.fingerprint)
+        if state is None or not state.open or state.period != delivery.period or delivery.fingerprint in pending:
+            continue
         _insert(conn, delivery.alert.id, sink.name, delivery.fingerprint, Period(delivery.period, True),
                 now + timedelta(seconds=interval), now)
