@@ -19,6 +19,9 @@ production runs them: in ``gateway serve``'s workers, or (BENCH_OUTBOX_WORKER_TH
    delivery id is below one already received for that key is a violation.
 5. **memory**: RSS of the dispatching processes after step 1 (warm) and at the end.
 
+On PostgreSQL, BENCH_OUTBOX_HISTORY=N adds N delivered rows before step 2 (months of deliveries kept by
+retention), and BENCH_OUTBOX_DELIVERIES_OPTIONS sets storage parameters on ``deliveries`` (autovacuum's).
+
 Each figure goes to bench/targets.py (area "outbox").  Only 127.0.0.1 is contacted; every process is
 stopped and every database dropped at the end.  See bench/README.md, "Outbox under backlog".
 """
@@ -54,6 +57,12 @@ WORKER_NICE = b.env_int("BENCH_OUTBOX_WORKER_NICE", 0)
 """The ``gateway worker``'s niceness: what a lower CPU share (``cpu_shares`` in compose, a smaller CPU
 request in Kubernetes) does for it on a host it shares with ``gateway serve``."""
 DRAIN_TIMEOUT = b.env_int("BENCH_OUTBOX_DRAIN_TIMEOUT", 600)
+HISTORY = b.env_int("BENCH_OUTBOX_HISTORY", 0)
+"""PostgreSQL: delivered rows put in the outbox after step 1, as months of deliveries kept by retention
+are: autovacuum's default trigger (20 % of the table changed) grows with them."""
+TABLE_OPTIONS = os.environ.get("BENCH_OUTBOX_DELIVERIES_OPTIONS", "")
+"""PostgreSQL: storage parameters set on ``deliveries`` after the migrations, e.g.
+``autovacuum_vacuum_scale_factor=0``: another autovacuum setting to measure."""
 SENDERS = 8
 """Threads of the paced sender: enough that one slow answer does not hold back the schedule."""
 
@@ -222,6 +231,27 @@ class Outbox:
                                            "WHERE relname = 'deliveries'")).one()
             return {"autovacuum": on, "autovacuum_runs": runs, "dead_versions": dead}
 
+    def add_history(self, rows: int) -> None:
+        """``rows`` delivered rows of the last 90 days over 1,000 problems, all of the oldest alert
+        (an outbox row needs one); then ANALYZE, as autovacuum would have."""
+        from sqlalchemy import text
+
+        with self.engine.begin() as conn:
+            conn.execute(text(
+                "INSERT INTO deliveries (alert_id, sink_name, ordering_key, status, attempts, next_attempt_at,"
+                " created_at, finished_at, blocked)"
+                " SELECT (SELECT min(id) FROM alerts), 'spaceone', 'history-' || (n % 1000), 'delivered', 1, t, t, t, false"
+                " FROM (SELECT n, now() - (n % 7776000) * interval '1 second' AS t"
+                "       FROM generate_series(1, :rows) AS n) AS made"), {"rows": rows})
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("ANALYZE deliveries"))
+
+    def set_table_options(self, options: str) -> None:
+        from sqlalchemy import text
+
+        with self.engine.begin() as conn:
+            conn.execute(text(f"ALTER TABLE deliveries SET ({options})"))
+
     def last_id(self) -> int:
         from sqlalchemy import func, select
 
@@ -354,6 +384,9 @@ def run(wrk: str, workdir: Path, dbs: b.Databases, db: str) -> dict:
     servers, hook_url, db_url = start(workdir, dbs, db, receiver)
     outbox = Outbox(db_url)
     try:
+        if TABLE_OPTIONS and db == "postgresql":
+            outbox.set_table_options(TABLE_OPTIONS)
+            log(f"[{db}] deliveries set ({TABLE_OPTIONS})")
         log(f"[{db}] 1. lag: {RATE} webhooks/s for {LAG_SECONDS}s, receiver up")
         paced = Paced(hook_url, RATE)
         time.sleep(LAG_SECONDS)
@@ -366,6 +399,10 @@ def run(wrk: str, workdir: Path, dbs: b.Databases, db: str) -> dict:
         log(f"    ingest {steady['per_s']:.0f}/s, p50 {steady['p50_ms']:.1f} ms, p99 {steady['p99_ms']:.1f} ms, "
             f"statuses {steady['statuses']}")
 
+        if HISTORY and db == "postgresql":
+            started = time.monotonic()
+            outbox.add_history(HISTORY)
+            log(f"[{db}] {HISTORY:,} delivered rows of history added in {time.monotonic() - started:.0f}s")
         log(f"[{db}] 2. delivery rate: receiver down, {ROWS} rows queued by wrk, receiver up")
         receiver.set_up(False)
         refused = receiver.refused()
