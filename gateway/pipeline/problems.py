@@ -170,31 +170,27 @@ def periods(engine: Engine, delivery_ids: Iterable[int]) -> dict[int, Period]:
         return {row.delivery_id: Period(row.period, row.refresh) for row in found}
 
 
-_OPEN_STATES = (select(sink_problems.c.fingerprint, sink_problems.c.open, sink_problems.c.period)
+_FOLLOWED_UP = (select(sink_problems.c.fingerprint, sink_problems.c.open, sink_problems.c.period,
+                       ordering.first_pending(sink_problems.c.sink_name, sink_problems.c.fingerprint).label("queued"))
                 .where(sink_problems.c.sink_name == _SINK, sink_problems.c.fingerprint.in_(bindparam("fps", expanding=True)))
-                .order_by(sink_problems.c.fingerprint).with_for_update())
-"""The states of a batch's problems, locked in fingerprint order, as ingest locks them."""
-_STILL_PENDING = (select(deliveries.c.ordering_key)
-                  .where(deliveries.c.sink_name == _SINK, deliveries.c.status == "pending",
-                         deliveries.c.ordering_key.in_(bindparam("fps", expanding=True)),
-                         deliveries.c.id.not_in(bindparam("ids", expanding=True))))
+                .order_by(sink_problems.c.fingerprint).with_for_update(of=sink_problems))
+"""The states of a batch's problems, locked in fingerprint order as ingest locks them, each with its
+first pending row (``queued``; the batch's own rows have just ended)."""
 
 
 def follow_up(conn: Connection, sink: SinkType, delivered: list[tuple[Delivery, datetime]]) -> None:
     """After a batch's firing rows were delivered (each with when): queue each one's refresh, if the
     sink refreshes and its period is still open with nothing queued after it (a later row refreshes
-    in its turn).  A batch holds one row per problem; its problems are read in two queries."""
+    in its turn).  A batch holds one row per problem; its problems are read in one query."""
     interval = sink.refresh_interval()
     firing = [(delivery, now) for delivery, now in delivered if delivery.alert.status == "firing"]
     if interval is None or not firing:
         return
-    fps = [delivery.fingerprint for delivery, _ in firing]
-    states = {row.fingerprint: row for row in conn.execute(_OPEN_STATES, {"sink": sink.name, "fps": fps})}
-    pending = set(conn.execute(_STILL_PENDING, {"sink": sink.name, "fps": fps,
-                                                "ids": [delivery.id for delivery, _ in firing]}).scalars())
+    states = {row.fingerprint: row for row in conn.execute(
+        _FOLLOWED_UP, {"sink": sink.name, "fps": [delivery.fingerprint for delivery, _ in firing]})}
     for delivery, now in firing:
         state = states.get(delivery.fingerprint)
-        if state is None or not state.open or state.period != delivery.period or delivery.fingerprint in pending:
+        if state is None or not state.open or state.period != delivery.period or state.queued is not None:
             continue
         _insert(conn, delivery.alert.id, sink.name, delivery.fingerprint, Period(delivery.period, True),
                 now + timedelta(seconds=interval), now)
