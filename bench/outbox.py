@@ -321,8 +321,10 @@ def drain(receiver: Receiver, outbox: Outbox, label: str, pids: list[int], postg
 
 
 def describe(r: dict) -> str:
+    flowing = r["rows"] / max(r["seconds"] - r["first_after_s"], 1e-9)
     return (f"{r['rows']} rows in {r['seconds']:.1f}s = {r['per_s']:.0f}/s (first event {r['first_after_s']:.2f}s "
-            f"after up); CPU per row: dispatching processes {r['cpu_ms']:.2f} ms, receiver {r['receiver_cpu_ms']:.2f} ms"
+            f"after up: the paused sink's probe; {flowing:.0f}/s from it); CPU per row: dispatching processes "
+            f"{r['cpu_ms']:.2f} ms, receiver {r['receiver_cpu_ms']:.2f} ms"
             + (f", PostgreSQL {r['postgres_cpu_ms']:.2f} ms" if r["postgres_cpu_ms"] else "")
             + (f"; autovacuum {r['vacuums']['autovacuum']}: {r['vacuums']['autovacuum_runs']} runs on deliveries "
                f"meanwhile, {r['vacuums']['dead_versions']:,} dead row versions at the end" if r["vacuums"] else ""))
