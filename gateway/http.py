@@ -120,7 +120,6 @@ class JsonEndpoint:
 
     def __init__(self, url: str, *, verify_tls: Union[bool, str] = True,
                  headers: Optional[Mapping[str, str]] = None, pool_size: int = 10):
-        self.url = url
         self.session = requests.Session()
         self._adapter = DeadlineAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
         self.session.mount("http://", self._adapter)

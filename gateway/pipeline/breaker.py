@@ -136,8 +136,8 @@ def _expire_batch(conn: Connection, sink_name: str, max_age: float, last_error: 
     ended = conn.execute(update(deliveries).where(deliveries.c.id.in_(overdue.scalar_subquery()))
                          .values(status="dead", finished_at=now, last_error=error, claimed_by=None, claimed_until=None)
                          .returning(deliveries.c.id, deliveries.c.ordering_key)).all()
-    for key in {row.ordering_key for row in ended}:
-        ordering.UNBLOCK_NEXT.run(conn, {"sink": sink_name, "key": key})
+    ordering.UNBLOCK_NEXT.run_many(conn, [{"sink": sink_name, "key": key}
+                                          for key in {row.ordering_key for row in ended}])
     return ended
 
 

@@ -258,14 +258,13 @@ class Dispatcher:
             status_code=a.status_code, error=a.error, worker=worker) for a in done])
         # A delivery is recorded even if the claim ran out meanwhile: whoever took the row over
         # then finds it delivered and does not send it again.  Other outcomes only by the holder.
-        outcomes: dict[tuple, list[dict]] = {}
+        by_outcome: dict[str, list[dict]] = {}  # one outcome's rows change the same columns (next_step)
         for a in done:
-            values = dict(row_id=a.row.id, holder=worker, claimed_by=None, claimed_until=None, last_error=a.error,
-                          **a.values)
-            outcomes.setdefault((a.outcome == "delivered", frozenset(values)), []).append(values)
-        updated = sum(_OUTCOME[delivered].run_many(conn, group) for (delivered, _), group in outcomes.items())
+            by_outcome.setdefault(a.outcome, []).append(dict(
+                row_id=a.row.id, holder=worker, claimed_by=None, claimed_until=None, last_error=a.error, **a.values))
+        updated = sum(_OUTCOME[outcome == "delivered"].run_many(conn, rows) for outcome, rows in by_outcome.items())
         if updated != len(done):
-            log.warning("%d of %d outcomes not recorded: the claim was lost first (deliveries %s)",
+            log.warning("%d of %d outcomes not recorded: the claim was lost first (the batch: deliveries %s)",
                         len(done) - updated, len(done), ", ".join(str(a.row.id) for a in done))
 
     def _alerts(self, rows) -> dict[int, Alert]:
