@@ -6,20 +6,24 @@ candidate's earlier rows by scanning every pending row of the sink: 1.2-1.3 s pe
 pending rows.  Here a fresh schema gets 100,000 rows (4,000 pending, in two sinks) with
 autovacuum off, and EXPLAIN ANALYZE of the claim, as the dispatcher builds it, must show index
 lookups only: no sequential scan of the outbox, and the earlier-row check keyed on the row's
-ordering key.
+ordering key.  So must what a problem-tracking sink (spaceone) adds on ingest and after each
+delivered batch, on both databases.
 """
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from datetime import timedelta
 
-from sqlalchemy import insert, text
+from sqlalchemy import event, insert, text
 
+from gateway.fingerprints import group_fingerprint, whole_group
+from gateway.pipeline import ordering, problems
 from gateway.pipeline.outbox import Dispatcher
 from gateway.store.db import make_engine
-from gateway.store.models import AlertRow, DeliveryRow, utcnow
+from gateway.store.models import AlertRow, DeliveryRow, ProblemDelivery, SinkProblem, group_bounds, utcnow
 from gateway.testing import migrated_schema
 
 ROWS, PENDING_FROM = 100_000, 96_001
@@ -183,5 +187,90 @@ def test_claiming_and_starting_rows_leave_no_dead_index_entries_on_postgresql(da
                          {"ids": [row.id for row in claimed]})
             hot = conn.execute(text("SELECT pg_stat_get_xact_tuples_hot_updated('deliveries'::regclass)")).scalar()
         assert len(claimed) == 20 and hot == 40, hot
+    finally:
+        engine.dispose()
+
+
+def tracked_outage(engine) -> list[str]:
+    """A problem-tracking sink's tables behind an outage: 20,000 problems (in groups of ten, each
+    group with its own state too), ``BACKLOG`` delivered rows of them, then ``BACKLOG`` pending rows
+    of ``PROBLEMS`` of them (each one's first backed off, the rest blocked behind it), every row
+    tagged with its period; the problems' fingerprints."""
+    now = utcnow()
+    fingerprints = [f"{n // 10:032x}{n + 10**6:032x}" for n in range(20_000)]  # members, never a group's own
+    groups = sorted({group_fingerprint(fp) for fp in fingerprints})
+    with engine.begin() as conn:
+        store_one_alert(conn, now)
+        conn.execute(insert(SinkProblem), [dict(
+            sink_name="spaceone", fingerprint=fp, period=1, open=True, first_seen_at=now, last_seen_at=now)
+            for fp in fingerprints + groups])
+        delivered = [dict(id=n, status="delivered", ordering_key=fingerprints[n % len(fingerprints)], attempts=1,
+                          next_attempt_at=now, blocked=False) for n in range(1, BACKLOG + 1)]
+        pending = [dict(id=BACKLOG + n, status="pending", ordering_key=fingerprints[n % PROBLEMS],
+                        attempts=int(n <= PROBLEMS), blocked=n > PROBLEMS,
+                        next_attempt_at=now + timedelta(hours=1) if n <= PROBLEMS else now)
+                   for n in range(1, BACKLOG + 1)]
+        conn.execute(insert(DeliveryRow), [dict(row, alert_id=1, sink_name="spaceone", created_at=now)
+                                           for row in delivered + pending])
+        conn.execute(insert(ProblemDelivery), [dict(delivery_id=n, period=1, refresh=n % 7 == 0)
+                                               for n in range(1, 2 * BACKLOG + 1)])
+        conn.execute(text("ANALYZE"))
+    return fingerprints
+
+
+TRACKING_TABLES = {"deliveries", "sink_problems", "problem_deliveries"}
+
+
+def large_scans(conn, stmt, params) -> list:
+    """What of ``stmt``'s plan, run with ``params`` as the app runs it, reads a large table whole, or
+    reads over 1,000 rows: PostgreSQL runs it under EXPLAIN ANALYZE, in a transaction the
+    connection's close rolls back."""
+    sqlite = conn.dialect.name == "sqlite"
+    prefix = "EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN (ANALYZE, FORMAT JSON) "
+
+    def explain(_conn, _cursor, statement, parameters, _context, _executemany):
+        return prefix + statement, parameters
+
+    event.listen(conn, "before_cursor_execute", explain, retval=True)
+    try:
+        rows = conn.execute(stmt, params).all()
+    finally:
+        event.remove(conn, "before_cursor_execute", explain)
+    if sqlite:  # a step on a table by no index walks it in rowid order (a SEARCH too: up to its match)
+        return [detail for _, _, _, detail in rows if detail.startswith(("SCAN ", "SEARCH ")) and "USING" not in detail
+                and re.sub(r"_\d+$", "", detail.split()[1]) in TRACKING_TABLES]
+    raw = rows[0][0]
+    nodes = list(plan_nodes((raw if isinstance(raw, list) else json.loads(raw))[0]["Plan"]))
+    examined = sum(n["Actual Rows"] * n["Actual Loops"] + n.get("Rows Removed by Filter", 0) for n in nodes)
+    return [n["Node Type"] + " " + n.get("Relation Name", "") for n in nodes
+            if n["Node Type"] == "Seq Scan" and n.get("Relation Name") in TRACKING_TABLES] + \
+        ([f"{examined} rows examined"] if examined > 1_000 else [])
+
+
+def test_the_problem_tracking_statements_read_by_index_behind_an_outage(database_url):
+    """What ingest runs for each alert routed to a tracking sink (its problem's state, its group's,
+    an untried refresh dropped, the next row unblocked) and what a delivered batch runs (its
+    problems' states with their first pending rows) stay index look-ups at 60,000 outbox rows and
+    20,000 problems: none reads a table whole, none more than 1,000 rows."""
+    engine = make_engine(database_url)
+    try:
+        fingerprints = tracked_outage(engine)
+        fp, now = fingerprints[7], utcnow()
+        own = group_fingerprint(fp)
+        statements = {
+            "a problem's state and its group's": (problems._STATES, {"sink": "spaceone", "fp": fp, "group_fp": own}),
+            "a group's members": (problems._GROUP_STATES,
+                                  {"sink": "spaceone", "fp": own, **group_bounds(whole_group(own))}),
+            "an untried refresh dropped": (problems._DROP_UNTRIED_REFRESH.statement,
+                                           {"sink": "spaceone", "fp": fp, "now": now}),
+            "the next row unblocked": (ordering.UNBLOCK_NEXT.statement, {"sink": "spaceone", "key": fp}),
+            "a delivered batch's problems": (problems._FOLLOWED_UP,
+                                             {"sink": "spaceone", "fps": fingerprints[:PROBLEMS:15]}),
+        }
+        found = {}
+        for name, (stmt, params) in statements.items():
+            with engine.connect() as conn:
+                found[name] = large_scans(conn, stmt, params)
+        assert not any(found.values()), found
     finally:
         engine.dispose()
