@@ -5,11 +5,12 @@ import threading
 
 import pytest
 from sqlalchemy import select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from gateway.settings import Settings
 from gateway.store.db import (
-    _GROUP_COMMITS, GroupCommit, HotStatement, RetryTransaction, commit_together, groups_commits, make_engine,
+    _GROUP_COMMITS, GroupCommit, HotStatement, RetryTransaction, commit_together, groups_commits, is_transient,
+    make_engine,
 )
 from gateway.web.gunicorn_conf import default_threads
 from gateway.store.models import RawRequest
@@ -69,6 +70,19 @@ def test_a_failing_transaction_in_a_batch_loses_only_its_own(engine):
     assert isinstance(outcomes["e-3"], ValueError)
     assert isinstance(outcomes["e-2"], int) and isinstance(outcomes["e-4"], int)
     assert stored(engine) == {"e-2", "e-4"}  # e-3's insert rolled back with its savepoint only
+
+
+def test_a_transaction_the_database_refuses_loses_only_its_own(engine):
+    """A statement the database refuses (on PostgreSQL the transaction then refuses every statement
+    until it is rolled back to the savepoint): the others of the batch are stored all the same."""
+    def refused(conn):
+        INSERT.scalar(conn, raw("e-3"))
+        conn.execute(text("INSERT INTO no_such_table VALUES (1)"))
+
+    outcomes = run_batch(GroupCommit(engine), {"e-2": insert("e-2"), "e-3": refused, "e-4": insert("e-4")})
+    assert isinstance(outcomes["e-3"], DBAPIError) and not is_transient(outcomes["e-3"])
+    assert isinstance(outcomes["e-2"], int) and isinstance(outcomes["e-4"], int)
+    assert stored(engine) == {"e-2", "e-4"}
 
 
 def poison(conn) -> None:
