@@ -65,12 +65,23 @@ class Runtime:
         self.engine = engine
 
 
-def examined_by(conn, stmt) -> tuple[int, list]:
-    """Rows the plan's nodes read (kept or thrown away) running ``stmt``, and its nodes.
+def explained(conn, stmt, params=None, prefix: str = "EXPLAIN (ANALYZE, FORMAT JSON) ") -> list:
+    """The rows of ``prefix`` + ``stmt``, run with ``params`` as the app runs it (its expanding and
+    typed binds included); PostgreSQL's ANALYZE runs it, in a transaction the connection's close
+    rolls back."""
+    def explain(_conn, _cursor, statement, parameters, _context, _executemany):
+        return prefix + statement, parameters
 
-    EXPLAIN ANALYZE runs it; the connection's transaction is rolled back when it closes."""
-    compiled = stmt.compile(dialect=conn.dialect)
-    (raw,) = conn.exec_driver_sql("EXPLAIN (ANALYZE, FORMAT JSON) " + compiled.string, compiled.params).one()
+    event.listen(conn, "before_cursor_execute", explain, retval=True)
+    try:
+        return conn.execute(stmt, params).all()
+    finally:
+        event.remove(conn, "before_cursor_execute", explain)
+
+
+def examined_by(conn, stmt, params=None) -> tuple[int, list]:
+    """Rows the plan's nodes read (kept or thrown away) running ``stmt``, and its nodes (PostgreSQL)."""
+    (raw,), = explained(conn, stmt, params)
     document = raw if isinstance(raw, list) else json.loads(raw)
     nodes = list(plan_nodes(document[0]["Plan"]))
     return sum(n["Actual Rows"] * n["Actual Loops"] + n.get("Rows Removed by Filter", 0)
@@ -222,26 +233,12 @@ TRACKING_TABLES = {"deliveries", "sink_problems", "problem_deliveries"}
 
 
 def large_scans(conn, stmt, params) -> list:
-    """What of ``stmt``'s plan, run with ``params`` as the app runs it, reads a large table whole, or
-    reads over 1,000 rows: PostgreSQL runs it under EXPLAIN ANALYZE, in a transaction the
-    connection's close rolls back."""
-    sqlite = conn.dialect.name == "sqlite"
-    prefix = "EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN (ANALYZE, FORMAT JSON) "
-
-    def explain(_conn, _cursor, statement, parameters, _context, _executemany):
-        return prefix + statement, parameters
-
-    event.listen(conn, "before_cursor_execute", explain, retval=True)
-    try:
-        rows = conn.execute(stmt, params).all()
-    finally:
-        event.remove(conn, "before_cursor_execute", explain)
-    if sqlite:  # a step on a table by no index walks it in rowid order (a SEARCH too: up to its match)
-        return [detail for _, _, _, detail in rows if detail.startswith(("SCAN ", "SEARCH ")) and "USING" not in detail
+    """What of ``stmt``'s plan, run with ``params``, reads a large table whole, or reads over 1,000 rows."""
+    if conn.dialect.name == "sqlite":  # a step on a table by no index walks it in rowid order (a SEARCH too)
+        return [detail for _, _, _, detail in explained(conn, stmt, params, "EXPLAIN QUERY PLAN ")
+                if detail.startswith(("SCAN ", "SEARCH ")) and "USING" not in detail
                 and re.sub(r"_\d+$", "", detail.split()[1]) in TRACKING_TABLES]
-    raw = rows[0][0]
-    nodes = list(plan_nodes((raw if isinstance(raw, list) else json.loads(raw))[0]["Plan"]))
-    examined = sum(n["Actual Rows"] * n["Actual Loops"] + n.get("Rows Removed by Filter", 0) for n in nodes)
+    examined, nodes = examined_by(conn, stmt, params)
     return [n["Node Type"] + " " + n.get("Relation Name", "") for n in nodes
             if n["Node Type"] == "Seq Scan" and n.get("Relation Name") in TRACKING_TABLES] + \
         ([f"{examined} rows examined"] if examined > 1_000 else [])
