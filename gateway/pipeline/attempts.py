@@ -1,6 +1,6 @@
-"""One delivery attempt: send a started outbox row to its sink and decide what its outcome does to it.
+"""One delivery attempt: send a claimed outbox row to its sink and decide what its outcome does to it.
 
-The dispatcher (``outbox``) claims, starts and records rows; what happens in between is here, so it
+The dispatcher (``outbox``) claims and records rows; what happens in between is here, so it
 can be read (and changed) without the leases around it: the call under its ``Deadline``, the outcome
 (delivered, retry, dead) and, for a retry, when the row is due again.
 """
@@ -46,7 +46,7 @@ class Attempt(NamedTuple):
 
 
 def attempt(sink: SinkType, row, alert: Alert, deadline: Deadline, period: Optional[problems.Period]) -> Attempt:
-    """One attempt of a started row (its ``ordering_key`` is the problem's fingerprint): send it
+    """One attempt of a claimed row (its ``ordering_key`` is the problem's fingerprint): send it
     and decide its outcome, which the dispatcher writes.
 
     ``period``: the row's problem period, for a sink that tracks problems."""

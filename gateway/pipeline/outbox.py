@@ -135,7 +135,12 @@ class Dispatcher:
         return now, now + timedelta(seconds=self.lease)
 
     def claim(self, sink_name: str, worker: str, limit: Optional[int] = None) -> list:
-        """Lease up to ``batch`` due rows of one sink to ``worker``.
+        """Lease up to ``batch`` due rows of one sink to ``worker`` and count an attempt on each
+        (a row handed back unsent gets it back, ``_release``); the rows, by id.
+
+        One write transaction, not a claim and then a start: on SQLite each is a synced commit
+        under the one writer lock, which ingest waits on.  A dispatcher that dies before sending
+        leaves the attempt counted: nobody can tell whether the row went out.
 
         Rows ``worker`` already holds are claimed again: a dispatcher whose batch was cut off
         by a lost database connection takes it up again when the database is back.
@@ -145,9 +150,8 @@ class Dispatcher:
         return sorted(rows, key=lambda r: r.id)
 
     def claim_statement(self, sink_name: str, worker: str, limit: Optional[int] = None):
-        """The claim's UPDATE ... RETURNING (id, alert_id), as ``claim`` runs it: up to ``limit``
-        (``batch``) due rows
-        longest due first, each only if it is its key's earliest pending row.
+        """The claim's UPDATE ... RETURNING, as ``claim`` runs it: up to ``limit`` (``batch``) due
+        rows longest due first, each only if it is its key's earliest pending row.
 
         It compares with ``<=`` (the same rows: the MIN is never above the row's own id):
         estimated as selective as ``=`` is, the planner sorted every pending row of the sink once
@@ -171,8 +175,9 @@ class Dispatcher:
         return (
             update(deliveries)
             .where(deliveries.c.id.in_(candidates.scalar_subquery()))
-            .values(claimed_by=worker, claimed_until=until)
-            .returning(deliveries.c.id, deliveries.c.alert_id)
+            .values(claimed_by=worker, claimed_until=until, attempts=deliveries.c.attempts + 1)
+            .returning(deliveries.c.id, deliveries.c.alert_id, deliveries.c.attempts, deliveries.c.created_at,
+                       deliveries.c.requeued_at, deliveries.c.ordering_key)
         )
 
     def _renew(self, holding: Holding) -> None:
@@ -211,25 +216,8 @@ class Dispatcher:
                                 len(holding.ids), exc.__class__.__name__)
                     holding.renew_at = now + RENEWAL_RETRY
 
-    def _start(self, row_ids: list[int], worker: str) -> list:
-        """Begin an attempt on each claimed row ``worker`` still holds, in one transaction: renew
-        their lease and count the attempt (a row handed back unsent gets it back, ``_release``).
-
-        Rows another worker has taken over meanwhile are left out: only that worker sends them.
-        """
-        _, until = self._clock()
-        stmt = (
-            update(deliveries)
-            .where(deliveries.c.id.in_(row_ids), deliveries.c.claimed_by == worker, deliveries.c.status == PENDING)
-            .values(claimed_until=until, attempts=deliveries.c.attempts + 1)
-            .returning(deliveries.c.id, deliveries.c.alert_id, deliveries.c.attempts, deliveries.c.created_at,
-                       deliveries.c.requeued_at, deliveries.c.ordering_key)
-        )
-        return sorted(run_in_transaction(self.runtime.engine, lambda conn: conn.execute(stmt).all()),
-                      key=lambda r: r.id)
-
     def _release(self, row_ids: list[int], worker: str) -> None:
-        """Hand back started rows that were never sent, so a stopping worker does not hold them a lease long."""
+        """Hand back claimed rows that were never sent, so a stopping worker does not hold them a lease long."""
         stmt = (update(deliveries).where(deliveries.c.id.in_(row_ids), deliveries.c.claimed_by == worker)
                 .values(claimed_by=None, claimed_until=None, attempts=deliveries.c.attempts - 1))
         self._persist(lambda conn: conn.execute(stmt))
@@ -275,7 +263,7 @@ class Dispatcher:
 
     def _attempt(self, sink: SinkType, row, alert: Alert, holding: Holding,
                  period: Optional[problems.Period]) -> Attempt:
-        """One attempt of a started row, cut at its deadline, or sooner by ``_keep``."""
+        """One attempt of a claimed row, cut at its deadline, or sooner by ``_keep``."""
         deadline = Deadline(self.deadline)
         holding.deadline = deadline
         try:
@@ -385,14 +373,9 @@ class Dispatcher:
         try:
             alerts = self._alerts(rows)
             periods = problems.periods(self.runtime.engine, [r.id for r in rows]) if sink.tracks_problems else {}
-            sent = time.monotonic()
-            started = self._start([r.id for r in rows], worker)  # which renewed the claim on these rows
-            holding.valid_until = max(holding.valid_until, sent + self.lease)
-            with holding.lock:
-                holding.ids &= {r.id for r in started}
             unrecorded: list[Attempt] = []
             recorded_at, tried, paused = time.monotonic(), 0, False
-            for row in started:
+            for row in rows:
                 if self.stopping.is_set() or paused:
                     break
                 if self.give_way:
@@ -401,13 +384,13 @@ class Dispatcher:
                 unrecorded.append(done_now)
                 tried += 1
                 paused = sink_breaker.note(done_now.retryable, done_now.error, sink.options)
-                if time.monotonic() - recorded_at >= RECORD_INTERVAL or tried == len(started):
+                if time.monotonic() - recorded_at >= RECORD_INTERVAL or tried == len(rows):
                     self._record(sink, unrecorded, worker, holding)
                     unrecorded, recorded_at = [], time.monotonic()
             if unrecorded:  # stopping or paused: what was sent is recorded before the rest is handed back
                 self._record(sink, unrecorded, worker, holding)
-            if tried < len(started):
-                self._release([r.id for r in started[tried:]], worker)
+            if tried < len(rows):
+                self._release([r.id for r in rows[tried:]], worker)
         finally:
             done.set()
             keeper.join()
@@ -456,7 +439,7 @@ class Dispatcher:
         self._supervisor.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop claiming, hand back the rows not started, and let deliveries in flight finish:
+        """Stop claiming, hand back the rows not sent, and let deliveries in flight finish:
         those still running ``timeout`` from now, less a moment to record their outcome, are cut."""
         self._stop_at = time.monotonic() + timeout
         self.stopping.set()
