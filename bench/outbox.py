@@ -17,7 +17,10 @@ production runs them: in ``gateway serve``'s workers, or (BENCH_OUTBOX_WORKER_TH
    being ingested: the drain rate, and ingest p99 during the drain against step 1's.
 4. **ordering**: over every event received, per ordering key (the problem's fingerprint), an event whose
    delivery id is below one already received for that key is a violation.
-5. **memory**: RSS of the dispatching processes after step 1 (warm) and at the end.
+5. **memory**: RSS of the dispatching processes after step 1 (warm), after step 2 (drained once) and at
+   the end.  Warm to end covers the first deep drain, whose high-water mark (the allocators' arenas of
+   every sender thread, the pool's connections) a process keeps; drained once to end tells that apart
+   from a leak: it covers the backlog drained beside ingest (step 3).
 
 On PostgreSQL, BENCH_OUTBOX_HISTORY=N adds N delivered rows before step 2 (months of deliveries kept by
 retention), and BENCH_OUTBOX_DELIVERIES_OPTIONS sets storage parameters on ``deliveries`` (autovacuum's).
@@ -210,13 +213,28 @@ class Outbox:
         """Rows still to deliver (a refresh not due yet is scheduled work, not backlog)."""
         from sqlalchemy import func, select
 
+        with self.engine.connect() as conn:
+            return conn.execute(self._pending(select(func.count()), up_to_id)).scalar()
+
+    def stuck(self, up_to_id: int, limit: int = 10) -> list[str]:
+        """The first rows ``pending`` counts, each with what decides whether a claim takes it: why a
+        drain stopped, told before the bench drops the database."""
+        from sqlalchemy import select
+
+        from gateway.store.models import DeliveryRow as D
+
+        columns = (D.id, D.ordering_key, D.attempts, D.blocked, D.claimed_by, D.claimed_until, D.next_attempt_at,
+                   D.last_error)
+        with self.engine.connect() as conn:
+            rows = conn.execute(self._pending(select(*columns), up_to_id).order_by(D.id).limit(limit)).all()
+        return [", ".join(f"{column.key}={value}" for column, value in zip(columns, row)) for row in rows]
+
+    @staticmethod
+    def _pending(query, up_to_id: int | None):
         from gateway.store.models import DeliveryRow as D, utcnow
 
-        query = select(func.count()).where(D.status == "pending", ~((D.attempts == 0) & (D.next_attempt_at > utcnow())))
-        if up_to_id is not None:
-            query = query.where(D.id <= up_to_id)
-        with self.engine.connect() as conn:
-            return conn.execute(query).scalar()
+        query = query.where(D.status == "pending", ~((D.attempts == 0) & (D.next_attempt_at > utcnow())))
+        return query if up_to_id is None else query.where(D.id <= up_to_id)
 
     def vacuums(self) -> dict:
         """PostgreSQL: whether autovacuum runs, how often it has vacuumed the deliveries table, and
@@ -395,7 +413,8 @@ def run(wrk: str, workdir: Path, dbs: b.Databases, db: str) -> dict:
         steady = paced.stop()
         lag_last = outbox.last_id()
         if not outbox.wait_drained(lag_last, 60):
-            raise RuntimeError("the lag phase's rows were not delivered within 60 s")
+            raise RuntimeError("the lag phase's rows were not delivered within 60 s; the first still pending:\n  "
+                               + "\n  ".join(outbox.stuck(lag_last)))
         pids = dispatching_pids(servers)
         rss_warm = b.rss_kib(pids)
         log(f"    ingest {steady['per_s']:.0f}/s, p50 {steady['p50_ms']:.1f} ms, p99 {steady['p99_ms']:.1f} ms, "
@@ -412,6 +431,7 @@ def run(wrk: str, workdir: Path, dbs: b.Databases, db: str) -> dict:
         log(f"    {queued} rows queued at {ingest_rate:.0f} webhooks/s; {receiver.refused() - refused} sends refused meanwhile")
         postgres = db == "postgresql"
         alone = drain(receiver, outbox, "delivery rate", pids, postgres)
+        rss_drained = b.rss_kib(pids)
         log(f"    {describe(alone)}; load average {os.getloadavg()[0]:.1f}")
 
         log(f"[{db}] 3. backlog: receiver down, {BACKLOG} rows queued, receiver up while {RATE}/s are ingested")
@@ -436,14 +456,18 @@ def run(wrk: str, workdir: Path, dbs: b.Databases, db: str) -> dict:
             server.stop()
         receiver.stop()
         outbox.engine.dispose()
-    growth = max((rss_end.get(p, 0) - rss_warm.get(p, 0)) / 1024 for p in pids)
+    def growth(since: dict) -> float:
+        return max((rss_end.get(p, 0) - since.get(p, 0)) / 1024 for p in pids)
+
     result = {"db": db, "steady": steady, "lag_p50": percentile(lag, 50), "lag_p99": percentile(lag, 99),
               "lag_n": len(lag), "alone": alone, "backlog": backlog, "during": during, "order": order,
-              "rss_warm": rss_warm, "rss_end": rss_end, "rss_growth_mib": growth}
+              "rss_warm": rss_warm, "rss_drained": rss_drained, "rss_end": rss_end,
+              "rss_growth_mib": growth(rss_warm), "rss_growth_drained_mib": growth(rss_drained)}
     log(f"    lag over {len(lag)} events: p50 {result['lag_p50'] * 1000:.0f} ms, p99 {result['lag_p99'] * 1000:.0f} ms; "
         f"ordering violations {order['violations']}, duplicates {order['duplicates']}, dead {order['dead']} of "
         f"{order['events']} events; dispatcher RSS "
-        + ", ".join(f"{rss_warm.get(p, 0) / 1024:.1f}->{rss_end.get(p, 0) / 1024:.1f} MiB" for p in pids))
+        + ", ".join(f"{rss_warm.get(p, 0) / 1024:.1f}->{rss_drained.get(p, 0) / 1024:.1f}->{rss_end.get(p, 0) / 1024:.1f}"
+                    " MiB" for p in pids) + " (warm, drained once, end)")
     return result
 
 
@@ -478,6 +502,9 @@ def report(r: dict) -> None:
     record("outbox", "dispatcher RSS growth, warm to end (MiB)", db, r["rss_growth_mib"], TARGET_RSS_GROWTH_MIB,
            higher_is_better=False, unit="MiB",
            detail=f"over {alone['rows'] + backlog['rows']:,} deliveries; the largest of {len(r['rss_warm'])} processes")
+    record("outbox", "dispatcher RSS growth, drained once to end (MiB)", db, r["rss_growth_drained_mib"],
+           TARGET_RSS_GROWTH_MIB, higher_is_better=False, unit="MiB",
+           detail=f"over the {backlog['rows']:,} deliveries beside ingest; the largest of {len(r['rss_warm'])} processes")
 
 
 def main() -> int:
