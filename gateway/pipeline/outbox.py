@@ -140,7 +140,8 @@ class Dispatcher:
 
         One write transaction, not a claim and then a start: on SQLite each is a synced commit
         under the one writer lock, which ingest waits on.  A dispatcher that dies before sending
-        leaves the attempt counted: nobody can tell whether the row went out.
+        leaves the attempt counted: nobody can tell whether the row went out.  So does a claim
+        whose answer a lost connection swallowed: its retry takes the same rows and counts again.
 
         Rows ``worker`` already holds are claimed again: a dispatcher whose batch was cut off
         by a lost database connection takes it up again when the database is back.
