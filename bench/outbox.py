@@ -210,7 +210,7 @@ class Outbox:
         self.engine = create_engine(url)
 
     def pending(self, up_to_id: int | None = None) -> int:
-        """Rows still to deliver (a refresh not due yet is scheduled work, not backlog)."""
+        """Rows still to deliver (``deliveries.scheduled`` ones are not backlog)."""
         from sqlalchemy import func, select
 
         with self.engine.connect() as conn:
@@ -231,9 +231,10 @@ class Outbox:
 
     @staticmethod
     def _pending(query, up_to_id: int | None):
-        from gateway.store.models import DeliveryRow as D, utcnow
+        from gateway.pipeline.deliveries import scheduled
+        from gateway.store.models import DeliveryRow as D
 
-        query = query.where(D.status == "pending", ~((D.attempts == 0) & (D.next_attempt_at > utcnow())))
+        query = query.where(D.status == "pending", ~scheduled())
         return query if up_to_id is None else query.where(D.id <= up_to_id)
 
     def vacuums(self) -> dict:

@@ -20,13 +20,16 @@ def delivery_status(engine: Engine, delivery_id: int) -> Optional[str]:
         return conn.execute(select(DeliveryRow.status).where(DeliveryRow.id == delivery_id)).scalar()
 
 
+def scheduled():
+    """Rows never tried and not due yet: scheduled work (a refresh), not a backlog or a stall."""
+    return (DeliveryRow.attempts == 0) & (DeliveryRow.next_attempt_at > utcnow())
+
+
 def outbox_stats(engine: Engine, sinks: Mapping[str, SinkType]) -> metrics.OutboxStats:
     """Pending and dead rows per sink and each sink's oldest pending row; every configured
-    outbox sink is listed, with zeros when it has no such rows.  A row never tried and not due
-    yet is scheduled work (a refresh), not a stall, so it is left out."""
-    scheduled = (DeliveryRow.attempts == 0) & (DeliveryRow.next_attempt_at > utcnow())
+    outbox sink is listed, with zeros when it has no such rows.  ``scheduled`` rows are left out."""
     query = (select(DeliveryRow.sink_name, DeliveryRow.status, func.count(), func.min(DeliveryRow.created_at))
-             .where(DeliveryRow.status.in_(("pending", "dead")), ~scheduled)
+             .where(DeliveryRow.status.in_(("pending", "dead")), ~scheduled())
              .group_by(DeliveryRow.sink_name, DeliveryRow.status))
     with engine.connect() as conn:
         rows = conn.execute(query).all()
