@@ -162,6 +162,22 @@ def test_hourly_repeats_keep_one_alert_and_refreshes_are_counted(world):
     w.assert_agrees()
 
 
+def test_a_refresh_waiting_for_its_time_is_not_outbox_backlog(world):
+    """``/metrics`` counts a queued refresh as pending only once it is due (``deliveries.scheduled``):
+    every open problem has one waiting, which is not a stall."""
+    w = world(refresh_interval="5m")
+    w.post("cpu")
+    assert [(row["refresh"], row["status"]) for row in w.deliveries(sink="spaceone")] == [
+        (False, "delivered"), (True, "pending")]
+
+    def pending() -> float:
+        return metric(w.client.get("/metrics").text, "gateway_outbox_rows", sink="spaceone", status="pending")
+
+    assert pending() == 0
+    clock.advance(timedelta(minutes=5))  # due now, and not sent yet
+    assert pending() == 1
+
+
 def test_a_stale_firing_is_stored_but_opens_nothing(world):
     w = world()
     t0 = clock.now()
