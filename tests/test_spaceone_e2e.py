@@ -8,11 +8,12 @@ import copy
 import itertools
 import json
 from collections import Counter
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from gateway import clock
 from testkit.support import OutboxDriver, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -183,17 +184,22 @@ def test_400_is_dead_at_once_and_an_operator_redrives_it(gateway, receiver):
 
 
 def test_429_waits_as_long_as_retry_after_says(gateway, receiver):
-    gw = gateway(backoff_initial=30, backoff_max=60)  # the computed backoff would be far longer
-    receiver.answer((429, {"Retry-After": "1"}, "{}"))
+    gw = gateway(backoff_initial=300, backoff_max=600)  # the computed backoff would be far longer
+    receiver.answer((429, {"Retry-After": "20"}, "{}"))
     gw.whatap()
     assert gw.dispatcher.run_once("spaceone", WORKER) == 1
     (row,) = gw.deliveries()
     (attempt,) = gw.delivery(row["id"])["attempt_log"]
     assert (attempt["outcome"], attempt["status_code"]) == ("retry", 429)
     ended = datetime.fromisoformat(attempt["started_at"]).timestamp() + attempt["duration_ms"] / 1000
-    assert 1.0 <= datetime.fromisoformat(row["next_attempt_at"]).timestamp() - ended <= 1.25
+    assert 20.0 <= datetime.fromisoformat(row["next_attempt_at"]).timestamp() - ended <= 20.25
     assert gw.dispatcher.run_once("spaceone", WORKER) == 0  # not due yet
-    gw.drive("spaceone", gw.all_delivered)
+    # The core's clock, not a sleep, makes it due: a machine that stalls cannot make it due early.
+    clock.advance(timedelta(seconds=20))
+    try:
+        gw.drive("spaceone", gw.all_delivered)
+    finally:
+        clock.reset()
     assert [status for _, _, status in events(receiver)] == [429, 200]
 
 
