@@ -13,7 +13,7 @@ import threading
 import time
 from collections import Counter
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
 import pytest
@@ -203,7 +203,10 @@ def test_failing_sink_never_delays_or_resends_to_a_healthy_one(gateway, receiver
     gw = gateway(hook={}, broken={"url": f"{broken.url}/broken", "timeout": 0.25, "max_attempts": 100})
     gw.dispatcher.start()
     try:
-        alerts = [gw.post(f"p{n}") for n in range(5)]
+        alerts, accepted = [], []
+        for n in range(5):
+            alerts.append(gw.post(f"p{n}"))
+            accepted.append(datetime.now(timezone.utc))
         wait_until(lambda: len(sent(receiver)) == 5, timeout=5)
         # Let the broken sink fail and retry for a while before counting what the healthy one got.
         wait_until(lambda: min(row["attempts"] for row in gw.deliveries(sink="broken")) >= 2, timeout=10)
@@ -212,7 +215,9 @@ def test_failing_sink_never_delays_or_resends_to_a_healthy_one(gateway, receiver
     rows = gw.deliveries(sink="hook")
     assert [(row["alert_id"], row["status"], row["attempts"]) for row in rows] == [(a, "delivered", 1) for a in alerts]
     assert sorted(r["delivery"] for r in sent(receiver)) == [row["id"] for row in rows]
-    assert all((at(row["finished_at"]) - at(row["created_at"])).total_seconds() < 1 for row in rows)
+    # From when the webhook was answered, not the row's created_at: a request that stalls before
+    # its commit (a slow fsync on a busy machine) is ingest's time, not a wait behind the broken sink.
+    assert all((at(row["finished_at"]) - t).total_seconds() < 1 for row, t in zip(rows, accepted))
     assert {row["status"] for row in gw.deliveries(sink="broken")} == {"pending"}
 
 
