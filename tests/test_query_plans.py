@@ -4,8 +4,8 @@ enough that a scan costs: a full scan of a large table fails the test.
 
 The queries are the ones the app really sends (caught on the engine while the API, the console
 and the dispatcher do their work), EXPLAINed with the same parameters.  A full pass over an
-index is not a table scan, nor is a scan of an empty partition (the raw journal's coming days, on
-PostgreSQL: the planner rightly reads an empty table whole), nor is a count of a whole table (any plan reads all of it: the list's
+index is not a table scan, nor is a scan of an empty or small partition (the raw journal's coming days, on
+PostgreSQL, and a day the fill barely reaches: the planner rightly reads a small table whole), nor is a count of a whole table (any plan reads all of it: the list's
 ``total`` and the console's tabs; those counts grow with the table).  A text search is read
 from trigram indexes on both (pg_trgm on PostgreSQL, FTS5 tables on SQLite; an FTS5 table's own
 SCAN is its index, not a table); a broad search walks the sort's index instead (see
@@ -111,9 +111,12 @@ def table_scans(conn, statement: str, parameters) -> list[str]:
         while nodes:
             node, counting = nodes.pop()
             relation = node.get("Relation Name", "")
-            if partitions.is_partition(relation):  # a day of the raw journal: only one that holds rows counts
+            if partitions.is_partition(relation):
+                # A day of the raw journal counts only if large: the fill's 11 hours straddle midnight
+                # when the suite runs before 11:07 UTC, and the planner rightly reads a day of a few
+                # dozen rows whole.  The other day then holds the rest, so one always counts.
                 cursor.execute("SELECT reltuples FROM pg_class WHERE oid = to_regclass(%s)", (relation,))
-                relation = partitions.TABLE if cursor.fetchone()[0] > 0 else "(an empty partition)"
+                relation = partitions.TABLE if cursor.fetchone()[0] >= FILTERED_AWAY else "(a small partition)"
             if (node["Node Type"] == "Seq Scan" and relation in LARGE_TABLES
                     and not (counting and "Filter" not in node)):
                 found.append(relation)
