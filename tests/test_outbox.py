@@ -13,15 +13,17 @@ import threading
 import time
 from collections import Counter
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from urllib.parse import urlsplit
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import event
+from sqlalchemy import event, update
 
+from gateway import clock
 from gateway.pipeline import outbox
 from gateway.pipeline.outbox import Dispatcher
+from gateway.store.models import DeliveryRow, utcnow
 from testkit.outbox import WORKER, Gateway, at, config, gateway_maker
 from testkit.support import TcpProxy, wait_until
 
@@ -222,11 +224,15 @@ def test_failing_sink_never_delays_or_resends_to_a_healthy_one(gateway, receiver
 
 
 def test_rows_of_a_crashed_worker_are_taken_up_after_the_lease(gateway, receiver):
-    gw = gateway(lease=0.3)
+    gw = gateway(lease=60)
     alerts = [gw.post("p"), gw.post("q")]
     assert len(gw.dispatcher.claim("hook", "dead-worker")) == 2
     assert gw.dispatcher.run_once("hook", "live-worker") == 0  # the lease still holds
     assert receiver.requests == []
+    # The lease runs out (ended by hand: a real one short enough to wait for would also run out
+    # under a machine that stalls between the claim and the look above).
+    with gw.runtime.engine.begin() as conn:
+        conn.execute(update(DeliveryRow).values(claimed_until=utcnow() - timedelta(minutes=1)))
     gw.drive("hook", lambda: len(gw.deliveries(status="delivered")) == 2, worker="live-worker")
     rows = gw.deliveries(sink="hook")
     assert [row["alert_id"] for row in rows] == alerts
@@ -239,25 +245,28 @@ def test_rows_of_a_crashed_worker_are_taken_up_after_the_lease(gateway, receiver
 
 def test_a_batch_slower_than_its_lease_keeps_its_claim(gateway, receiver):
     """The claim is renewed while the batch is worked through: nobody else takes or sends its rows."""
-    gw = gateway(lease=0.3)
-    receiver.delay = 0.2
-    rows = [gw.row(gw.post(f"p{n}"), "hook")["id"] for n in range(4)]
+    # A lease of 2 s, renewed every 0.5 s: a renewal may stall up to ~1 s before the delivery in
+    # flight is cut.  Five sends of 0.7 s outlast it.
+    gw = gateway(lease=2)
+    receiver.delay = 0.7
+    rows = [gw.row(gw.post(f"p{n}"), "hook")["id"] for n in range(5)]
     slow = threading.Thread(target=gw.dispatcher.run_once, args=("hook", "slow-worker"))
     slow.start()
-    wait_until(lambda: len(receiver.requests) >= 2)  # past the slow worker's original lease
-    assert Dispatcher(gw.runtime, lease=0.3).run_once("hook", "fast-worker") == 0
+    wait_until(lambda: len(receiver.requests) >= 5)  # 2.8 s on: past the slow worker's original lease
+    assert Dispatcher(gw.runtime, lease=2).run_once("hook", "fast-worker") == 0
     slow.join()
     assert Counter(r["delivery"] for r in sent(receiver)) == {row: 1 for row in rows}
     assert {a["worker"] for row in rows for a in gw.delivery(row)["attempt_log"]} == {"slow-worker"}
 
 
 def test_stopping_finishes_the_delivery_in_flight_and_hands_back_the_rest(gateway, receiver):
-    gw = gateway(lease=30)
-    receiver.delay = 0.3
+    gw = gateway(lease=30, hook={"timeout": 10})
+    receiver.delay = 2  # the stop comes while the first delivery is in flight, however slow the machine
     rows = [gw.row(gw.post(f"p{n}"), "hook")["id"] for n in range(3)]
     gw.dispatcher.start()
     wait_until(lambda: receiver.requests)
     gw.dispatcher.stop()
+    receiver.delay = 0
     assert [(row["id"], row["status"], row["attempts"]) for row in gw.deliveries(sink="hook")] == [
         (rows[0], "delivered", 1), (rows[1], "pending", 0), (rows[2], "pending", 0)]
     # Not held for the 30 s lease: another worker takes them at once.
@@ -432,17 +441,24 @@ def test_max_attempts_is_an_opt_in_limit(gateway, receiver):
 
 
 def test_a_redriven_row_gets_a_fresh_max_age(gateway, receiver):
-    gw = gateway(hook={"max_age": "1s"})
+    gw = gateway(hook={"max_age": "1m"})
     receiver.default = (503, {}, "down")
     row = gw.row(gw.post("p"), "hook")["id"]
-    gw.drive("hook", lambda: gw.delivery(row)["status"] == "dead")
-    r = gw.api.post(f"/api/deliveries/{row}/retry")
-    assert r.status_code == 200 and r.json["requeued_at"] is not None
-    assert at(r.json["requeued_at"]) > at(r.json["created_at"])
-    tried = r.json["attempts"]
-    # the sink may be paused after the failures above: drive past its probe, to the row's next attempt
-    gw.drive("hook", lambda: gw.delivery(row)["attempts"] > tried, timeout=5)
-    assert gw.delivery(row)["status"] == "pending", "a re-driven row died at its first failure: max_age ran from creation"
+    assert gw.dispatcher.run_once("hook", WORKER) == 1
+    # Past its max_age without waiting a minute; the clock stays there, so the re-drive's next
+    # attempt is a minute after the row's creation and seconds after its re-drive.
+    clock.advance(timedelta(seconds=61))
+    try:
+        gw.drive("hook", lambda: gw.delivery(row)["status"] == "dead")
+        r = gw.api.post(f"/api/deliveries/{row}/retry")
+        assert r.status_code == 200 and r.json["requeued_at"] is not None
+        assert at(r.json["requeued_at"]) > at(r.json["created_at"])
+        tried = r.json["attempts"]
+        gw.drive("hook", lambda: gw.delivery(row)["attempts"] > tried, timeout=5)
+        assert gw.delivery(row)["status"] == "pending", \
+            "a re-driven row died at its first failure: max_age ran from creation"
+    finally:
+        clock.reset()
 
 
 def test_a_superseded_dead_row_shows_it_was_never_delivered_and_why(gateway, receiver):
