@@ -31,7 +31,7 @@ def config(sinks: dict[str, dict]) -> str:
              "sinks:", "  - name: itms", "    type: itms"]
     for name, options in sinks.items():
         # No refreshes here (a pending one would keep the outbox from draining): test_spaceone_problems has them.
-        defaults = {"timeout": 1, "backoff_initial": 0.05, "backoff_max": 0.2, "max_attempts": 6, "refresh_interval": 0}
+        defaults = {"timeout": 10, "backoff_initial": 0.05, "backoff_max": 0.2, "max_attempts": 6, "refresh_interval": 0}
         lines += [f"  - name: {name}", "    type: spaceone"]
         lines += [f"    {key}: {json.dumps(value)}" for key, value in {**defaults, **options}.items()]
     lines += ["route:", f"  sinks: [itms, {', '.join(sinks)}]"]

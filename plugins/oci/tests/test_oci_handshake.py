@@ -26,7 +26,7 @@ def oracle_headers(url: str) -> dict:
 @pytest.fixture
 def local_source(make_source):
     """A source allowed to confirm against the local stand-in."""
-    return make_source(confirm_hosts=["127.0.0.1"], confirm_timeout="1s")
+    return make_source(confirm_hosts=["127.0.0.1"], confirm_timeout="10s")  # a stalled machine is not a timeout
 
 
 def confirmation_forms(url: str) -> dict[str, tuple[dict, dict]]:
