@@ -20,7 +20,12 @@ from gateway.store.models import AlertRow, RawRequest, utcnow
 from testkit.support import database_at
 
 raw_requests = RawRequest.__table__
-TODAY = datetime.now(timezone.utc).replace(hour=12, minute=0, second=0, microsecond=0)
+
+
+@pytest.fixture
+def today() -> datetime:
+    """Noon UTC of the day the test runs (not of the day the module was imported: a run may pass midnight)."""
+    return datetime.now(timezone.utc).replace(hour=12, minute=0, second=0, microsecond=0)
 
 
 def raw(external_id, received_at) -> dict:
@@ -56,9 +61,9 @@ def at_0011(tmp_path, database_url):
         yield url
 
 
-def test_the_migration_moves_every_row_into_its_day(at_0011):
+def test_the_migration_moves_every_row_into_its_day(at_0011, today):
     engine = create_engine(at_0011)
-    days = [TODAY - timedelta(days=n) for n in (40, 3, 0)]
+    days = [today - timedelta(days=n) for n in (40, 3, 0)]
     with engine.begin() as conn:
         conn.execute(insert(raw_requests), [raw(f"e{n}", at) for n, at in enumerate(days)])
         conn.execute(insert(AlertRow.__table__).values(
@@ -70,14 +75,14 @@ def test_the_migration_moves_every_row_into_its_day(at_0011):
         assert conn.execute(select(RawRequest.id, RawRequest.external_id).order_by(RawRequest.id)).all() == [
             (1, "e0"), (2, "e1"), (3, "e2")]
         assert conn.execute(text("SELECT raw_request_id FROM alerts")).scalar_one() == 1
-    added = run_in_transaction(engine, lambda conn: insert_raw(conn, raw("e3", utcnow())))
+    now = utcnow()
+    added = run_in_transaction(engine, lambda conn: insert_raw(conn, raw("e3", now)))
     assert added == 4  # the id sequence carried over
     if engine.dialect.name == "postgresql":
-        today = TODAY.date()
         assert partitioned_days(engine) == [days[0].date(), days[1].date()] + [
-            today + timedelta(days=n) for n in range(partitions.AHEAD + 1)]
+            today.date() + timedelta(days=n) for n in range(partitions.AHEAD + 1)]
         assert where_rows_are(engine) == {f"e{n}": partitions.partition_name(at.date()) for n, at in enumerate(days)} | {
-            "e3": partitions.partition_name(utcnow().date())}
+            "e3": partitions.partition_name(now.date())}
     engine.dispose()
 
 
@@ -86,8 +91,8 @@ def test_a_webhook_lands_in_its_day(app, pg_engine):
     assert where_rows_are(pg_engine) == {"w1": partitions.partition_name(utcnow().date())}
 
 
-def test_days_are_made_ready_ahead_and_take_their_rows_out_of_the_default_partition(pg_engine):
-    later = TODAY + timedelta(days=partitions.AHEAD + 3)
+def test_days_are_made_ready_ahead_and_take_their_rows_out_of_the_default_partition(pg_engine, today):
+    later = today + timedelta(days=partitions.AHEAD + 3)
     run_in_transaction(pg_engine, lambda conn: insert_raw(conn, raw("future", later)))
     assert where_rows_are(pg_engine) == {"future": partitions.DEFAULT}  # no day for it yet: accepted all the same
 
@@ -99,19 +104,19 @@ def test_days_are_made_ready_ahead_and_take_their_rows_out_of_the_default_partit
 
 
 @pytest.fixture
-def past_days(pg_engine):
+def past_days(pg_engine, today):
     """The session's schema is shared: the past days a test makes are dropped after it."""
     yield
-    partitions.drop_before(pg_engine, TODAY.replace(hour=0))
+    partitions.drop_before(pg_engine, today.replace(hour=0))
 
 
-def test_purge_drops_whole_days_before_the_cutoff_and_keeps_the_rest(pg_engine, past_days):
-    first = (TODAY - timedelta(days=5)).date()
-    partitions.ensure(pg_engine, first, TODAY.date())
-    rows = [raw(f"d{n}", TODAY - timedelta(days=n)) for n in range(6)] + [raw("default", TODAY - timedelta(days=9))]
+def test_purge_drops_whole_days_before_the_cutoff_and_keeps_the_rest(pg_engine, past_days, today):
+    first = (today - timedelta(days=5)).date()
+    partitions.ensure(pg_engine, first, today.date())
+    rows = [raw(f"d{n}", today - timedelta(days=n)) for n in range(6)] + [raw("default", today - timedelta(days=9))]
     with pg_engine.begin() as conn:
         conn.execute(insert(raw_requests), rows)
-    cutoff = TODAY - timedelta(days=3, hours=6)  # in day -3, at 06:00
+    cutoff = today - timedelta(days=3, hours=6)  # in day -3, at 06:00
 
     # Days -5 and -4 are wholly past: dropped.  Day -3 straddles the cutoff: kept whole.  The
     # default partition's old row is deleted.
@@ -123,11 +128,11 @@ def test_purge_drops_whole_days_before_the_cutoff_and_keeps_the_rest(pg_engine, 
     assert purge(pg_engine, cutoff) == Purged(0, 0, 0)
 
 
-def test_a_delivery_id_is_stored_once_across_midnight_and_again_past_the_window(engine_url_both):
+def test_a_delivery_id_is_stored_once_across_midnight_and_again_past_the_window(engine_url_both, today):
     """A sender's retry lands in the next day's partition and is still a duplicate; a copy from
     longer ago than ``DUPLICATE_WINDOW`` is a request of its own."""
     engine = engine_url_both
-    midnight = TODAY.replace(hour=0)
+    midnight = today.replace(hour=0)
     store = lambda received_at: run_in_transaction(engine, lambda conn: insert_raw(conn, raw("d-1", received_at)))  # noqa: E731
     assert store(midnight - timedelta(minutes=5)) is not None
     assert store(midnight + timedelta(minutes=5)) is None
@@ -137,17 +142,17 @@ def test_a_delivery_id_is_stored_once_across_midnight_and_again_past_the_window(
         assert conn.execute(select(func.count()).select_from(raw_requests)).scalar_one() == 2
 
 
-def test_the_delivery_id_check_reads_only_the_days_of_its_window(pg_engine, past_days):
+def test_the_delivery_id_check_reads_only_the_days_of_its_window(pg_engine, past_days, today):
     """A year of days must not cost a year of index probes per webhook: PostgreSQL prunes the
     days before the window from the check (at plan or at executor start)."""
-    partitions.ensure(pg_engine, (TODAY - timedelta(days=10)).date(), TODAY.date())
+    partitions.ensure(pg_engine, (today - timedelta(days=10)).date(), today.date())
     sql = str(_RAW_INSERT.statement.compile(dialect=pg_engine.dialect))
-    params = {**raw("d-9", TODAY), "headers": Json({}), "duplicate_since": TODAY - DUPLICATE_WINDOW}
+    params = {**raw("d-9", today), "headers": Json({}), "duplicate_since": today - DUPLICATE_WINDOW}
     with pg_engine.connect() as conn:
         cursor = conn.connection.dbapi_connection.cursor()
         plan = "\n".join(row[0] for row in cursor.execute("EXPLAIN (ANALYZE) " + sql, params))
         conn.rollback()
-    read = {day for day in range(11) if partitions.partition_name((TODAY - timedelta(days=day)).date()) in plan}
+    read = {day for day in range(11) if partitions.partition_name((today - timedelta(days=day)).date()) in plan}
     assert read == {0, 1}, plan
 
 
@@ -158,19 +163,19 @@ def engine_url_both(database_url):
     engine.dispose()
 
 
-def test_a_second_transaction_with_the_same_delivery_id_waits_then_stores_nothing(pg_engine):
+def test_a_second_transaction_with_the_same_delivery_id_waits_then_stores_nothing(pg_engine, today):
     """No unique index spans the partitions: the lock makes the second copy see the first."""
     answers = []
 
     def second_copy():
         with pg_engine.connect() as conn, conn.begin():
             partitions.lock_delivery_id(conn, "src", "d-1")
-            answers.append(insert_raw(conn, raw("d-1", TODAY - timedelta(days=3))))
+            answers.append(insert_raw(conn, raw("d-1", today - timedelta(days=3))))
 
     with pg_engine.connect() as conn:
         with conn.begin():
             partitions.lock_delivery_id(conn, "src", "d-1")
-            assert insert_raw(conn, raw("d-1", TODAY)) is not None
+            assert insert_raw(conn, raw("d-1", today)) is not None
             other = threading.Thread(target=second_copy)
             other.start()
             other.join(0.5)
@@ -181,7 +186,8 @@ def test_a_second_transaction_with_the_same_delivery_id_waits_then_stores_nothin
         assert conn.execute(select(func.count()).select_from(raw_requests)).scalar_one() == 1
 
 
-def test_the_oldest_kept_request_is_found_past_empty_days_and_in_the_default_partition(pg_engine, past_days):
+def test_the_oldest_kept_request_is_found_past_empty_days_and_in_the_default_partition(pg_engine, past_days,
+                                                                                       today):
     """``raw_requests_oldest()`` (0017) answers what ``min(received_at)`` over the whole journal does."""
     def both() -> tuple:
         with pg_engine.connect() as conn:
@@ -190,10 +196,10 @@ def test_the_oldest_kept_request_is_found_past_empty_days_and_in_the_default_par
     with pg_engine.begin() as conn:
         conn.execute(text("DELETE FROM raw_requests"))
     assert both() == (None, None)
-    partitions.ensure(pg_engine, (TODAY - timedelta(days=6)).date(), TODAY.date())  # days -6..-3 stay empty
+    partitions.ensure(pg_engine, (today - timedelta(days=6)).date(), today.date())  # days -6..-3 stay empty
     with pg_engine.begin() as conn:
-        conn.execute(insert(raw_requests), [raw("d2", TODAY - timedelta(days=2)), raw("d0", TODAY)])
-    assert both() == (TODAY - timedelta(days=2),) * 2
+        conn.execute(insert(raw_requests), [raw("d2", today - timedelta(days=2)), raw("d0", today)])
+    assert both() == (today - timedelta(days=2),) * 2
     with pg_engine.begin() as conn:  # older than every day partition: the default partition holds it
-        conn.execute(insert(raw_requests), [raw("old", TODAY - timedelta(days=30))])
-    assert both() == (TODAY - timedelta(days=30),) * 2
+        conn.execute(insert(raw_requests), [raw("old", today - timedelta(days=30))])
+    assert both() == (today - timedelta(days=30),) * 2

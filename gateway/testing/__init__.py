@@ -76,8 +76,13 @@ class Receiver:
     """A real HTTP server on 127.0.0.1 that records requests and answers from a script.
 
     ``script`` holds (status, headers, body) answers used in order; when it runs out,
-    ``default`` answers.  ``down()`` closes the port, ``up()`` opens it again.
+    ``default`` answers.  ``delay`` seconds pass before each answer; ``hold`` keeps requests
+    unanswered until the test says.  ``down()`` closes the port, ``up()`` opens it again.
     """
+
+    HOLD_AT_MOST = 8.0
+    """Seconds a held request waits at most: a test that never releases fails instead of hanging,
+    and the answer still comes within a sink's usual 10 s timeout (no resend to confuse a count)."""
 
     def __init__(self):
         self.requests: list[dict] = []
@@ -85,6 +90,8 @@ class Receiver:
         self.default = (200, {}, "{}")
         self.delay = 0.0
         self._lock = threading.Lock()
+        self._hold: Optional[tuple[int, Optional[int]]] = None
+        self._released = threading.Event()
         self.port = None
         self._server = None
         self.up()
@@ -110,6 +117,8 @@ class Receiver:
                         "raw": raw, "json": json.loads(raw) if raw.strip().startswith((b"{", b"[")) else None,
                         "status": status,
                     })
+                    arrived = len(receiver.requests)
+                receiver._wait_if_held(arrived)
                 if receiver.delay:
                     time.sleep(receiver.delay)
                 data = body.encode()
@@ -131,8 +140,30 @@ class Receiver:
         threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
 
     def down(self) -> None:
+        self.release()
         self._server.shutdown()
         self._server.server_close()
+
+    def hold(self, after: int = 0, until: Optional[int] = None) -> None:
+        """Leave each request after the ``after``-th recorded but unanswered until ``release()``,
+        or, with ``until``, until the ``until``-th has come (all of them in flight at once).  A
+        test then finds deliveries in flight, and the rest of a batch unsent, however long it
+        takes to look: no race against ``delay``."""
+        self._released.clear()
+        self._hold = (after, until)
+
+    def release(self) -> None:
+        """Answer the held requests, and every one from now on."""
+        self._released.set()
+
+    def _wait_if_held(self, arrived: int) -> None:
+        if self._hold is None or self._released.is_set() or arrived <= self._hold[0]:
+            return
+        until = self._hold[1]
+        if until is not None and arrived >= until:
+            self.release()
+        elif not self._released.wait(self.HOLD_AT_MOST):
+            self.release()  # never released: answer everything from now on
 
     def answer(self, *responses) -> None:
         """Queue answers: ints (status) or (status, headers, body) tuples."""
