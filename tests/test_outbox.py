@@ -9,6 +9,7 @@ import logging
 
 import itertools
 import os
+import re
 import threading
 import time
 from collections import Counter
@@ -585,6 +586,38 @@ def test_rows_behind_an_earlier_row_of_their_problem_are_blocked_and_move_on_one
     for rows in posted.values():
         assert [i for i in delivered if i in rows] == rows
     assert sorted(delivered) == sorted(i for rows in posted.values() for i in rows) and blocked_rows(gw) == []
+
+
+def test_a_blocking_pass_on_sqlite_sends_the_same_statements_whatever_it_marks(gateway, receiver, database_url):
+    """Each statement text SQLite sees is one it prepares and the sqlite3 module keeps (128 a
+    connection): a pass that named its rows by id sent a text of each length, up to 2,000 ids,
+    and held 20 MiB of SQLite's memory behind an outage (ordering._BLOCK_WAITING_SQLITE)."""
+    if not database_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL's pass locks the rows it waits for, by id; its statements are prepared in the server")
+    gw = gateway()
+    receiver.default = (503, {}, "down")
+    engine = gw.runtime.engine
+    traced: list[str] = []
+    engine.dispose()  # the connections from here on trace what they run
+
+    def trace(dbapi_connection, _record):
+        dbapi_connection.set_trace_callback(traced.append)
+
+    event.listen(engine, "connect", trace)
+    try:
+        def a_pass(problems: str) -> set[str]:
+            for problem in problems:
+                gw.post(problem)
+                gw.post(problem, "resolved")
+            traced.clear()
+            marked = gw.dispatcher.block_waiting("hook")
+            assert marked == len(problems)  # each problem's recovery, behind its alert
+            # The text without its values (the trace expands them): what is prepared.
+            return {re.sub(r"\b\d+\b", "?", re.sub(r"'[^']*'", "?", sql)) for sql in traced}
+
+        assert a_pass("pq") == a_pass("rstuvw")
+    finally:
+        event.remove(engine, "connect", trace)
 
 
 def test_a_dead_row_unblocks_the_next_row_of_its_problem(gateway, receiver):
