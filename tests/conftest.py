@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from gateway import clock
+
 sys.path.insert(0, str(Path(__file__).parent))
 import testkit  # noqa: E402  (the test-only plugin; see testkit/__init__.py)
 
@@ -35,3 +37,11 @@ def gateway_config() -> str:
 @pytest.fixture
 def gateway_plugins() -> tuple:
     return (testkit,)
+
+
+@pytest.fixture
+def moved_clock():
+    """``gateway.clock``, for a test to move forward (a retry, a lease, a refresh due without
+    sleeping, so a stalled machine cannot make it due early); back to wall time after the test."""
+    yield clock
+    clock.reset()

@@ -21,7 +21,6 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import event, update
 
-from gateway import clock
 from gateway.pipeline import outbox
 from gateway.pipeline.outbox import Dispatcher
 from gateway.store.models import DeliveryRow, utcnow
@@ -233,7 +232,8 @@ def test_rows_of_a_crashed_worker_are_taken_up_after_the_lease(gateway, receiver
     # The lease runs out (ended by hand: a real one short enough to wait for would also run out
     # under a machine that stalls between the claim and the look above).
     with gw.runtime.engine.begin() as conn:
-        conn.execute(update(DeliveryRow).values(claimed_until=utcnow() - timedelta(minutes=1)))
+        conn.execute(update(DeliveryRow).where(DeliveryRow.claimed_by == "dead-worker")
+                     .values(claimed_until=utcnow() - timedelta(minutes=1)))
     gw.drive("hook", lambda: len(gw.deliveries(status="delivered")) == 2, worker="live-worker")
     rows = gw.deliveries(sink="hook")
     assert [row["alert_id"] for row in rows] == alerts
@@ -441,25 +441,21 @@ def test_max_attempts_is_an_opt_in_limit(gateway, receiver):
     assert gw.delivery(gw.row(alert, "hook")["id"])["last_error"] == "gave up after 2 attempts; last error: answered 503"
 
 
-def test_a_redriven_row_gets_a_fresh_max_age(gateway, receiver):
+def test_a_redriven_row_gets_a_fresh_max_age(gateway, receiver, moved_clock):
     gw = gateway(hook={"max_age": "1m"})
     receiver.default = (503, {}, "down")
     row = gw.row(gw.post("p"), "hook")["id"]
     assert gw.dispatcher.run_once("hook", WORKER) == 1
     # Past its max_age without waiting a minute; the clock stays there, so the re-drive's next
     # attempt is a minute after the row's creation and seconds after its re-drive.
-    clock.advance(timedelta(seconds=61))
-    try:
-        gw.drive("hook", lambda: gw.delivery(row)["status"] == "dead")
-        r = gw.api.post(f"/api/deliveries/{row}/retry")
-        assert r.status_code == 200 and r.json["requeued_at"] is not None
-        assert at(r.json["requeued_at"]) > at(r.json["created_at"])
-        tried = r.json["attempts"]
-        gw.drive("hook", lambda: gw.delivery(row)["attempts"] > tried, timeout=5)
-        assert gw.delivery(row)["status"] == "pending", \
-            "a re-driven row died at its first failure: max_age ran from creation"
-    finally:
-        clock.reset()
+    moved_clock.advance(timedelta(seconds=61))
+    gw.drive("hook", lambda: gw.delivery(row)["status"] == "dead")
+    r = gw.api.post(f"/api/deliveries/{row}/retry")
+    assert r.status_code == 200 and r.json["requeued_at"] is not None
+    assert at(r.json["requeued_at"]) > at(r.json["created_at"])
+    tried = r.json["attempts"]
+    gw.drive("hook", lambda: gw.delivery(row)["attempts"] > tried, timeout=5)
+    assert gw.delivery(row)["status"] == "pending", "a re-driven row died at its first failure: max_age ran from creation"
 
 
 def test_a_superseded_dead_row_shows_it_was_never_delivered_and_why(gateway, receiver):

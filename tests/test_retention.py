@@ -13,7 +13,6 @@ from click.testing import CliRunner
 from sqlalchemy import event, func, insert, select, update
 from testkit.support import serve_environment, wait_until
 
-from gateway import clock
 from gateway.cli import main
 from gateway.pipeline.retention import PURGE_SCHEDULE, Purged, claim, purge
 from gateway.store import partitions
@@ -51,14 +50,11 @@ def test_purge_deletes_in_batches_and_only_what_is_older_than_the_cutoff(app):
         assert conn.execute(select(func.count()).select_from(AlertRow)).scalar_one() == 7
 
 
-def test_the_schedule_gives_one_purge_per_interval_across_processes(app):
+def test_the_schedule_gives_one_purge_per_interval_across_processes(app, moved_clock):
     engine = app.extensions["gateway"].engine
-    try:
-        assert [claim(engine, PURGE_SCHEDULE, 60, holder) for holder in ("a", "b", "a")] == [True, False, False]
-        clock.advance(timedelta(seconds=61))
-        assert [claim(engine, PURGE_SCHEDULE, 60, holder) for holder in ("b", "a")] == [True, False]
-    finally:
-        clock.reset()
+    assert [claim(engine, PURGE_SCHEDULE, 60, holder) for holder in ("a", "b", "a")] == [True, False, False]
+    moved_clock.advance(timedelta(seconds=61))
+    assert [claim(engine, PURGE_SCHEDULE, 60, holder) for holder in ("b", "a")] == [True, False]
 
 
 ONE_SOURCE = """

@@ -99,16 +99,13 @@ def spaceone():
 
 
 @pytest.fixture
-def world(make_app, spaceone):
-    """world(**spaceone_sink_options); the clock goes back to wall time after the test."""
-    made = []
+def world(make_app, spaceone, moved_clock):
+    """world(**spaceone_sink_options); the clock goes back to wall time after the test (``moved_clock``)."""
 
     def make(**options) -> World:
-        made.append(World(make_app(config(spaceone.url, **options)), spaceone))
-        return made[-1]
+        return World(make_app(config(spaceone.url, **options)), spaceone)
 
-    yield make
-    clock.reset()
+    return make
 
 
 @pytest.mark.parametrize("refresh_interval, states", [("5m", ["RESOLVED"]), (0, ["TRIGGERED"])])
