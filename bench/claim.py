@@ -69,11 +69,11 @@ def claim_ms(engine, dispatcher: Dispatcher) -> tuple[float, int]:
     """The claim's median time over RUNS (each rolled back) and how many rows it claimed."""
     times, claimed = [], 0
     for _ in range(RUNS):
-        stmt = dispatcher.claim_statement(SINK, "bench")
+        stmt, params = dispatcher.claim_statement(SINK, "bench")
         with engine.connect() as conn:
             with conn.begin() as tx:
                 started = time.perf_counter()
-                claimed = len(conn.execute(stmt).all())
+                claimed = len(conn.execute(stmt, params).all())
                 times.append((time.perf_counter() - started) * 1000)
                 tx.rollback()
     return statistics.median(times), claimed

@@ -90,14 +90,14 @@ def examined_by(conn, stmt, params=None) -> tuple[int, list]:
 
 def test_the_claim_uses_the_outbox_indexes_on_a_table_without_statistics(unanalyzed_outbox):
     engine = unanalyzed_outbox
-    stmt = Dispatcher(Runtime(engine)).claim_statement("spaceone", "plan-test")
+    stmt, params = Dispatcher(Runtime(engine)).claim_statement("spaceone", "plan-test")
     with engine.connect() as conn:
         unanalyzed = conn.execute(text(
             "SELECT last_analyze IS NULL AND last_autoanalyze IS NULL FROM pg_stat_user_tables"
             " WHERE relname = 'deliveries' AND schemaname = current_schema()")).scalar()
         assert unanalyzed and not conn.execute(text(
             "SELECT count(*) FROM pg_stats WHERE tablename = 'deliveries' AND schemaname = current_schema()")).scalar()
-        examined, nodes = examined_by(conn, stmt)
+        examined, nodes = examined_by(conn, stmt, params)
     outbox_scans = [n for n in nodes if n.get("Relation Name") == "deliveries" and "Scan" in n["Node Type"]]
     assert outbox_scans and not [n for n in outbox_scans if n["Node Type"] == "Seq Scan"], outbox_scans
     assert any("ordering_key = " in n.get("Index Cond", "") for n in outbox_scans), \
@@ -130,7 +130,7 @@ def outage_backlog(engine) -> None:
         conn.execute(text("ANALYZE"))
 
 
-def sqlite_steps(conn, stmt) -> int:
+def sqlite_steps(conn, stmt, params) -> int:
     """SQLite virtual machine instructions (in hundreds) spent running ``stmt``: its work, counted, not timed."""
     steps = 0
 
@@ -142,7 +142,7 @@ def sqlite_steps(conn, stmt) -> int:
     sqlite = conn.connection.driver_connection
     sqlite.set_progress_handler(count, 100)
     try:
-        conn.execute(stmt).all()
+        conn.execute(stmt, params).all()
     finally:
         sqlite.set_progress_handler(None, 100)
     return steps
@@ -158,13 +158,13 @@ def test_a_claim_behind_an_outage_passes_the_blocked_backlog_by(database_url):
         dispatcher = Dispatcher(Runtime(engine))
 
         def work() -> int:
-            stmt = dispatcher.claim_statement("spaceone", "plan-test")
+            stmt, params = dispatcher.claim_statement("spaceone", "plan-test")
             with engine.connect() as conn:
                 if engine.dialect.name == "postgresql":
-                    examined, nodes = examined_by(conn, stmt)
+                    examined, nodes = examined_by(conn, stmt, params)
                     assert nodes[0]["Actual Rows"] == 0
                     return examined
-                return sqlite_steps(conn, stmt)
+                return sqlite_steps(conn, stmt, params)
 
         before = work()
         assert dispatcher.block_waiting("spaceone") == BACKLOG - PROBLEMS
@@ -193,7 +193,7 @@ def test_claiming_and_starting_rows_leave_no_dead_index_entries_on_postgresql(da
                 next_attempt_at=now, created_at=now) for n in range(400)])
         dispatcher = Dispatcher(Runtime(engine))
         with engine.begin() as conn:
-            claimed = conn.execute(dispatcher.claim_statement("spaceone", "hot-test")).all()
+            claimed = conn.execute(*dispatcher.claim_statement("spaceone", "hot-test")).all()
             conn.execute(text("UPDATE deliveries SET attempts = attempts + 1 WHERE id = ANY(:ids)"),
                          {"ids": [row.id for row in claimed]})
             hot = conn.execute(text("SELECT pg_stat_get_xact_tuples_hot_updated('deliveries'::regclass)")).scalar()

@@ -163,10 +163,13 @@ def _insert(conn: Connection, alert_id: int, sink_name: str, fingerprint: str, p
     _TAG.run(conn, {"delivery_id": delivery_id, "period": period.number, "refresh": period.refresh})
 
 
+_PERIODS = select(problem_deliveries).where(problem_deliveries.c.delivery_id.in_(bindparam("ids", expanding=True)))
+
+
 def periods(engine: Engine, delivery_ids: Iterable[int]) -> dict[int, Period]:
     """The periods of a claimed batch's rows, in one query (rows queued before tracking have none)."""
     with engine.connect() as conn:
-        found = conn.execute(select(problem_deliveries).where(problem_deliveries.c.delivery_id.in_(set(delivery_ids))))
+        found = conn.execute(_PERIODS, {"ids": sorted(set(delivery_ids))})
         return {row.delivery_id: Period(row.period, row.refresh) for row in found}
 
 
