@@ -139,6 +139,15 @@ def test_redirect_is_permanent_not_followed(spaceone, make_sink, make_alert):
     assert len(spaceone.requests) == 1
 
 
+def test_a_cookie_spaceone_sets_is_never_sent_back(spaceone, make_sink, make_alert):
+    """Each delivery stands alone: a load balancer's sticky cookie must not tie the next one to it."""
+    spaceone.respond(200, {"Set-Cookie": "route=node-1; Path=/"})
+    sink = make_sink(url=spaceone.url)
+    sink.deliver(delivery(make_alert()))
+    sink.deliver(delivery(make_alert()))
+    assert [request.headers.get("Cookie") for request in spaceone.requests] == [None, None]
+
+
 def test_long_response_is_truncated(spaceone, make_sink, make_alert):
     spaceone.respond(500, body="x" * 5000)
     with pytest.raises(RetryableError) as info:
