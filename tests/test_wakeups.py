@@ -1,5 +1,6 @@
 """The outbox listener wakes dispatchers on NOTIFY and survives losing its connection; the
-announcer turns a burst of queued rows into a few notifications."""
+announcer turns a burst of queued rows into a few notifications; on SQLite, the watcher wakes
+them on another process's commit."""
 from __future__ import annotations
 
 import subprocess
@@ -11,6 +12,7 @@ import pytest
 from sqlalchemy import text
 
 from gateway.pipeline import wakeups
+from gateway.store.db import make_engine
 
 
 @pytest.fixture
@@ -83,3 +85,27 @@ def test_the_wakeups_room_imports_no_runtime():
     """The runtime holds the wake-ups; the wake-ups know nothing of it, not even for type hints."""
     code = "import sys, gateway.pipeline.wakeups; print('gateway.pipeline.runtime' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
+
+
+def test_on_sqlite_another_process_committing_wakes_the_dispatchers_and_nothing_else_does(tmp_path):
+    database = tmp_path / "gateway.db"
+    engine = make_engine(f"sqlite:///{database}")
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE queued (n INTEGER)"))
+    signal = wakeups.WakeUps(engine)
+    signal.start(announce=False, listen=True)
+    commit = ("import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+              "c.execute('INSERT INTO queued VALUES (1)'); c.commit()")
+    for _ in range(20):  # the watcher's first look may come after the first commit: it sees the next
+        seen = signal.generation
+        subprocess.run([sys.executable, "-c", commit, str(database)], check=True)
+        signal.wait_for_deliveries(5, seen)
+        if signal.generation != seen:
+            break
+    assert signal.generation != seen, "no wake-up after another process's commit"
+    seen = signal.generation
+    with engine.connect() as conn:
+        conn.execute(text("SELECT count(*) FROM queued")).scalar()
+    signal.wait_for_deliveries(0.5, seen)
+    assert signal.generation == seen, "woken with nothing committed"
+    engine.dispose()

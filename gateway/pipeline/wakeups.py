@@ -6,14 +6,16 @@ Those learn of rows queued elsewhere, by another ``gateway serve`` worker or on 
 machine, through ``NOTIFY``, which their ``Listener`` turns into a wake-up, so a
 ``gateway worker`` fleet sends within milliseconds and can poll rarely.  The poll stays as
 the safety net: a notification is lost if no one was listening at that moment (a restart, a
-dropped connection), the rows never are.  SQLite needs no announcing (one machine; its
-dispatchers run beside ingest) and keeps polling.
+dropped connection), the rows never are.  SQLite has no NOTIFY and needs no announcing (one
+machine): there a ``Watcher`` sees other processes' commits in the database file itself.
 """
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
+import weakref
 from typing import Optional
 
 from sqlalchemy import Engine, text
@@ -59,8 +61,14 @@ class WakeUps:
         ``listen``: wake this process's dispatchers for rows queued elsewhere.
 
         Returns once the listener listens (or ``timeout`` passed; the poll covers the gap), so
-        that rows queued after start-up wake it.  A no-op on SQLite.
+        that rows queued after start-up wake it.  On SQLite only ``listen`` does anything: it
+        starts a ``Watcher`` on the database file.
         """
+        if self.engine.dialect.name == "sqlite":
+            database = self.engine.url.database
+            if listen and database and database != ":memory:":
+                Watcher(self, database).start()
+            return
         if self.engine.dialect.name != "postgresql":
             return
         if announce:
@@ -135,3 +143,44 @@ class Listener(threading.Thread):
                     self._wakeups.wake_dispatchers()
                 conn.execute("SELECT 1")  # a quiet connection that died shows here, not never
 
+
+
+class Watcher(threading.Thread):
+    """SQLite's stand-in for a listener.  ``PRAGMA data_version`` on a connection of its own
+    changes whenever any other connection, in this process or another, commits to the file;
+    looked at every ``INTERVAL``, a change wakes this process's dispatchers.  So a ``gateway
+    worker`` beside ``gateway serve`` sends a queued row within about ``INTERVAL``, not at its
+    next poll.  Any commit wakes them, not only one that queued rows: a sender that then finds
+    nothing waits ``IDLE_PAUSE`` before it claims again, as after any wake-up.
+
+    The pragma reads the WAL's index, in shared memory: no lock a writer waits for.  The thread
+    ends with the ``WakeUps`` it wakes (a process's runtime, or a test's)."""
+
+    INTERVAL = 0.05
+
+    def __init__(self, wakeups: WakeUps, database: str):
+        super().__init__(name="outbox-watcher", daemon=True)
+        self._wakeups = weakref.ref(wakeups)
+        self._database = database
+
+    def run(self) -> None:
+        conn = sqlite3.connect(self._database, timeout=0, isolation_level=None, check_same_thread=False)
+        try:
+            seen = self._version(conn)
+            while (wakeups := self._wakeups()) is not None:
+                version = self._version(conn)
+                if version != seen or version is None:  # None: could not tell, so rows may have come
+                    wakeups.wake_dispatchers()
+                seen = version
+                del wakeups
+                time.sleep(self.INTERVAL)
+        finally:
+            conn.close()
+
+    @staticmethod
+    def _version(conn) -> Optional[int]:
+        try:
+            return conn.execute("PRAGMA data_version").fetchone()[0]
+        except sqlite3.Error as exc:  # busy recovering the WAL, or the file is gone
+            log.debug("could not read SQLite's data_version: %s", exc)
+            return None
