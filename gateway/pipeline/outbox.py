@@ -193,10 +193,10 @@ class Dispatcher:
 
     def claim_statement(self, sink_name: str, worker: str, limit: Optional[int] = None) -> tuple[Update, dict]:
         """The claim's UPDATE ... RETURNING (``_CLAIM``) and its parameters, as ``claim`` runs them."""
-        params = dict(sink=sink_name, worker=worker, due=utcnow(), limit=limit or self.batch)
+        now = utcnow()
+        params = dict(sink=sink_name, worker=worker, due=now, limit=limit or self.batch)
         if self.runtime.engine.dialect.name == "postgresql":
             return _CLAIM[True], dict(params, lease=timedelta(seconds=self.lease))
-        now = utcnow()
         return _CLAIM[False], dict(params, now=now, until=now + timedelta(seconds=self.lease))
 
     def _renew(self, holding: Holding) -> None:
