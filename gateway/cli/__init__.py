@@ -101,7 +101,8 @@ def _first_admin(settings: Settings) -> str | None:
 @main.command()
 @click.option("--threads", default=1, show_default=True, type=int, help="dispatchers in this process")
 @click.option("--poll", default=1.0, show_default=True, type=float,
-              help="seconds between looks for due rows; on PostgreSQL new rows wake the worker at once")
+              help="seconds between looks for due rows; new rows wake the worker sooner "
+                   "(PostgreSQL: at once, by NOTIFY; SQLite: within 50 ms)")
 @click.pass_obj
 def worker(settings: Settings, threads: int, poll: float):
     """Deliver outbox rows and purge old raw requests on schedule, without serving HTTP; run as many
