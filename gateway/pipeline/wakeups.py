@@ -144,7 +144,6 @@ class Listener(threading.Thread):
                 conn.execute("SELECT 1")  # a quiet connection that died shows here, not never
 
 
-
 class Watcher(threading.Thread):
     """SQLite's stand-in for a listener.  ``PRAGMA data_version`` on a connection of its own
     changes whenever any other connection, in this process or another, commits to the file;
@@ -153,8 +152,8 @@ class Watcher(threading.Thread):
     next poll.  Any commit wakes them, not only one that queued rows: a sender that then finds
     nothing waits ``IDLE_PAUSE`` before it claims again, as after any wake-up.
 
-    The pragma reads the WAL's index, in shared memory: no lock a writer waits for.  The thread
-    ends with the ``WakeUps`` it wakes (a process's runtime, or a test's)."""
+    The pragma is a read of the WAL's index, as any reader's: writers do not wait for it.  The
+    thread ends with the ``WakeUps`` it wakes (a process's runtime, or a test's)."""
 
     INTERVAL = 0.05
 
