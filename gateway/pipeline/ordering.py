@@ -58,15 +58,18 @@ UNBLOCK_NEXT = HotStatement(update(deliveries)
 """Unblock the earliest pending row of (``sink``, ``key``); run after a pending row of it ended."""
 
 
-def _waiting(sink_name, now):
-    """The ids of up to ``BLOCK_BATCH`` due, unblocked rows of the sink behind an earlier pending
-    row of their key, the longest due first."""
+def due_rows(sink, due, *conditions):
+    """The ids of a sink's pending, unblocked rows due by ``due`` that meet ``conditions``, the
+    longest due first: the walk of the claimable rows' index that the claim and the pass share."""
     return (select(DeliveryRow.id)
-            .where(DeliveryRow.sink_name == sink_name, DeliveryRow.status == PENDING,
-                   DeliveryRow.blocked == UNBLOCKED, DeliveryRow.next_attempt_at <= now,
-                   DeliveryRow.id > first_pending_of_key(sink_name))
-            .order_by(DeliveryRow.next_attempt_at, DeliveryRow.id)
-            .limit(BLOCK_BATCH))
+            .where(DeliveryRow.sink_name == sink, DeliveryRow.status == PENDING,
+                   DeliveryRow.blocked == UNBLOCKED, DeliveryRow.next_attempt_at <= due, *conditions)
+            .order_by(DeliveryRow.next_attempt_at, DeliveryRow.id))
+
+
+def _waiting(sink_name, now):
+    """The ids of up to ``BLOCK_BATCH`` due rows of the sink behind an earlier pending row of their key."""
+    return due_rows(sink_name, now, DeliveryRow.id > first_pending_of_key(sink_name)).limit(BLOCK_BATCH)
 
 
 _BLOCK_WAITING_SQLITE = HotStatement(
