@@ -15,11 +15,12 @@ import logging
 import sqlite3
 import threading
 import time
-import weakref
 from typing import Optional
 
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
+
+from gateway.store.db import SQLiteSideThread
 
 log = logging.getLogger(__name__)
 CHANNEL = "gateway_outbox"
@@ -144,7 +145,11 @@ class Listener(threading.Thread):
                 conn.execute("SELECT 1")  # a quiet connection that died shows here, not never
 
 
-class Watcher(threading.Thread):
+_UNREAD = object()
+"""The watcher's version before its first look: that look wakes nobody."""
+
+
+class Watcher(SQLiteSideThread):
     """SQLite's stand-in for a listener.  ``PRAGMA data_version`` on a connection of its own
     changes whenever any other connection, in this process or another, commits to the file;
     looked at every ``INTERVAL``, a change wakes this process's dispatchers.  So a ``gateway
@@ -158,28 +163,15 @@ class Watcher(threading.Thread):
     INTERVAL = 0.05
 
     def __init__(self, wakeups: WakeUps, database: str):
-        super().__init__(name="outbox-watcher", daemon=True)
-        self._wakeups = weakref.ref(wakeups)
-        self._database = database
+        super().__init__("outbox-watcher", database, wakeups)
+        self._seen: object = _UNREAD
 
-    def run(self) -> None:
-        conn = sqlite3.connect(self._database, timeout=0, isolation_level=None, check_same_thread=False)
+    def round(self, conn, wakeups: WakeUps) -> None:
         try:
-            seen = self._version(conn)
-            while (wakeups := self._wakeups()) is not None:
-                version = self._version(conn)
-                if version != seen or version is None:  # None: could not tell, so rows may have come
-                    wakeups.wake_dispatchers()
-                seen = version
-                del wakeups
-                time.sleep(self.INTERVAL)
-        finally:
-            conn.close()
-
-    @staticmethod
-    def _version(conn) -> Optional[int]:
-        try:
-            return conn.execute("PRAGMA data_version").fetchone()[0]
+            version = conn.execute("PRAGMA data_version").fetchone()[0]
         except sqlite3.Error as exc:  # busy recovering the WAL, or the file is gone
             log.debug("could not read SQLite's data_version: %s", exc)
-            return None
+            version = None
+        if self._seen is not _UNREAD and (version is None or version != self._seen):  # None: rows may have come
+            wakeups.wake_dispatchers()
+        self._seen = version

@@ -69,7 +69,34 @@ class WriterLock:
 _WRITE_LOCKS: "weakref.WeakKeyDictionary[Engine, WriterLock]" = weakref.WeakKeyDictionary()
 
 
-class WalCheckpointer(threading.Thread):
+class SQLiteSideThread(threading.Thread):
+    """A daemon thread that does one ``round`` every ``INTERVAL`` on a SQLite connection of its
+    own (outside the pool, never in a transaction), for as long as its ``owner`` lives: it ends
+    with the engine, lock or runtime it serves, not with the process."""
+
+    INTERVAL: float
+
+    def __init__(self, name: str, database: str, owner: object):
+        super().__init__(name=name, daemon=True)
+        self._database, self._owner = database, weakref.ref(owner)
+
+    def run(self) -> None:
+        import sqlite3
+
+        conn = sqlite3.connect(self._database, timeout=0, isolation_level=None, check_same_thread=False)
+        try:
+            while (owner := self._owner()) is not None:
+                self.round(conn, owner)
+                del owner  # not held while sleeping: the owner may go meanwhile
+                time.sleep(self.INTERVAL)
+        finally:
+            conn.close()
+
+    def round(self, conn, owner) -> None:
+        raise NotImplementedError
+
+
+class WalCheckpointer(SQLiteSideThread):
     """Copies SQLite's WAL back into the database from a background thread.
 
     SQLite's own checkpoint runs inside the commit that crosses ``wal_autocheckpoint``:
@@ -87,33 +114,17 @@ class WalCheckpointer(threading.Thread):
     short-lived process, is not running."""
 
     def __init__(self, database: str, lock: WriterLock):
-        super().__init__(name="wal-checkpointer", daemon=True)
-        self._database, self._lock = database, weakref.ref(lock)
+        super().__init__("wal-checkpointer", database, lock)
 
-    def run(self) -> None:
-        import sqlite3
-
-        conn = sqlite3.connect(self._database, timeout=0, isolation_level=None, check_same_thread=False)
-        try:
-            while self._round(conn):
-                time.sleep(self.INTERVAL)
-        finally:
-            conn.close()
-
-    def _round(self, conn) -> bool:
-        """One checkpoint; False once the engine is gone, which ends the thread."""
+    def round(self, conn, lock: WriterLock) -> None:
         import sqlite3
 
         try:
             conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            lock = self._lock()
-            if lock is None:
-                return False
             with lock:
                 conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         except sqlite3.Error as exc:  # busy, or the file is gone: the next round tries again
             log.debug("WAL checkpoint skipped: %s", exc)
-        return self._lock() is not None
 
 
 def start_wal_checkpointer(engine: Engine) -> None:
