@@ -68,6 +68,8 @@ TABLE_OPTIONS = os.environ.get("BENCH_OUTBOX_DELIVERIES_OPTIONS", "")
 ``autovacuum_vacuum_scale_factor=0``: another autovacuum setting to measure."""
 SENDERS = 8
 """Threads of the paced sender: enough that one slow answer does not hold back the schedule."""
+POLL_MIN, POLL_MAX = 0.5, 5.0
+"""Seconds between two counts of the rows left to drain (``Outbox.wait_drained``)."""
 
 TARGET_RATE = 1000.0
 TARGET_LAG_P99_S = 1.0
@@ -293,11 +295,22 @@ class Outbox:
                     for i, key, received, status, refresh in conn.execute(query)}
 
     def wait_drained(self, up_to_id: int | None, timeout: float) -> bool:
+        """Count ``pending`` until none is left.  Counting a deep backlog reads every pending row: on
+        PostgreSQL 50 ms a count at 100,000 rows, every 0.5 s a tenth of a core taken from what is
+        measured.  So between counts the bench sleeps half the time the rows left would take at the rate
+        seen since the last count (``POLL_MIN`` to ``POLL_MAX``), and counts often only near the end."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.pending(up_to_id) == 0:
+        last: tuple[int, float] | None = None
+        while (now := time.monotonic()) < deadline:
+            left = self.pending(up_to_id)
+            if left == 0:
                 return True
-            time.sleep(0.5)
+            pause = POLL_MIN
+            if last is not None and last[0] > left:
+                per_s = (last[0] - left) / (now - last[1])
+                pause = min(POLL_MAX, max(POLL_MIN, left / per_s / 2))
+            last = (left, now)
+            time.sleep(pause)
         return False
 
 
