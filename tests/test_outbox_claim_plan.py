@@ -261,6 +261,8 @@ def test_the_problem_tracking_statements_read_by_index_behind_an_outage(database
             "an untried refresh dropped": (problems._DROP_UNTRIED_REFRESH.statement,
                                            {"sink": "spaceone", "fp": fp, "now": now}),
             "the next row unblocked": (ordering.UNBLOCK_NEXT.statement, {"sink": "spaceone", "key": fp}),
+            "a delivered batch's problems locked": (problems._LOCK_FOLLOWED_UP,
+                                                    {"sink": "spaceone", "fps": fingerprints[:PROBLEMS:15]}),
             "a delivered batch's problems": (problems._FOLLOWED_UP,
                                              {"sink": "spaceone", "fps": fingerprints[:PROBLEMS:15]}),
         }

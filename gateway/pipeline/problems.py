@@ -173,12 +173,20 @@ def periods(engine: Engine, delivery_ids: Iterable[int]) -> dict[int, Period]:
         return {row.delivery_id: Period(row.period, row.refresh) for row in found}
 
 
+_LOCK_FOLLOWED_UP = (select(sink_problems.c.fingerprint)
+                     .where(sink_problems.c.sink_name == _SINK, sink_problems.c.fingerprint.in_(bindparam("fps", expanding=True)))
+                     .order_by(sink_problems.c.fingerprint).with_for_update())
+"""A delivered batch's problems locked in fingerprint order, as ingest locks them.  PostgreSQL only:
+SQLite's one writer already keeps ingest out."""
 _FOLLOWED_UP = (select(sink_problems.c.fingerprint, sink_problems.c.open, sink_problems.c.period,
                        ordering.first_pending(sink_problems.c.sink_name, sink_problems.c.fingerprint).label("queued"))
-                .where(sink_problems.c.sink_name == _SINK, sink_problems.c.fingerprint.in_(bindparam("fps", expanding=True)))
-                .order_by(sink_problems.c.fingerprint).with_for_update(of=sink_problems))
-"""The states of a batch's problems, locked in fingerprint order as ingest locks them, each with its
-first pending row (``queued``; the batch's own rows have just ended)."""
+                .where(sink_problems.c.sink_name == _SINK, sink_problems.c.fingerprint.in_(bindparam("fps", expanding=True))))
+"""The states of a batch's problems, each with its first pending row (``queued``; the batch's own rows
+have just ended).  Read in a statement after the lock, not in the locking one: PostgreSQL's READ
+COMMITTED reads other tables as of the statement's start, so a locking read that waited for an
+ingest to commit saw the problem's state but not the row that ingest queued, and queued a refresh
+after it.  The next webhook's row then waited behind that refresh for ``refresh_interval``
+(bench/outbox.py found one 5 minutes late)."""
 
 
 def follow_up(conn: Connection, sink: SinkType, delivered: list[tuple[Delivery, datetime]]) -> None:
@@ -189,8 +197,10 @@ def follow_up(conn: Connection, sink: SinkType, delivered: list[tuple[Delivery, 
     firing = [(delivery, now) for delivery, now in delivered if delivery.alert.status == "firing"]
     if interval is None or not firing:
         return
-    states = {row.fingerprint: row for row in conn.execute(
-        _FOLLOWED_UP, {"sink": sink.name, "fps": [delivery.fingerprint for delivery, _ in firing]})}
+    params = {"sink": sink.name, "fps": [delivery.fingerprint for delivery, _ in firing]}
+    if conn.dialect.name == "postgresql":
+        conn.execute(_LOCK_FOLLOWED_UP, params)
+    states = {row.fingerprint: row for row in conn.execute(_FOLLOWED_UP, params)}
     for delivery, now in firing:
         state = states.get(delivery.fingerprint)
         if state is None or not state.open or state.period != delivery.period or state.queued is not None:
