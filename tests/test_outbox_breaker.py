@@ -2,13 +2,18 @@
 time instead of every problem's retry, and its rows still go dead at ``max_age``."""
 from __future__ import annotations
 
+import threading
 import time
+from datetime import timedelta
 
 import pytest
+from sqlalchemy import update
 
 from gateway.pipeline import breaker
+from gateway.store.db import run_in_transaction
+from gateway.store.models import DeliveryRow
 from testkit.outbox import config, gateway_maker
-from testkit.support import wait_until
+from testkit.support import lock_waits, wait_until
 
 SLOW_BACKOFF = {"backoff_initial": 0.3, "backoff_max": 5}
 
@@ -152,3 +157,28 @@ def test_a_paused_sink_removed_by_a_reload_is_no_longer_shown_paused(gateway, re
         file.write(config(hook={"url": f"{receiver.url}/hook", **SLOW_BACKOFF}))
     assert gw.runtime.reload()
     assert gw.dispatcher.breaker("hook").open_until is None
+
+
+def test_a_row_delivered_elsewhere_while_it_expires_stays_delivered(gateway, receiver, database_url, moved_clock):
+    """PostgreSQL: one process's paused sink expires its rows past ``max_age`` while a dispatcher
+    in another process, its breaker closed, records one of them delivered.  The expiry waits for
+    that row, and must then leave it delivered: marked dead, it would be sent again if re-driven.
+    The other process's record is played by hand on a connection of its own."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite's one writer keeps the two transactions apart")
+    gw = gateway(hook={"max_age": "60s"})
+    alert_id = gw.post("p0")
+    row_id = gw.row(alert_id, "hook")["id"]
+    moved_clock.advance(timedelta(minutes=2))  # past max_age
+    engine = gw.runtime.engine
+    with engine.connect() as elsewhere:
+        elsewhere.execute(update(DeliveryRow).where(DeliveryRow.id == row_id)
+                          .values(status="delivered", finished_at=moved_clock.now()))
+        expiring = threading.Thread(target=run_in_transaction, args=(engine, lambda conn: breaker._expire_batch(
+            conn, "hook", 60, "answered 503")))
+        expiring.start()
+        wait_until(lambda: lock_waits(engine, "deliveries"), timeout=10)  # the expiry waits for the row
+        elsewhere.commit()
+    expiring.join(timeout=10)
+    assert not expiring.is_alive()
+    assert gw.row(alert_id, "hook")["status"] == "delivered"

@@ -21,7 +21,7 @@ from gateway.fingerprints import namespaced_fingerprint
 from gateway.pipeline import problems
 from testkit import metric
 from testkit.spaceone import SpaceoneStandIn
-from testkit.support import OutboxDriver, wait_until
+from testkit.support import OutboxDriver, lock_waits, wait_until
 
 WORKER = "problems-worker"
 OCI_PAYLOADS = Path(__file__).resolve().parents[1] / "plugins" / "oci" / "gateway_oci" / "samples"
@@ -384,14 +384,6 @@ def test_a_dropped_refresh_unblocks_the_row_that_waited_behind_it(world):
     assert refresh["id"] not in [row["id"] for row in rows]
     assert [(row["refresh"], row["status"]) for row in rows] == [(False, "delivered")] * 3 + [(True, "pending")]
     assert [kind for kind, _ in w.sent()] == ["ALERT"] * 3
-
-
-def lock_waits(engine, table: str) -> int:
-    """Statements on ``table`` in this database waiting for a lock (a new transaction each time: a
-    transaction sees one snapshot of ``pg_stat_activity``)."""
-    with engine.connect() as conn:
-        return conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                                 "AND wait_event_type = 'Lock' AND query LIKE :table"), {"table": f"%{table}%"}).scalar()
 
 
 def test_a_row_queued_while_a_delivery_is_recorded_is_not_held_behind_a_refresh(world, database_url):

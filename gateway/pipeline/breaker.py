@@ -125,15 +125,18 @@ def _expire_batch(conn: Connection, sink_name: str, max_age: float, last_error: 
     """End up to ``EXPIRE_BATCH`` pending rows of a paused sink that have waited ``max_age``
     (since queued or re-driven) and are held by no one; returns their (id, ordering_key)."""
     now = utcnow()
+    unheld = deliveries.c.claimed_until.is_(None) | (deliveries.c.claimed_until < now)
     overdue = (select(DeliveryRow.id)
-               .where(DeliveryRow.sink_name == sink_name, DeliveryRow.status == PENDING,
-                      DeliveryRow.claimed_until.is_(None) | (DeliveryRow.claimed_until < now),
+               .where(DeliveryRow.sink_name == sink_name, DeliveryRow.status == PENDING, unheld,
                       DeliveryRow.created_at <= now - timedelta(seconds=max_age),
                       DeliveryRow.requeued_at.is_(None) | (DeliveryRow.requeued_at <= now - timedelta(seconds=max_age)))
                .limit(EXPIRE_BATCH))
     error = (f"gave up after max_age ({max_age:g}s) while the sink was paused, its destination failing; "
              f"last error: {last_error}")
-    ended = conn.execute(update(deliveries).where(deliveries.c.id.in_(overdue.scalar_subquery()))
+    # The outer statement repeats the row's conditions: one it waited for (a delivery being recorded
+    # elsewhere) is checked again as it is now, while the subquery's answer is from before the wait.
+    ended = conn.execute(update(deliveries).where(deliveries.c.id.in_(overdue.scalar_subquery()),
+                                                  deliveries.c.status == PENDING, unheld)
                          .values(status="dead", finished_at=now, last_error=error, claimed_by=None, claimed_until=None)
                          .returning(deliveries.c.id, deliveries.c.ordering_key)).all()
     ordering.UNBLOCK_NEXT.run_many(conn, [{"sink": sink_name, "key": key}

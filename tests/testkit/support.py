@@ -6,6 +6,7 @@ import time
 from contextlib import contextmanager
 
 import requests
+from sqlalchemy import text
 
 from gateway.store.db import upgrade
 from gateway.testing import ADMIN_TOKEN, admin_client, migrated_schema  # noqa: F401  (the kit's, imported from here by tests)
@@ -46,6 +47,16 @@ def installed_sink_types() -> str:
     from gateway.plugins import build_registry
 
     return ", ".join(sorted({*build_registry().sink_types, "testhttp"}))
+
+
+def lock_waits(engine, table: str) -> int:
+    """PostgreSQL: statements on ``table`` in this database waiting for a lock, counted in a new
+    transaction each time (a transaction sees one snapshot of ``pg_stat_activity``)."""
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                 "AND wait_event_type = 'Lock' AND query LIKE :table"), {"table": f"%{table}%"}).scalar()
 
 
 def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05):
