@@ -173,14 +173,14 @@ def periods(engine: Engine, delivery_ids: Iterable[int]) -> dict[int, Period]:
         return {row.delivery_id: Period(row.period, row.refresh) for row in found}
 
 
-_LOCK_FOLLOWED_UP = (select(sink_problems.c.fingerprint)
-                     .where(sink_problems.c.sink_name == _SINK, sink_problems.c.fingerprint.in_(bindparam("fps", expanding=True)))
+_BATCH_PROBLEMS = (sink_problems.c.sink_name == _SINK, sink_problems.c.fingerprint.in_(bindparam("fps", expanding=True)))
+_LOCK_FOLLOWED_UP = (select(sink_problems.c.fingerprint).where(*_BATCH_PROBLEMS)
                      .order_by(sink_problems.c.fingerprint).with_for_update())
 """A delivered batch's problems locked in fingerprint order, as ingest locks them.  PostgreSQL only:
 SQLite's one writer already keeps ingest out."""
 _FOLLOWED_UP = (select(sink_problems.c.fingerprint, sink_problems.c.open, sink_problems.c.period,
                        ordering.first_pending(sink_problems.c.sink_name, sink_problems.c.fingerprint).label("queued"))
-                .where(sink_problems.c.sink_name == _SINK, sink_problems.c.fingerprint.in_(bindparam("fps", expanding=True))))
+                .where(*_BATCH_PROBLEMS))
 """The states of a batch's problems, each with its first pending row (``queued``; the batch's own rows
 have just ended).  Read in a statement after the lock, not in the locking one: PostgreSQL's READ
 COMMITTED reads other tables as of the statement's start, so a locking read that waited for an
