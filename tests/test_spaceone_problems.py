@@ -14,11 +14,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select
 
 from gateway import clock
 from gateway.fingerprints import namespaced_fingerprint
 from gateway.pipeline import problems
+from gateway.store.models import AlertRow
 from testkit import metric
 from testkit.spaceone import SpaceoneStandIn
 from testkit.support import OutboxDriver, lock_waits, wait_until
@@ -391,20 +392,18 @@ def test_a_row_queued_while_a_delivery_is_recorded_is_not_held_behind_a_refresh(
     the problem's delivery.  The record waits for the lock and must then see that row: a refresh
     queued after it would hold the problem's next row back for ``refresh_interval`` (bench/outbox.py
     found one 5 minutes late).  The ingest is played by hand on a connection of its own, so the
-    record is sure to wait for it."""
+    record is sure to wait for it, and commits only once it does."""
     if not database_url.startswith("postgresql"):
         pytest.skip("SQLite's one writer keeps the two transactions apart")
     w = world(refresh_interval="5m")
     (alert_id,) = w.post("disk", settle=False)
-    fingerprint = namespaced_fingerprint("src", "disk", None)
     engine = w.runtime.engine
-    with engine.connect() as ingest:
-        ingest.execute(text("SELECT 1 FROM sink_problems WHERE sink_name = 'spaceone' AND fingerprint = :fp "
-                            "FOR UPDATE"), {"fp": fingerprint})
+    with engine.connect() as ingest:  # the alert again, queued as ingest queues it: locked, then a row
+        alert = ingest.execute(select(AlertRow.__table__).where(AlertRow.id == alert_id)).one()._mapping
+        problems.queue(ingest, "spaceone", alert_id, alert, clock.now())
         recording = threading.Thread(target=w.dispatcher.run_once, args=("spaceone", WORKER))
         recording.start()
         wait_until(lambda: lock_waits(engine, "sink_problems"), timeout=10)  # the record waits for the lock
-        problems._insert(ingest, alert_id, "spaceone", fingerprint, problems.Period(1, False), clock.now())
         ingest.commit()
     recording.join(timeout=10)
     assert not recording.is_alive()

@@ -52,8 +52,6 @@ def installed_sink_types() -> str:
 def lock_waits(engine, table: str) -> int:
     """PostgreSQL: statements on ``table`` in this database waiting for a lock, counted in a new
     transaction each time (a transaction sees one snapshot of ``pg_stat_activity``)."""
-    from sqlalchemy import text
-
     with engine.connect() as conn:
         return conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
                                  "AND wait_event_type = 'Lock' AND query LIKE :table"), {"table": f"%{table}%"}).scalar()
