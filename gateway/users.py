@@ -15,7 +15,7 @@ from typing import NamedTuple, Optional
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from gateway.store.db import run_in_transaction
+from gateway.store.db import reading, run_in_transaction
 from gateway.store.models import ApiToken, SignInFailure, User, utcnow
 
 ROLES = ("viewer", "operator", "admin")
@@ -81,7 +81,7 @@ def create_user(engine: Engine, name: str, role: str, password: str) -> int:
 
 def create_first_admin(engine: Engine) -> Optional[str]:
     """On an empty users table, create ``admin`` with a generated password and return it; else None."""
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         if conn.execute(select(func.count()).select_from(users)).scalar_one():
             return None
     password = secrets.token_urlsafe(12)
@@ -93,12 +93,12 @@ def create_first_admin(engine: Engine) -> Optional[str]:
 
 
 def list_users(engine: Engine) -> list:
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         return conn.execute(select(users).order_by(users.c.name)).all()
 
 
 def get_user(engine: Engine, user_id: int):
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         return conn.execute(select(users).where(users.c.id == user_id)).first()
 
 
@@ -127,14 +127,14 @@ def set_preferences(engine: Engine, name: str, language: Optional[str], timezone
 
 
 def recent_failures(engine: Engine, name: str) -> int:
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         return conn.execute(select(func.count()).select_from(SignInFailure.__table__).where(
             SignInFailure.username == name[:64], SignInFailure.at > utcnow() - FAILURE_WINDOW)).scalar_one()
 
 
 def authenticate(engine: Engine, name: str, password: str):
     """The enabled user with this name and password, or None (the failure is recorded)."""
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         row = conn.execute(select(users).where(users.c.name == name[:64])).first()
     good = check_password_hash(row.password_hash if row else _DUMMY_HASH, password)
     if row is not None and good and row.enabled:
@@ -173,7 +173,7 @@ def list_tokens(engine: Engine, user_id: Optional[int] = None) -> list:
              .where(api_tokens.c.revoked_at.is_(None)).order_by(api_tokens.c.id))
     if user_id is not None:
         query = query.where(api_tokens.c.user_id == user_id)
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         return conn.execute(query).all()
 
 
@@ -190,7 +190,7 @@ def principal_for_token(engine: Engine, token: str) -> Optional[Principal]:
     """The enabled user a live personal token belongs to."""
     if not token.startswith(TOKEN_PREFIX):
         return None
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         row = conn.execute(
             select(users.c.id, users.c.name, users.c.role)
             .join(api_tokens, api_tokens.c.user_id == users.c.id)

@@ -25,7 +25,7 @@ from gateway.pipeline import outbox
 from gateway.pipeline.outbox import Dispatcher
 from gateway.store.models import DeliveryRow, utcnow
 from testkit.outbox import WORKER, Gateway, at, config, gateway_maker
-from testkit.support import TcpProxy, wait_until
+from testkit.support import TcpProxy, counting_write_commits, wait_until
 
 
 @pytest.fixture
@@ -491,17 +491,6 @@ def test_a_sink_back_from_an_outage_gets_its_backlog_at_once(gateway, receiver):
 
 # -- throughput (issue 16): commits per batch, senders per sink ------------------------------
 
-@contextmanager
-def counting_commits(engine):
-    commits = []
-    listener = lambda conn: commits.append(1)  # noqa: E731
-    event.listen(engine, "commit", listener)
-    try:
-        yield commits
-    finally:
-        event.remove(engine, "commit", listener)
-
-
 def test_a_batch_writes_its_attempts_and_outcomes_in_one_transaction_each(gateway, receiver):
     """The claim (which counts the attempts) and the outcomes: two commits for a batch of five, not one
     per delivery twice over (on SQLite each commit is a sync of the WAL under the one writer lock: two
@@ -509,7 +498,7 @@ def test_a_batch_writes_its_attempts_and_outcomes_in_one_transaction_each(gatewa
     gw = gateway()
     receiver.answer(200, (400, {}, "no"), 200, 200, 503)
     rows = [gw.row(gw.post(f"p{n}"), "hook")["id"] for n in range(5)]
-    with counting_commits(gw.runtime.engine) as commits:
+    with counting_write_commits(gw.runtime.engine) as commits:
         assert gw.dispatcher.run_once("hook", WORKER) == 5
     assert len(commits) == 2
     assert [(gw.delivery(i)["status"], gw.delivery(i)["attempts"]) for i in rows] == [
@@ -523,7 +512,7 @@ def test_outcomes_are_written_as_they_come_once_the_record_interval_has_passed(g
     gw = gateway()
     for n in range(3):
         gw.post(f"p{n}")
-    with counting_commits(gw.runtime.engine) as commits:
+    with counting_write_commits(gw.runtime.engine) as commits:
         assert gw.dispatcher.run_once("hook", WORKER) == 3
     assert len(commits) == 1 + 3
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import testkit
 from click.testing import CliRunner
 from sqlalchemy import event, func, insert, select, update
-from testkit.support import serve_environment, wait_until
+from testkit.support import counting_write_commits, serve_environment, wait_until
 
 from gateway.cli import main
 from gateway.pipeline.retention import PURGE_SCHEDULE, Purged, claim, purge
@@ -117,10 +117,8 @@ def test_purge_deletes_old_requests_a_batch_per_transaction(database_url):
     event.listen(engine, "before_cursor_execute",
                  lambda conn, cursor, statement, *rest: deletes.append(statement.split()[2])
                  if statement.startswith("DELETE") else None)
-    commits = []
-    event.listen(engine, "commit", lambda conn: commits.append(1))
-
-    assert purge(engine, now - timedelta(days=7), batch=2) == Purged(5, 3)
+    with counting_write_commits(engine) as commits:
+        assert purge(engine, now - timedelta(days=7), batch=2) == Purged(5, 3)
 
     # 5 old raw requests: 2 + 2 + 1 (on PostgreSQL in the default partition: no day partition holds
     # them); 3 refused: 2 + 1.  One transaction each.

@@ -72,10 +72,11 @@ def replay(settings: Settings, source_key: str | None, since: str | None, refuse
     "changed" counts requests refused before and accepted now, or the reverse.
     """
     from gateway.pipeline import rerun
+    from gateway.store.db import reading
 
     after = _since(since)
     runtime = open_runtime_or_exit(settings)
-    with runtime.engine.connect() as conn:
+    with reading(runtime.engine) as conn:
         requests = rerun.stored_requests(conn, source_key, after, refused)
     counts = {"changed": 0, "unchanged": 0, "skipped": 0}
     for request in requests:

@@ -14,17 +14,15 @@ from gateway.incidents.api import (
     incident_order, incident_query, keyset_cursor, keyset_order,
 )
 from gateway.store.models import AlertRow, DeliveryRow, Incident
-from gateway.views import COUNT_CAP, ApiError, Text, actor, iso, all_sources, capped_count, console_blueprint, needs
+from gateway.views import (
+    COUNT_CAP, ApiError, Text, actor, iso, all_sources, capped_count, console_blueprint, needs, reading,
+)
 
 bp = console_blueprint("incidents_console", __name__, template_folder="templates")
 OPERATOR = needs("operator")
 PER_PAGE = 50
 DEFAULT_SORT = "-created_at"
 """Newest first: the primary key's order, which stays fast however many incidents are stored."""
-
-
-def _engine():
-    return current_app.extensions["gateway"].engine
 
 
 class ConsoleQuery(IncidentQuery):
@@ -59,7 +57,7 @@ def list_incidents():
             offset = (args["page"] - 1) * PER_PAGE
     except ApiError:  # a hand-edited cursor: the list from its start, before any read
         return redirect(url_for(".list_incidents", status=status, sort=args["sort"]))
-    with _engine().connect() as conn:
+    with reading() as conn:
         # One row past the page says whether there is another one that way, without counting every match.
         rows, _ = search.read(conn, query, order, args.get("q"), conn.dialect.name, limit=PER_PAGE + 1, offset=offset)
         # Each tab counts its status's incidents up to COUNT_CAP (a range of the status index).
@@ -93,7 +91,7 @@ def _cursor(sort: str, row) -> str:
 
 @bp.get("/incidents/<id:incident_id>")
 def incident(incident_id: int):
-    with _engine().connect() as conn:
+    with reading() as conn:
         row = conn.execute(select(Incident.__table__).where(Incident.id == incident_id)).first()
         if row is None:
             abort(404, f"no incident {incident_id}")

@@ -11,12 +11,13 @@ from sqlalchemy import Engine, func, select
 
 from gateway import metrics
 from gateway.contracts import InlineSinkType, SinkType
+from gateway.store.db import reading
 from gateway.store.models import DeliveryRow, utcnow
 
 
 def delivery_status(engine: Engine, delivery_id: int) -> Optional[str]:
     """A row's status, or None if there is no such row."""
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         return conn.execute(select(DeliveryRow.status).where(DeliveryRow.id == delivery_id)).scalar()
 
 
@@ -31,7 +32,7 @@ def outbox_stats(engine: Engine, sinks: Mapping[str, SinkType]) -> metrics.Outbo
     query = (select(DeliveryRow.sink_name, DeliveryRow.status, func.count(), func.min(DeliveryRow.created_at))
              .where(DeliveryRow.status.in_(("pending", "dead")), ~scheduled())
              .group_by(DeliveryRow.sink_name, DeliveryRow.status))
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         rows = conn.execute(query).all()
     outbox_sinks = [name for name, sink in sinks.items() if not isinstance(sink, InlineSinkType)]
     pending, dead = dict.fromkeys(outbox_sinks, 0), dict.fromkeys(outbox_sinks, 0)

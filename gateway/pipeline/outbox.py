@@ -37,7 +37,7 @@ from gateway.pipeline import breaker, ordering, problems
 from gateway.pipeline.attempts import Attempt, attempt
 from gateway.pipeline.ordering import PENDING
 from gateway.pipeline.runtime import Runtime
-from gateway.store.db import HotStatement, run_in_transaction
+from gateway.store.db import HotStatement, reading, run_in_transaction
 from gateway.store.models import AlertRow, DeliveryRow, DeliveryAttempt, utcnow
 
 log = logging.getLogger(__name__)
@@ -272,7 +272,7 @@ class Dispatcher:
 
     def _alerts(self, rows) -> dict[int, Alert]:
         """The alerts of a claimed batch, read in one query."""
-        with self.runtime.engine.connect() as conn:
+        with reading(self.runtime.engine) as conn:
             found = conn.execute(_BATCH_ALERTS, {"ids": sorted({r.alert_id for r in rows})}).all()
         return {row.id: alert_from_row(row) for row in found}
 

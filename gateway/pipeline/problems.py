@@ -39,7 +39,7 @@ from sqlalchemy import Connection, Engine, bindparam, delete, exists, insert, or
 from gateway.contracts import Delivery, SinkType
 from gateway.fingerprints import group_fingerprint, whole_group
 from gateway.pipeline import ordering
-from gateway.store.db import HotStatement
+from gateway.store.db import HotStatement, reading
 from gateway.store.models import DeliveryRow, ProblemDelivery, SinkProblem, UTCDateTime, group_bounds, in_group
 
 sink_problems = SinkProblem.__table__
@@ -168,7 +168,7 @@ _PERIODS = select(problem_deliveries).where(problem_deliveries.c.delivery_id.in_
 
 def periods(engine: Engine, delivery_ids: Iterable[int]) -> dict[int, Period]:
     """The periods of a claimed batch's rows, in one query (rows queued before tracking have none)."""
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         found = conn.execute(_PERIODS, {"ids": sorted(set(delivery_ids))})
         return {row.delivery_id: Period(row.period, row.refresh) for row in found}
 

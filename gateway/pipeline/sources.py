@@ -18,7 +18,7 @@ from sqlalchemy import Engine, Select, insert, select, update
 from gateway.config import NAME_PATTERN, RateLimit, SourceConfig, validate_source
 from gateway.contracts import ApiError, SourceType
 from gateway.plugins import Registry
-from gateway.store.db import run_in_transaction
+from gateway.store.db import reading, run_in_transaction
 from gateway.store.models import Handshake, SourceRow, utcnow
 from gateway.store.partitions import kept_raw_request_id
 
@@ -77,12 +77,12 @@ class Sources:
 
     def stored(self, key: str) -> Any:
         """The ``sources`` row of a source created through the API, or None."""
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             return conn.execute(select(sources_table).where(SourceRow.key == key)).first()
 
     def all_stored(self) -> list:
         """Every source created through the API, by key."""
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             return conn.execute(select(sources_table).order_by(SourceRow.key)).all()
 
     @staticmethod

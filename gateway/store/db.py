@@ -8,9 +8,9 @@ import random
 import threading
 import time
 import weakref
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -312,6 +312,20 @@ _WRITER = "gateway_writer"
 def writing(conn: Connection) -> Connection:
     """Mark ``conn``'s transactions as writes: on SQLite they ``BEGIN IMMEDIATE`` (see make_engine)."""
     return conn.execution_options(**{_WRITER: True})
+
+
+@contextmanager
+def reading(engine: Engine) -> Iterator[Connection]:
+    """A connection for reads, as ``with reading(engine) as conn:``; writes go through ``run_in_transaction``.
+
+    It ends in COMMIT, not the ROLLBACK of closing a connection: psycopg forgets every statement it
+    prepared on a connection that rolls back, so the next webhooks on it planned theirs anew, five
+    times custom, before PostgreSQL settled on one plan.  With the dispatcher's two reads a batch
+    rolling back, ingest planned 1 execution in 4 (bench/README.md, "Session 15").  A failed read rolls back.
+    """
+    with engine.connect() as conn:
+        yield conn
+        conn.commit()
 
 
 class RetryTransaction(Exception):

@@ -39,7 +39,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ColumnElement
 
-from gateway.store.db import HotStatement
+from gateway.store.db import HotStatement, reading
 from gateway.store.models import RawRequest, UTCDateTime, utcnow
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ def create(conn: Connection, day: date) -> None:
 
 def ensure(engine: Engine, first: date, last: date) -> list[date]:
     """Create every missing day partition from ``first`` to ``last`` inclusive; the days created."""
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         have = set(days(conn))
     created = []
     for day in (first + timedelta(days=n) for n in range((last - first).days + 1)):
@@ -145,7 +145,7 @@ def drop_before(engine: Engine, cutoff: datetime) -> list[date]:
     All in one statement: dropping a partition locks the whole table (ACCESS EXCLUSIVE, for a
     moment once the transactions under way have ended; webhooks arriving meanwhile wait), so the
     days go together, under one wait instead of one each."""
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         past = [day for day in days(conn) if _start(day + timedelta(days=1)) <= cutoff]
     if past:
         names = ", ".join(f'"{partition_name(day)}"' for day in past)

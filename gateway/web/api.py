@@ -17,7 +17,7 @@ from gateway.store.models import (
 )
 from gateway.store.partitions import kept_raw_request_id
 from gateway.web.auth import needs, require_role
-from gateway.web.common import Page, Text, iso, json_object, page_of, paginate, where_given
+from gateway.web.common import Page, Text, iso, json_object, page_of, paginate, reading, where_given
 from gateway.web.openapi import Raw, documented
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -268,7 +268,7 @@ def raw_event(event_id: int):
 
 def _raw_bytes(model, row_id: int, what: str) -> Response:
     """A stored request's body as kept, with its content type."""
-    with _gateway().engine.connect() as conn:
+    with reading() as conn:
         row = conn.execute(select(model.body, model.content_type).where(model.id == row_id)).first()
     if row is None:
         raise ApiError(404, "not_found", f"no {what} {row_id} (it may have been purged)")
@@ -302,7 +302,7 @@ class AlertOut(Schema):
 @documented("One stored alert, vendor annotations and links included", responses={200: AlertOut})
 def get_alert(alert_id: int):
     """One stored alert as its source made it, vendor metadata (annotations, links) included."""
-    with _gateway().engine.connect() as conn:
+    with reading() as conn:
         alerts = AlertRow.__table__
         row = conn.execute(select(*(c for c in alerts.c if c.name != "raw_request_id"), kept_raw_request_id(alerts))
                            .where(alerts.c.id == alert_id)).first()
@@ -397,7 +397,7 @@ def list_deliveries():
 @bp.get("/deliveries/<id:delivery_id>")
 @documented("One delivery with its attempt log", responses={200: DeliveryDetail})
 def get_delivery(delivery_id: int):
-    with _gateway().engine.connect() as conn:
+    with reading() as conn:
         row = conn.execute(_deliveries().where(DeliveryRow.id == delivery_id)).first()
         if row is None:
             raise ApiError(404, "not_found", f"no delivery {delivery_id}")

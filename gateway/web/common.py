@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import re
 from datetime import datetime
-from typing import Any, Callable, Mapping, Optional, TypeVar
+from typing import Any, Callable, ContextManager, Mapping, Optional, TypeVar
 
 from flask import current_app, request
 from marshmallow import Schema, ValidationError, fields, validate
@@ -16,6 +16,7 @@ from gateway.bodies import MAY_HOLD_UNSTORABLE, parse_json, strings
 from gateway.config import NAME
 from gateway.contracts import ApiError, Transaction
 from gateway.pipeline.transaction import in_transaction
+from gateway.store import db
 from gateway.store.models import UNSTORABLE_TEXT
 
 T = TypeVar("T")
@@ -123,9 +124,10 @@ def page_of(item: type[Schema]) -> type[Schema]:
                              "per_page": fields.Integer(required=True)}, name=f"{item.__name__}Page")
 
 
-def reading() -> Connection:
-    """A connection for reads, to use as ``with reading() as conn:``; writes go through ``transaction``."""
-    return current_app.extensions["gateway"].engine.connect()
+def reading() -> ContextManager[Connection]:
+    """A connection for reads, to use as ``with reading() as conn:``; writes go through ``transaction``.
+    It commits at the end rather than rolling back (``gateway.store.db.reading`` says why)."""
+    return db.reading(current_app.extensions["gateway"].engine)
 
 
 def transaction(work: Callable[[Transaction], T]) -> T:

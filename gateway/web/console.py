@@ -32,6 +32,7 @@ from gateway.pipeline import deadletters
 from gateway.store.models import DeliveryRow, DeliveryAttempt, RawRequest, RefusedRequest, utcnow
 from gateway.web import auth
 from gateway.web.api import all_sources, change_runtime_source, create_runtime_source, reload_everywhere
+from gateway.web.common import reading
 
 LANGUAGES = ("ko", "en")
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; "
@@ -152,7 +153,7 @@ def logout():
 
 @bp.get("/events/<id:event_id>")
 def event(event_id: int):
-    with _gateway().engine.connect() as conn:
+    with reading() as conn:
         row = conn.execute(select(RawRequest.__table__).where(RawRequest.id == event_id)).first()
     if row is None:
         abort(404, _("This request is no longer stored (see global.retention)."))
@@ -166,7 +167,7 @@ def event(event_id: int):
 @bp.get("/events/<id:event_id>/raw")
 def event_raw(event_id: int):
     """The exact bytes received, as text the browser shows and never interprets."""
-    with _gateway().engine.connect() as conn:
+    with reading() as conn:
         body = conn.execute(select(RawRequest.body).where(RawRequest.id == event_id)).scalar()
     if body is None:
         abort(404)
@@ -194,7 +195,7 @@ def _source_stats(keys: list[str]) -> dict[str, dict]:
     """
     since = utcnow() - timedelta(hours=24)
     stats: dict[str, dict] = {key: {} for key in keys}
-    with _gateway().engine.connect() as conn:
+    with reading() as conn:
         for table, kind in ((RawRequest, "accepted"), (RefusedRequest, "refused")):
             first = conn.execute(select(table.id).where(table.received_at >= since)
                                  .order_by(table.received_at).limit(1)).scalar()
@@ -261,7 +262,7 @@ def source(key: str):
     found = next((s for s in all_sources() if s["key"] == key), None)
     if found is None:
         abort(404, _("No such source."))
-    with _gateway().engine.connect() as conn:
+    with reading() as conn:
         accepted = conn.execute(
             select(RawRequest.id, RawRequest.received_at, RawRequest.alert_count, RawRequest.remote_addr)
             .where(RawRequest.source_key == key).order_by(RawRequest.id.desc()).limit(100)).all()
@@ -278,7 +279,7 @@ def source(key: str):
 def deliveries():
     sink = request.args.get("sink") or None
     status = request.args.get("status") or None
-    with _gateway().engine.connect() as conn:
+    with reading() as conn:
         counts = conn.execute(select(DeliveryRow.sink_name, DeliveryRow.status, func.count())
                               .where(DeliveryRow.status.in_(("pending", "dead")))  # the status index
                               .group_by(DeliveryRow.sink_name, DeliveryRow.status)).all()

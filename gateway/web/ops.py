@@ -18,6 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from gateway import metrics
 from gateway.pipeline.deliveries import outbox_stats
+from gateway.store.db import reading
 
 bp = Blueprint("ops", __name__)
 VERSION = version("alert-gateway")
@@ -30,7 +31,7 @@ def _basics() -> dict:
 def _database() -> dict:
     engine = current_app.extensions["gateway"].engine
     try:
-        with engine.connect() as conn:
+        with reading(engine) as conn:
             conn.execute(text("SELECT 1"))
         return {"ok": True, "backend": engine.dialect.name}
     except SQLAlchemyError as exc:

@@ -6,7 +6,7 @@ import time
 from contextlib import contextmanager
 
 import requests
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from gateway.store.db import upgrade
 from gateway.testing import ADMIN_TOKEN, admin_client, migrated_schema  # noqa: F401  (the kit's, imported from here by tests)
@@ -47,6 +47,40 @@ def installed_sink_types() -> str:
     from gateway.plugins import build_registry
 
     return ", ".join(sorted({*build_registry().sink_types, "testhttp"}))
+
+
+@contextmanager
+def counting_write_commits(engine):
+    """The commits of transactions that wrote, as a list that grows while the block runs: a read's
+    commit (``gateway.store.db.reading``) writes nothing, syncs nothing and is left out.  Asked of
+    the database before each commit: on PostgreSQL whether the transaction has an id (it takes one
+    at its first write), on SQLite whether the connection's count of changed rows moved since BEGIN."""
+    commits, changes_at_begin = [], {}
+
+    def changes(conn) -> int:
+        return conn.connection.dbapi_connection.total_changes
+
+    def on_begin(conn):
+        if conn.dialect.name == "sqlite":
+            changes_at_begin[id(conn)] = changes(conn)
+
+    def on_commit(conn):
+        if conn.dialect.name == "sqlite":
+            wrote = changes(conn) != changes_at_begin.pop(id(conn), None)
+        else:
+            cursor = conn.connection.dbapi_connection.cursor()  # not conn.execute: no events, no autobegin
+            wrote = cursor.execute("SELECT pg_current_xact_id_if_assigned()").fetchone()[0] is not None
+            cursor.close()
+        if wrote:
+            commits.append(1)
+
+    event.listen(engine, "begin", on_begin)
+    event.listen(engine, "commit", on_commit)
+    try:
+        yield commits
+    finally:
+        event.remove(engine, "begin", on_begin)
+        event.remove(engine, "commit", on_commit)
 
 
 def lock_waits(engine, table: str) -> int:
