@@ -10,6 +10,7 @@ from sqlalchemy.orm import aliased
 
 from gateway.pipeline.runtime import Runtime
 from gateway.store.db import run_in_transaction
+from gateway.store.lists import one_of
 from gateway.store.models import DeliveryRow, utcnow
 
 log = logging.getLogger("gateway.pipeline.outbox")  # the dispatcher's lines, as they were
@@ -50,9 +51,9 @@ def redrive(runtime: Runtime, *, delivery_id: Optional[int] = None, sink: Option
         requeue = [row_id for row_id, later_id in dead.items() if later_id is None]
         now = utcnow()
         requeued = conn.execute(
-            update(deliveries).where(deliveries.c.id.in_(requeue), deliveries.c.status == "dead")
+            update(deliveries).where(one_of(deliveries.c.id, "ids"), deliveries.c.status == "dead")
             .values(status="pending", attempts=0, next_attempt_at=now, requeued_at=now, finished_at=None,
-                    claimed_by=None, claimed_until=None, blocked=False)).rowcount if requeue else 0
+                    claimed_by=None, claimed_until=None, blocked=False), {"ids": requeue}).rowcount if requeue else 0
         return Redriven(requeued, {row_id: later_id for row_id, later_id in dead.items() if later_id is not None})
 
     result = run_in_transaction(runtime.engine, work)

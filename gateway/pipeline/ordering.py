@@ -21,6 +21,7 @@ from sqlalchemy import Connection, bindparam, func, literal_column, select, upda
 from sqlalchemy.orm import aliased
 
 from gateway.store.db import HotStatement
+from gateway.store.lists import one_of
 from gateway.store.models import DeliveryRow
 
 deliveries = DeliveryRow.__table__
@@ -83,6 +84,17 @@ prepared per connection: SQLite's memory grew by 20 MiB while 90,000 rows queued
 (bench/README.md, "Session 12")."""
 
 
+_PENDING_AMONG = (one_of(DeliveryRow.id, "ids"), DeliveryRow.status == PENDING)
+_LOCK_HEADS = select(DeliveryRow.id).where(*_PENDING_AMONG).with_for_update(read=True, skip_locked=True)
+"""PostgreSQL: lock the rows others wait for against ending, those still pending and not being ended."""
+_BLOCK = (update(deliveries)
+          .where(deliveries.c.id.in_(select(DeliveryRow.id).where(*_PENDING_AMONG)
+                                     .with_for_update(skip_locked=True)  # a row another pass is marking is that pass's
+                                     .scalar_subquery()))
+          .values(blocked=True))
+"""PostgreSQL: mark the listed rows blocked."""
+
+
 def block_followers(conn: Connection, sink_name: str, now: datetime) -> int:
     """Mark up to ``BLOCK_BATCH`` due rows of a sink that wait behind an earlier pending row of
     their key; how many were marked.
@@ -96,15 +108,9 @@ def block_followers(conn: Connection, sink_name: str, now: datetime) -> int:
     waiting = conn.execute(_waiting(sink_name, now).add_columns(first_pending_of_key(sink_name).label("head"))).all()
     if not waiting:
         return 0
-    locked = conn.execute(
-        select(DeliveryRow.id)
-        .where(DeliveryRow.id.in_({row.head for row in waiting}), DeliveryRow.status == PENDING)
-        .with_for_update(read=True, skip_locked=True)).scalars().all()
+    locked = conn.execute(_LOCK_HEADS, {"ids": sorted({row.head for row in waiting})}).scalars().all()
     held = set(locked)
     ids = [row.id for row in waiting if row.head in held]
     if not ids:
         return 0
-    free = (select(DeliveryRow.id).where(DeliveryRow.id.in_(ids), DeliveryRow.status == PENDING)
-            .with_for_update(skip_locked=True))  # a row another pass is marking is that pass's
-    return conn.execute(update(deliveries).where(deliveries.c.id.in_(free.scalar_subquery()))
-                        .values(blocked=True)).rowcount
+    return conn.execute(_BLOCK, {"ids": ids}).rowcount

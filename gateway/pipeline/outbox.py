@@ -38,6 +38,7 @@ from gateway.pipeline.attempts import Attempt, attempt
 from gateway.pipeline.ordering import PENDING
 from gateway.pipeline.runtime import Runtime
 from gateway.store.db import HotStatement, reading, run_in_transaction
+from gateway.store.lists import one_of
 from gateway.store.models import AlertRow, DeliveryRow, DeliveryAttempt, utcnow
 
 log = logging.getLogger(__name__)
@@ -127,7 +128,11 @@ def _claim(on_postgresql: bool) -> Update:
 
 
 _CLAIM = {on_postgresql: _claim(on_postgresql) for on_postgresql in (True, False)}
-_BATCH_ALERTS = select(AlertRow.__table__).where(AlertRow.id.in_(bindparam("ids", expanding=True)))
+_BATCH_ALERTS = select(AlertRow.__table__).where(one_of(AlertRow.id, "ids"))
+_HELD = (one_of(deliveries.c.id, "ids"), deliveries.c.claimed_by == bindparam("worker"))
+"""A worker's claimed rows among a list of ids."""
+_RELEASE = update(deliveries).where(*_HELD).values(claimed_by=None, claimed_until=None, attempts=deliveries.c.attempts - 1)
+"""Hand rows a worker claimed but never sent back, their attempt uncounted."""
 
 
 @dataclass
@@ -203,12 +208,11 @@ class Dispatcher:
             return
         sent = time.monotonic()
         until = self._lease_end()
-        stmt = (update(deliveries)
-                .where(deliveries.c.id.in_(ids), deliveries.c.claimed_by == holding.worker,
-                       deliveries.c.status == PENDING)
+        stmt = (update(deliveries).where(*_HELD, deliveries.c.status == PENDING)
                 .values(claimed_until=until).returning(deliveries.c.id))
-        kept = {row.id for row in run_in_transaction(self.runtime.engine, lambda conn: conn.execute(stmt).all(),
-                                                     attempts=1)}
+        kept = {row.id for row in run_in_transaction(
+            self.runtime.engine, lambda conn: conn.execute(stmt, {"ids": ids, "worker": holding.worker}).all(),
+            attempts=1)}
         with holding.lock:
             holding.ids &= kept | (holding.ids - set(ids))
         holding.valid_until = max(holding.valid_until, sent + self.lease)
@@ -233,9 +237,7 @@ class Dispatcher:
 
     def _release(self, row_ids: list[int], worker: str) -> None:
         """Hand back claimed rows that were never sent, so a stopping worker does not hold them a lease long."""
-        stmt = (update(deliveries).where(deliveries.c.id.in_(row_ids), deliveries.c.claimed_by == worker)
-                .values(claimed_by=None, claimed_until=None, attempts=deliveries.c.attempts - 1))
-        self._persist(lambda conn: conn.execute(stmt))
+        self._persist(lambda conn: conn.execute(_RELEASE, {"ids": row_ids, "worker": worker}))
 
     def _persist(self, work: Callable[[Connection], T]) -> T:
         """Run a write that must not be lost (an outcome, a release) until the database takes it:

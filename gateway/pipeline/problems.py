@@ -40,6 +40,7 @@ from gateway.contracts import Delivery, SinkType
 from gateway.fingerprints import group_fingerprint, whole_group
 from gateway.pipeline import ordering
 from gateway.store.db import HotStatement, reading
+from gateway.store.lists import one_of
 from gateway.store.models import DeliveryRow, ProblemDelivery, SinkProblem, UTCDateTime, group_bounds, in_group
 
 sink_problems = SinkProblem.__table__
@@ -163,7 +164,7 @@ def _insert(conn: Connection, alert_id: int, sink_name: str, fingerprint: str, p
     _TAG.run(conn, {"delivery_id": delivery_id, "period": period.number, "refresh": period.refresh})
 
 
-_PERIODS = select(problem_deliveries).where(problem_deliveries.c.delivery_id.in_(bindparam("ids", expanding=True)))
+_PERIODS = select(problem_deliveries).where(one_of(problem_deliveries.c.delivery_id, "ids"))
 
 
 def periods(engine: Engine, delivery_ids: Iterable[int]) -> dict[int, Period]:
@@ -173,7 +174,7 @@ def periods(engine: Engine, delivery_ids: Iterable[int]) -> dict[int, Period]:
         return {row.delivery_id: Period(row.period, row.refresh) for row in found}
 
 
-_BATCH_PROBLEMS = (sink_problems.c.sink_name == _SINK, sink_problems.c.fingerprint.in_(bindparam("fps", expanding=True)))
+_BATCH_PROBLEMS = (sink_problems.c.sink_name == _SINK, one_of(sink_problems.c.fingerprint, "fps"))
 _LOCK_FOLLOWED_UP = (select(sink_problems.c.fingerprint).where(*_BATCH_PROBLEMS)
                      .order_by(sink_problems.c.fingerprint).with_for_update())
 """A delivered batch's problems locked in fingerprint order, as ingest locks them.  PostgreSQL only:

@@ -17,6 +17,7 @@ from gateway.contracts import Alert, ApiError, Headers, InboundRequest, Rejected
 from gateway.pipeline import ingest
 from gateway.pipeline.runtime import ActiveSource, Runtime
 from gateway.pipeline.transaction import DUPLICATE_WINDOW, in_transaction
+from gateway.store.lists import one_of
 from gateway.store.models import AlertRow, DeliveryRow, Handshake, RawRequest, RefusedRequest
 
 
@@ -42,10 +43,11 @@ def stored_alerts(conn: Connection, ids: list[int]) -> list[StoredAlert]:
                          .scalar_subquery())
     rows = conn.execute(select(AlertRow.id, AlertRow.fingerprint, AlertRow.status, AlertRow.severity, AlertRow.title,
                                AlertRow.incident_id, (first_of_incident == AlertRow.id).label("opened"))
-                        .where(AlertRow.id.in_(ids)).order_by(AlertRow.id)).all()
+                        .where(one_of(AlertRow.id, "ids")).order_by(AlertRow.id), {"ids": ids}).all()
     sinks: dict[int, list[str]] = {}
     for alert_id, sink in conn.execute(select(DeliveryRow.alert_id, DeliveryRow.sink_name)
-                                       .where(DeliveryRow.alert_id.in_(ids)).order_by(DeliveryRow.id)):
+                                       .where(one_of(DeliveryRow.alert_id, "ids")).order_by(DeliveryRow.id),
+                                       {"ids": ids}):
         sinks.setdefault(alert_id, []).append(sink)
     return [StoredAlert(r.id, r.fingerprint, r.status, r.severity, r.title, r.incident_id,
                         bool(r.opened) and r.incident_id is not None, sinks.get(r.id, [])) for r in rows]

@@ -21,6 +21,7 @@ from gateway.pipeline import problems
 from gateway.pipeline.runtime import Runtime, Snapshot
 from gateway.store import partitions
 from gateway.store.db import HotStatement, RetryTransaction, commit_together
+from gateway.store.lists import one_of
 from gateway.store.models import AlertRow, DeliveryRow, RawRequest, utcnow
 
 log = logging.getLogger(__name__)
@@ -208,13 +209,16 @@ def store_alerts(tx: CoreTransaction, raw: dict, routed, repeated: set[int], loo
     return [by_position.get(index) for index in range(len(routed))]
 
 
+_STORED_EXTERNAL_IDS = select(AlertRow.external_id).where(AlertRow.source_key == bindparam("source_key"),
+                                                         one_of(AlertRow.external_id, "ids"))
+
+
 def _stored_external_ids(conn: Connection, source_key: str, alerts: list[Alert]) -> set[str]:
     """Which of the alerts' external ids this source has stored alerts with."""
     wanted = {alert.external_id for alert in alerts if alert.external_id is not None}
     if not wanted:
         return set()
-    return set(conn.execute(select(AlertRow.external_id).where(
-        AlertRow.source_key == source_key, AlertRow.external_id.in_(sorted(wanted)))).scalars())
+    return set(conn.execute(_STORED_EXTERNAL_IDS, {"source_key": source_key, "ids": sorted(wanted)}).scalars())
 
 
 class InlineSinkFailed(Exception):

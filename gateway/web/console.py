@@ -29,6 +29,7 @@ from gateway import metrics, users
 from gateway.config import redacted
 from gateway.contracts import ApiError
 from gateway.pipeline import deadletters
+from gateway.store.lists import one_of
 from gateway.store.models import DeliveryRow, DeliveryAttempt, RawRequest, RefusedRequest, utcnow
 from gateway.web import auth
 from gateway.web.api import all_sources, change_runtime_source, create_runtime_source, reload_everywhere
@@ -290,8 +291,8 @@ def deliveries():
             query = query.where(DeliveryRow.status == status)
         rows = conn.execute(query).all()
         attempts = {}
-        for attempt in conn.execute(select(DeliveryAttempt.__table__).where(
-                DeliveryAttempt.delivery_id.in_([r.id for r in rows])).order_by(DeliveryAttempt.id)):
+        for attempt in conn.execute(select(DeliveryAttempt.__table__).where(one_of(DeliveryAttempt.delivery_id, "ids"))
+                                    .order_by(DeliveryAttempt.id), {"ids": [r.id for r in rows]}):
             attempts.setdefault(attempt.delivery_id, []).append(attempt)
     per_sink: dict[str, dict[str, int]] = {}
     for sink_name, row_status, count in counts:
