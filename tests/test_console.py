@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from gateway import users
 from gateway.cli import main as cli
 from gateway.web.console import secret_key
+from testkit.support import csrf_of, sign_in
 
 ALERT = {"id": "evt-1", "title": "disk full", "severity": "critical", "resource": "db-1"}
 
@@ -29,21 +30,6 @@ def engine(app):
 def incident_id(client, api) -> int:
     assert client.post("/hooks/testsrc/src/", json=ALERT).status_code == 202
     return api.get("/api/incidents").json["items"][0]["id"]
-
-
-def csrf_of(page) -> str:
-    return re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
-
-
-def sign_in(app, engine, name: str, role: str):
-    """A test client signed in as a new user ``name`` with ``role``."""
-    users.create_user(engine, name, role, f"{name}-password")
-    browser = app.test_client()
-    page = browser.get("/login")
-    answer = browser.post("/login", data={"username": name, "password": f"{name}-password",
-                                          "csrf_token": csrf_of(page)})
-    assert answer.status_code == 302, answer.text
-    return browser
 
 
 def test_every_page_sends_the_signed_out_to_login(client, incident_id):

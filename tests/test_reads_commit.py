@@ -8,6 +8,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from gateway.store.db import make_engine, reading
 from testkit.outbox import gateway_maker
+from testkit.support import sign_in
 
 PREPARED = "SELECT name, statement FROM pg_prepared_statements WHERE statement LIKE 'SELECT count(*) FROM alerts%'"
 
@@ -48,11 +49,12 @@ def test_a_read_that_fails_rolls_back_and_leaves_the_connection_usable(engine):
         assert conn.execute(text("SELECT count(*) FROM alerts")).scalar_one() == 0
 
 
-def test_ingest_delivery_and_the_api_roll_nothing_back(make_app, receiver):
-    """The paths that run all day (webhooks, the dispatcher's batches, API pages, health checks)
-    end every transaction with a commit; a rollback among them would wipe a PostgreSQL connection's
-    prepared statements, and ingest's after them."""
+def test_ingest_delivery_the_api_and_the_console_roll_nothing_back(make_app, receiver):
+    """The paths that run all day (webhooks, the dispatcher's batches, API and console pages, health
+    checks) end every transaction with a commit; a rollback among them would wipe a PostgreSQL
+    connection's prepared statements, and ingest's after them."""
     gw = gateway_maker(make_app, receiver)()
+    console = sign_in(gw.client.application, gw.runtime.engine, "kim", "operator")
     rollbacks = []
     event.listen(gw.runtime.engine, "rollback", lambda conn: rollbacks.append(conn))
     alert = [gw.post(f"p{n}") for n in range(3)][0]
@@ -62,6 +64,10 @@ def test_ingest_delivery_and_the_api_roll_nothing_back(make_app, receiver):
     for path in (f"/api/incidents/{incident}", f"/api/alerts/{alert}", f"/api/events/{raw}/raw", "/api/sources",
                  "/api/sources/src/requests", "/health", "/health/ready", "/metrics"):
         response = gw.api.get(path)
+        assert response.status_code == 200, (path, response.data[:200])
+    for path in ("/incidents", f"/incidents/{incident}", f"/events/{raw}", "/sources", "/sources/src",
+                 "/deliveries", "/settings"):
+        response = console.get(path)
         assert response.status_code == 200, (path, response.data[:200])
     gw.delivery(gw.deliveries()[0]["id"])
     assert [row["status"] for row in gw.deliveries(sink="hook")] == ["delivered"] * 3

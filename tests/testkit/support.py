@@ -1,6 +1,7 @@
 """Helpers that test modules import directly (pytest's importlib mode keeps conftest out of reach)."""
 from __future__ import annotations
 
+import re
 import socket
 import time
 from contextlib import contextmanager
@@ -8,6 +9,7 @@ from contextlib import contextmanager
 import requests
 from sqlalchemy import event, text
 
+from gateway import users
 from gateway.store.db import upgrade
 from gateway.testing import ADMIN_TOKEN, admin_client, migrated_schema  # noqa: F401  (the kit's, imported from here by tests)
 
@@ -47,6 +49,22 @@ def installed_sink_types() -> str:
     from gateway.plugins import build_registry
 
     return ", ".join(sorted({*build_registry().sink_types, "testhttp"}))
+
+
+def csrf_of(page) -> str:
+    """The CSRF token of a console page's form."""
+    return re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+
+
+def sign_in(app, engine, name: str, role: str):
+    """A test client signed in to the console as a new user ``name`` with ``role``."""
+    users.create_user(engine, name, role, f"{name}-password")
+    browser = app.test_client()
+    page = browser.get("/login")
+    answer = browser.post("/login", data={"username": name, "password": f"{name}-password",
+                                          "csrf_token": csrf_of(page)})
+    assert answer.status_code == 302, answer.text
+    return browser
 
 
 @contextmanager
