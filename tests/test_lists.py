@@ -2,6 +2,8 @@
 the list's length (``gateway.store.lists``)."""
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import pytest
 from sqlalchemy import Integer, column, event, select, table, text
 
@@ -19,12 +21,16 @@ def engine(database_url):
     engine.dispose()
 
 
-@pytest.fixture
-def statements(engine):
-    """The SQL texts the engine sends, as they are sent."""
-    sent = []
-    event.listen(engine, "before_cursor_execute", lambda conn, cursor, sql, *rest: sent.append(sql))
-    return sent
+@contextmanager
+def sent_statements(engine):
+    """The set of SQL texts ``engine`` sends while the block runs (``HotStatement``'s fixed texts aside)."""
+    sent = set()
+    listener = lambda conn, cursor, sql, *rest: sent.add(sql)  # noqa: E731
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        yield sent
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
 
 
 def test_one_of_matches_the_listed_values_and_an_empty_list_matches_nothing(engine):
@@ -39,14 +45,14 @@ def test_one_of_matches_the_listed_values_and_an_empty_list_matches_nothing(engi
                             {"ns": [1]}).scalars().all() == [0, 2]
 
 
-def test_the_text_is_one_for_every_length_on_postgresql(engine, statements):
+def test_the_text_is_one_for_every_length_on_postgresql(engine):
     with engine.connect() as conn:
         listed = select(numbers.c.n).where(one_of(numbers.c.n, "ns"))
         conn.execute(text("CREATE TEMPORARY TABLE numbers (n INTEGER)"))
-        statements.clear()
-        for length in (1, 3, 500):
-            conn.execute(listed, {"ns": list(range(length))})
-    assert len(set(statements)) == (1 if engine.dialect.name == "postgresql" else 3)
+        with sent_statements(engine) as statements:
+            for length in (1, 3, 500):
+                conn.execute(listed, {"ns": list(range(length))})
+    assert len(statements) == (1 if engine.dialect.name == "postgresql" else 3)
 
 
 def test_a_dispatchers_batches_send_the_same_texts_whatever_their_size(make_app, receiver, database_url):
@@ -59,10 +65,23 @@ def test_a_dispatchers_batches_send_the_same_texts_whatever_their_size(make_app,
     for size in (1, 4):
         for n in range(size):
             gw.post(f"size{size}-{n}")
-        sent = []
-        listener = lambda conn, cursor, sql, *rest: sent.append(sql)  # noqa: E731
-        event.listen(gw.runtime.engine, "before_cursor_execute", listener)
-        assert gw.dispatcher.run_once("hook", WORKER) == size
-        event.remove(gw.runtime.engine, "before_cursor_execute", listener)
-        texts[size] = set(sent)
+        with sent_statements(gw.runtime.engine) as texts[size]:
+            assert gw.dispatcher.run_once("hook", WORKER) == size
     assert texts[1] and texts[1] == texts[4]
+
+
+def test_a_blocking_pass_sends_the_same_texts_whatever_it_marks(make_app, receiver, database_url):
+    """PostgreSQL's side of test_outbox's SQLite pass: the pass locks the rows others wait for and
+    marks the waiting ones by id, up to 2,000 at a time; one text each, however many."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite marks the rows in one statement of fixed text (test_outbox)")
+    gw = gateway_maker(make_app, receiver)()
+    receiver.default = (503, {}, "down")
+    texts = {}
+    for problems in ("pq", "rstuvw"):
+        for problem in problems:
+            gw.post(problem)
+            gw.post(problem, "resolved")
+        with sent_statements(gw.runtime.engine) as texts[problems]:
+            assert gw.dispatcher.block_waiting("hook") == len(problems)  # each recovery, behind its alert
+    assert texts["pq"] and texts["pq"] == texts["rstuvw"]
