@@ -21,11 +21,10 @@ import re
 import pytest
 from sqlalchemy import create_engine, event, text
 
-from gateway import users
 from gateway.incidents import search
 from gateway.pipeline.outbox import Dispatcher
 from gateway.store import partitions
-from testkit.support import admin_client
+from testkit.support import admin_client, sign_in
 
 INCIDENTS = 20_000
 LARGE_TABLES = {"incidents", "alerts", "raw_requests", "timeline_entries", "deliveries"}
@@ -156,11 +155,7 @@ def test_no_list_detail_timeline_deliveries_or_claim_query_scans_a_large_table(s
     app, sent = statements
     engine = app.extensions["gateway"].engine
     api = admin_client(app)
-    users.create_user(engine, "kim", "admin", "kim-password")
-    browser = app.test_client()
-    page = browser.get("/login").text
-    csrf = page.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
-    browser.post("/login", data={"username": "kim", "password": "kim-password", "csrf_token": csrf})
+    browser = sign_in(app, engine, "kim", "admin")
     middle = INCIDENTS // 2
     deep = api.get("/api/incidents?page=200").json["next_cursor"]
     deep_resolved = api.get("/api/incidents?page=50&status=resolved&sort=created_at").json["next_cursor"]
@@ -237,12 +232,7 @@ def test_a_broad_search_walks_the_sort_and_stops_at_its_page(statements, path, s
     ``sqlite_walk`` and ``postgres_index`` say how each database walks the sort."""
     app, sent = statements
     engine = app.extensions["gateway"].engine
-    users.create_user(engine, "kim", "admin", "kim-password")
-    client = admin_client(app)
-    if not path.startswith("/api"):
-        client = app.test_client()
-        csrf = client.get("/login").text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
-        client.post("/login", data={"username": "kim", "password": "kim-password", "csrf_token": csrf})
+    client = admin_client(app) if path.startswith("/api") else sign_in(app, engine, "kim", "admin")
     sent.clear()
     assert client.get(path).status_code == 200
     # A first look at a tenth of the window, and for a sparse word the window: the last served the page.

@@ -14,7 +14,7 @@ import pytest
 import requests
 import testkit
 from testkit.support import (
-    free_port, installed_sink_types, output, printed, serve_environment, serving, wait_until, worker_pids,
+    csrf_of, free_port, installed_sink_types, output, printed, serve_environment, serving, wait_until, worker_pids,
 )
 
 GATEWAY = str(Path(sys.executable).parent / "gateway")
@@ -199,8 +199,7 @@ def test_first_run_prints_the_admin_password_once_and_every_worker_shares_the_se
         password = text.split("created user 'admin' with password ", 1)[1].split()[0]
         assert (tmp_path / "instance" / "secret_key").exists()
         browser = requests.Session()
-        page = browser.get(f"{base}/login", timeout=5).text
-        csrf = page.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+        csrf = csrf_of(browser.get(f"{base}/login", timeout=5))
         signed_in = browser.post(f"{base}/login", data={"username": "admin", "password": password, "csrf_token": csrf},
                                  timeout=10)
         assert signed_in.status_code == 200 and signed_in.url == f"{base}/incidents"
