@@ -3,14 +3,16 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 
 import pytest
 import testkit
-from testkit.support import admin_client
+from testkit.support import admin_client, wait_until
 from sqlalchemy import create_engine, func, select, text
 
 from gateway.app import create_app
 from gateway.incidents.service import timeline
+from gateway.pipeline import transaction
 from gateway.pipeline.outbox import Dispatcher
 from gateway.store.models import AlertRow, DeliveryRow, Incident, RawRequest, TimelineEntry
 
@@ -261,6 +263,67 @@ def test_concurrent_copies_in_separate_processes_accept_exactly_one(database_url
     engine = create_engine(database_url)
     assert counts(engine) == {"raw_requests": 1, "alerts": 1, "incidents": 1, "timeline_entries": 1, "deliveries": 0}
     engine.dispose()
+
+
+COPIES = {
+    # No delivery id of the plugin's: the request's id is made of its alerts' ids, and a copy's first
+    # alert waits on the alerts' unique index (or on the incident the first copy updated).
+    "the alerts' own ids": ({}, ALERT, ALERT, 0, "transactionid"),
+    # The plugin's own delivery id, alerts that differ: only the delivery id's lock makes the copy wait.
+    "the plugin's delivery id": ({"X-Delivery-Id": "d-1"}, ALERT, {**ALERT, "id": "evt-2", "problem": "other"}, 1,
+                                 "advisory"),
+}
+
+
+@pytest.mark.parametrize("kind", COPIES)
+def test_a_copy_sent_while_the_first_is_uncommitted_waits_for_it_then_is_a_duplicate(gw, engine, monkeypatch, kind):
+    """PostgreSQL's raw journal has no unique index across its partitions: what makes the copy wait
+    is the delivery id's advisory lock, which is taken only when nothing else would."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite's writers never run side by side")
+    headers, first, copy, advisory_locks, waits_on = COPIES[kind]
+    held, release, answers = threading.Event(), threading.Event(), {}
+    original = transaction.commit_together
+
+    def hold_first(engine_, work):
+        monkeypatch.setattr(transaction, "commit_together", original)  # the copy commits as usual
+
+        def work_then_wait(conn):
+            result = work(conn)
+            held.set()
+            assert release.wait(20)
+            return result
+        return original(engine_, work_then_wait)
+
+    def post(name, payload):
+        answers[name] = gw.test_client().post("/hooks/testsrc/src/", json=payload, headers=headers)
+
+    monkeypatch.setattr(transaction, "commit_together", hold_first)
+    senders = [threading.Thread(target=post, args=("first", first))]
+    senders[0].start()
+    try:
+        assert held.wait(20)
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")).scalar() == \
+                advisory_locks
+        senders.append(threading.Thread(target=post, args=("copy", copy)))
+        senders[1].start()
+        wait_until(lambda: waiting_on(engine) == [waits_on])
+        assert "copy" not in answers
+    finally:
+        release.set()
+        for sender in senders:
+            sender.join(20)
+    assert (answers["first"].status_code, answers["copy"].status_code) == (202, 200), answers["copy"].json
+    assert answers["copy"].json == {"status": "duplicate"}
+    assert counts(engine) == {"raw_requests": 1, "alerts": 1, "incidents": 1, "timeline_entries": 1, "deliveries": 0}
+
+
+def waiting_on(engine) -> list[str]:
+    """The kinds of lock this database's sessions are waiting for (PostgreSQL)."""
+    with engine.connect() as conn:
+        return list(conn.execute(text("SELECT wait_event FROM pg_stat_activity WHERE datname = current_database()"
+                                      " AND wait_event_type = 'Lock'")).scalars())
 
 
 @pytest.fixture

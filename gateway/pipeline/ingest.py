@@ -150,7 +150,8 @@ def _receive(runtime: Runtime, source: Optional[ActiveSource], source_type: str,
     with _plugin_guard(source):
         routed = [route_alert(snapshot, alert, source.reopen_window) for _, alert in alerts]
     external_ids = [alert.external_id for _, alert in alerts]
-    if raw["external_id"] is None and external_ids and all(external_ids):
+    own_delivery_id = raw["external_id"] is not None
+    if not own_delivery_id and external_ids and all(external_ids):
         raw["external_id"] = _storable_id("|".join(external_ids))
     repeated = _repeated_in_request(external_ids)
     refused_json = [_refused_json(index, refusal) for index, refusal in refused]
@@ -159,7 +160,7 @@ def _receive(runtime: Runtime, source: Optional[ActiveSource], source_type: str,
         try:
             with _storing(source, "nothing was stored"):
                 ids = (commit or in_transaction)(runtime, lambda tx: _store_within_limit(
-                    tx, source, raw, routed, repeated, look))
+                    tx, source, raw, routed, repeated, look, own_delivery_id))
             break
         except Duplicate:
             return Outcome(200, {"status": "duplicate", **({"refused": refused_json} if refused else {})})
@@ -364,11 +365,11 @@ def _journal_values(source: ActiveSource, request: InboundRequest, headers: Mapp
 
 
 def _store_within_limit(tx: CoreTransaction, source: ActiveSource, raw: dict, routed, repeated: set[int],
-                        look: bool) -> list[Optional[int]]:
-    """``_store``, on SQLite after taking the source's token in the same transaction (see ratelimit)."""
+                        look: bool, own_delivery_id: bool) -> list[Optional[int]]:
+    """``store_alerts``, on SQLite after taking the source's token in the same transaction (see ratelimit)."""
     if source.rate_limit is not None and tx.connection.dialect.name == "sqlite":
         _refuse_over_limit(source, ratelimit.take(tx.connection, source.key, source.rate_limit))
-    return store_alerts(tx, raw, routed, repeated, look)
+    return store_alerts(tx, raw, routed, repeated, look, lock_delivery_id=own_delivery_id)
 
 
 def _store_handshake(runtime: Runtime, source: ActiveSource, request: InboundRequest, raw: dict,

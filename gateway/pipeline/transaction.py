@@ -167,7 +167,8 @@ class AlertsSeen(Exception):
     """
 
 
-def store_alerts(tx: CoreTransaction, raw: dict, routed, repeated: set[int], look: bool) -> list[Optional[int]]:
+def store_alerts(tx: CoreTransaction, raw: dict, routed, repeated: set[int], look: bool, *,
+                 lock_delivery_id: bool) -> list[Optional[int]]:
     """Inline sinks first, then the raw request, then the alert rows and their outbox rows;
     the stored alert's id for each of ``routed``, None for a duplicate.
 
@@ -176,9 +177,15 @@ def store_alerts(tx: CoreTransaction, raw: dict, routed, repeated: set[int], loo
     ``look``, those stored already are looked up first).  Coming after the inline sinks, they
     let PostgreSQL store the raw request with the first alert in one statement; a duplicate
     raises ``Duplicate`` or ``AlertsSeen``, and the rollback undoes what the sinks wrote.
+
+    Concurrent copies of a request queue on its delivery id's lock, unless ``lock_delivery_id``
+    is false: the caller made the raw request's id from its alerts' ids, so a copy's first alert
+    insert already waits on the alerts' unique index for the first copy, then stores nothing
+    (``AlertsSeen``, then ``Duplicate``).  That spares every such webhook a round trip.
     """
     conn = tx.connection
-    partitions.lock_delivery_id(conn, raw["source_key"], raw["external_id"])
+    if lock_delivery_id:
+        partitions.lock_delivery_id(conn, raw["source_key"], raw["external_id"])
     stored = _stored_external_ids(conn, raw["source_key"], [alert for alert, _, _ in routed]) if look else set()
     fresh = [index for index, (alert, _, _) in enumerate(routed)
              if index not in repeated and alert.external_id not in stored]

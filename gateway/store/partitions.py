@@ -22,7 +22,8 @@ does not remove them), so partitioning them would buy retention nothing.
 
 A unique index on a partitioned table must include the partition key, so (source, delivery id)
 can no longer be unique across the journal: ``lock_delivery_id`` serializes the transactions that
-store one id, and the insert stores it only if no row has it (``gateway.pipeline.ingest``).  For
+store one id, and the insert stores it only if no row has it (``gateway.pipeline.transaction``).  An id
+made of the request's alerts' ids needs no lock: the alerts' unique index serializes its copies.  For
 the same reason no foreign key can point at ``raw_requests.id``; alerts and handshakes keep the
 id of their request, which retention may have removed since (readers find none: a 404).
 """

@@ -19,6 +19,7 @@ class EchoSource(SourceType):
     """Payload: {"id", "title", "problem", "group"?, "status", "severity", "at"?, "alerts"?: [...]}.
 
     ``{"crash": true}`` makes ``parse`` fail the way a buggy plugin would (not ``Rejected``).
+    An ``X-Delivery-Id`` header is the delivery's own id, as OCI's message id is.
     """
 
     name = "testsrc"
@@ -27,6 +28,9 @@ class EchoSource(SourceType):
         token = self.options.get("token")
         if token and request.headers.get("X-Test-Token") != token:
             raise Rejected.unauthorized("wrong or missing X-Test-Token")
+
+    def delivery_id(self, request):
+        return request.headers.get("X-Delivery-Id")
 
     def handshake(self, request):
         if isinstance(request.payload, dict) and request.payload.get("hello"):
