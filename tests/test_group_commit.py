@@ -72,6 +72,35 @@ def test_a_failing_transaction_in_a_batch_loses_only_its_own(engine):
     assert stored(engine) == {"e-2", "e-4"}  # e-3's insert rolled back with its savepoint only
 
 
+def test_a_batch_takes_savepoints_only_once_a_work_of_it_has_raised(engine, monkeypatch):
+    """Savepoints cost two statements a work (round trips on PostgreSQL): a batch runs without
+    them, and again with one for each work only when a work raised."""
+    from gateway.store import db
+
+    savepoints = []
+
+    class Counted:
+        def run(self, conn, params):
+            savepoints.append(conn)
+            return statement.run(conn, params)
+
+    statement = db._SAVEPOINT
+    monkeypatch.setattr(db, "_SAVEPOINT", Counted())
+    calls = []
+
+    def failing(conn):
+        calls.append(conn)
+        INSERT.scalar(conn, raw("e-6"))
+        raise ValueError("this request's work failed")
+
+    outcomes = run_batch(GroupCommit(engine), {"e-2": insert("e-2"), "e-3": insert("e-3")})
+    assert isinstance(outcomes["e-2"], int) and isinstance(outcomes["e-3"], int) and savepoints == []
+    outcomes = run_batch(GroupCommit(engine), {"e-4": insert("e-4"), "e-6": failing, "e-5": insert("e-5")})
+    assert isinstance(outcomes["e-6"], ValueError) and len(calls) == 2
+    assert len(savepoints) == 3  # the second run: one for each work of the batch
+    assert stored(engine) == {"e-2", "e-3", "e-4", "e-5"}
+
+
 def test_a_transaction_the_database_refuses_loses_only_its_own(engine):
     """A statement the database refuses (on PostgreSQL the transaction then refuses every statement
     until it is rolled back to the savepoint): the others of the batch are stored all the same."""

@@ -375,8 +375,8 @@ def run_in_transaction(engine: Engine, work: Callable[[Connection], T], *, attem
 
 
 class GroupCommit:
-    """Concurrent threads' transactions run one after another in ONE database transaction, each
-    in a savepoint of its own, and committed together (``GATEWAY_GROUP_COMMIT``).
+    """Concurrent threads' transactions run one after another in ONE database transaction and
+    committed together (``GATEWAY_GROUP_COMMIT``).
 
     The thread that finds no batch running leads: it takes every transaction waiting (``limit`` at
     most), runs each ``work`` on one connection, and commits them all at once; the others wait,
@@ -385,8 +385,8 @@ class GroupCommit:
     batch of k pays one sync instead of k.
 
     What each caller sees is what ``run_in_transaction`` gives it: its result only once the commit
-    holding it is done; its own error when its ``work`` raised (its savepoint is rolled back and
-    the others are not touched); the commit's error when the batch could not commit (none of it
+    holding it is done; its own error when its ``work`` raised (the batch is then run again with a
+    savepoint for each work, and only that work's is rolled back); the commit's error when the batch could not commit (none of it
     is stored).  A transient error (``is_transient``) is retried, the caller's ``work`` alone,
     through ``run_in_transaction``.
     """
@@ -433,25 +433,42 @@ class GroupCommit:
                 following.turn.set()  # not done: it leads the next batch
 
     def _commit(self, batch: list["_Pending"]) -> None:
+        """The batch as one transaction without savepoints; if a work raises, the batch is rolled
+        back and run again with a savepoint for each work, so that only that work loses its writes.
+        A savepoint is two statements more a webhook (two round trips on PostgreSQL), and works
+        that raise are rare: a duplicate, a lost race, a bug."""
+        if not self._attempt(batch, savepoints=False) and len(batch) > 1:
+            self._attempt(batch, savepoints=True)
+
+    def _attempt(self, batch: list["_Pending"], savepoints: bool) -> bool:
+        """Run the batch; False when, without savepoints, a work raised: the transaction is rolled
+        back and that work's error kept."""
         lock = _WRITE_LOCKS.get(self.engine)
         try:
             with self.engine.connect() as conn:
                 if lock is not None:  # SQLite
                     writing(conn)
-                with lock or nullcontext(), conn.begin():
+                with lock or nullcontext(), conn.begin() as transaction:
                     for pending in batch:
-                        _SAVEPOINT.run(conn, {})
+                        pending.result = pending.error = None
+                        if savepoints:
+                            _SAVEPOINT.run(conn, {})
                         try:
                             pending.result = pending.work(conn)
                         except Exception as exc:
-                            _ROLLBACK_TO_SAVEPOINT.run(conn, {})
                             pending.error = exc
-                        _RELEASE_SAVEPOINT.run(conn, {})
-        except BaseException as exc:  # BEGIN, a savepoint or COMMIT failed: nothing of the batch is stored
+                            if not savepoints:
+                                transaction.rollback()
+                                return False
+                            _ROLLBACK_TO_SAVEPOINT.run(conn, {})
+                        if savepoints:
+                            _RELEASE_SAVEPOINT.run(conn, {})
+        except BaseException as exc:  # BEGIN, a savepoint, a rollback or COMMIT failed: nothing of the batch is stored
             for pending in batch:
                 pending.result, pending.error = None, exc
             if not isinstance(exc, Exception):
                 raise
+        return True
 
 
 # Each transaction of a batch in a savepoint of its own, as hot statements: SQLAlchemy compiles its
