@@ -20,7 +20,7 @@ from typing import Optional
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from gateway.store.db import SQLiteSideThread
+from gateway.store.sqlite import SQLiteSideThread
 
 log = logging.getLogger(__name__)
 CHANNEL = "gateway_outbox"
