@@ -43,9 +43,9 @@ class Settings:
     """``GATEWAY_READ_TIMEOUT``: seconds a request may take to arrive whole before the front answers 408."""
     sqlite_synchronous: str = "FULL"
     """``GATEWAY_SQLITE_SYNCHRONOUS``: FULL (a 202 survives power loss) or NORMAL (a process crash only)."""
-    group_commit: bool = True
-    """``GATEWAY_GROUP_COMMIT=1`` (the default) or ``0``: whether concurrent webhooks' transactions commit
-    together (``gateway.store.db.GroupCommit``)."""
+    group_commit: Optional[bool] = None
+    """``GATEWAY_GROUP_COMMIT=1`` or ``0``: whether concurrent webhooks' transactions commit together
+    (``gateway.store.db.GroupCommit``); unset, the database's default (on for SQLite, off for PostgreSQL)."""
     log_format: str = "text"
     """``GATEWAY_LOG_FORMAT``: ``text`` or ``json`` (one object per line)."""
     forwarded_allow_ips: frozenset[str] = frozenset()
@@ -67,7 +67,7 @@ class Settings:
             keepalive_requests=int(get("GATEWAY_KEEPALIVE_REQUESTS") or 100),
             read_timeout=float(get("GATEWAY_READ_TIMEOUT") or 30.0),
             sqlite_synchronous=get("GATEWAY_SQLITE_SYNCHRONOUS") or "FULL",
-            group_commit=get("GATEWAY_GROUP_COMMIT", "1").lower() not in ("0", "false", "no"),
+            group_commit=get("GATEWAY_GROUP_COMMIT") not in ("0", "false", "no") if get("GATEWAY_GROUP_COMMIT") else None,
             log_format=(get("GATEWAY_LOG_FORMAT") or "text").lower(),
             forwarded_allow_ips=_names(get("GATEWAY_FORWARDED_ALLOW_IPS", "")),
         )

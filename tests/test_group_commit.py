@@ -9,7 +9,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from gateway.settings import Settings
 from gateway.store.db import (
-    _GROUP_COMMITS, GroupCommit, HotStatement, RetryTransaction, commit_together, is_transient,
+    _GROUP_COMMITS, GroupCommit, HotStatement, RetryTransaction, commit_together, groups_commits, is_transient,
     make_engine,
 )
 from gateway.web.gunicorn_conf import default_threads
@@ -176,15 +176,11 @@ def test_commit_together_uses_the_engines_group_commit(database_url):
         engine.dispose()
 
 
-def test_group_commit_is_on_by_default_and_brings_threads_to_share_it(database_url):
+def test_group_commit_is_on_by_default_on_sqlite_only_and_brings_threads_to_share_it():
     sqlite, postgres = "sqlite:////tmp/x.db", "postgresql+psycopg://u@h/d"
+    assert (groups_commits(sqlite), groups_commits(postgres)) == (True, False)
+    assert (groups_commits(sqlite, False), groups_commits(postgres, True)) == (False, True)
     assert [Settings.from_environ(env).group_commit for env in ({}, {"GATEWAY_GROUP_COMMIT": "0"},
-                                                                {"GATEWAY_GROUP_COMMIT": "1"})] == [True, False, True]
+                                                                {"GATEWAY_GROUP_COMMIT": "1"})] == [None, False, True]
     assert (default_threads(sqlite), default_threads(sqlite, False), default_threads(postgres),
-            default_threads(postgres, False)) == (6, 1, 6, 2)
-    for group_commit in (None, False):
-        engine = make_engine(database_url, **({} if group_commit is None else {"group_commit": group_commit}))
-        try:
-            assert (_GROUP_COMMITS.get(engine) is not None) == (group_commit is None)
-        finally:
-            engine.dispose()
+            default_threads(postgres, True)) == (6, 1, 2, 2)

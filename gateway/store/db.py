@@ -50,7 +50,18 @@ loss; NORMAL syncs only at checkpoints, so a 202 survives a crash of the process
 last commits before a power loss can be lost.  ``make bench`` measures both."""
 
 
-def make_engine(url: str, *, sqlite_synchronous: str = "FULL", group_commit: bool = True) -> Engine:
+def groups_commits(url: str, group_commit: Optional[bool] = None) -> bool:
+    """Whether an engine for ``url`` commits concurrent transactions together: ``group_commit``, or
+    by default on SQLite only.  There every commit syncs the WAL (``synchronous=FULL``) under the one
+    writer lock, so a batch pays one sync for many webhooks (measured ~3x the webhooks/s, bench/README.md).
+    On PostgreSQL a batch spares its webhooks their own BEGIN and COMMIT (ingest alone, 6 threads a
+    worker: +29 % webhooks/s), but holds every lock its webhooks took until it commits: beside an
+    outbox drain it slowed the drain and took ingest's p99 from 35 ms to 0.3-1.3 s (bench/README.md,
+    session 16), so it is opt-in there."""
+    return url.startswith("sqlite") if group_commit is None else group_commit
+
+
+def make_engine(url: str, *, sqlite_synchronous: str = "FULL", group_commit: Optional[bool] = None) -> Engine:
     """An engine tuned per backend.
 
     SQLite: WAL (readers never block the writer), ``sqlite_synchronous`` (one of
@@ -61,11 +72,8 @@ def make_engine(url: str, *, sqlite_synchronous: str = "FULL", group_commit: boo
     ``BEGIN``: a WAL reader needs no lock, and one taking the write lock would make the
     writers wait for it in SQLite's busy handler, outside the ``WriterLock``.
 
-    ``group_commit``: ``commit_together`` commits concurrent transactions together (``GroupCommit``).
-    On SQLite every commit syncs the WAL (``synchronous=FULL``) under the one writer lock, so a batch
-    pays one sync for many webhooks (up to ~3x the webhooks/s); on PostgreSQL a batch spares each
-    webhook its BEGIN and COMMIT round trips (~+29 % webhooks/s, PostgreSQL's CPU a webhook -34 %).
-    Both measured in bench/README.md.
+    ``group_commit``: ``commit_together`` commits concurrent transactions together (``GroupCommit``);
+    None: ``groups_commits``'s default for the database.
     """
     if url.startswith("sqlite"):
         synchronous = sqlite_synchronous.upper()
@@ -92,7 +100,7 @@ def make_engine(url: str, *, sqlite_synchronous: str = "FULL", group_commit: boo
     else:
         # No pre-ping: it costs a round trip per transaction; a dropped connection is retried instead.
         engine = create_engine(url, pool_size=10, max_overflow=10, pool_recycle=1800)
-    if group_commit:
+    if groups_commits(url, group_commit):
         _GROUP_COMMITS[engine] = GroupCommit(engine)
     return engine
 
@@ -283,9 +291,9 @@ class GroupCommit:
 
     What each caller sees is what ``run_in_transaction`` gives it: its result only once the commit
     holding it is done; its own error when its ``work`` raised (the batch is then run again with a
-    savepoint for each work, and only that work's is rolled back); the commit's error when the batch could not commit (none of it
-    is stored).  A transient error (``is_transient``) is retried, the caller's ``work`` alone,
-    through ``run_in_transaction``.
+    savepoint for each work, and only that work's is rolled back); the commit's error when the batch
+    could not commit (none of it is stored).  A transient error (``is_transient``) is retried, the
+    caller's ``work`` alone, through ``run_in_transaction``.
     """
 
     def __init__(self, engine: Engine, limit: int = 32):
@@ -368,8 +376,8 @@ class GroupCommit:
         return True
 
 
-# Each transaction of a batch in a savepoint of its own, as hot statements: SQLAlchemy compiles its
-# own savepoint statements anew on every use (they are not cached).  Through ``begin_nested`` they
+# A failed batch's second run: each work in a savepoint of its own, as hot statements.  SQLAlchemy
+# compiles its own savepoint statements anew on every use (they are not cached).  Through ``begin_nested`` they
 # cost ~0.2 ms of CPU a webhook, inside SQLite's one writer: 6 threads in-process went 531 -> 612/s.
 _SAVEPOINT = HotStatement(text("SAVEPOINT grouped"))
 _ROLLBACK_TO_SAVEPOINT = HotStatement(text("ROLLBACK TO SAVEPOINT grouped"))

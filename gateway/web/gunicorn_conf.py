@@ -8,16 +8,18 @@ and each re-reads gateway.yaml in place, keeping its old config if the new one i
 import os
 import shutil
 import signal
+from typing import Optional
 
 from prometheus_client import multiprocess
 
 from gateway.settings import Settings
+from gateway.store.db import groups_commits
 from gateway.web.front import FrontWorker
 
-# Only the settings and the front are imported here: this module also runs in the master, and
-# gateway metrics imported there would write the master's own gauge files (the last-reload gauge is
-# their minimum across processes, so a master's 0 would pin it); neither imports them.  Workers import
-# the rest in hooks.
+# Only the settings, the front and the database module (for its group-commit default) are imported
+# here: this module also runs in the master, and gateway metrics imported there would write the
+# master's own gauge files (the last-reload gauge is their minimum across processes, so a master's 0
+# would pin it); none of the three imports them.  Workers import the rest in hooks.
 SETTINGS = Settings.from_environ()
 
 
@@ -54,19 +56,19 @@ class GatewayWorker(FrontWorker):
 worker_class = "gateway.web.gunicorn_conf.GatewayWorker"
 
 
-def default_threads(database_url: str, group_commit: bool = True) -> int:
-    """Threads per worker, unless GATEWAY_THREADS says: 6 with group commit (the default), else 1 on
-    SQLite and 2 on PostgreSQL.
+def default_threads(database_url: str, group_commit: Optional[bool] = None) -> int:
+    """Threads per worker, unless GATEWAY_THREADS says: on SQLite 6 with group commit (the default),
+    else 1; 2 on PostgreSQL.
 
-    With group commit a worker's concurrent webhooks share one transaction and its commit, so more
-    threads put more of them in each.  Without it, SQLite takes one writer at a time, and a second
-    thread only competes for the GIL with the one holding the write lock (1,211/s with 1 thread
-    against 1,154/s with 2); PostgreSQL overlaps one thread's round trips with another's work
-    (855/s with 1 thread against 1,008/s with 2).  Measured in bench/README.md.
+    SQLite takes one writer at a time.  Without group commit a second thread in a worker only
+    competes for the GIL with the thread holding the write lock, which then holds it longer
+    (1,211/s with 1 thread against 1,154/s with 2); with it, the threads' webhooks wait together
+    for one commit, so more of them share each sync.  PostgreSQL overlaps one thread's round
+    trips with another's work (855/s with 1 thread against 1,008/s with 2).  Measured in bench/README.md.
     """
-    if group_commit:
-        return 6
-    return 1 if database_url.startswith("sqlite") else 2
+    if database_url.startswith("sqlite"):
+        return 6 if groups_commits(database_url, group_commit) else 1
+    return 2
 
 
 threads = SETTINGS.threads or default_threads(SETTINGS.database_url, SETTINGS.group_commit)
