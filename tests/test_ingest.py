@@ -306,8 +306,9 @@ def test_a_copy_sent_while_the_first_is_uncommitted_waits_for_it_then_is_a_dupli
     try:
         assert held.wait(20)
         with engine.connect() as conn:
-            assert conn.execute(text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")).scalar() == \
-                advisory_locks
+            assert conn.execute(text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND database = "
+                                     "(SELECT oid FROM pg_database WHERE datname = current_database())")
+                                ).scalar() == advisory_locks
         senders.append(threading.Thread(target=post, args=("copy", make_app(CONFIG), copy)))
         senders[1].start()
         wait_until(lambda: waiting_on(engine) == [waits_on])

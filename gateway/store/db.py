@@ -368,7 +368,7 @@ class GroupCommit:
                             _ROLLBACK_TO_SAVEPOINT.run(conn, {})
                         if savepoints:
                             _RELEASE_SAVEPOINT.run(conn, {})
-        except BaseException as exc:  # BEGIN, a savepoint, a rollback or COMMIT failed: nothing of the batch is stored
+        except BaseException as exc:  # BEGIN, a savepoint, a rollback or COMMIT failed: none of the batch is stored
             for pending in batch:
                 pending.result, pending.error = None, exc
             if not isinstance(exc, Exception):
@@ -377,8 +377,9 @@ class GroupCommit:
 
 
 # A failed batch's second run: each work in a savepoint of its own, as hot statements.  SQLAlchemy
-# compiles its own savepoint statements anew on every use (they are not cached).  Through ``begin_nested`` they
-# cost ~0.2 ms of CPU a webhook, inside SQLite's one writer: 6 threads in-process went 531 -> 612/s.
+# compiles its own savepoint statements anew on every use (they are not cached).  Through
+# ``begin_nested`` they cost ~0.2 ms of CPU a webhook, inside SQLite's one writer: 6 threads
+# in-process went 531 -> 612/s.
 _SAVEPOINT = HotStatement(text("SAVEPOINT grouped"))
 _ROLLBACK_TO_SAVEPOINT = HotStatement(text("ROLLBACK TO SAVEPOINT grouped"))
 _RELEASE_SAVEPOINT = HotStatement(text("RELEASE SAVEPOINT grouped"))
