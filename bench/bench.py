@@ -241,16 +241,20 @@ def rss_kib(pids: list[int]) -> dict[int, int]:
 HZ = os.sysconf("SC_CLK_TCK")
 
 
-def proc_cpu(pid: int) -> float:
-    """CPU seconds (user + system) a process has used so far; 0 if it is gone."""
+def proc_cpu(pid: int, reaped_children: bool = False) -> float:
+    """CPU seconds (user + system) a process has used so far, with ``reaped_children`` those of its
+    children that have ended and been waited for; 0 if it is gone."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / HZ
+        return sum(int(f) for f in fields[11:15 if reaped_children else 13]) / HZ
     except (OSError, IndexError, ValueError):
         return 0.0
 
 
 def postgres_cpu() -> float:
+    """CPU seconds PostgreSQL's processes have used so far, with those of backends that have ended:
+    the postmaster's reaped children.  Live processes alone made a delta negative when connections
+    closed in between (a pool's, a ``gateway worker``'s)."""
     total = 0.0
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
@@ -259,7 +263,7 @@ def postgres_cpu() -> float:
             except OSError:
                 continue
             if stat[stat.index("(") + 1:stat.rindex(")")] == "postgres":
-                total += proc_cpu(int(d.name))
+                total += proc_cpu(int(d.name), reaped_children=True)
     return total
 
 
