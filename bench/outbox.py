@@ -252,6 +252,17 @@ class Outbox:
                                            "WHERE relname = 'deliveries'")).one()
             return {"autovacuum": on, "autovacuum_runs": runs, "dead_versions": dead}
 
+    def deadlocks(self) -> int | None:
+        """PostgreSQL: deadlocks detected in this database so far (each one a transaction that waited
+        out ``deadlock_timeout``, then was rolled back and run again); None on SQLite."""
+        from sqlalchemy import text
+
+        with self.engine.connect() as conn:
+            if conn.dialect.name != "postgresql":
+                return None
+            return conn.execute(text("SELECT deadlocks FROM pg_stat_database "
+                                     "WHERE datname = current_database()")).scalar()
+
     def add_history(self, rows: int) -> None:
         """``rows`` delivered rows of the last 90 days over 1,000 problems, all of the oldest alert
         (an outbox row needs one); then ANALYZE, as autovacuum would have."""
@@ -465,6 +476,7 @@ def run(wrk: str, workdir: Path, dbs: b.Databases, db: str) -> dict:
         rows = outbox.rows()
         lag = lags(events, rows, lag_last)
         order = check(events, rows)
+        deadlocks = outbox.deadlocks()
     finally:
         for server in servers:
             server.stop()
@@ -479,7 +491,8 @@ def run(wrk: str, workdir: Path, dbs: b.Databases, db: str) -> dict:
               "rss_growth_mib": growth(rss_warm), "rss_growth_drained_mib": growth(rss_drained)}
     log(f"    lag over {len(lag)} events: p50 {result['lag_p50'] * 1000:.0f} ms, p99 {result['lag_p99'] * 1000:.0f} ms; "
         f"ordering violations {order['violations']}, duplicates {order['duplicates']}, dead {order['dead']} of "
-        f"{order['events']} events; dispatcher RSS "
+        f"{order['events']} events; " + ("" if deadlocks is None else f"PostgreSQL deadlocks {deadlocks}; ")
+        + "dispatcher RSS "
         + ", ".join(f"{rss_warm.get(p, 0) / 1024:.1f}->{rss_drained.get(p, 0) / 1024:.1f}->{rss_end.get(p, 0) / 1024:.1f}"
                     " MiB" for p in pids) + " (warm, drained once, end)")
     return result
