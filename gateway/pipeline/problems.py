@@ -113,26 +113,6 @@ backlog, most of PostgreSQL's time).  A dead row re-driven meanwhile can come be
 the refresh stays and goes out in its turn, one more ALERT of a period still open."""
 _QUEUE = HotStatement(insert(deliveries).returning(deliveries.c.id))
 _TAG = HotStatement(insert(problem_deliveries))
-_QUEUED_COLUMNS = ("alert_id", "sink_name", "ordering_key", "status", "attempts", "next_attempt_at", "created_at")
-
-
-def _queue_tagged():
-    """PostgreSQL: an outbox row and its period's tag in one statement, through data-modifying CTEs:
-    one round trip instead of two, for every webhook a tracking sink gets and every refresh."""
-    queued = (insert(deliveries)
-              .values({name: bindparam(name, type_=deliveries.c[name].type) for name in _QUEUED_COLUMNS})
-              .returning(deliveries.c.id)
-              .cte("queued"))
-    tagged = (insert(problem_deliveries)
-              .from_select(["delivery_id", "period", "refresh"],
-                           select(queued.c.id, bindparam("period", type_=problem_deliveries.c.period.type),
-                                  bindparam("refresh", type_=problem_deliveries.c.refresh.type)))
-              .returning(problem_deliveries.c.delivery_id)
-              .cte("tagged"))
-    return HotStatement(select(tagged.c.delivery_id))
-
-
-_QUEUE_TAGGED = _queue_tagged()
 
 
 def queue(conn: Connection, sink_name: str, alert_id: int, alert: Mapping[str, Any], now: datetime) -> None:
@@ -172,25 +152,16 @@ def _take(conn: Connection, sink_name: str, alert_id: int, alert: Mapping[str, A
     if step.period is not None:
         if _DROP_UNTRIED_REFRESH.run(conn, {**key, "now": now}):
             ordering.UNBLOCK_NEXT.run(conn, {"sink": sink_name, "key": fingerprint})
-        _queue_rows(conn, [_row(alert_id, sink_name, fingerprint, Period(step.period, False), now)])
+        _insert(conn, alert_id, sink_name, fingerprint, Period(step.period, False), now)
 
 
-def _row(alert_id: int, sink_name: str, fingerprint: str, period: Period, due: datetime,
-         now: Optional[datetime] = None) -> dict:
-    """An outbox row of a tracking sink, with its period's tag (``period``, ``refresh``)."""
-    return dict(alert_id=alert_id, sink_name=sink_name, ordering_key=fingerprint, status="pending", attempts=0,
-                next_attempt_at=due, created_at=now or due, period=period.number, refresh=period.refresh)
-
-
-def _queue_rows(conn: Connection, rows: list[dict]) -> None:
-    """Queue ``_row``s: on PostgreSQL in one round trip for all of them (psycopg pipelines an
-    executemany); SQLite, in process, has no round trips to save and no data-modifying CTEs."""
-    if conn.dialect.name == "postgresql":
-        _QUEUE_TAGGED.run_many(conn, rows)
-        return
-    for row in rows:
-        delivery_id = _QUEUE.scalar(conn, {name: row[name] for name in _QUEUED_COLUMNS})
-        _TAG.run(conn, {"delivery_id": delivery_id, "period": row["period"], "refresh": row["refresh"]})
+def _insert(conn: Connection, alert_id: int, sink_name: str, fingerprint: str, period: Period,
+            due: datetime, now: Optional[datetime] = None) -> None:
+    delivery_id = _QUEUE.scalar(conn, dict(
+        alert_id=alert_id, sink_name=sink_name, ordering_key=fingerprint, status="pending", attempts=0,
+        next_attempt_at=due, created_at=now or due,
+    ))
+    _TAG.run(conn, {"delivery_id": delivery_id, "period": period.number, "refresh": period.refresh})
 
 
 _PERIODS = select(problem_deliveries).where(one_of(problem_deliveries.c.delivery_id, "ids"))
@@ -231,10 +202,9 @@ def follow_up(conn: Connection, sink: SinkType, delivered: list[tuple[Delivery, 
     if conn.dialect.name == "postgresql":
         conn.execute(_LOCK_FOLLOWED_UP, params)
     states = {row.fingerprint: row for row in conn.execute(_FOLLOWED_UP, params)}
-    _queue_rows(conn, [
-        _row(delivery.alert.id, sink.name, delivery.fingerprint, Period(delivery.period, True),
-             now + timedelta(seconds=interval), now)
-        for delivery, now in firing
-        if (state := states.get(delivery.fingerprint)) is not None and state.open
-        and state.period == delivery.period and state.queued is None
-    ])
+    for delivery, now in firing:
+        state = states.get(delivery.fingerprint)
+        if state is None or not state.open or state.period != delivery.period or state.queued is not None:
+            continue
+        _insert(conn, delivery.alert.id, sink.name, delivery.fingerprint, Period(delivery.period, True),
+                now + timedelta(seconds=interval), now)
