@@ -55,9 +55,9 @@ def groups_commits(url: str, group_commit: Optional[bool] = None) -> bool:
     by default on SQLite only.  There every commit syncs the WAL (``synchronous=FULL``) under the one
     writer lock, so a batch pays one sync for many webhooks (measured ~3x the webhooks/s, bench/README.md).
     On PostgreSQL a batch spares its webhooks their own BEGIN and COMMIT (ingest alone, 6 threads a
-    worker: +29 % webhooks/s), but holds every lock its webhooks took until it commits: beside an
-    outbox drain it slowed the drain and took ingest's p99 from 35 ms to 0.3-1.3 s (bench/README.md,
-    session 16), so it is opt-in there."""
+    worker: +8 to +29 % webhooks/s, by host), but with the dispatchers in the serve workers,
+    delivery lag p50 went from ~30 ms to 0.04-5 s, for reasons not found (not the batches' locks:
+    docs/scale-out.md), so it is opt-in there."""
     return url.startswith("sqlite") if group_commit is None else group_commit
 
 
