@@ -17,6 +17,12 @@ def _names(text: str) -> frozenset[str]:
     return frozenset(name.strip() for name in text.split(",") if name.strip())
 
 
+def _switch(text: Optional[str]) -> Optional[bool]:
+    """An on/off variable: None when unset or empty (the default applies), off for 0, false or no
+    in any case, else on."""
+    return None if not text else text.strip().lower() not in ("0", "false", "no")
+
+
 @dataclass(frozen=True)
 class Settings:
     config_path: str = DEFAULT_PATH
@@ -67,7 +73,7 @@ class Settings:
             keepalive_requests=int(get("GATEWAY_KEEPALIVE_REQUESTS") or 100),
             read_timeout=float(get("GATEWAY_READ_TIMEOUT") or 30.0),
             sqlite_synchronous=get("GATEWAY_SQLITE_SYNCHRONOUS") or "FULL",
-            group_commit=get("GATEWAY_GROUP_COMMIT") not in ("0", "false", "no") if get("GATEWAY_GROUP_COMMIT") else None,
+            group_commit=_switch(get("GATEWAY_GROUP_COMMIT")),
             log_format=(get("GATEWAY_LOG_FORMAT") or "text").lower(),
             forwarded_allow_ips=_names(get("GATEWAY_FORWARDED_ALLOW_IPS", "")),
         )

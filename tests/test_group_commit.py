@@ -182,5 +182,7 @@ def test_group_commit_is_on_by_default_on_sqlite_only_and_brings_threads_to_shar
     assert (groups_commits(sqlite, False), groups_commits(postgres, True)) == (False, True)
     assert [Settings.from_environ(env).group_commit for env in ({}, {"GATEWAY_GROUP_COMMIT": "0"},
                                                                 {"GATEWAY_GROUP_COMMIT": "1"})] == [None, False, True]
+    assert [Settings.from_environ({"GATEWAY_GROUP_COMMIT": value}).group_commit
+            for value in ("FALSE", "No", "true", "")] == [False, False, True, None]
     assert (default_threads(sqlite), default_threads(sqlite, False), default_threads(postgres),
             default_threads(postgres, True)) == (6, 1, 2, 2)
