@@ -54,9 +54,9 @@ def groups_commits(url: str, group_commit: Optional[bool] = None) -> bool:
     """Whether an engine for ``url`` commits concurrent transactions together: ``group_commit``, or
     by default on SQLite only.  There every commit syncs the WAL (``synchronous=FULL``) under the one
     writer lock, so a batch pays one sync for many webhooks (measured ~3x the webhooks/s, bench/README.md).
-    On PostgreSQL a batch spares its webhooks their own BEGIN and COMMIT (ingest alone, 6 threads a
-    worker: +8 to +29 % webhooks/s, by host), but with the dispatchers in the serve workers,
-    delivery lag p50 went from ~30 ms to 0.04-5 s, for reasons not found (not the batches' locks:
+    On PostgreSQL a batch spares its webhooks their own BEGIN and COMMIT (ingest alone with 6 threads a
+    worker: +8 to +29 % webhooks/s, by host), but with the dispatchers in the serve workers, delivery
+    lag p50 went from ~30 ms to 0.04-5 s, for reasons not found (no long lock waits, no deadlocks:
     docs/scale-out.md), so it is opt-in there."""
     return url.startswith("sqlite") if group_commit is None else group_commit
 
