@@ -18,7 +18,7 @@ from flask import (
     Blueprint, Flask, Response, abort, current_app, flash, g, redirect, render_template, request, session, url_for,
 )
 from flask.sessions import SecureCookieSessionInterface
-from flask_babel import Babel, format_timedelta, get_timezone, gettext as _, lazy_gettext
+from flask_babel import Babel, format_timedelta, gettext as _, lazy_gettext
 from flask_login import current_user, login_user, logout_user
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from marshmallow import ValidationError, fields as ma_fields
@@ -109,11 +109,17 @@ def _safe_next(target: Optional[str]) -> str:
 INCIDENTS_PAGE = "incidents_console.list_incidents"
 
 
-def _when(value: Optional[datetime], zone=None) -> str:
+def _when(value: Optional[datetime], zone: Optional[zoneinfo.ZoneInfo] = None) -> str:
     """``value`` in the viewer's time zone; a page showing many times passes ``zone`` (the ``zone()``
     global, looked up once) rather than have each look it up (a timeline shows up to a thousand).
     strftime, not Babel's format_datetime: the same digits in every language, at a tenth of the cost."""
-    return value.astimezone(zone or get_timezone()).strftime("%Y-%m-%d %H:%M:%S %Z") if value else ""
+    return value.astimezone(zone or _zone()).strftime("%Y-%m-%d %H:%M:%S %Z") if value else ""
+
+
+def _zone() -> zoneinfo.ZoneInfo:
+    """The viewer's time zone (``_timezone``) as a ``ZoneInfo``, not Babel's pytz zone: converting to
+    it runs in C, to pytz's in Python, a fifth of the incident page's CPU with a thousand entries."""
+    return zoneinfo.ZoneInfo(_timezone())
 
 
 def _home() -> str:
@@ -475,7 +481,7 @@ def init_app(app: Flask) -> None:
     babel.init_app(app, locale_selector=_locale, timezone_selector=_timezone)
     app.jinja_env.globals.update(can=lambda role: bool(auth.principal() and auth.principal().can(role)),
                                  incidents_shown=lambda: INCIDENTS_PAGE in app.view_functions, home=_home,
-                                 principal=auth.principal, current_locale=_locale, zone=get_timezone)
+                                 principal=auth.principal, current_locale=_locale, zone=_zone)
     app.jinja_env.filters.update(
         when=_when,
         word=lambda value: WORDS.get(value, value or ""),
