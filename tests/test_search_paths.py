@@ -13,9 +13,10 @@ import pytest
 from sqlalchemy import event, insert
 
 from gateway.incidents import search
-from gateway.incidents.api import KEYSET_SORTS, SORTS, after, incident_query, keyset_order
+from gateway.incidents.api import KEYSET_SORTS, SORTS, after, incident_order, incident_query, keyset_order
 from gateway.store.models import Incident, TimelineEntry
 from gateway.testing import admin_client
+from gateway.views import capped_count
 
 CONFIG = """
 sources:
@@ -128,6 +129,30 @@ def test_a_broad_search_is_counted_only_where_the_walk_saw_every_incident(listed
         None, len(holding("cpu", status="acknowledged")), len(holding("host-1")))
     monkeypatch.setattr(search, "WALK_PROBE", COUNT + 1)
     assert total(q="cpu") == len(holding("cpu"))
+
+
+@pytest.mark.parametrize("cap", [3, 7, 10_000])
+def test_the_indexes_page_and_count_from_one_read_as_from_two(listed, monkeypatch, cap):
+    """The indexes' page and total come from one read of the matches' ids (``counted_page``): the
+    same rows and total as the page's own read and ``capped_count``, on every page, past the cap too."""
+    app, _ = listed
+    monkeypatch.setattr(search, "WALK_PROBE", 0)
+    monkeypatch.setattr("gateway.web.common.COUNT_CAP", cap)
+    engine = app.extensions["gateway"].engine
+    dialect, compared = engine.dialect.name, 0
+    with engine.connect() as conn:
+        for q in QUERIES:
+            for sort in SORTS:
+                plain = incident_query({}).where(Incident.id.in_(search.matching(q, dialect))).order_by(
+                    *incident_order(sort))
+                total = capped_count(conn, plain)
+                for offset in range(0, COUNT + 5, 5):
+                    rows, counted = search.read(conn, incident_query({}), incident_order(sort), q, dialect, limit=5,
+                                                offset=offset, count=True)
+                    expected = conn.execute(plain.limit(5).offset(offset)).all()
+                    assert ([tuple(r) for r in rows], counted) == ([tuple(r) for r in expected], total), (q, sort)
+                    compared += len(rows)
+    assert compared > 500
 
 
 def holds(n: int, q: str) -> bool:

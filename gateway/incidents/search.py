@@ -16,7 +16,7 @@ from sqlalchemy import Connection, Select, String, func, literal_column, or_, se
 from sqlalchemy.sql.util import ClauseAdapter
 
 from gateway.store.models import COMMENTS_SQL, INCIDENT_TEXT, Incident, TimelineEntry, comments_search, incidents_search
-from gateway.views import capped_count
+from gateway.views import capped_count, counted_page
 
 WALK_PROBE = 2_000
 """The most incidents a walk reads before it hands the search to the indexes.  A page of 50 in
@@ -99,8 +99,9 @@ def read(conn: Connection, query: Select, order: Sequence, q: Optional[str], dia
         if (offset + len(rows) if rows else 0) * WALK_PROBE < needed * size:
             break  # the density seen would not fill the page within the window
     narrow = query.where(Incident.id.in_(matching(q, dialect))).order_by(*order)
-    rows = conn.execute(narrow.limit(limit).offset(offset)).all()
-    return rows, capped_count(conn, narrow) if count else None
+    if count:  # the matches found once for both (each read would find them all)
+        return counted_page(conn, narrow, Incident.id, limit=limit, offset=offset)
+    return conn.execute(narrow.limit(limit).offset(offset)).all(), None
 
 
 def _fewer(conn: Connection, query: Select, order: Sequence, size: int) -> bool:

@@ -17,6 +17,7 @@ from gateway.config import NAME
 from gateway.contracts import ApiError, Transaction
 from gateway.pipeline.transaction import in_transaction
 from gateway.store import db
+from gateway.store.lists import one_of
 from gateway.store.models import UNSTORABLE_TEXT
 
 T = TypeVar("T")
@@ -149,6 +150,21 @@ def capped_count(conn: Connection, query: Select) -> Optional[int]:
     counted = query.order_by(None).with_only_columns(literal_column("1"), maintain_column_froms=True).limit(COUNT_CAP + 1)
     found = conn.execute(select(func.count()).select_from(counted.subquery())).scalar_one()
     return found if found <= COUNT_CAP else None
+
+
+def counted_page(conn: Connection, query: Select, key, *, limit: int, offset: int) -> tuple[list, Optional[int]]:
+    """``limit`` rows of the ordered ``query`` from ``offset`` and ``capped_count``'s total, from ONE
+    read of the matches: their ``key`` (a unique column) in order, up to ``COUNT_CAP`` + 1, then the
+    page's rows by key.  For a query whose matches cost more to find than to fetch (a text search
+    through the trigram indexes), a page's read and a count would each find them all again."""
+    keys = conn.execute(query.with_only_columns(key).limit(COUNT_CAP + 1)).scalars().all()
+    total = len(keys) if len(keys) <= COUNT_CAP else None
+    if offset + limit > len(keys) and total is None:  # a page past the cap: read as any page is
+        return conn.execute(query.limit(limit).offset(offset)).all(), None
+    page = keys[offset:offset + limit]
+    rows = {getattr(row, key.key): row
+            for row in conn.execute(select(*query.selected_columns).where(one_of(key, "page")), {"page": page})}
+    return [rows[k] for k in page], total
 
 
 def paginate(query: Select, args: dict, to_json: Callable, *, count: bool = True) -> dict:
