@@ -22,6 +22,6 @@ from gateway.web.openapi import Raw, documented
 
 __all__ = [
     "COUNT_CAP", "ApiError", "ROLES", "Page", "Raw", "Text", "actor", "all_sources", "capped_count", "console_blueprint",
-    "counted_page", "documented", "iso", "json_object", "needs", "page_of", "paginate", "reading", "require_role", "transaction",
-    "where_given",
+    "counted_page", "documented", "iso", "json_object", "needs", "page_of", "paginate", "reading", "require_role",
+    "transaction", "where_given",
 ]
