@@ -8,7 +8,9 @@ from __future__ import annotations
 import html
 import json
 import re
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from click.testing import CliRunner
@@ -184,6 +186,18 @@ def test_language_comes_from_user_then_browser_then_config(app, engine):
     signed_in.post("/settings/preferences", data={"csrf_token": csrf_of(page), "language": "ko",
                                                    "timezone": "Asia/Seoul"})
     assert "웹훅 소스 관리" in signed_in.get("/settings", headers={"Accept-Language": "en"}).text
+
+
+def test_times_show_in_the_viewers_zone(app, engine, incident, incident_id):
+    """The incident page's times, the timeline's included, in the zone the viewer chose, else the config's."""
+    created = datetime.fromisoformat(incident(incident_id)["timeline"][0]["at"])
+    shown = lambda browser, zone: browser.get(f"/incidents/{incident_id}").text.count(  # noqa: E731
+        created.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M:%S %Z"))
+    browser = sign_in(app, engine, "kim", "viewer")
+    assert shown(browser, "Asia/Seoul") >= 2  # first seen and the "created" entry; the config's default zone
+    page = browser.get("/settings")
+    browser.post("/settings/preferences", data={"csrf_token": csrf_of(page), "timezone": "America/New_York"})
+    assert (shown(browser, "America/New_York") >= 2, shown(browser, "Asia/Seoul")) == (True, 0)
 
 
 def test_the_secret_key_is_made_once_and_kept(tmp_path):
