@@ -271,6 +271,7 @@ def pages(cursor: str, console_cursor: str) -> dict[str, str]:
         "console list, status tab": "/incidents?status=resolved",
         "console list, severity=critical": "/incidents?severity=critical",
         "console list, source filter": f"/incidents?source={SOURCES[7]}",
+        "console list, sort by severity": "/incidents?sort=severity",
         "console list, search": "/incidents?q=host-4242",
         **{name: path for name, path in SEARCHES.items() if not path.startswith("/api/")},
         "console list, page 1,000": f"/incidents?page=1000&cursor={console_cursor}",
@@ -327,11 +328,12 @@ def ingest(db: str, url: str, workdir: Path, wrk: str) -> None:
 
 
 def versus(url: str, config_path: str) -> None:
-    """The searches timed with VERSUS's code and with this checkout's on the same database, in
-    turns, each in a process of its own (its ``gateway`` and ``bench/console.py`` first on the
-    path; the installed plugins are this checkout's): before against after without a second load."""
+    """The searches and the severity sort timed with VERSUS's code and with this checkout's on the
+    same database, in turns, each in a process of its own (its ``gateway`` and ``bench/console.py``
+    first on the path; the installed plugins are this checkout's): before against after without a
+    second load."""
     reads = {"API list, text search": "/api/incidents?q=host-4242", "console list, search": "/incidents?q=host-4242",
-             **SEARCHES}
+             "console list, sort by severity": "/incidents?sort=severity", **SEARCHES}
     script = ("import json, logging, sys; sys.path[:0] = [sys.argv[1], sys.argv[1] + '/bench']; "
               "logging.disable(logging.INFO); from console import measure; "
               "print(json.dumps(measure(sys.argv[2], sys.argv[3], json.loads(sys.argv[4]), int(sys.argv[5]))))")

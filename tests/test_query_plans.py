@@ -175,6 +175,8 @@ def test_no_list_detail_timeline_deliveries_or_claim_query_scans_a_large_table(s
         (browser, "/incidents"), (browser, "/incidents?status=resolved&page=20"),
         (browser, "/incidents?severity=critical&source=src-7"), (browser, "/incidents?severity=critical"),
         (browser, "/incidents?source=src-7"), (browser, "/incidents?page=200"), (browser, f"/incidents/{middle}"),
+        (browser, "/incidents?sort=severity"), (browser, "/incidents?sort=severity&status=closed&page=20"),
+        (api, "/api/incidents?status=triggered&sort=severity"),
         (browser, "/deliveries"), *((browser, link) for link in console_links),
         (api, "/api/incidents?q=host-4242"), (browser, "/incidents?q=host-4242"),
         # Broad searches, every incident holding the word: walked along the sort (test below).
@@ -216,6 +218,39 @@ def test_each_filter_reads_its_page_in_the_default_sort_from_an_index(statements
         cursor.execute("EXPLAIN QUERY PLAN " + pages[0][0], pages[0][1])
         plan = [detail for *_, detail in cursor.fetchall()]
     assert not any("TEMP B-TREE FOR ORDER BY" in detail for detail in plan), plan
+
+
+@pytest.mark.parametrize("path", ["/incidents?sort=severity", "/incidents?sort=severity&status=closed&page=20",
+                                  "/incidents?sort=severity&q=CPU"])
+def test_the_console_walks_a_tab_by_severity_along_its_index(statements, path):
+    """The console's severity sort reads its tab along (status, severity's rank, id), up to the page,
+    on both databases: sorting the whole tab took 116.6 ms at p95 at 100,000 incidents (SQLite)."""
+    app, sent = statements
+    engine = app.extensions["gateway"].engine
+    browser = sign_in(app, engine, "kim", "admin")
+    sent.clear()
+    assert browser.get(path).status_code == 200
+    pages = [(statement, parameters) for statement, parameters in sent if "ORDER BY (CASE severity" in statement]
+    assert pages, sent
+    statement, parameters = pages[-1]
+    with engine.connect() as conn:
+        cursor = conn.connection.dbapi_connection.cursor()
+        if conn.dialect.name == "sqlite":
+            cursor.execute("EXPLAIN QUERY PLAN " + statement, parameters)
+            plan = [detail for *_, detail in cursor.fetchall()]
+            assert any("USING INDEX ix_incidents_status_severity_rank_id" in d for d in plan), plan
+            assert not any("TEMP B-TREE" in detail for detail in plan), plan
+            return
+        cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + statement, parameters)
+        plan = cursor.fetchone()[0]
+    nodes, scans = [(plan if isinstance(plan, list) else json.loads(plan))[0]["Plan"]], []
+    while nodes:
+        node = nodes.pop()
+        scans += [node] if node.get("Relation Name") == "incidents" else []
+        nodes.extend(node.get("Plans", ()))
+    assert [(n["Node Type"], n.get("Index Name")) for n in scans] == [
+        ("Index Scan", "ix_incidents_status_severity_rank_id")], scans
+    assert scans[0]["Actual Rows"] <= 19 * 50 + 51, scans[0]  # page 20's rows at most, of the tab's 5,000
 
 
 @pytest.mark.parametrize("path, sqlite_walk, postgres_index", [

@@ -144,10 +144,10 @@ def test_the_indexes_page_and_count_from_one_read_as_from_two(listed, monkeypatc
         for q in QUERIES:
             for sort in SORTS:
                 plain = incident_query({}).where(Incident.id.in_(search.matching(q, dialect))).order_by(
-                    *incident_order(sort))
+                    *incident_order({"sort": sort}))
                 total = capped_count(conn, plain)
                 for offset in range(0, COUNT + 5, 5):
-                    rows, counted = search.read(conn, incident_query({}), incident_order(sort), q, dialect, limit=5,
+                    rows, counted = search.read(conn, incident_query({}), incident_order({"sort": sort}), q, dialect, limit=5,
                                                 offset=offset, count=True)
                     expected = conn.execute(plain.limit(5).offset(offset)).all()
                     assert ([tuple(r) for r in rows], counted) == ([tuple(r) for r in expected], total), (q, sort)

@@ -163,7 +163,7 @@ def list_incidents():
         args = {**args, "page": 1}
     per_page = args["per_page"]
     with reading() as conn:
-        rows, total = search.read(conn, query, incident_order(args["sort"]), args.get("q"), conn.dialect.name,
+        rows, total = search.read(conn, query, incident_order(args), args.get("q"), conn.dialect.name,
                                   limit=per_page, offset=(args["page"] - 1) * per_page, count=not by_cursor)
     items = [incident_json(row) for row in rows]
     keyset = KEYSET_SORTS.get(args["sort"])
@@ -212,8 +212,13 @@ def incident_query(args: dict):
                        {"status": Incident.status, "severity": Incident.severity, "source": Incident.source_key})
 
 
-def incident_order(sort: str) -> tuple:
-    """The ORDER BY of ``sort``: a ``KEYSET_SORTS`` one's, or the sort's then newest first."""
+def incident_order(args: dict) -> tuple:
+    """The ORDER BY of ``args["sort"]``: a ``KEYSET_SORTS`` one's, or the sort's then newest first.
+    The severity sort of one ``severity`` is newest first alone, the same order: the rank's index
+    would walk every higher severity's incidents before the first of it."""
+    sort = args["sort"]
+    if sort == "severity" and args.get("severity"):
+        return (Incident.id.desc(),)
     return keyset_order(sort) if sort in KEYSET_SORTS else (SORTS[sort], Incident.id.desc())
 
 

@@ -44,7 +44,7 @@ def list_incidents():
         args = ConsoleQuery().load({"sort": DEFAULT_SORT, "per_page": PER_PAGE})
     status = args.get("status") or "triggered"
     args["status"] = status
-    query, order, offset = incident_query(args), incident_order(args["sort"]), 0
+    query, order, offset = incident_query(args), incident_order(args), 0
     keyset = args["sort"] in KEYSET_SORTS
     backward = keyset and "before" in args
     try:

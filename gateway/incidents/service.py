@@ -12,13 +12,14 @@ from collections import defaultdict, deque
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, Optional
 
-from sqlalchemy import Connection, bindparam, case, insert, select, update
+from sqlalchemy import Connection, Integer, bindparam, case, insert, literal_column, select, update
 
 from gateway.contracts import SEVERITIES, Alert
 from gateway.fingerprints import group_fingerprint, whole_group
 from gateway.store.db import HotStatement, RetryTransaction
 from gateway.store.models import (
-    AlertRow, GroupRecovery, Incident, TimelineEntry, UTCDateTime, group_bounds, in_group, is_open, utcnow,
+    SEVERITY_RANK_SQL, AlertRow, GroupRecovery, Incident, TimelineEntry, UTCDateTime, group_bounds, in_group, is_open,
+    utcnow,
 )
 from gateway.store.partitions import kept_raw_request_id
 
@@ -52,8 +53,8 @@ def allowed_actions(status: str) -> list[str]:
 
 SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
 """critical 0 ... info 3: what "severity only rises" and the incident list's severity sort compare."""
-INCIDENT_SEVERITY_RANK = case(SEVERITY_RANK, value=incidents.c.severity)
-"""An incident's ``SEVERITY_RANK``, in SQL."""
+INCIDENT_SEVERITY_RANK = literal_column(SEVERITY_RANK_SQL, Integer())
+"""An incident's ``SEVERITY_RANK``, in SQL: the expression the severity sort's index holds."""
 
 # The statements below are built once, at import: building one per webhook cost more CPU than
 # running it.  That holds for the rarer outcomes too (new incidents, recoveries, reopenings: about
