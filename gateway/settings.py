@@ -40,7 +40,7 @@ class Settings:
     served_by_gunicorn: bool = False
     """``GATEWAY_SERVED_BY_GUNICORN``: a reload through the API also reloads the sibling workers."""
     dispatcher: bool = True
-    """``GATEWAY_DISPATCHER=0``: ``gateway serve --no-dispatcher``, workers deliver nothing."""
+    """``GATEWAY_DISPATCHER=0`` (or false, no): ``gateway serve --no-dispatcher``, workers deliver nothing."""
     threads: Optional[int] = None
     """``GATEWAY_THREADS``: threads per gunicorn worker (None: the default for the database)."""
     keepalive_requests: int = 100
@@ -67,8 +67,8 @@ class Settings:
             disabled_plugins=_names(get("GATEWAY_DISABLE_PLUGINS", "")),
             env=dict(environ),
             last_good_config=get("GATEWAY_LAST_GOOD_CONFIG") or None,
-            served_by_gunicorn=get("GATEWAY_SERVED_BY_GUNICORN", "") not in ("", "0"),
-            dispatcher=get("GATEWAY_DISPATCHER", "1") != "0",
+            served_by_gunicorn=bool(_switch(get("GATEWAY_SERVED_BY_GUNICORN"))),
+            dispatcher=_switch(get("GATEWAY_DISPATCHER")) is not False,
             threads=int(get("GATEWAY_THREADS")) if get("GATEWAY_THREADS") else None,
             keepalive_requests=int(get("GATEWAY_KEEPALIVE_REQUESTS") or 100),
             read_timeout=float(get("GATEWAY_READ_TIMEOUT") or 30.0),

@@ -23,6 +23,18 @@ def test_every_variable_is_read_into_settings():
     assert settings.env["TOKEN_FOR_YAML"] == "s3cret" and "s3cret" not in repr(settings)
 
 
+def test_every_switch_reads_off_the_same_way():
+    """0, false and no, in any case, turn each on/off variable off; another value turns it on."""
+    for off in ("0", "false", "No", " FALSE "):
+        settings = Settings.from_environ({"GATEWAY_DISPATCHER": off, "GATEWAY_SERVED_BY_GUNICORN": off,
+                                          "GATEWAY_GROUP_COMMIT": off})
+        assert (settings.dispatcher, settings.served_by_gunicorn, settings.group_commit) == (False, False, False), off
+    for on in ("1", "true", "yes"):
+        settings = Settings.from_environ({"GATEWAY_DISPATCHER": on, "GATEWAY_SERVED_BY_GUNICORN": on,
+                                          "GATEWAY_GROUP_COMMIT": on})
+        assert (settings.dispatcher, settings.served_by_gunicorn, settings.group_commit) == (True, True, True), on
+
+
 def test_unset_variables_give_the_defaults():
     settings = Settings.from_environ({})
     assert (settings.config_path, settings.admin_token, settings.disabled_plugins) == (DEFAULT_PATH, None, set())
