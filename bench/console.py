@@ -97,6 +97,7 @@ def console_pages(incidents: int, sources: list[str]) -> dict[str, str]:
         "list, severity+source filter": f"/incidents?severity=critical&source={sources[0]}",
         "list, search (title/comments)": "/incidents?q=host-4242",
         "list, sort by severity": "/incidents?sort=severity",
+        "list, sort by events": "/incidents?sort=-event_count",
         "list refresh (partial)": "/incidents?partial=1",
         "incident page": f"/incidents/{middle}",
         "raw payload": f"/events/{middle}",

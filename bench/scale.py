@@ -272,6 +272,7 @@ def pages(cursor: str, console_cursor: str) -> dict[str, str]:
         "console list, severity=critical": "/incidents?severity=critical",
         "console list, source filter": f"/incidents?source={SOURCES[7]}",
         "console list, sort by severity": "/incidents?sort=severity",
+        "console list, sort by events": "/incidents?sort=-event_count",
         "console list, search": "/incidents?q=host-4242",
         **{name: path for name, path in SEARCHES.items() if not path.startswith("/api/")},
         "console list, page 1,000": f"/incidents?page=1000&cursor={console_cursor}",

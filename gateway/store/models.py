@@ -249,8 +249,9 @@ class Incident(Base):
         # repeat moves last_event_at, so each repeat rewrites index entries (why migration 0002
         # dropped it); at a million incidents the list cannot sort them all per page (0009).
         Index("ix_incidents_last_event_at_id", "last_event_at", "id"),
-        # The console's severity sort within its status tab, walked up to the page (0021).
+        # The console's severity and event-count sorts within its status tab, walked up to the page (0021).
         Index("ix_incidents_status_severity_rank_id", "status", text(SEVERITY_RANK_SQL), text("id DESC")),
+        Index("ix_incidents_status_event_count_id", "status", "event_count", "id"),
     )
 
 
