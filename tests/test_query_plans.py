@@ -134,6 +134,24 @@ def table_scans(conn, statement: str, parameters) -> list[str]:
             if detail.startswith("SCAN ") and "INDEX" not in detail and detail.split()[1] in LARGE_TABLES]
 
 
+def incidents_plan(engine, statement: str, parameters) -> tuple[bool, list]:
+    """(whether on SQLite, the plan): SQLite's EXPLAIN QUERY PLAN lines, or the nodes of PostgreSQL's
+    EXPLAIN ANALYZE (run) that read the incidents table."""
+    with engine.connect() as conn:
+        cursor = conn.connection.dbapi_connection.cursor()
+        if conn.dialect.name == "sqlite":
+            cursor.execute("EXPLAIN QUERY PLAN " + statement, parameters)
+            return True, [detail for *_, detail in cursor.fetchall()]
+        cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + statement, parameters)
+        plan = cursor.fetchone()[0]
+    nodes, scans = [(plan if isinstance(plan, list) else json.loads(plan))[0]["Plan"]], []
+    while nodes:
+        node = nodes.pop()
+        scans += [node] if node.get("Relation Name") == "incidents" else []
+        nodes.extend(node.get("Plans", ()))
+    return False, scans
+
+
 @pytest.fixture
 def statements(make_app, database_url):
     """(app, the list every SELECT/UPDATE the app sends is appended to as (statement, parameters))."""
@@ -213,10 +231,7 @@ def test_each_filter_reads_its_page_in_the_default_sort_from_an_index(statements
     assert admin_client(app).get(f"/api/incidents{query}").status_code == 200
     pages = [(statement, parameters) for statement, parameters in sent if "ORDER BY" in statement]
     assert len(pages) == 1
-    with engine.connect() as conn:
-        cursor = conn.connection.dbapi_connection.cursor()
-        cursor.execute("EXPLAIN QUERY PLAN " + pages[0][0], pages[0][1])
-        plan = [detail for *_, detail in cursor.fetchall()]
+    _, plan = incidents_plan(engine, *pages[0])
     assert not any("TEMP B-TREE FOR ORDER BY" in detail for detail in plan), plan
 
 
@@ -238,24 +253,13 @@ def test_the_console_walks_a_tab_in_its_sort_along_an_index(statements, path, or
     assert browser.get(path).status_code == 200
     pages = [(statement, parameters) for statement, parameters in sent if order in statement]
     assert pages, sent
-    statement, parameters = pages[-1]
-    with engine.connect() as conn:
-        cursor = conn.connection.dbapi_connection.cursor()
-        if conn.dialect.name == "sqlite":
-            cursor.execute("EXPLAIN QUERY PLAN " + statement, parameters)
-            plan = [detail for *_, detail in cursor.fetchall()]
-            assert any(f"USING INDEX {index}" in detail for detail in plan), plan
-            assert not any("TEMP B-TREE" in detail for detail in plan), plan
-            return
-        cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + statement, parameters)
-        plan = cursor.fetchone()[0]
-    nodes, scans = [(plan if isinstance(plan, list) else json.loads(plan))[0]["Plan"]], []
-    while nodes:
-        node = nodes.pop()
-        scans += [node] if node.get("Relation Name") == "incidents" else []
-        nodes.extend(node.get("Plans", ()))
-    assert [(n["Node Type"], n.get("Index Name")) for n in scans] == [("Index Scan", index)], scans
-    assert scans[0]["Actual Rows"] <= 19 * 50 + 51, scans[0]  # page 20's rows at most, of the tab's 5,000
+    sqlite, plan = incidents_plan(engine, *pages[-1])
+    if sqlite:
+        assert any(f"USING INDEX {index}" in detail for detail in plan), plan
+        assert not any("TEMP B-TREE" in detail for detail in plan), plan
+        return
+    assert [(n["Node Type"], n.get("Index Name")) for n in plan] == [("Index Scan", index)], plan
+    assert plan[0]["Actual Rows"] <= 19 * 50 + 51, plan[0]  # page 20's rows at most, of the tab's 5,000
 
 
 @pytest.mark.parametrize("path, sqlite_walk, postgres_index", [
@@ -278,21 +282,10 @@ def test_a_broad_search_walks_the_sort_and_stops_at_its_page(statements, path, s
     # A first look at a tenth of the window, and for a sparse word the window: the last served the page.
     walks = [(statement, parameters) for statement, parameters in sent if "walked.title" in statement]
     assert len(walks) in (1, 2) and not any("_trgm" in s or "_search" in s or " UNION " in s for s, _ in sent), sent
-    statement, parameters = walks[-1]
-    with engine.connect() as conn:
-        cursor = conn.connection.dbapi_connection.cursor()
-        if conn.dialect.name == "sqlite":
-            cursor.execute("EXPLAIN QUERY PLAN " + statement, parameters)
-            plan = [detail for *_, detail in cursor.fetchall()]
-            assert sqlite_walk in plan and not any("TEMP B-TREE" in detail for detail in plan), plan
-            return
-        cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + statement, parameters)
-        plan = cursor.fetchone()[0]
-    nodes, scans = [(plan if isinstance(plan, list) else json.loads(plan))[0]["Plan"]], []
-    while nodes:
-        node = nodes.pop()
-        scans += [node] if node.get("Relation Name") == "incidents" else []
-        nodes.extend(node.get("Plans", ()))
-    assert [(n["Node Type"], n.get("Index Name"), n["Scan Direction"]) for n in scans] == [
-        ("Index Scan", postgres_index, "Backward")], scans
-    assert scans[0]["Actual Rows"] < search.WALK_PROBE / 2, scans[0]  # stopped at the page, not the window's end
+    sqlite, plan = incidents_plan(engine, *walks[-1])
+    if sqlite:
+        assert sqlite_walk in plan and not any("TEMP B-TREE" in detail for detail in plan), plan
+        return
+    assert [(n["Node Type"], n.get("Index Name"), n["Scan Direction"]) for n in plan] == [
+        ("Index Scan", postgres_index, "Backward")], plan
+    assert plan[0]["Actual Rows"] < search.WALK_PROBE / 2, plan[0]  # stopped at the page, not the window's end
