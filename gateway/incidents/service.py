@@ -14,12 +14,12 @@ from typing import Any, NamedTuple, Optional
 
 from sqlalchemy import Connection, Integer, bindparam, case, insert, literal_column, select, update
 
-from gateway.contracts import SEVERITIES, Alert
+from gateway.contracts import Alert
 from gateway.fingerprints import group_fingerprint, whole_group
 from gateway.store.db import HotStatement, RetryTransaction
 from gateway.store.models import (
-    SEVERITY_RANK_SQL, AlertRow, GroupRecovery, Incident, TimelineEntry, UTCDateTime, group_bounds, in_group, is_open,
-    utcnow,
+    SEVERITY_RANK, SEVERITY_RANK_SQL, AlertRow, GroupRecovery, Incident, TimelineEntry, UTCDateTime, group_bounds,
+    in_group, is_open, utcnow,
 )
 from gateway.store.partitions import kept_raw_request_id
 
@@ -51,8 +51,6 @@ def allowed_actions(status: str) -> list[str]:
     return [action for action, (sources, _, _) in TRANSITIONS.items() if status in sources]
 
 
-SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
-"""critical 0 ... info 3: what "severity only rises" and the incident list's severity sort compare."""
 INCIDENT_SEVERITY_RANK = literal_column(SEVERITY_RANK_SQL, Integer())
 """An incident's ``SEVERITY_RANK``, in SQL: the expression the severity sort's index holds."""
 

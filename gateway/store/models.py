@@ -201,9 +201,11 @@ class AlertRow(Base):
     )
 
 
-SEVERITY_RANK_SQL = "(CASE severity " + " ".join(f"WHEN '{n}' THEN {rank}" for rank, n in enumerate(SEVERITIES)) + " END)"
-"""An incident's severity as its rank, critical 0 ... info 3, in SQL text: literals, not parameters,
-so that the list's severity sort and the index on it (0021) are the same expression to the planner."""
+SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
+"""critical 0 ... info 3: what "severity only rises" and the incident list's severity sort compare."""
+SEVERITY_RANK_SQL = "(CASE severity " + " ".join(f"WHEN '{n}' THEN {r}" for n, r in SEVERITY_RANK.items()) + " END)"
+"""``SEVERITY_RANK`` of an incident's severity in SQL text: literals, not parameters, so that the
+list's severity sort and the index on it (0021) are the same expression to the planner."""
 
 
 class Incident(Base):
