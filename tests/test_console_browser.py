@@ -228,3 +228,28 @@ def test_next_and_previous_page_through_the_list_in_chromium(open_page, app, mon
     assert shown() == second
     page.click("a[rel=prev]")
     assert shown() == first and page.locator("a[rel=prev]").count() == 0
+
+
+def test_the_filter_form_sorts_and_searches_with_every_severity_and_source(open_page, app, database_url):
+    """The form sends its "All" choices as empty fields: the list is then unfiltered by them, in the
+    sort and search chosen (an empty severity once reset the whole form to the default list)."""
+    db = "pg" if database_url.startswith("postgresql") else "sqlite"
+    client = app.test_client()
+    for n, (severity, repeats) in enumerate([("warning", 3), ("critical", 1), ("info", 5), ("critical", 2)]):
+        for r in range(repeats):
+            assert client.post("/hooks/testsrc/src/", json={"id": f"f{n}-{r}", "title": f"disk {n}",
+                                                            "severity": severity}).status_code == 202
+    for language in ("ko", "en"):
+        page = open_page(f"form-{language}", "viewer", language)
+        shown = lambda: page.locator("tr[data-incident]").evaluate_all("rows => rows.map(r => r.dataset.incident)")  # noqa: E731
+        for sort, expected in (("severity", ["4", "2", "1", "3"]), ("-event_count", ["3", "1", "4", "2"])):
+            page.select_option("select[name=sort]", sort)
+            with page.expect_navigation():
+                page.click("form:has(select[name=sort]) button[type=submit]")
+            assert "severity=&" in page.url and shown() == expected, (sort, page.url)
+            assert page.locator("select[name=sort]").input_value() == sort
+            shot(page, f"incident-list-{sort.strip('-')}-{language}-{db}")
+        page.fill("input[name=q]", "disk 3")
+        with page.expect_navigation():
+            page.click("form:has(select[name=sort]) button[type=submit]")
+        assert shown() == ["4"]

@@ -4,7 +4,7 @@ Incident Timeline and Add Comment.  Actions go through the API's own functions (
 from __future__ import annotations
 
 from flask import abort, current_app, redirect, render_template, request, url_for
-from marshmallow import EXCLUDE, ValidationError, validate
+from marshmallow import EXCLUDE, ValidationError, pre_load, validate
 from sqlalchemy import func, select
 
 from gateway.contracts import SEVERITIES
@@ -28,6 +28,11 @@ DEFAULT_SORT = "-created_at"
 class ConsoleQuery(IncidentQuery):
     before = Text(validate=validate.Length(max=200))
     """The Previous link's cursor: the page ahead of this incident (``cursor`` is the Next link's)."""
+
+    @pre_load
+    def _blank_is_all(self, data: dict, **kwargs) -> dict:
+        """The filter form sends every field, "" for "All severities" and "All sources": no filter."""
+        return {name: value for name, value in data.items() if value != ""}
 
 
 @bp.get("/")
