@@ -254,7 +254,8 @@ VERSUS_REQUESTS = int(os.environ.get("BENCH_SCALE_VERSUS_REQUESTS") or 10)
 
 def pages(cursor: str, console_cursor: str) -> dict[str, str]:
     """Issue 16's reads, by name: the API's list (default sort, each filter, a search, page 1,000
-    by offset and by ``cursor``, the next_cursor of page 999), the incident with the long
+    by offset and by ``cursor``, the next_cursor of page 999, the severity and event-count sorts
+    across every status), the incident with the long
     timeline, and the console's list (the same filters, search, page 1,000 as its Next link
     reaches it) and incident page."""
     return {
@@ -266,6 +267,8 @@ def pages(cursor: str, console_cursor: str) -> dict[str, str]:
         **{name: path for name, path in SEARCHES.items() if path.startswith("/api/")},
         "API list, page 1,000": "/api/incidents?page=1000",
         "API list, page 1,000 by cursor": f"/api/incidents?cursor={cursor}",
+        "API list, sort by severity": "/api/incidents?sort=severity",
+        "API list, sort by events": "/api/incidents?sort=-event_count",
         f"API incident, {TIMELINE:,} entries": f"/api/incidents/{LONG_TIMELINE}",
         "console list": "/incidents",
         "console list, status tab": "/incidents?status=resolved",
@@ -329,12 +332,14 @@ def ingest(db: str, url: str, workdir: Path, wrk: str) -> None:
 
 
 def versus(url: str, config_path: str) -> None:
-    """The searches and the severity sort timed with VERSUS's code and with this checkout's on the
+    """The searches and the sorts timed with VERSUS's code and with this checkout's on the
     same database, in turns, each in a process of its own (its ``gateway`` and ``bench/console.py``
     first on the path; the installed plugins are this checkout's): before against after without a
     second load."""
     reads = {"API list, text search": "/api/incidents?q=host-4242", "console list, search": "/incidents?q=host-4242",
-             "console list, sort by severity": "/incidents?sort=severity", **SEARCHES}
+             "console list, sort by severity": "/incidents?sort=severity",
+             "API list, sort by severity": "/api/incidents?sort=severity",
+             "API list, sort by events": "/api/incidents?sort=-event_count", **SEARCHES}
     script = ("import json, logging, sys; sys.path[:0] = [sys.argv[1], sys.argv[1] + '/bench']; "
               "logging.disable(logging.INFO); from console import measure; "
               "print(json.dumps(measure(sys.argv[2], sys.argv[3], json.loads(sys.argv[4]), int(sys.argv[5]))))")

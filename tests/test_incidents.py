@@ -12,6 +12,8 @@ from datetime import datetime
 
 import pytest
 
+from gateway.store.models import SEVERITY_RANK
+
 TOKENS = {"whatap-prod": "s3cret", "whatap-dev": "dev-t0ken"}
 CONFIG = """
 sources:
@@ -262,6 +264,22 @@ def test_list_sorting(sort, expected, population, api):
     items = api.get(f"/api/incidents?sort={sort}").json["items"]
     names = {v: k for k, v in population.items()}
     assert [names[item["id"]] for item in items] == expected
+
+
+@pytest.mark.parametrize("sort, key", [
+    ("severity", lambda item: (SEVERITY_RANK[item["severity"]], -item["id"])),
+    ("-event_count", lambda item: (-item["event_count"], -item["id"])),
+])
+@pytest.mark.parametrize("query", [{}, {"source": "whatap-prod"}, {"q": "CPU"}, {"q": "]"}])
+def test_pages_of_a_sort_merged_from_each_status_follow_the_sort(sort, key, query, population, api):
+    """Without a status, these sorts are read a status at a time and merged (``search.ordered``):
+    page by page, in a search's walk too, the order is the sort's, found here in Python."""
+    everything = api.get("/api/incidents", query_string={**query, "per_page": 500}).json["items"]
+    assert everything
+    paged = [api.get("/api/incidents", query_string={**query, "sort": sort, "per_page": 2, "page": page}).json
+             for page in (1, 2, 3, 4)]
+    assert [item["id"] for body in paged for item in body["items"]] == [item["id"] for item in sorted(everything, key=key)]
+    assert {body["total"] for body in paged} == {len(everything)}
 
 
 @pytest.mark.parametrize("page, expected", [(1, ["heap", "disk"]), (2, ["io", "cpu100"]), (3, ["cpu1000"]), (4, [])])

@@ -195,6 +195,10 @@ def test_no_list_detail_timeline_deliveries_or_claim_query_scans_a_large_table(s
         (browser, "/incidents?source=src-7"), (browser, "/incidents?page=200"), (browser, f"/incidents/{middle}"),
         (browser, "/incidents?sort=severity"), (browser, "/incidents?sort=severity&status=closed&page=20"),
         (api, "/api/incidents?status=triggered&sort=severity"),
+        # Without a status, each status's walk of the sort's index, merged.
+        (api, "/api/incidents?sort=severity"), (api, "/api/incidents?sort=-event_count&page=40"),
+        (api, "/api/incidents?sort=-event_count&severity=critical"), (api, "/api/incidents?sort=severity&source=src-7"),
+        (api, "/api/incidents?sort=severity&q=CPU"),
         (browser, "/deliveries"), *((browser, link) for link in console_links),
         (api, "/api/incidents?q=host-4242"), (browser, "/incidents?q=host-4242"),
         # Broad searches, every incident holding the word: walked along the sort (test below).
@@ -260,6 +264,28 @@ def test_the_console_walks_a_tab_in_its_sort_along_an_index(statements, path, or
         return
     assert [(n["Node Type"], n.get("Index Name")) for n in plan] == [("Index Scan", index)], plan
     assert plan[0]["Actual Rows"] <= 19 * 50 + 51, plan[0]  # page 20's rows at most, of the tab's 5,000
+
+
+@pytest.mark.parametrize("path, index", [
+    ("/api/incidents?sort=severity", "ix_incidents_status_severity_rank_id"),
+    ("/api/incidents?sort=-event_count&page=20", "ix_incidents_status_event_count_id"),
+    ("/api/incidents?sort=-event_count&severity=critical", "ix_incidents_status_event_count_id"),
+])
+def test_the_api_merges_each_status_walk_when_no_status_is_asked_for(statements, path, index):
+    """Without ``status``, the API's severity and event-count sorts read each status along its
+    (status, the sort, id) index, as far as the page, and merge them: the whole table was sorted."""
+    app, sent = statements
+    engine = app.extensions["gateway"].engine
+    sent.clear()
+    assert admin_client(app).get(path).status_code == 200
+    pages = [(statement, parameters) for statement, parameters in sent if "UNION ALL" in statement]
+    assert len(pages) == 1, sent
+    sqlite, plan = incidents_plan(engine, *pages[0])
+    if sqlite:
+        assert sum(f"USING INDEX {index} (status=?)" in detail for detail in plan) == 4, plan
+        return
+    assert [(n["Node Type"], n.get("Index Name")) for n in plan] == [("Index Scan", index)] * 4, plan
+    assert all(node["Actual Rows"] <= 20 * 25 for node in plan), plan
 
 
 @pytest.mark.parametrize("path, sqlite_walk, postgres_index", [

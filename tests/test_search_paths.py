@@ -111,7 +111,7 @@ def test_the_walk_and_the_indexes_give_the_same_pages(listed, monkeypatch):
                     differences[f"{case}, {how}: total"] = (total, expected)
         assert differences == {}, (probe, differences)
         walked += sum("walked" in statement for statement in sent)
-        narrowed = sum("UNION" in statement for statement in sent)
+        narrowed = sum("UNION SELECT" in " ".join(statement.split()) for statement in sent)  # not a merge's UNION ALL
         assert narrowed > 0 if probe < 10_000 else narrowed == 0, probe
     assert walked > 1_000
 

@@ -164,7 +164,8 @@ def list_incidents():
     per_page = args["per_page"]
     with reading() as conn:
         rows, total = search.read(conn, query, incident_order(args), args.get("q"), conn.dialect.name,
-                                  limit=per_page, offset=(args["page"] - 1) * per_page, count=not by_cursor)
+                                  limit=per_page, offset=(args["page"] - 1) * per_page, count=not by_cursor,
+                                  parts=status_parts(args))
     items = [incident_json(row) for row in rows]
     keyset = KEYSET_SORTS.get(args["sort"])
     last = items[-1] if keyset and len(items) == per_page else None
@@ -210,6 +211,18 @@ def incident_query(args: dict):
     the API and the console: ``search.read`` adds the order, the search and the page."""
     return where_given(select(Incident.__table__), args,
                        {"status": Incident.status, "severity": Incident.severity, "source": Incident.source_key})
+
+
+STATUS_LED = (SORTS["severity"], SORTS["-event_count"])
+"""The sort terms whose indexes lead with the status (0021, for the console's tabs)."""
+
+
+def status_parts(args: dict) -> tuple:
+    """The parts the list of ``args`` is read in and merged (``search.ordered``): one per status
+    when its order leads with a ``STATUS_LED`` term and no status is asked for, else none."""
+    if args.get("status") or not any(incident_order(args)[0] is term for term in STATUS_LED):
+        return ()
+    return tuple(Incident.status == status for status in INCIDENT_STATUSES)
 
 
 def incident_order(args: dict) -> tuple:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from sqlalchemy import Connection, Select, String, func, literal_column, or_, select, text, union
+from sqlalchemy import Connection, Select, String, func, literal_column, or_, select, text, union, union_all
 from sqlalchemy.sql.util import ClauseAdapter
 
 from gateway.store.models import COMMENTS_SQL, INCIDENT_TEXT, Incident, TimelineEntry, comments_search, incidents_search
@@ -69,12 +69,25 @@ def matching(q: str, dialect: str):
     return union(select(Incident.id).where(*incidents), select(TimelineEntry.incident_id).where(*comments))
 
 
+def ordered(query: Select, order: Sequence, *, limit: int, offset: int = 0, parts: Sequence = ()) -> Select:
+    """``limit`` rows from ``offset`` of ``query`` in ``order``.  With ``parts`` (conditions that
+    split the incidents between them, none left out), each part's first ``offset + limit`` are read
+    on their own and merged: an index that leads with the column the parts split on serves each
+    part's walk, and none serves the whole."""
+    if not parts:
+        return query.order_by(*order).limit(limit).offset(offset)
+    walks = (select(query.where(part).order_by(*order).limit(offset + limit).subquery()) for part in parts)
+    merged = union_all(*walks).subquery("merged")
+    return select(merged).order_by(*(ClauseAdapter(merged).traverse(term) for term in order)).limit(limit).offset(offset)
+
+
 def read(conn: Connection, query: Select, order: Sequence, q: Optional[str], dialect: str, *, limit: int,
-         offset: int = 0, count: bool = False) -> tuple[list, Optional[int]]:
+         offset: int = 0, count: bool = False, parts: Sequence = ()) -> tuple[list, Optional[int]]:
     """(``limit`` rows from ``offset`` of ``query``'s incidents that hold ``q``, in ``order``;
     with ``count``, how many hold it: up to ``COUNT_CAP``, None past it or when not counted).
 
-    ``query`` is the list's filters and cursor without an order.  A walk that fills the page
+    ``query`` is the list's filters and cursor without an order; ``parts``, as ``ordered`` reads
+    them (a narrow search's few matches are sorted whole).  A walk that fills the page
     within WALK_PROBE incidents serves it; so does one that read every incident the filters
     leave.  Otherwise the indexes (``matching``) do, and at once when the window's first tenth
     held too few matches to promise the page.  A broad search's
@@ -82,18 +95,17 @@ def read(conn: Connection, query: Select, order: Sequence, q: Optional[str], dia
     counting them would read every match, what the walk is there to avoid.
     """
     if not q:
-        ordered = query.order_by(*order)
-        rows = conn.execute(ordered.limit(limit).offset(offset)).all()
-        return rows, capped_count(conn, ordered) if count else None
+        rows = conn.execute(ordered(query, order, limit=limit, offset=offset, parts=parts)).all()
+        return rows, capped_count(conn, query) if count else None
     # A tenth of the window first: a narrow search stops there (no match, or too few to promise the
     # page within the window) and pays a tenth of the walk before the indexes serve it.
     needed = offset + limit
     for size in (WALK_PROBE // 10, WALK_PROBE):
-        rows, whole = _walk(conn, query, order, q, dialect, size, limit, offset)
+        rows, whole = _walk(conn, query, order, parts, q, dialect, size, limit, offset)
         if len(rows) == limit or whole:
             total = None
-            if count and (whole or _fewer(conn, query, order, WALK_PROBE)):
-                window = query.order_by(*order).limit(WALK_PROBE).subquery("walked")
+            if count and (whole or _fewer(conn, query, order, parts, WALK_PROBE)):
+                window = ordered(query, order, limit=WALK_PROBE, parts=parts).subquery("walked")
                 total = conn.execute(select(func.count()).select_from(window).where(holds(q, window.c))).scalar_one()
             return rows, total
         if (offset + len(rows) if rows else 0) * WALK_PROBE < needed * size:
@@ -104,19 +116,21 @@ def read(conn: Connection, query: Select, order: Sequence, q: Optional[str], dia
     return conn.execute(narrow.limit(limit).offset(offset)).all(), None
 
 
-def _fewer(conn: Connection, query: Select, order: Sequence, size: int) -> bool:
+def _fewer(conn: Connection, query: Select, order: Sequence, parts: Sequence, size: int) -> bool:
     """Whether ``query`` selects fewer than ``size`` incidents: its walk's window, counted.  In the
     sort's order, so the planner reads it as the walk does (an index, up to the LIMIT)."""
-    counted = query.with_only_columns(Incident.id).order_by(*order).limit(size).subquery("walked")
+    # The ids alone, unless parts' walks are merged: the merge sorts on the sort's columns.
+    columns = query if parts else query.with_only_columns(Incident.id)
+    counted = ordered(columns, order, limit=size, parts=parts).subquery("walked")
     return conn.execute(select(func.count()).select_from(counted)).scalar_one() < size
 
 
-def _walk(conn: Connection, query: Select, order: Sequence, q: str, dialect: str, size: int, limit: int,
-          offset: int) -> tuple[list, bool]:
+def _walk(conn: Connection, query: Select, order: Sequence, parts: Sequence, q: str, dialect: str, size: int,
+          limit: int, offset: int) -> tuple[list, bool]:
     """(the page of ``query``'s first ``size`` incidents in ``order`` that hold ``q``, whether
     those were all of them).  The window's LIMIT keeps the planner on the sort's index (the
     trigram indexes cannot serve it) and bounds the walk, which stops once the page is full."""
-    window = query.order_by(*order).limit(size).subquery("walked")
+    window = ordered(query, order, limit=size, parts=parts).subquery("walked")
     walked = select(window).where(holds(q, window.c))
     if dialect != "sqlite":
         # PostgreSQL knows the window's rows come in this order, and sorts nothing.  SQLite does
@@ -124,4 +138,4 @@ def _walk(conn: Connection, query: Select, order: Sequence, q: str, dialect: str
         # the window's rows in the window's order (a co-routine) and stops at the page.
         walked = walked.order_by(*(ClauseAdapter(window).traverse(term) for term in order))
     rows = conn.execute(walked.limit(limit).offset(offset)).all()
-    return rows, len(rows) < limit and _fewer(conn, query, order, size)
+    return rows, len(rows) < limit and _fewer(conn, query, order, parts, size)
