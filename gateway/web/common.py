@@ -9,7 +9,7 @@ from typing import Any, Callable, ContextManager, Mapping, Optional, TypeVar
 
 from flask import current_app, request
 from marshmallow import Schema, ValidationError, fields, validate
-from sqlalchemy import Connection, Select, func, literal_column, select
+from sqlalchemy import Connection, Select, Table, func, literal_column, select
 from werkzeug.routing import BaseConverter, IntegerConverter
 
 from gateway.bodies import MAY_HOLD_UNSTORABLE, parse_json, strings
@@ -152,18 +152,22 @@ def capped_count(conn: Connection, query: Select) -> Optional[int]:
     return found if found <= COUNT_CAP else None
 
 
-def counted_page(conn: Connection, query: Select, key, *, limit: int, offset: int) -> tuple[list, Optional[int]]:
+def counted_page(conn: Connection, query: Select, key, *, limit: int, offset: int,
+                 rows_from: Optional[Table] = None) -> tuple[list, Optional[int]]:
     """``limit`` rows of the ordered ``query`` from ``offset`` and ``capped_count``'s total, from ONE
     read of the matches: their ``key`` (a unique column) in order, up to ``COUNT_CAP`` + 1, then the
-    page's rows by key.  For a query whose matches cost more to find than to fetch (a text search
-    through the trigram indexes), a page's read and a count would each find them all again."""
+    page's rows by key, from ``rows_from`` when ``query`` selects from a subquery of that table's
+    rows (its key column of the same name), else with ``query``'s columns.  For a query whose
+    matches cost more to find than to fetch (a text search through the trigram indexes), a page's
+    read and a count would each find them all again."""
     keys = conn.execute(query.with_only_columns(key).limit(COUNT_CAP + 1)).scalars().all()
     total = len(keys) if len(keys) <= COUNT_CAP else None
     if offset + limit > len(keys) and total is None:  # a page past the cap: read as any page is
         return conn.execute(query.limit(limit).offset(offset)).all(), None
     page = keys[offset:offset + limit]
-    rows = {getattr(row, key.key): row
-            for row in conn.execute(select(*query.selected_columns).where(one_of(key, "page")), {"page": page})}
+    by_key = select(*query.selected_columns).where(one_of(key, "page")) if rows_from is None else \
+        select(rows_from).where(one_of(rows_from.c[key.key], "page"))
+    rows = {getattr(row, key.key): row for row in conn.execute(by_key, {"page": page})}
     return [rows[k] for k in page], total
 
 
