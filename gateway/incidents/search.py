@@ -1,7 +1,7 @@
 """The incident list's text search (``q``), read one of two ways, chosen per request.
 
-A narrow search (few matches) is read from the trigram indexes: the ids that hold ``q``, then
-their page.  A broad one (a word most incidents hold) is not: the indexes give hundreds of
+A narrow search (few matches) is read from the trigram indexes: the incidents that hold ``q``,
+sorted, then their page.  A broad one (a word most incidents hold) is not: the indexes give hundreds of
 thousands of ids, all fetched and sorted for one page (3.6 s at a million incidents).  Its page
 is found sooner by walking the list's sort order and testing each incident's text, as the list
 without ``q`` walks it.  Which one a search is, the walk itself tells: it reads at most
