@@ -163,9 +163,10 @@ def list_incidents():
         args = {**args, "page": 1}
     per_page = args["per_page"]
     with reading() as conn:
-        rows, total = search.read(conn, query, incident_order(args), args.get("q"), conn.dialect.name,
+        order = incident_order(args)
+        rows, total = search.read(conn, query, order, args.get("q"), conn.dialect.name,
                                   limit=per_page, offset=(args["page"] - 1) * per_page, count=not by_cursor,
-                                  parts=status_parts(args))
+                                  parts=status_parts(args, order))
     items = [incident_json(row) for row in rows]
     keyset = KEYSET_SORTS.get(args["sort"])
     last = items[-1] if keyset and len(items) == per_page else None
@@ -217,10 +218,11 @@ STATUS_LED = (SORTS["severity"], SORTS["-event_count"])
 """The sort terms whose indexes lead with the status (0021, for the console's tabs)."""
 
 
-def status_parts(args: dict) -> tuple:
-    """The parts the list of ``args`` is read in and merged (``search.ordered``): one per status
-    when its order leads with a ``STATUS_LED`` term and no status is asked for, else none."""
-    if args.get("status") or not any(incident_order(args)[0] is term for term in STATUS_LED):
+def status_parts(args: dict, order: tuple) -> tuple:
+    """The parts the list of ``args`` in ``order`` (``incident_order``'s) is read in and merged
+    (``search.ordered``): one per status when the order leads with a ``STATUS_LED`` term and no
+    status is asked for, else none."""
+    if args.get("status") or not any(order[0] is term for term in STATUS_LED):
         return ()
     return tuple(Incident.status == status for status in INCIDENT_STATUSES)
 
