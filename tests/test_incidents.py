@@ -12,6 +12,7 @@ from datetime import datetime
 
 import pytest
 
+from gateway.incidents.api import SORTS
 from gateway.store.models import SEVERITY_RANK
 
 TOKENS = {"whatap-prod": "s3cret", "whatap-dev": "dev-t0ken"}
@@ -308,8 +309,8 @@ def test_total_is_counted_up_to_the_cap_and_null_past_it(cap, query, total, popu
     assert (body["total"], len(body["items"])) == (total, 2)
 
 
-@pytest.mark.parametrize("sort", ["-last_event_at", "last_event_at", "-created_at", "created_at"])
-@pytest.mark.parametrize("query", [{}, {"source": "whatap-prod"}])
+@pytest.mark.parametrize("sort", list(SORTS))
+@pytest.mark.parametrize("query", [{}, {"source": "whatap-prod"}, {"severity": "critical"}])
 def test_following_next_cursor_lists_what_one_page_lists(sort, query, population, api):
     everything = [item["id"] for item in api.get("/api/incidents", query_string={**query, "sort": sort}).json["items"]]
     followed, cursor = [], None
@@ -326,7 +327,9 @@ def test_following_next_cursor_lists_what_one_page_lists(sort, query, population
 
 @pytest.mark.parametrize("query", [
     {"cursor": "not base64!"}, {"cursor": "WzEsMl0="}, {"cursor": "WyJ4IiwgMl0=", "sort": "created_at"},
-    {"cursor": "WzEsIDJd", "sort": "severity"},
+    # No severity has rank 7; a count is a whole number, not true nor a string.
+    {"cursor": "WzcsIDJd", "sort": "severity"}, {"cursor": "W3RydWUsIDJd", "sort": "-event_count"},
+    {"cursor": "WzIsICI5Il0=", "sort": "-event_count"},
 ])
 def test_a_cursor_the_api_did_not_give_is_400(query, api):
     response = api.get("/api/incidents", query_string=query)

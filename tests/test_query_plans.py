@@ -177,10 +177,11 @@ def test_no_list_detail_timeline_deliveries_or_claim_query_scans_a_large_table(s
     middle = INCIDENTS // 2
     deep = api.get("/api/incidents?page=200").json["next_cursor"]
     deep_resolved = api.get("/api/incidents?page=50&status=resolved&sort=created_at").json["next_cursor"]
-    # The console's Next and Previous links from a deep page: cursors, for the two keyset sorts.
-    console_links = [html.unescape(href) for sort in ("-created_at", "-last_event_at") for href in re.findall(
-        r'<a rel="(?:prev|next)" href="([^"]+)"', browser.get(f"/incidents?page=50&sort={sort}").text)]
-    assert len(console_links) == 4 and all("cursor=" in link or "before=" in link for link in console_links)
+    # The console's Next and Previous links from a deep page: cursors, in every sort.
+    console_links = [html.unescape(href) for sort in ("-created_at", "-last_event_at", "severity", "-event_count")
+                     for href in re.findall(r'<a rel="(?:prev|next)" href="([^"]+)"',
+                                            browser.get(f"/incidents?page=50&sort={sort}").text)]
+    assert len(console_links) == 8 and all("cursor=" in link or "before=" in link for link in console_links)
     sent.clear()  # signing in reads small tables only
     for client, path in [
         (api, f"/api/incidents?cursor={deep}"), (api, f"/api/incidents?cursor={deep_resolved}&status=resolved&sort=created_at"),
@@ -286,6 +287,35 @@ def test_the_api_merges_each_status_walk_when_no_status_is_asked_for(statements,
         return
     assert [(n["Node Type"], n.get("Index Name")) for n in plan] == [("Index Scan", index)] * 4, plan
     assert all(node["Actual Rows"] <= 20 * 25 for node in plan), plan
+
+
+@pytest.mark.parametrize("sort, index, walks", [
+    # Each status, and each side of the cursor's rank: its own incidents older than the cursor's, then the lower ranks.
+    ("severity", "ix_incidents_status_severity_rank_id", 8),
+    ("-event_count", "ix_incidents_status_event_count_id", 4),
+])
+def test_a_cursor_starts_each_merged_walk_at_the_cursor(statements, sort, index, walks):
+    """A page by cursor of the API's severity and event-count sorts, without ``status``, reads about
+    what page 1 does: every walk of the merge starts at the cursor.  Page 201 by offset reads 201
+    pages of each status; at a million incidents, page 1,000 reads 50,000 of each."""
+    app, sent = statements
+    engine = app.extensions["gateway"].engine
+    api = admin_client(app)
+    cursor = api.get(f"/api/incidents?sort={sort}&page=200").json["next_cursor"]  # half the incidents ahead
+    sent.clear()
+    answer = api.get(f"/api/incidents?sort={sort}&cursor={cursor}")
+    assert answer.status_code == 200 and len(answer.json["items"]) == 50
+    pages = [(statement, parameters) for statement, parameters in sent if "UNION ALL" in statement]
+    assert len(pages) == 1, sent
+    sqlite, plan = incidents_plan(engine, *pages[0])
+    if sqlite:
+        assert sum(f"USING INDEX {index} (status=? AND " in detail for detail in plan) == walks, plan
+        return
+    # The cursor's own rank may be walked along the primary key from the cursor's id, its status and
+    # rank filtered: a few rows thrown away for each kept, however deep the page.
+    assert [n["Node Type"] for n in plan] == ["Index Scan"] * walks, plan
+    assert all(n.get("Index Name") in (index, "pk_incidents") for n in plan), plan
+    assert all(n["Actual Rows"] <= 50 and n.get("Rows Removed by Filter", 0) <= FILTERED_AWAY for n in plan), plan
 
 
 @pytest.mark.parametrize("path, sqlite_walk, postgres_index", [

@@ -4,16 +4,17 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Optional
+from typing import Any, Callable, Optional
 
 from flask import Blueprint, jsonify, request
 from marshmallow import Schema, fields, validate
-from sqlalchemy import select, tuple_
+from sqlalchemy import ColumnElement, and_, or_, select, true, tuple_
 
 from gateway import SEVERITIES, Alert, Resource
 from gateway.incidents import search, service
-from gateway.store.models import Incident
+from gateway.store.models import SEVERITY_RANK, Incident
 from gateway.views import (
     COUNT_CAP, Page, ApiError, Text, actor, documented, iso, json_object, page_of, reading, require_role, transaction,
     where_given,
@@ -28,19 +29,56 @@ def _caller_may() -> None:
     require_role("viewer" if request.method in ("GET", "HEAD") else "operator")
 
 INCIDENT_STATUSES = ("triggered", "acknowledged", "resolved", "closed")
+
+
+@dataclass(frozen=True)
+class Sort:
+    """A list order: ``term`` (None: the id alone) ``descending`` or not, ties by id ``ties_descending``
+    or not.  Every sort goes on from a cursor (its last incident's ``value`` and id), so a deep page costs
+    what page 1 does.  ``load`` reads a cursor's value back, raising ValueError or TypeError on one this
+    did not give; ``status_led``: the term's index leads with the status (0021, for the console's tabs)."""
+
+    term: Optional[ColumnElement]
+    descending: bool
+    ties_descending: bool
+    value: Callable[[Any], Any]
+    load: Callable[[Any], Any]
+    status_led: bool = False
+
+
+def _whole(value) -> int:
+    if type(value) is not int:  # not a bool either
+        raise TypeError(value)
+    return value
+
+
+def _aware(value) -> datetime:
+    moment = datetime.fromisoformat(value)
+    if moment.tzinfo is None:
+        raise ValueError(value)
+    return moment
+
+
+def _rank(value) -> int:
+    if _whole(value) not in SEVERITY_RANK.values():
+        raise ValueError(value)
+    return value
+
+
+_INCIDENTS = Incident.__table__.c
+"""The table's columns, not the mapped attributes: an ORDER BY term made of one holds that very column,
+which ``status_parts`` looks for."""
 SORTS = {
-    "-last_event_at": Incident.last_event_at.desc(), "last_event_at": Incident.last_event_at.asc(),
+    "-last_event_at": Sort(_INCIDENTS.last_event_at, True, True, lambda row: iso(row.last_event_at), _aware),
+    "last_event_at": Sort(_INCIDENTS.last_event_at, False, False, lambda row: iso(row.last_event_at), _aware),
     # Ids are given in creation order: the primary key sorts as created_at would, without a sort.
-    "-created_at": Incident.id.desc(), "created_at": Incident.id.asc(),
-    "-event_count": Incident.event_count.desc(),
-    "severity": service.INCIDENT_SEVERITY_RANK,
+    "-created_at": Sort(None, True, True, lambda row: row.id, _whole),
+    "created_at": Sort(None, False, False, lambda row: row.id, _whole),
+    "-event_count": Sort(_INCIDENTS.event_count, True, True, lambda row: row.event_count, _whole, status_led=True),
+    # Most severe first, then newest first: the one order whose two directions differ.
+    "severity": Sort(service.INCIDENT_SEVERITY_RANK, False, True, lambda row: SEVERITY_RANK[row.severity], _rank,
+                     status_led=True),
 }
-
-
-KEYSET_SORTS = {"-last_event_at": (Incident.last_event_at, True), "last_event_at": (Incident.last_event_at, False),
-                "-created_at": (Incident.id, True), "created_at": (Incident.id, False)}
-"""The sorts a ``cursor`` continues: (the sort column, descending).  Ties go by id the same way, so the
-order is one row value, (column, id), that the column's index with the id walks from a cursor on."""
 
 
 class IncidentQuery(Page):
@@ -111,7 +149,7 @@ class IncidentPage(page_of(IncidentOut)):
         f"other filters leave fewer than {search.WALK_PROBE:,} incidents: counting its matches would read "
         "every one of them, as many as the list's, to serve a page that needed a few dozen")})
     next_cursor = fields.String(allow_none=True, metadata={
-        "description": "for the sorts that allow it: the `cursor` of the next page (null on the last)"})
+        "description": "the `cursor` of the next page (null on the last)"})
 
 
 class IncidentDetail(IncidentOut):
@@ -151,60 +189,75 @@ def entry_json(row: service.TimelineItem) -> dict:
 @documented("Incidents", query=IncidentQuery, responses={200: IncidentPage},
            errors={400: "`cursor` is not a `next_cursor` this API gave (`bad_cursor`)"})
 def list_incidents():
-    """A page by ``page`` (an offset: each page deeper costs more) or, for the sorts in
-    ``KEYSET_SORTS``, by ``cursor``: the ``next_cursor`` of the page before, which goes on from
-    that page's last incident at the cost of page 1 however deep (``page`` is then ignored, and
-    ``total`` is null: counting would read every match again on each page)."""
+    """A page by ``page`` (an offset: each page deeper costs more) or by ``cursor``: the
+    ``next_cursor`` of the page before, which goes on from that page's last incident at the cost of
+    page 1 however deep (``page`` is then ignored, and ``total`` is null: counting would read every
+    match again on each page)."""
     args = IncidentQuery().load(request.args)
-    query = incident_query(args)
+    query, order = incident_query(args), incident_order(args)
+    parts = status_parts(args, order)
     by_cursor = "cursor" in args
     if by_cursor:  # a bad cursor is refused here, before any read
-        query = query.where(after(args["sort"], args["cursor"]))
+        query, parts = beyond(query, parts, after(args["sort"], args["cursor"]))
         args = {**args, "page": 1}
     per_page = args["per_page"]
     with reading() as conn:
-        order = incident_order(args)
         rows, total = search.read(conn, query, order, args.get("q"), conn.dialect.name,
                                   limit=per_page, offset=(args["page"] - 1) * per_page, count=not by_cursor,
-                                  parts=status_parts(args, order))
-    items = [incident_json(row) for row in rows]
-    keyset = KEYSET_SORTS.get(args["sort"])
-    last = items[-1] if keyset and len(items) == per_page else None
-    return jsonify({"items": items, "total": total, "page": args["page"], "per_page": per_page,
-                    "next_cursor": None if last is None else keyset_cursor(last[keyset[0].key], last["id"])})
+                                  parts=parts)
+    return jsonify({"items": [incident_json(row) for row in rows], "total": total, "page": args["page"],
+                    "per_page": per_page,
+                    "next_cursor": cursor_after(args["sort"], rows[-1]) if len(rows) == per_page else None})
 
 
-def keyset_cursor(value, last_id: int) -> str:
-    """The `next_cursor` that goes on after the incident with `last_id` and sort value `value` (JSON)."""
-    return base64.urlsafe_b64encode(json.dumps([value, last_id]).encode()).decode()
+def cursor_after(sort: str, row) -> str:
+    """The cursor that goes on after the incident ``row`` in ``sort`` (its sort value and id, as JSON)."""
+    return base64.urlsafe_b64encode(json.dumps([SORTS[sort].value(row), row.id]).encode()).decode()
 
 
-def after(sort: str, cursor: str, *, before: bool = False):
+def after(sort: str, cursor: str, *, before: bool = False) -> tuple[search.Part, ...]:
     """The incidents after ``cursor``'s in the order of ``sort`` (``before``: ahead of it, for the
-    console's Previous link); a 400 for a cursor this did not give."""
-    if sort not in KEYSET_SORTS:
-        raise ApiError(400, "bad_cursor", f"a cursor goes on only with sort {', '.join(KEYSET_SORTS)}")
-    column, descending = KEYSET_SORTS[sort]
+    console's Previous link), as disjoint parts, each a range of the sort's index: one row value
+    where the sort and its ties go one way; where they do not (the severity sort's rank ascending,
+    ids descending), the cursor's rank past its id, in id order, then the ranks past it.  A 400 for
+    a cursor this did not give."""
+    order = SORTS[sort]
     try:
         value, last_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        if column is not Incident.id:
-            value = datetime.fromisoformat(value)
-        if not (isinstance(last_id, int) and (isinstance(value, int) or value.tzinfo is not None)):
-            raise ValueError(cursor)
+        value, last_id = order.load(value), _whole(last_id)
     except (ValueError, TypeError, AttributeError, binascii.Error):
         raise ApiError(400, "bad_cursor", "cursor is not a next_cursor this API gave") from None
-    # As a row value, not "column < v OR (column = v AND id < i)": PostgreSQL then starts the walk of
-    # the index at the cursor instead of filtering every row ahead of it (test_query_plans).
-    position, cursor_at = (Incident.id, last_id) if column is Incident.id else (tuple_(column, Incident.id), (value, last_id))
-    return position < cursor_at if descending != before else position > cursor_at
+    ahead = lambda term, at, descending: term < at if descending != before else term > at  # noqa: E731
+    if order.term is None:
+        return (search.Part(ahead(Incident.id, last_id, order.ties_descending)),)
+    if order.descending == order.ties_descending:
+        # As a row value, not "column < v OR (column = v AND id < i)": PostgreSQL then starts the walk of
+        # the index at the cursor instead of filtering every row ahead of it (test_query_plans).
+        return (search.Part(ahead(tuple_(order.term, Incident.id), (value, last_id), order.descending)),)
+    by_id = Incident.id.desc() if order.ties_descending != before else Incident.id.asc()
+    return (search.Part(and_(order.term == value, ahead(Incident.id, last_id, order.ties_descending)), (by_id,)),
+            search.Part(ahead(order.term, value, order.descending)))
 
 
-def keyset_order(sort: str, *, backward: bool = False) -> tuple:
-    """The ORDER BY of a ``KEYSET_SORTS`` sort; ``backward``, the opposite one, in which a page
+def beyond(query, parts: tuple, cursor: tuple) -> tuple:
+    """(``query`` and ``parts`` narrowed to ``after``'s parts ``cursor``): the query holds them whole, so
+    every read of it is exact; when there are two, each part is read once per side of the cursor (a
+    range of the index apiece) and merged, as ``search.ordered`` does."""
+    query = query.where(or_(*(side.where for side in cursor)))
+    if len(cursor) > 1:
+        parts = tuple(search.Part(and_(part.where, side.where), side.order or part.order)
+                      for part in parts or (search.Part(true()),) for side in cursor)
+    return query, parts
+
+
+def sort_order(sort: str, *, backward: bool = False) -> tuple:
+    """The ORDER BY of ``sort``, ties by id; ``backward``, the opposite one, in which a page
     ``before`` a cursor is read from the cursor out, then turned round."""
-    column, descending = KEYSET_SORTS[sort]
-    columns = (Incident.id,) if column is Incident.id else (column, Incident.id)
-    return tuple(c.desc() if descending != backward else c.asc() for c in columns)
+    order = SORTS[sort]
+    terms = [(_INCIDENTS.id, order.ties_descending)]
+    if order.term is not None:
+        terms.insert(0, (order.term, order.descending))
+    return tuple(term.desc() if descending != backward else term.asc() for term, descending in terms)
 
 
 def incident_query(args: dict):
@@ -214,27 +267,22 @@ def incident_query(args: dict):
                        {"status": Incident.status, "severity": Incident.severity, "source": Incident.source_key})
 
 
-STATUS_LED = (SORTS["severity"], SORTS["-event_count"])
-"""The sort terms whose indexes lead with the status (0021, for the console's tabs)."""
-
-
 def status_parts(args: dict, order: tuple) -> tuple:
     """The parts the list of ``args`` in ``order`` (``incident_order``'s) is read in and merged
-    (``search.ordered``): one per status when the order leads with a ``STATUS_LED`` term and no
-    status is asked for, else none."""
-    if args.get("status") or not any(order[0] is term for term in STATUS_LED):
+    (``search.ordered``): one per status when the order leads with a ``status_led`` sort's term
+    and no status is asked for, else none."""
+    if args.get("status") or not any(order[0].element is sort.term for sort in SORTS.values() if sort.status_led):
         return ()
-    return tuple(Incident.status == status for status in INCIDENT_STATUSES)
+    return tuple(search.Part(Incident.status == status) for status in INCIDENT_STATUSES)
 
 
-def incident_order(args: dict) -> tuple:
-    """The ORDER BY of ``args["sort"]``: a ``KEYSET_SORTS`` one's, or the sort's then newest first.
-    The severity sort of one ``severity`` is newest first alone, the same order: the rank's index
-    would walk every higher severity's incidents before the first of it."""
-    sort = args["sort"]
-    if sort == "severity" and args.get("severity"):
-        return (Incident.id.desc(),)
-    return keyset_order(sort) if sort in KEYSET_SORTS else (SORTS[sort], Incident.id.desc())
+def incident_order(args: dict, *, backward: bool = False) -> tuple:
+    """The ORDER BY of ``args["sort"]`` (``sort_order``).  The severity sort of one ``severity`` is newest
+    first alone, the same order: the rank's index would walk every higher severity's incidents before
+    the first of it.  (Its cursor stays the rank's: every incident listed has that one, so it goes on by id.)"""
+    if args["sort"] == "severity" and args.get("severity"):
+        return (Incident.id.asc() if backward else Incident.id.desc(),)
+    return sort_order(args["sort"], backward=backward)
 
 
 @bp.get("/<id:incident_id>")

@@ -10,12 +10,12 @@ from sqlalchemy import func, select
 from gateway.contracts import SEVERITIES
 from gateway.incidents import search, service
 from gateway.incidents.api import (
-    INCIDENT_STATUSES, KEYSET_SORTS, CommentBody, IncidentQuery, NoteBody, act, add_comment, after,
-    incident_order, incident_query, keyset_cursor, keyset_order,
+    INCIDENT_STATUSES, CommentBody, IncidentQuery, NoteBody, act, add_comment, after, beyond, cursor_after,
+    incident_order, incident_query,
 )
 from gateway.store.models import AlertRow, DeliveryRow, Incident
 from gateway.views import (
-    COUNT_CAP, ApiError, Text, actor, iso, all_sources, capped_count, console_blueprint, needs, reading,
+    COUNT_CAP, ApiError, Text, actor, all_sources, capped_count, console_blueprint, needs, reading,
 )
 
 bp = console_blueprint("incidents_console", __name__, template_folder="templates")
@@ -40,31 +40,30 @@ class ConsoleQuery(IncidentQuery):
 def list_incidents():
     """Tabs by status, filters, search, sort and pages; ``?partial=1`` is the refreshing table alone.
 
-    In the sorts ``KEYSET_SORTS`` holds, Next and Previous carry a cursor (the page's last or first
-    incident), so page 1,000 costs what page 1 does; ``page`` is then only the number shown.  The
-    other sorts, and a hand-typed ``page``, read by offset."""
+    Next and Previous carry a cursor (the page's last or first incident), so page 1,000 costs what
+    page 1 does; ``page`` is then only the number shown.  A hand-typed ``page`` reads by offset."""
     try:
         args = ConsoleQuery(unknown=EXCLUDE).load({"sort": DEFAULT_SORT, **request.args, "per_page": PER_PAGE})
     except ValidationError:  # a hand-edited URL shows the default list
         args = ConsoleQuery().load({"sort": DEFAULT_SORT, "per_page": PER_PAGE})
     status = args.get("status") or "triggered"
     args["status"] = status
-    query, order, offset = incident_query(args), incident_order(args), 0
-    keyset = args["sort"] in KEYSET_SORTS
-    backward = keyset and "before" in args
+    query, order, parts, offset = incident_query(args), incident_order(args), (), 0
+    backward = "before" in args
     try:
         if backward:
-            query = query.where(after(args["sort"], args["before"], before=True))
-            order = keyset_order(args["sort"], backward=True)
-        elif keyset and "cursor" in args:
-            query = query.where(after(args["sort"], args["cursor"]))
+            query, parts = beyond(query, parts, after(args["sort"], args["before"], before=True))
+            order = incident_order(args, backward=True)
+        elif "cursor" in args:
+            query, parts = beyond(query, parts, after(args["sort"], args["cursor"]))
         else:
             offset = (args["page"] - 1) * PER_PAGE
     except ApiError:  # a hand-edited cursor: the list from its start, before any read
         return redirect(url_for(".list_incidents", status=status, sort=args["sort"]))
     with reading() as conn:
         # One row past the page says whether there is another one that way, without counting every match.
-        rows, _ = search.read(conn, query, order, args.get("q"), conn.dialect.name, limit=PER_PAGE + 1, offset=offset)
+        rows, _ = search.read(conn, query, order, args.get("q"), conn.dialect.name, limit=PER_PAGE + 1, offset=offset,
+                              parts=parts)
         # Each tab counts its status's incidents up to COUNT_CAP (a range of the status index).
         counts = {s: capped_count(conn, select(Incident.id).where(Incident.status == s)) for s in INCIDENT_STATUSES}
     more, rows = len(rows) > PER_PAGE, rows[:PER_PAGE]
@@ -77,21 +76,15 @@ def list_incidents():
     pages = {}  # the Previous and Next links' arguments
     if args["page"] > 1:
         pages["previous"] = {**here, "page": args["page"] - 1,
-                             "before": _cursor(args["sort"], rows[0]) if keyset and rows else None}
+                             "before": cursor_after(args["sort"], rows[0]) if rows else None}
     if rows and (more or backward):
-        pages["next"] = {**here, "page": args["page"] + 1, "cursor": _cursor(args["sort"], rows[-1]) if keyset else None}
+        pages["next"] = {**here, "page": args["page"] + 1, "cursor": cursor_after(args["sort"], rows[-1])}
     sources = [source["key"] for source in all_sources()]
     template = "incidents/rows.html" if request.args.get("partial") else "incidents/list.html"
     return render_template(template, rows=rows, counts=counts, count_cap=COUNT_CAP, args=args, status=status, statuses=INCIDENT_STATUSES,
                            severities=SEVERITIES, sources=sources, sorts=["-created_at", "-last_event_at",
                                                                           "severity", "-event_count"],
                            pages=pages)
-
-
-def _cursor(sort: str, row) -> str:
-    """The cursor that goes on from ``row`` in ``sort``, as the API's ``next_cursor`` does."""
-    value = getattr(row, KEYSET_SORTS[sort][0].key)
-    return keyset_cursor(value if isinstance(value, int) else iso(value), row.id)
 
 
 @bp.get("/incidents/<id:incident_id>")

@@ -10,9 +10,10 @@ Both ways find the same incidents in the same order (tests/test_search_paths.py)
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from sqlalchemy import Connection, Select, String, func, literal_column, not_, or_, select, text, union_all
+from sqlalchemy import ColumnElement, Connection, Select, String, func, literal_column, not_, or_, select, text, union_all
 from sqlalchemy.sql.util import ClauseAdapter
 
 from gateway.store.models import COMMENTS_SQL, INCIDENT_TEXT, Incident, TimelineEntry, comments_search, incidents_search
@@ -75,14 +76,25 @@ def matching(q: str, dialect: str, query: Select):
     return union_all(query.where(*found), query.where(Incident.id.in_(commented), not_(own))).subquery("matched")
 
 
-def ordered(query: Select, order: Sequence, *, limit: int, offset: int = 0, parts: Sequence = ()) -> Select:
-    """``limit`` rows from ``offset`` of ``query`` in ``order``.  With ``parts`` (conditions that
-    split the incidents between them, none left out), each part's first ``offset + limit`` are read
-    on their own and merged: an index that leads with the column the parts split on serves each
-    part's walk, and none serves the whole."""
+@dataclass(frozen=True)
+class Part:
+    """One walk of a merged read (``ordered``): the incidents ``where`` holds, read in ``order`` where
+    the condition fixes the sort's leading term (SQLite sorts the rows an index expression fixed by ==
+    gives, rather than see that the expression orders nothing), else in the read's own."""
+
+    where: ColumnElement
+    order: tuple = ()
+
+
+def ordered(query: Select, order: Sequence, *, limit: int, offset: int = 0, parts: Sequence[Part] = ()) -> Select:
+    """``limit`` rows from ``offset`` of ``query`` in ``order``.  With ``parts`` (each a ``Part``; together
+    they split ``query``'s incidents, none left out), each part's first ``offset + limit``
+    are read on their own and merged: an index serves each part's walk (one that leads with the
+    status, for a part per status; a range of it, for each side of a cursor), and none the whole."""
     if not parts:
         return query.order_by(*order).limit(limit).offset(offset)
-    walks = (select(query.where(part).order_by(*order).limit(offset + limit).subquery()) for part in parts)
+    walks = (select(query.where(part.where).order_by(*(part.order or order)).limit(offset + limit).subquery())
+             for part in parts)
     merged = union_all(*walks).subquery("merged")
     return select(merged).order_by(*(ClauseAdapter(merged).traverse(term) for term in order)).limit(limit).offset(offset)
 
