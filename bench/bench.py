@@ -71,7 +71,7 @@ WRK_THREADS = env_int("BENCH_WRK_THREADS", 2)
 RUNS = env_int("BENCH_RUNS", 1)
 FINGERPRINTS = env_int("BENCH_FINGERPRINTS", 1000)
 RECOVERY_PCT = env_int("BENCH_RECOVERY_PCT", 5)
-TARGETS = [t.strip() for t in (os.environ.get("BENCH_TARGETS") or "gateway,floor").split(",") if t.strip()]
+TARGETS = [t.strip() for t in (os.environ.get("BENCH_TARGETS") or "gateway,floor,http").split(",") if t.strip()]
 DBS = [d.strip() for d in (os.environ.get("BENCH_DBS") or "sqlite,sqlite-normal,postgresql").split(",") if d.strip()]
 """Database kinds: sqlite (synchronous=FULL, the default), sqlite-normal (GATEWAY_SQLITE_SYNCHRONOUS=NORMAL), postgresql."""
 PG_ADMIN_URL = os.environ.get("BENCH_PG_URL") or "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -456,11 +456,21 @@ def start_floor(workdir: Path, db_url: str, tag: str, db: str) -> tuple[Server, 
     from bench.floor_app import create_schema
 
     create_schema(db_url)
+    return serve_floor(workdir, tag, dict(sqlite_synchronous(db), BENCH_FLOOR_DATABASE_URL=db_url),
+                       threads_for(db_url, "floor"))
+
+
+def start_http_floor(workdir: Path, db_url: str, tag: str, db: str) -> tuple[Server, str]:
+    """The floor without a database, with the gateway's threads on ``db``: what serving alone costs."""
+    return serve_floor(workdir, tag, {"BENCH_FLOOR_DATABASE_URL": ""}, threads_for(db_url))
+
+
+def serve_floor(workdir: Path, tag: str, env: dict, threads: int) -> tuple[Server, str]:
     port = free_port()
-    env = dict(os.environ, **sqlite_synchronous(db), BENCH_FLOOR_DATABASE_URL=db_url)
+    env = dict(os.environ, **env)
     server = Server(f"floor ({tag})",
                     [sys.executable, "-m", "gunicorn", "--config", "python:bench.floor_gunicorn",
-                     "--threads", str(threads_for(db_url, "floor")),
+                     "--threads", str(threads),
                      "--workers", str(WORKERS), "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "20",
                      "bench.floor_app:create_app()"], env, workdir / f"floor-{tag}.log")
     base = f"http://127.0.0.1:{port}"
@@ -513,10 +523,10 @@ def describe(label: str, r: dict) -> None:
 
 
 def compare(wrk: str, workdir: Path, dbs: Databases) -> dict:
-    results: dict = {db: {"gateway": [], "floor": []} for db in DBS}
+    results: dict = {db: {"gateway": [], "floor": [], "http": []} for db in DBS}
     for run in range(1, RUNS + 1):
         for db in DBS:
-            for target, start in (("gateway", start_gateway), ("floor", start_floor)):
+            for target, start in (("gateway", start_gateway), ("floor", start_floor), ("http", start_http_floor)):
                 if target not in TARGETS:
                     continue
                 tag = f"{db}-{target}-{run}"
@@ -748,7 +758,7 @@ def summary(facts: dict, results: dict, soaks: list[dict], slows: list[dict]) ->
             ratio = None
             if gw and fl and med(fl, "accepted_per_s"):
                 ratio = med(gw, "accepted_per_s") / med(fl, "accepted_per_s")
-            for target, rs in (("gateway", gw), ("floor", fl)):
+            for target, rs in (("gateway", gw), ("floor", fl), ("http", by_target["http"])):
                 if not rs:
                     continue
                 last = rs[-1]["rss"]
@@ -774,6 +784,11 @@ def summary(facts: dict, results: dict, soaks: list[dict], slows: list[dict]) ->
                 f"[{'met' if rate >= TARGET_RATE else 'MISSED'}]; {fraction}; p99 {p99:.1f} ms "
                 f"{'<=' if p99 <= TARGET_P99_MS else '>'} {TARGET_P99_MS} "
                 f"[{'met' if p99 <= TARGET_P99_MS else 'MISSED'}]")
+            if by_target["http"] and med(by_target["http"], "accepted_per_s"):
+                http = by_target["http"]
+                verdicts.append(f"  stretch, against the HTTP floor (no database): {rate / med(http, 'accepted_per_s'):.0%}"
+                                f" of its {med(http, 'accepted_per_s'):.0f}/s, p99 {p99 / med(http, 'p99_ms'):.2f}x its"
+                                f" {med(http, 'p99_ms'):.1f} ms")
         lines += ["(CPU ms/req: gunicorn master + workers per response; others: cores used by processes that are",
                   " neither the server, wrk nor PostgreSQL during the run, the worst run — above ~0.2 the machine was shared)"]
         lines += ["", f"targets (gateway, {CONNECTIONS} connections):"] + [f"  {v}" for v in verdicts]
