@@ -461,8 +461,9 @@ def start_floor(workdir: Path, db_url: str, tag: str, db: str) -> tuple[Server, 
 
 
 def start_http_floor(workdir: Path, db_url: str, tag: str, db: str) -> tuple[Server, str]:
-    """The floor without a database, with the gateway's threads on ``db``: what serving alone costs."""
-    return serve_floor(workdir, tag, {"BENCH_FLOOR_DATABASE_URL": ""}, threads_for(db_url))
+    """The floor without a database (``db_url`` is only the kind, ``db``), with the gateway's threads on
+    it: what serving alone costs."""
+    return serve_floor(workdir, tag, {"BENCH_FLOOR_DATABASE_URL": ""}, threads_for(db))
 
 
 def serve_floor(workdir: Path, tag: str, env: dict, threads: int) -> tuple[Server, str]:
@@ -532,7 +533,7 @@ def compare(wrk: str, workdir: Path, dbs: Databases) -> dict:
                 tag = f"{db}-{target}-{run}"
                 log(f"[run {run}/{RUNS}] {target} on {db}: fresh database, serve --workers {WORKERS} "
                     f"(front x {threads_for(db, target)} threads), warm-up {WARMUP}s, wrk -t{WRK_THREADS} -c{CONNECTIONS} -d{DURATION}s")
-                url_db = dbs.fresh(db, f"{target}_{run}")
+                url_db = db if target == "http" else dbs.fresh(db, f"{target}_{run}")  # http stores nothing
                 server, url = start(workdir, url_db, tag, db)
                 try:
                     r = measure(wrk, server, url, url_db)

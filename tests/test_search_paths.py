@@ -170,12 +170,12 @@ def test_the_console_pages_back_and_forth_alike_both_ways(listed, monkeypatch):
             everything, _ = search.read(conn, incident_query({}), order, q, engine.dialect.name, limit=COUNT)
             ids = [row.id for row in everything]
             for at, row in enumerate(everything):
-                forward = beyond(incident_query({}), (), after(sort, cursor_after(sort, row)))
-                back = beyond(incident_query({}), (), after(sort, cursor_after(sort, row), before=True))
-                found.append([r.id for r in search.read(conn, forward[0], order, q, engine.dialect.name, limit=5,
-                                                        parts=forward[1])[0]])
-                found.append([r.id for r in search.read(conn, back[0], sort_order(sort, backward=True), q,
-                                                        engine.dialect.name, limit=5, parts=back[1])[0]])
+                ahead, ahead_parts = beyond(incident_query({}), (), after(sort, cursor_after(sort, row)))
+                behind, behind_parts = beyond(incident_query({}), (), after(sort, cursor_after(sort, row), before=True))
+                found.append([r.id for r in search.read(conn, ahead, order, q, engine.dialect.name, limit=5,
+                                                        parts=ahead_parts)[0]])
+                found.append([r.id for r in search.read(conn, behind, sort_order(sort, backward=True), q,
+                                                        engine.dialect.name, limit=5, parts=behind_parts)[0]])
                 assert found[-2:] == [ids[at + 1:at + 6], ids[max(at - 5, 0):at][::-1]], (sort, q, at)
         return found
 

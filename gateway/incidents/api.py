@@ -234,7 +234,7 @@ def after(sort: str, cursor: str, *, before: bool = False) -> tuple[search.Part,
         # As a row value, not "column < v OR (column = v AND id < i)": PostgreSQL then starts the walk of
         # the index at the cursor instead of filtering every row ahead of it (test_query_plans).
         return (search.Part(ahead(tuple_(order.term, Incident.id), (value, last_id), order.descending)),)
-    by_id = Incident.id.desc() if order.ties_descending != before else Incident.id.asc()
+    by_id = _directed(_INCIDENTS.id, order.ties_descending, before)
     return (search.Part(and_(order.term == value, ahead(Incident.id, last_id, order.ties_descending)), (by_id,)),
             search.Part(ahead(order.term, value, order.descending)))
 
@@ -257,7 +257,12 @@ def sort_order(sort: str, *, backward: bool = False) -> tuple:
     terms = [(_INCIDENTS.id, order.ties_descending)]
     if order.term is not None:
         terms.insert(0, (order.term, order.descending))
-    return tuple(term.desc() if descending != backward else term.asc() for term, descending in terms)
+    return tuple(_directed(term, descending, backward) for term, descending in terms)
+
+
+def _directed(term, descending: bool, backward: bool):
+    """``term`` in its direction, turned round for a read ``backward`` from a cursor."""
+    return term.desc() if descending != backward else term.asc()
 
 
 def incident_query(args: dict):
@@ -281,7 +286,7 @@ def incident_order(args: dict, *, backward: bool = False) -> tuple:
     first alone, the same order: the rank's index would walk every higher severity's incidents before
     the first of it.  (Its cursor stays the rank's: every incident listed has that one, so it goes on by id.)"""
     if args["sort"] == "severity" and args.get("severity"):
-        return (Incident.id.asc() if backward else Incident.id.desc(),)
+        return sort_order("-created_at", backward=backward)
     return sort_order(args["sort"], backward=backward)
 
 
