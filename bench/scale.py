@@ -260,8 +260,9 @@ def pages(cursors: dict[str, str]) -> dict[str, Optional[str]]:
     """Issue 16's reads, by name: the API's list (default sort, each filter, a search, page 1,000
     by offset and by ``cursor``, the next_cursor of page 999, the severity and event-count sorts
     across every status, on page 1 and page 1,000 by cursor), the incident with the long
-    timeline, and the console's list (the same filters, search, page 1,000 as its Next link
-    reaches it, in the default sort and by severity) and incident page.  A page by a cursor
+    timeline, the raw journal's (events, by source and by delivery id, a source's requests), and
+    the console's list (the same filters, search, page 1,000 as its Next link reaches it, in the
+    default sort and by severity), incident page, a raw payload and the sources' pages.  A page by a cursor
     ``deep_cursors`` could not make (the list is shorter than 1,000 pages) is None."""
 
     def by_cursor(path: str, key: str) -> Optional[str]:
@@ -280,6 +281,11 @@ def pages(cursors: dict[str, str]) -> dict[str, Optional[str]]:
         **{f"{name}, page 1,000 (offset)": f"{API_SORT_PAGES[name]}&page=1000" for name in API_SORTS},
         **{f"{name}, page 1,000 by cursor": by_cursor(API_SORT_PAGES[name], sort) for name, sort in API_SORTS.items()},
         f"API incident, {TIMELINE:,} entries": f"/api/incidents/{LONG_TIMELINE}",
+        "API events (raw journal)": "/api/events",
+        "API events, source filter": f"/api/events?source={SOURCES[7]}",
+        "API events, by delivery id": f"/api/events?external_id=e{ALERTS // 2}",
+        "API a source's requests": f"/api/sources/{SOURCES[7]}/requests",
+        "API a source's requests, page 100": f"/api/sources/{SOURCES[7]}/requests?page=100",
         "console list": "/incidents",
         "console list, status tab": "/incidents?status=resolved",
         "console list, severity=critical": "/incidents?severity=critical",
@@ -292,6 +298,9 @@ def pages(cursors: dict[str, str]) -> dict[str, Optional[str]]:
         "console list, sort by severity, page 1,000 (offset)": "/incidents?sort=severity&page=1000",
         "console list, sort by severity, page 1,000": by_cursor("/incidents?sort=severity&page=1000", "console severity"),
         f"console incident, {TIMELINE:,} entries": f"/incidents/{LONG_TIMELINE}",
+        "console raw payload": f"/events/{ALERTS // 2}",
+        "console sources, last 24 h": "/sources",
+        "console source page": f"/sources/{SOURCES[7]}",
     }
 
 

@@ -134,9 +134,9 @@ def table_scans(conn, statement: str, parameters) -> list[str]:
             if detail.startswith("SCAN ") and "INDEX" not in detail and detail.split()[1] in LARGE_TABLES]
 
 
-def incidents_plan(engine, statement: str, parameters) -> tuple[bool, list]:
+def incidents_plan(engine, statement: str, parameters, table: str = "incidents") -> tuple[bool, list]:
     """(whether on SQLite, the plan): SQLite's EXPLAIN QUERY PLAN lines, or the nodes of PostgreSQL's
-    EXPLAIN ANALYZE (run) that read the incidents table."""
+    EXPLAIN ANALYZE (run) that read ``table`` (the incidents, or one of the raw journal's days)."""
     with engine.connect() as conn:
         cursor = conn.connection.dbapi_connection.cursor()
         if conn.dialect.name == "sqlite":
@@ -147,7 +147,8 @@ def incidents_plan(engine, statement: str, parameters) -> tuple[bool, list]:
     nodes, scans = [(plan if isinstance(plan, list) else json.loads(plan))[0]["Plan"]], []
     while nodes:
         node = nodes.pop()
-        scans += [node] if node.get("Relation Name") == "incidents" else []
+        relation = node.get("Relation Name")
+        scans += [node] if relation == table or (relation and partitions.is_partition(relation)) else []
         nodes.extend(node.get("Plans", ()))
     return False, scans
 
@@ -190,7 +191,9 @@ def test_no_list_detail_timeline_deliveries_or_claim_query_scans_a_large_table(s
         (api, "/api/incidents?sort=created_at"), (api, "/api/incidents?sort=last_event_at&status=triggered"),
         (api, f"/api/incidents/{middle}"), (api, "/api/deliveries"), (api, "/api/deliveries?status=dead"),
         (api, "/api/deliveries?sink=sink-3"), (api, "/api/events"), (api, "/api/events?source=src-7"),
-        (api, f"/api/alerts/{middle}"),
+        (api, f"/api/events?external_id=e{middle}"), (api, f"/api/alerts/{middle}"),
+        (api, "/api/sources/src-7/requests"), (api, "/api/sources/src-7/requests?page=4&per_page=20"),
+        (browser, "/sources"), (browser, "/sources/src-7"), (browser, f"/events/{middle}"),
         (browser, "/incidents"), (browser, "/incidents?status=resolved&page=20"),
         (browser, "/incidents?severity=critical&source=src-7"), (browser, "/incidents?severity=critical"),
         (browser, "/incidents?source=src-7"), (browser, "/incidents?page=200"), (browser, f"/incidents/{middle}"),
@@ -352,3 +355,32 @@ def test_a_broad_search_walks_the_sort_and_stops_at_its_page(statements, path, s
     assert [(n["Node Type"], n.get("Index Name"), n["Scan Direction"]) for n in plan] == [
         ("Index Scan", postgres_index, "Backward")], plan
     assert plan[0]["Actual Rows"] < search.WALK_PROBE / 2, plan[0]  # stopped at the page, not the window's end
+
+
+@pytest.mark.parametrize("path, window", [
+    ("/api/sources/src-7/requests", 50), ("/api/sources/src-7/requests?page=4&per_page=20", 80),
+])
+def test_a_sources_requests_are_walked_newest_first_as_far_as_the_page(statements, path, window):
+    """A page of a source's requests reads the source's newest along (source_key, received_at, id),
+    as far as the page, and merges them with its refusals: it read and sorted the source's whole
+    journal (at ten million requests, 340 ms on SQLite and 1.8 s on PostgreSQL)."""
+    app, sent = statements
+    engine = app.extensions["gateway"].engine
+    sent.clear()
+    assert admin_client(app).get(path).status_code == 200
+    page = [(statement, parameters) for statement, parameters in sent if "UNION ALL" in statement][-1]
+    sqlite, plan = incidents_plan(engine, *page, table=partitions.TABLE)
+    index = "ix_raw_requests_source_key_received_at_id"
+    if sqlite:
+        with engine.connect() as conn:
+            cursor = conn.connection.dbapi_connection.cursor()
+            cursor.execute("EXPLAIN QUERY PLAN " + page[0], page[1])
+            nodes = {node: (parent, detail) for node, parent, _, detail in cursor.fetchall()}
+        walk = next(node for node, (_, detail) in nodes.items() if detail == "CO-ROUTINE newest_raw_requests")
+        steps = [detail for parent, detail in nodes.values() if parent == walk]
+        assert steps == [f"SEARCH raw_requests USING INDEX {index} (source_key=?)"], nodes
+        return
+    assert {(node["Node Type"], node.get("Index Name", "").removeprefix(node["Relation Name"] + "_"))
+            for node in plan} == {("Index Scan", "source_key_received_at_id_idx")}, plan
+    # The merge of the days reads one row past the page from each day it stops in.
+    assert sum(node["Actual Rows"] for node in plan) <= window + len(plan), plan

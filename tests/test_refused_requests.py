@@ -3,17 +3,19 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from datetime import timedelta
 
 import pytest
 import testkit
 from gateway.testing import migrated_schema
 from sqlalchemy import create_engine, select, text, update
-from testkit.support import ADMIN_TOKEN, admin_client
+from testkit.support import ADMIN_TOKEN, admin_client, sign_in
 
 from gateway.app import create_app
 from gateway.store.db import upgrade
-from gateway.store.models import RefusedRequest, utcnow
+from gateway.store.models import RawRequest, RefusedRequest, utcnow
+from gateway.web import console
 
 CONFIG = """
 global:
@@ -102,6 +104,63 @@ def test_only_the_newest_refusals_of_each_source_are_kept(make_app):
     assert listed["total"] == 3
     assert [json.loads(api.get(item["raw_url"]).data)["id"] for item in listed["items"]] == ["4", "3", "2"]
     assert requests_of(api, "off")["total"] == 1  # another source's bound is its own
+
+
+def _received(app, table, ids_ages: dict[int, timedelta]) -> None:
+    """Move rows of ``table`` back in time: each id to ``ages`` before now."""
+    with app.extensions["gateway"].engine.begin() as conn:
+        for row_id, age in ids_ages.items():
+            conn.execute(update(table).where(table.id == row_id).values(received_at=utcnow() - age))
+
+
+def test_a_sources_requests_page_through_both_outcomes_in_the_order_received(make_app):
+    app = make_app(CONFIG.format(keep=1000))
+    client, api = app.test_client(), admin_client(app)
+    for n in range(5):
+        assert client.post("/hooks/testsrc/src/", json={"id": f"a{n}", "title": "t"}, headers=AUTH).status_code == 202
+        assert client.post("/hooks/testsrc/src/", json={"id": f"r{n}"}, headers=AUTH).status_code == 422
+    accepted = [item["id"] for item in requests_of(api, "src", outcome="accepted")["items"]]
+    refused = [item["id"] for item in requests_of(api, "src", outcome="refused")["items"]]
+    # Received in another order than stored: ids alone would list them wrongly.
+    _received(app, RawRequest, {row_id: timedelta(minutes=3 * n) for n, row_id in enumerate(sorted(accepted))})
+    _received(app, RefusedRequest, {row_id: timedelta(minutes=3 * n + 1) for n, row_id in enumerate(refused)})
+
+    whole = requests_of(api, "src", per_page=100)
+    assert whole["total"] == 10
+    received = [item["received_at"] for item in whole["items"]]
+    assert received == sorted(received, reverse=True)
+    assert [item["outcome"] for item in whole["items"][:2]] == ["accepted", "refused"]
+    paged = [requests_of(api, "src", per_page=3, page=page) for page in range(1, 5)]
+    assert [item for page in paged for item in page["items"]] == whole["items"]
+    assert {page["total"] for page in paged} == {10}
+    assert [item["id"] for item in requests_of(api, "src", outcome="accepted", per_page=2, page=2)["items"]] == \
+        sorted(accepted)[2:4]
+
+
+def test_the_sources_page_counts_each_sources_last_day_up_to_the_cap(make_app, monkeypatch):
+    monkeypatch.setattr(console, "COUNT_CAP", 3)
+    app = make_app(CONFIG.format(keep=1000))
+    client = app.test_client()
+    for n in range(5):
+        assert client.post("/hooks/testsrc/src/", json={"id": f"a{n}", "title": "t"}, headers=AUTH).status_code == 202
+    for n in range(2):
+        assert client.post("/hooks/testsrc/src/", json={"id": f"r{n}"}, headers=AUTH).status_code == 422
+    assert client.post("/hooks/testsrc/off/", json={}).status_code == 403
+    browser = sign_in(app, app.extensions["gateway"].engine, "kim", "viewer")
+    assert browser.get("/sources").status_code == 200  # no source silent all day
+    with app.extensions["gateway"].engine.connect() as conn:
+        off = conn.execute(select(RefusedRequest.id).where(RefusedRequest.source_key == "off")).scalar_one()
+    _received(app, RefusedRequest, {off: timedelta(days=2)})  # silent all day: no count, yet its last request
+
+    page = browser.get("/sources", headers={"Accept-Language": "en"}).text
+
+    def cells(key: str) -> list[str]:
+        row = re.search(rf'<tr data-source="{key}">(.*?)</tr>', page, re.S).group(1)
+        return [re.sub(r"<[^>]+>", "", cell).strip() for cell in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)]
+
+    assert cells("src")[6:8] == ["3+", "2"]
+    assert cells("off")[6:8] == ["0", "0"]
+    assert "2 days ago" in cells("off")[5]
 
 
 def test_no_refusal_is_kept_when_told_to_keep_none(make_app):

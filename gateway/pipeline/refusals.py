@@ -1,13 +1,14 @@
 """Refused webhook requests: kept per source, the newest ``global.keep_refused``, and listed with
-the accepted ones as a source's requests."""
+the accepted ones as a source's requests, and counted with them for the sources page's last day."""
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any, Mapping, Optional
 
-from sqlalchemy import Engine, Select, delete, func, insert, literal, null, select, union_all
+from sqlalchemy import Connection, Engine, Select, String, delete, func, insert, literal, null, select, union_all
 
 from gateway.store.db import run_in_transaction
-from gateway.store.models import Handshake, RawRequest, RefusedRequest
+from gateway.store.models import Handshake, RawRequest, RefusedRequest, utcnow
 
 refused = RefusedRequest.__table__
 OUTCOMES = ("accepted", "refused")
@@ -28,22 +29,73 @@ def keep(engine: Engine, limit: int, values: Mapping[str, Any]) -> None:
     run_in_transaction(engine, work)
 
 
-def requests_of(source_key: str, outcome: Optional[str]) -> Select:
+NEWEST_FIRST = (RawRequest.received_at.desc(), RawRequest.id.desc())
+"""The raw journal's lists, newest first: a source's walks its (source, received_at, id) index, the
+whole journal its received_at one (with SQLite's rowid, or PostgreSQL's per-day partitions)."""
+
+
+def requests_of(source_key: str, outcome: Optional[str], *, newest: Optional[int] = None) -> Select:
     """A source's stored requests, newest first: ``outcome`` "accepted" (the raw journal; a
-    handshake with the status it was answered), "refused", or None for both."""
-    accepted = (select(literal("accepted").label("outcome"), RawRequest.id,
+    handshake with the status it was answered), "refused", or None for both.  With ``newest``,
+    only the newest that many of each outcome, walked along its source's index: all a page
+    within them needs, where the merge of both would otherwise sort the source's every request."""
+    def newest_of(table, *columns: str) -> Select:
+        query = select(*(table.c[name] for name in ("id", "received_at", *columns))).where(
+            table.c.source_key == source_key)
+        if newest is not None:
+            query = query.order_by(table.c.received_at.desc(), table.c.id.desc()).limit(newest)
+        return query.subquery(f"newest_{table.name}")
+
+    raw = newest_of(RawRequest.__table__, "alert_count")
+    accepted = (select(literal("accepted").label("outcome"), raw.c.id,
                        func.coalesce(Handshake.status, 202).label("status"),
-                       null().label("code"), null().label("message"),
-                       RawRequest.alert_count, RawRequest.received_at)
-                .select_from(RawRequest.__table__.outerjoin(Handshake.__table__,
-                                                           Handshake.raw_request_id == RawRequest.id))
-                .where(RawRequest.source_key == source_key))
-    rejected = (select(literal("refused").label("outcome"), refused.c.id, refused.c.status, refused.c.code,
-                       refused.c.message, literal(0).label("alert_count"), refused.c.received_at)
-                .where(refused.c.source_key == source_key))
+                       null().label("code"), null().label("message"), raw.c.alert_count, raw.c.received_at)
+                .select_from(raw.outerjoin(Handshake.__table__, Handshake.raw_request_id == raw.c.id)))
+    kept = newest_of(refused, "status", "code", "message")
+    rejected = select(literal("refused").label("outcome"), kept.c.id, kept.c.status, kept.c.code,
+                      kept.c.message, literal(0).label("alert_count"), kept.c.received_at)
     chosen = {"accepted": [accepted], "refused": [rejected], None: [accepted, rejected]}[outcome]
     both = union_all(*chosen).subquery()
     return select(both).order_by(both.c.received_at.desc(), both.c.id.desc())
+
+
+def last_day(conn: Connection, keys: list[str], cap: int) -> dict[str, dict]:
+    """Per source key: its "accepted" and "refused" requests of the last 24 h, each counted up to
+    ``cap`` (None past it), and when its "last" request came (None if it never sent one).
+
+    One statement a table for every source, each source's part a range of its (source_key,
+    received_at) index: on PostgreSQL, in the day partitions the day spans.  Only the sources
+    silent all day look further back, in one more (on PostgreSQL, through every day)."""
+    since = utcnow() - timedelta(hours=24)
+    stats: dict[str, dict] = {key: {"last": None} for key in keys}
+    for table, kind in ((RawRequest.__table__, "accepted"), (refused, "refused")):
+        def newest(listed, *where) -> Select:
+            return (select(table.c.received_at).where(table.c.source_key == listed.c.key, *where)
+                    .order_by(table.c.received_at.desc()).correlate(listed))
+
+        def today(listed) -> Select:
+            return newest(listed, table.c.received_at >= since)
+
+        def counted(listed):
+            return select(func.count()).select_from(today(listed).limit(cap + 1).subquery()).scalar_subquery()
+
+        lasts = {}
+        for key, count, last in _per_source(conn, keys, counted, lambda listed: today(listed).limit(1).scalar_subquery()):
+            stats[key][kind], lasts[key] = (count if count <= cap else None), last
+        silent = [key for key, last in lasts.items() if last is None]
+        lasts.update(_per_source(conn, silent, lambda listed: newest(listed).limit(1).scalar_subquery()))
+        for key, last in lasts.items():
+            stats[key]["last"] = max(filter(None, (stats[key]["last"], last)), default=None)
+    return stats
+
+
+def _per_source(conn: Connection, keys: list[str], *columns) -> list[tuple]:
+    """A row per key: the key, then each of ``columns`` made for the listed key (a correlated subquery)."""
+    if not keys:
+        return []
+    # Each key a SELECT: SQLite cannot name a VALUES list's columns.
+    listed = union_all(*(select(literal(key, String).label("key")) for key in keys)).subquery("listed")
+    return [tuple(row) for row in conn.execute(select(listed.c.key, *(column(listed) for column in columns)))]
 
 
 def raw_url(outcome: str, request_id: int) -> str:

@@ -133,11 +133,11 @@ class RawRequest(JournaledRequest, Base):
     alert_count: Mapped[int] = mapped_column(default=0)
 
     __table_args__ = (
-        Index("ix_raw_requests_source_key_id", "source_key", "id"),
+        Index("ix_raw_requests_source_key_received_at_id", "source_key", "received_at", "id"),  # lists (0022)
         Index("ix_raw_requests_received_at", "received_at"),
-        # The idempotency guard: one accepted request per (source, vendor delivery id).  Not unique:
-        # no unique index can span PostgreSQL's partitions; ingest serializes a delivery id instead.
-        Index("ix_raw_requests_source_key_external_id", "source_key", "external_id"),
+        # The idempotency guard, not unique (none can span PostgreSQL's partitions: ingest serializes a
+        # delivery id instead); the id first, for ``/api/events?external_id=`` (0022).
+        Index("ix_raw_requests_external_id_source_key", "external_id", "source_key"),
     )
 
 

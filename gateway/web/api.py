@@ -204,10 +204,12 @@ class RequestOut(Schema):
 def list_requests(key: str):
     """The source's webhook requests, newest first, refused ones with why (``?outcome=``)."""
     args = RequestQuery().load(request.args)
-    return jsonify(paginate(refusals.requests_of(key, args.get("outcome")), args, lambda r: {
+    outcome = args.get("outcome")
+    window = refusals.requests_of(key, outcome, newest=args["page"] * args["per_page"])
+    return jsonify(paginate(window, args, lambda r: {
         "id": r.id, "outcome": r.outcome, "status": r.status, "code": r.code, "message": r.message,
         "alert_count": r.alert_count, "received_at": iso(r.received_at),
-        "raw_url": refusals.raw_url(r.outcome, r.id)}))
+        "raw_url": refusals.raw_url(r.outcome, r.id)}, counted=refusals.requests_of(key, outcome)))
 
 
 @bp.get("/refused/<id:request_id>/raw")
@@ -255,7 +257,7 @@ class EventOut(Schema):
 @documented("Stored webhook requests, newest first", query=EventQuery, responses={200: page_of(EventOut)})
 def list_events():
     args = EventQuery().load(request.args)
-    query = select(*_EVENT_COLUMNS, func.length(RawRequest.body).label("size")).order_by(RawRequest.id.desc())
+    query = select(*_EVENT_COLUMNS, func.length(RawRequest.body).label("size")).order_by(*refusals.NEWEST_FIRST)
     query = where_given(query, args, {"source": RawRequest.source_key, "external_id": RawRequest.external_id})
     return jsonify(paginate(query, args, _event_json))
 

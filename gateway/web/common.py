@@ -171,11 +171,13 @@ def counted_page(conn: Connection, query: Select, key, *, limit: int, offset: in
     return [rows[k] for k in page], total
 
 
-def paginate(query: Select, args: dict, to_json: Callable, *, count: bool = True) -> dict:
+def paginate(query: Select, args: dict, to_json: Callable, *, count: bool = True,
+             counted: Optional[Select] = None) -> dict:
     """One page of ``query``; ``total`` counts the matches up to ``COUNT_CAP`` (null past it, or
     when ``count`` is False): a count reads every match, and on a table of millions that costs
-    more than the page."""
+    more than the page.  ``counted``: the matches to count, when ``query`` holds only the first
+    of them that the page needs (a merge of walks, each cut to its first rows)."""
     with reading() as conn:
-        total = capped_count(conn, query) if count else None
+        total = capped_count(conn, query if counted is None else counted) if count else None
         rows = conn.execute(query.limit(args["per_page"]).offset((args["page"] - 1) * args["per_page"])).all()
     return {"items": [to_json(row) for row in rows], "total": total, "page": args["page"], "per_page": args["per_page"]}

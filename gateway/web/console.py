@@ -11,7 +11,7 @@ import json
 import os
 import secrets
 import zoneinfo
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Optional
 
 from flask import (
@@ -28,12 +28,12 @@ from werkzeug.exceptions import HTTPException
 from gateway import metrics, users
 from gateway.config import redacted
 from gateway.contracts import ApiError
-from gateway.pipeline import deadletters
+from gateway.pipeline import deadletters, refusals
 from gateway.store.lists import one_of
 from gateway.store.models import DeliveryRow, DeliveryAttempt, RawRequest, RefusedRequest, utcnow
 from gateway.web import auth
 from gateway.web.api import all_sources, change_runtime_source, create_runtime_source, reload_everywhere
-from gateway.web.common import reading
+from gateway.web.common import COUNT_CAP, reading
 
 LANGUAGES = ("ko", "en")
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; "
@@ -194,36 +194,15 @@ def _option_fields(type_name: str) -> list[tuple[str, ma_fields.Field]]:
             if name != "token" and isinstance(field, (ma_fields.String, ma_fields.Boolean, ma_fields.Number))]
 
 
-def _source_stats(keys: list[str]) -> dict[str, dict]:
-    """Per source: accepted and refused requests over 24 h, and when the last one came.
-
-    "Over 24 h" is "since the first request stored in the last 24 h": ids follow arrival, so each
-    count is a range of the (source, id) index, not a visit to every request of the day.
-    """
-    since = utcnow() - timedelta(hours=24)
-    stats: dict[str, dict] = {key: {} for key in keys}
-    with reading() as conn:
-        for table, kind in ((RawRequest, "accepted"), (RefusedRequest, "refused")):
-            first = conn.execute(select(table.id).where(table.received_at >= since)
-                                 .order_by(table.received_at).limit(1)).scalar()
-            for key in keys:
-                if first is not None:
-                    stats[key][kind] = conn.execute(select(func.count()).select_from(table).where(
-                        table.source_key == key, table.id >= first)).scalar_one()
-                last = conn.execute(select(table.received_at).where(table.source_key == key)
-                                    .order_by(table.id.desc()).limit(1)).scalar()
-                if last is not None:
-                    stats[key]["last"] = max(filter(None, (stats[key].get("last"), last)))
-    return stats
-
-
 @bp.get("/sources")
 def sources():
     types = _source_types()
     chosen = request.args.get("type") or (types[0][0] if types else None)
     sources = all_sources()
-    return render_template("console/sources.html", sources=sources, stats=_source_stats([s["key"] for s in sources]),
-                           types=types,
+    with reading() as conn:
+        stats = refusals.last_day(conn, [s["key"] for s in sources], COUNT_CAP)
+    return render_template("console/sources.html", sources=sources, stats=stats,
+                           count_cap=COUNT_CAP, types=types,
                            chosen=chosen, option_fields=_option_fields(chosen) if chosen else [],
                            adding="new" in request.args, shown_token=session.pop("shown_token", None))
 
@@ -272,9 +251,9 @@ def source(key: str):
     with reading() as conn:
         accepted = conn.execute(
             select(RawRequest.id, RawRequest.received_at, RawRequest.alert_count, RawRequest.remote_addr)
-            .where(RawRequest.source_key == key).order_by(RawRequest.id.desc()).limit(100)).all()
+            .where(RawRequest.source_key == key).order_by(*refusals.NEWEST_FIRST).limit(100)).all()
         refused = conn.execute(select(RefusedRequest.__table__).where(RefusedRequest.source_key == key)
-                               .order_by(RefusedRequest.id.desc()).limit(100)).all()
+                               .order_by(RefusedRequest.received_at.desc(), RefusedRequest.id.desc()).limit(100)).all()
     requests = sorted([("accepted", row) for row in accepted] + [("refused", row) for row in refused],
                       key=lambda item: item[1].received_at, reverse=True)[:100]
     return render_template("console/source.html", source=found, requests=requests)
