@@ -10,14 +10,14 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from psycopg.types.json import Json
-from sqlalchemy import create_engine, func, insert, select, text
+from sqlalchemy import create_engine, event, func, insert, select, text
 
 from gateway.pipeline.transaction import DUPLICATE_WINDOW, _RAW_INSERT, insert_raw
 from gateway.pipeline.retention import Purged, purge
 from gateway.store import partitions
 from gateway.store.db import make_engine, run_in_transaction, upgrade
 from gateway.store.models import AlertRow, RawRequest, utcnow
-from testkit.support import database_at
+from testkit.support import admin_client, database_at
 
 raw_requests = RawRequest.__table__
 
@@ -203,3 +203,42 @@ def test_the_oldest_kept_request_is_found_past_empty_days_and_in_the_default_par
     with pg_engine.begin() as conn:  # older than every day partition: the default partition holds it
         conn.execute(insert(raw_requests), [raw("old", today - timedelta(days=30))])
     assert both() == (today - timedelta(days=30),) * 2
+
+
+@pytest.mark.parametrize("path, per_page, page, span", [
+    ("/api/events", 10, 1, 1), ("/api/events", 10, 6, 8), ("/api/events", 10, 9, 64), ("/api/events", 10, 14, None),
+    ("/api/events?source=src", 10, 6, 8), ("/api/sources/src/requests", 10, 1, 1),
+    ("/api/sources/src/requests", 10, 9, 64), ("/api/sources/src/requests", 20, 7, None),
+])
+def test_a_journal_list_reads_the_newest_span_that_holds_its_page(make_app, monkeypatch, path, per_page, page, span):
+    """A newest-first list of the journal reads, on PostgreSQL, the shortest recent span of days that
+    holds its page and more than COUNT_CAP (a statement naming no time plans every day partition);
+    its page and total are the whole journal's all the same, on both databases."""
+    from gateway.web import common
+
+    monkeypatch.setattr(common, "COUNT_CAP", 30)  # so that 40 requests a span fill one
+    app = make_app()
+    engine = app.extensions["gateway"].engine
+    ages = [timedelta(days=100), timedelta(days=30), timedelta(days=3), timedelta(hours=1)]
+    with engine.begin() as conn:  # the oldest stored last: ids are not the order received
+        for n, age in enumerate(reversed(ages)):
+            conn.execute(insert(raw_requests), [raw(f"e{n}-{i}", utcnow() - age - timedelta(seconds=i // 2))
+                                                for i in range(40)])
+    with engine.connect() as conn:
+        whole = conn.execute(select(raw_requests.c.id).order_by(raw_requests.c.received_at.desc(),
+                                                                raw_requests.c.id.desc())).scalars().all()
+    sent = []
+    listen = lambda conn, cursor, statement, parameters, *rest: sent.append(parameters)  # noqa: E731
+    event.listen(engine, "before_cursor_execute", listen)
+    answer = admin_client(app).get(f"{path}{'&' if '?' in path else '?'}per_page={per_page}&page={page}")
+    event.remove(engine, "before_cursor_execute", listen)
+
+    assert answer.status_code == 200, answer.json
+    assert [item["id"] for item in answer.json["items"]] == whole[(page - 1) * per_page:page * per_page]
+    assert answer.json["total"] is None  # 160 requests, counted up to 30
+    parameters = sent[-1].values() if isinstance(sent[-1], dict) else sent[-1]  # the page's read
+    starts = [value.replace(tzinfo=timezone.utc) for value in parameters if isinstance(value, datetime)]
+    if span is None or engine.dialect.name != "postgresql":
+        assert starts == []
+    else:
+        assert starts and all(abs(start - (utcnow() - timedelta(days=span))) < timedelta(minutes=1) for start in starts)

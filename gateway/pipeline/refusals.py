@@ -2,13 +2,14 @@
 the accepted ones as a source's requests, and counted with them for the sources page's last day."""
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Mapping, Optional
 
 from sqlalchemy import Connection, Engine, Select, String, delete, func, insert, literal, null, select, union_all
 
 from gateway.store.db import run_in_transaction
 from gateway.store.models import Handshake, RawRequest, RefusedRequest, utcnow
+from gateway.store.partitions import received_since
 
 refused = RefusedRequest.__table__
 OUTCOMES = ("accepted", "refused")
@@ -34,14 +35,16 @@ NEWEST_FIRST = (RawRequest.received_at.desc(), RawRequest.id.desc())
 whole journal its received_at one (with SQLite's rowid, or PostgreSQL's per-day partitions)."""
 
 
-def requests_of(source_key: str, outcome: Optional[str], *, newest: Optional[int] = None) -> Select:
+def requests_of(source_key: str, outcome: Optional[str], *, newest: Optional[int] = None,
+                since: Optional[datetime] = None) -> Select:
     """A source's stored requests, newest first: ``outcome`` "accepted" (the raw journal; a
-    handshake with the status it was answered), "refused", or None for both.  With ``newest``,
-    only the newest that many of each outcome, walked along its source's index: all a page
-    within them needs, where the merge of both would otherwise sort the source's every request."""
+    handshake with the status it was answered), "refused", or None for both; those received from
+    ``since`` on, if given.  With ``newest``, only the newest that many of each outcome, walked
+    along its source's index: all a page within them needs, where the merge of both would
+    otherwise sort the source's every request."""
     def newest_of(table, *columns: str) -> Select:
-        query = select(*(table.c[name] for name in ("id", "received_at", *columns))).where(
-            table.c.source_key == source_key)
+        query = received_since(select(*(table.c[name] for name in ("id", "received_at", *columns))).where(
+            table.c.source_key == source_key), since, table.c.received_at)
         if newest is not None:
             query = query.order_by(table.c.received_at.desc(), table.c.id.desc()).limit(newest)
         return query.subquery(f"newest_{table.name}")
@@ -79,8 +82,11 @@ def last_day(conn: Connection, keys: list[str], cap: int) -> dict[str, dict]:
         def counted(listed):
             return select(func.count()).select_from(today(listed).limit(cap + 1).subquery()).scalar_subquery()
 
+        def latest(listed):
+            return today(listed).limit(1).scalar_subquery()
+
         lasts = {}
-        for key, count, last in _per_source(conn, keys, counted, lambda listed: today(listed).limit(1).scalar_subquery()):
+        for key, count, last in _per_source(conn, keys, counted, latest):
             stats[key][kind], lasts[key] = (count if count <= cap else None), last
         silent = [key for key, last in lasts.items() if last is None]
         lasts.update(_per_source(conn, silent, lambda listed: newest(listed).limit(1).scalar_subquery()))

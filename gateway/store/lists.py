@@ -1,4 +1,5 @@
-"""``one_of``: a column's value among a list passed as one parameter, the same SQL for any length.
+"""``one_of``: a column's value among a list passed as one parameter, the same SQL for any length;
+``count_up_to``: how many rows a query selects, counted no further than needed.
 
 SQLAlchemy's ``in_`` writes one placeholder per value, so each length of list is a statement of its
 own text.  psycopg keeps up to 100 texts per connection, to prepare the ones run five times: the
@@ -10,7 +11,7 @@ value (SQLite has no arrays).
 """
 from __future__ import annotations
 
-from sqlalchemy import Boolean, any_, bindparam
+from sqlalchemy import Boolean, Connection, Select, any_, bindparam, func, literal_column, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ColumnElement
@@ -42,3 +43,12 @@ def _in_placeholders(element: OneOf, compiler, **kw) -> str:
 @compiles(OneOf, "postgresql")
 def _any_of_array(element: OneOf, compiler, **kw) -> str:
     return compiler.process(element.column == any_(bindparam(element.name, type_=ARRAY(element.column.type))), **kw)
+
+
+def count_up_to(conn: Connection, query: Select, most: int, *, in_order: bool = False) -> int:
+    """How many rows ``query`` selects, counting at most ``most``: a count reads every row it counts.
+    ``in_order``: the first ``most`` in ``query``'s order, read along the index that serves it, where
+    the planner may otherwise read a table from its start and filter its way to them."""
+    counted = query if in_order else query.order_by(None)
+    counted = counted.with_only_columns(literal_column("1"), maintain_column_froms=True).limit(most)
+    return conn.execute(select(func.count()).select_from(counted.subquery())).scalar_one()

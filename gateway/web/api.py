@@ -15,9 +15,9 @@ from gateway.pipeline import deadletters, deliveries, refusals
 from gateway.store.models import (
     AlertRow, DeliveryAttempt, DeliveryRow, ProblemDelivery, RawRequest, RefusedRequest, SourceRow,
 )
-from gateway.store.partitions import kept_raw_request_id
+from gateway.store.partitions import kept_raw_request_id, received_since
 from gateway.web.auth import needs, require_role
-from gateway.web.common import Page, Text, iso, json_object, page_of, paginate, reading, where_given
+from gateway.web.common import Page, Text, iso, json_object, page_of, paginate, paginate_journal, reading, where_given
 from gateway.web.openapi import Raw, documented
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -204,12 +204,17 @@ class RequestOut(Schema):
 def list_requests(key: str):
     """The source's webhook requests, newest first, refused ones with why (``?outcome=``)."""
     args = RequestQuery().load(request.args)
-    outcome = args.get("outcome")
-    window = refusals.requests_of(key, outcome, newest=args["page"] * args["per_page"])
-    return jsonify(paginate(window, args, lambda r: {
-        "id": r.id, "outcome": r.outcome, "status": r.status, "code": r.code, "message": r.message,
-        "alert_count": r.alert_count, "received_at": iso(r.received_at),
-        "raw_url": refusals.raw_url(r.outcome, r.id)}, counted=refusals.requests_of(key, outcome)))
+    outcome, newest = args.get("outcome"), args["page"] * args["per_page"]
+    # Counted in no order: each outcome's part is a range of its source's index already, where in
+    # order the union's every row in the span would be sorted first.
+    return jsonify(paginate_journal(lambda since: refusals.requests_of(key, outcome, newest=newest, since=since),
+                                    args, _request_json,
+                                    counted=lambda since: refusals.requests_of(key, outcome, since=since).order_by(None)))
+
+
+def _request_json(r) -> dict:
+    return {"id": r.id, "outcome": r.outcome, "status": r.status, "code": r.code, "message": r.message,
+            "alert_count": r.alert_count, "received_at": iso(r.received_at), "raw_url": refusals.raw_url(r.outcome, r.id)}
 
 
 @bp.get("/refused/<id:request_id>/raw")
@@ -259,7 +264,7 @@ def list_events():
     args = EventQuery().load(request.args)
     query = select(*_EVENT_COLUMNS, func.length(RawRequest.body).label("size")).order_by(*refusals.NEWEST_FIRST)
     query = where_given(query, args, {"source": RawRequest.source_key, "external_id": RawRequest.external_id})
-    return jsonify(paginate(query, args, _event_json))
+    return jsonify(paginate_journal(lambda since: received_since(query, since), args, _event_json))
 
 
 @bp.get("/events/<id:event_id>/raw")

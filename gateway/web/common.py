@@ -9,15 +9,15 @@ from typing import Any, Callable, ContextManager, Mapping, Optional, TypeVar
 
 from flask import current_app, request
 from marshmallow import Schema, ValidationError, fields, validate
-from sqlalchemy import Connection, Select, Table, func, literal_column, select
+from sqlalchemy import Connection, Select, Table, select
 from werkzeug.routing import BaseConverter, IntegerConverter
 
 from gateway.bodies import MAY_HOLD_UNSTORABLE, parse_json, strings
 from gateway.config import NAME
 from gateway.contracts import ApiError, Transaction
 from gateway.pipeline.transaction import in_transaction
-from gateway.store import db
-from gateway.store.lists import one_of
+from gateway.store import db, partitions
+from gateway.store.lists import count_up_to, one_of
 from gateway.store.models import UNSTORABLE_TEXT
 
 T = TypeVar("T")
@@ -147,8 +147,7 @@ incidents counting them all cost more than the page (issue 16's 50 ms)."""
 
 def capped_count(conn: Connection, query: Select) -> Optional[int]:
     """How many rows ``query`` selects, or None when that is more than ``COUNT_CAP`` (not counted further)."""
-    counted = query.order_by(None).with_only_columns(literal_column("1"), maintain_column_froms=True).limit(COUNT_CAP + 1)
-    found = conn.execute(select(func.count()).select_from(counted.subquery())).scalar_one()
+    found = count_up_to(conn, query, COUNT_CAP + 1)
     return found if found <= COUNT_CAP else None
 
 
@@ -171,13 +170,27 @@ def counted_page(conn: Connection, query: Select, key, *, limit: int, offset: in
     return [rows[k] for k in page], total
 
 
-def paginate(query: Select, args: dict, to_json: Callable, *, count: bool = True,
-             counted: Optional[Select] = None) -> dict:
+def paginate(query: Select, args: dict, to_json: Callable, *, count: bool = True) -> dict:
     """One page of ``query``; ``total`` counts the matches up to ``COUNT_CAP`` (null past it, or
     when ``count`` is False): a count reads every match, and on a table of millions that costs
-    more than the page.  ``counted``: the matches to count, when ``query`` holds only the first
-    of them that the page needs (a merge of walks, each cut to its first rows)."""
+    more than the page."""
     with reading() as conn:
-        total = capped_count(conn, query if counted is None else counted) if count else None
-        rows = conn.execute(query.limit(args["per_page"]).offset((args["page"] - 1) * args["per_page"])).all()
+        return _page(conn, query, args, to_json, capped_count(conn, query) if count else None)
+
+
+def paginate_journal(read: Callable[[Optional[datetime]], Select], args: dict, to_json: Callable,
+                     counted: Optional[Callable[[Optional[datetime]], Select]] = None) -> dict:
+    """``paginate`` for the raw journal newest first: ``read(since)`` reads the requests received since
+    ``since`` (None: all), ``counted(since)`` those ``total`` counts when ``read`` holds only a page's
+    (both in the journal's order).  Read over the shortest recent span that holds the page and more
+    than ``COUNT_CAP``, when one does (``partitions.recent_since``; its total is then past the cap):
+    a read of every day partition costs PostgreSQL more than the page."""
+    counted = counted or read
+    with reading() as conn:
+        since = partitions.recent_since(conn, counted, max(args["page"] * args["per_page"], COUNT_CAP + 1))
+        return _page(conn, read(since), args, to_json, capped_count(conn, counted(None)) if since is None else None)
+
+
+def _page(conn: Connection, query: Select, args: dict, to_json: Callable, total: Optional[int]) -> dict:
+    rows = conn.execute(query.limit(args["per_page"]).offset((args["page"] - 1) * args["per_page"])).all()
     return {"items": [to_json(row) for row in rows], "total": total, "page": args["page"], "per_page": args["per_page"]}

@@ -22,13 +22,14 @@ from flask_babel import Babel, format_timedelta, gettext as _, lazy_gettext
 from flask_login import current_user, login_user, logout_user
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from marshmallow import ValidationError, fields as ma_fields
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from werkzeug.exceptions import HTTPException
 
 from gateway import metrics, users
 from gateway.config import redacted
 from gateway.contracts import ApiError
 from gateway.pipeline import deadletters, refusals
+from gateway.store import partitions
 from gateway.store.lists import one_of
 from gateway.store.models import DeliveryRow, DeliveryAttempt, RawRequest, RefusedRequest, utcnow
 from gateway.web import auth
@@ -248,10 +249,13 @@ def source(key: str):
     found = next((s for s in all_sources() if s["key"] == key), None)
     if found is None:
         abort(404, _("No such source."))
+    def accepted_since(since) -> Select:
+        return partitions.received_since(select(RawRequest.id, RawRequest.received_at, RawRequest.alert_count,
+                                                RawRequest.remote_addr).where(RawRequest.source_key == key), since)
+
     with reading() as conn:
-        accepted = conn.execute(
-            select(RawRequest.id, RawRequest.received_at, RawRequest.alert_count, RawRequest.remote_addr)
-            .where(RawRequest.source_key == key).order_by(*refusals.NEWEST_FIRST).limit(100)).all()
+        since = partitions.recent_since(conn, accepted_since, 100)
+        accepted = conn.execute(accepted_since(since).order_by(*refusals.NEWEST_FIRST).limit(100)).all()
         refused = conn.execute(select(RefusedRequest.__table__).where(RefusedRequest.source_key == key)
                                .order_by(RefusedRequest.received_at.desc(), RefusedRequest.id.desc()).limit(100)).all()
     requests = sorted([("accepted", row) for row in accepted] + [("refused", row) for row in refused],
