@@ -23,7 +23,10 @@ from sqlalchemy import create_engine, event, text
 
 from gateway.incidents import search
 from gateway.pipeline.outbox import Dispatcher
+from gateway.pipeline.transaction import insert_raw
 from gateway.store import partitions
+from gateway.store.db import HotStatement
+from gateway.store.models import utcnow
 from testkit.support import admin_client, sign_in
 
 INCIDENTS = 20_000
@@ -384,3 +387,28 @@ def test_a_sources_requests_are_walked_newest_first_as_far_as_the_page(statement
             for node in plan} == {("Index Scan", "source_key_received_at_id_idx")}, plan
     # The merge of the days reads one row past the page from each day it stops in.
     assert sum(node["Actual Rows"] for node in plan) <= window + len(plan), plan
+
+
+def test_ingests_duplicate_check_reads_its_delivery_ids_entry(statements, monkeypatch):
+    """Each webhook's raw request is stored unless its (source, delivery id) came within the last day:
+    that check reads the id's entry of (external_id, source_key, received_at).  With the time left out
+    of that index, SQLite (no statistics on a new database) read the source's whole day instead."""
+    app, _ = statements
+    engine = app.extensions["gateway"].engine
+    sent, call = [], HotStatement._call
+    monkeypatch.setattr(HotStatement, "_call", staticmethod(
+        lambda conn, method, sql, args: sent.append((sql, args)) or call(conn, method, sql, args)))
+    with engine.connect() as conn:  # rolled back
+        insert_raw(conn, dict(source_key="src-7", source_type="testsrc", method="POST", path="/hooks/testsrc/src-7/",
+                              headers={}, body=b"{}", content_type="application/json", remote_addr="127.0.0.1",
+                              received_at=utcnow(), external_id="e-new", alert_count=1))
+    index = "ix_raw_requests_external_id_source_key_received_at"
+    sqlite, plan = incidents_plan(engine, *sent[0], table=partitions.TABLE)  # on PostgreSQL run, and rolled back
+    if sqlite:
+        assert [detail for detail in plan if "raw_requests" in detail] == [
+            f"SEARCH raw_requests USING COVERING INDEX {index} (external_id=? AND source_key=? AND received_at>?)"]
+        return
+    scans = [node for node in plan if node["Node Type"].endswith("Scan")]
+    # Each day the window spans: the id's entry looked up, no row of the day read and thrown away.
+    assert any(node.get("Index Name", "").endswith("external_id_source_key_received_at_idx") for node in scans), plan
+    assert sum(node["Actual Rows"] + node.get("Rows Removed by Filter", 0) for node in scans) == 0, plan

@@ -136,8 +136,8 @@ class RawRequest(JournaledRequest, Base):
         Index("ix_raw_requests_source_key_received_at_id", "source_key", "received_at", "id"),  # lists (0022)
         Index("ix_raw_requests_received_at", "received_at"),
         # The idempotency guard, not unique (none can span PostgreSQL's partitions: ingest serializes a
-        # delivery id instead); the id first, for ``/api/events?external_id=`` (0022).
-        Index("ix_raw_requests_external_id_source_key", "external_id", "source_key"),
+        # delivery id instead); the id first, for ``/api/events?external_id=``; all its check reads (0022).
+        Index("ix_raw_requests_external_id_source_key_received_at", "external_id", "source_key", "received_at"),
     )
 
 

@@ -8,7 +8,10 @@ becomes (source, received_at, id), the order every journal list now shows.
 
 ``/api/events?external_id=`` names no source, and the guard's index led with the source:
 PostgreSQL, which cannot skip through a leading column, read every day partition whole (6.7 s).
-The index leads with the delivery id instead; ingest's duplicate check names both, as before.
+The index leads with the delivery id instead, and holds all three of ingest's duplicate check
+(source, delivery id, received since): with the received time left out, SQLite (no statistics on a
+new database) checked each webhook along (source, received_at), reading the source's whole day, and
+ingest ran at 59 % of its rate (bench/README.md, "Session 22").
 
 Both replace an index, so ingest keeps its index count.  Each is built over the whole journal,
 and the table takes no write meanwhile: for ten million requests, 31 s on PostgreSQL and 30 s on
@@ -28,7 +31,7 @@ depends_on = None
 REPLACED = (('ix_raw_requests_source_key_id', ['source_key', 'id'],
              'ix_raw_requests_source_key_received_at_id', ['source_key', 'received_at', 'id']),
             ('ix_raw_requests_source_key_external_id', ['source_key', 'external_id'],
-             'ix_raw_requests_external_id_source_key', ['external_id', 'source_key']))
+             'ix_raw_requests_external_id_source_key_received_at', ['external_id', 'source_key', 'received_at']))
 
 
 def upgrade() -> None:
