@@ -9,7 +9,7 @@ from sqlalchemy import Connection, Engine, Select, String, delete, func, insert,
 
 from gateway.store.db import run_in_transaction
 from gateway.store.models import Handshake, RawRequest, RefusedRequest, utcnow
-from gateway.store.partitions import received_since
+from gateway.store import partitions
 
 refused = RefusedRequest.__table__
 OUTCOMES = ("accepted", "refused")
@@ -43,7 +43,7 @@ def requests_of(source_key: str, outcome: Optional[str], *, newest: Optional[int
     along its source's index: all a page within them needs, where the merge of both would
     otherwise sort the source's every request."""
     def newest_of(table, *columns: str) -> Select:
-        query = received_since(select(*(table.c[name] for name in ("id", "received_at", *columns))).where(
+        query = partitions.received_since(select(*(table.c[name] for name in ("id", "received_at", *columns))).where(
             table.c.source_key == source_key), since, table.c.received_at)
         if newest is not None:
             query = query.order_by(table.c.received_at.desc(), table.c.id.desc()).limit(newest)
@@ -68,28 +68,30 @@ def last_day(conn: Connection, keys: list[str], cap: int) -> dict[str, dict]:
 
     One statement a table for every source, each source's part a range of its (source_key,
     received_at) index: on PostgreSQL, in the day partitions the day spans.  Only the sources
-    silent all day look further back, in one more (on PostgreSQL, through every day)."""
-    since = utcnow() - timedelta(hours=24)
+    silent all day look further back, in one more (on PostgreSQL, in the longer recent spans
+    first, then through every day: 5-27 ms a silent source over a year of days)."""
+    now = utcnow()
+    further = [now - span for span in partitions.RECENT_SPANS[1:]] if partitions.is_partitioned(conn) else []
     stats: dict[str, dict] = {key: {"last": None} for key in keys}
     for table, kind in ((RawRequest.__table__, "accepted"), (refused, "refused")):
-        def newest(listed, *where) -> Select:
-            return (select(table.c.received_at).where(table.c.source_key == listed.c.key, *where)
-                    .order_by(table.c.received_at.desc()).correlate(listed))
+        def newest(since: Optional[datetime]):
+            def made(listed):
+                return partitions.received_since(
+                    select(table.c.received_at).where(table.c.source_key == listed.c.key), since,
+                    table.c.received_at).order_by(table.c.received_at.desc()).correlate(listed)
+            return made
 
-        def today(listed) -> Select:
-            return newest(listed, table.c.received_at >= since)
+        day = newest(now - timedelta(hours=24))
 
         def counted(listed):
-            return select(func.count()).select_from(today(listed).limit(cap + 1).subquery()).scalar_subquery()
-
-        def latest(listed):
-            return today(listed).limit(1).scalar_subquery()
+            return select(func.count()).select_from(day(listed).limit(cap + 1).subquery()).scalar_subquery()
 
         lasts = {}
-        for key, count, last in _per_source(conn, keys, counted, latest):
+        for key, count, last in _per_source(conn, keys, counted, lambda listed: day(listed).limit(1).scalar_subquery()):
             stats[key][kind], lasts[key] = (count if count <= cap else None), last
-        silent = [key for key, last in lasts.items() if last is None]
-        lasts.update(_per_source(conn, silent, lambda listed: newest(listed).limit(1).scalar_subquery()))
+        for since in (*further, None):
+            silent = [key for key, last in lasts.items() if last is None]
+            lasts.update(_per_source(conn, silent, lambda listed: newest(since)(listed).limit(1).scalar_subquery()))
         for key, last in lasts.items():
             stats[key]["last"] = max(filter(None, (stats[key]["last"], last)), default=None)
     return stats
