@@ -30,36 +30,44 @@ def keep(engine: Engine, limit: int, values: Mapping[str, Any]) -> None:
     run_in_transaction(engine, work)
 
 
-NEWEST_FIRST = (RawRequest.received_at.desc(), RawRequest.id.desc())
-"""The raw journal's lists, newest first: a source's walks its (source, received_at, id) index, the
-whole journal its received_at one (with SQLite's rowid, or PostgreSQL's per-day partitions)."""
+def newest_first(columns) -> tuple:
+    """The order of the journal's lists (``columns``: a table's, a model's or a subquery's), newest
+    first: a source's walks its (source, received_at, id) index, the whole journal its received_at
+    one (with SQLite's rowid, or PostgreSQL's per-day partitions)."""
+    return columns.received_at.desc(), columns.id.desc()
 
 
 def requests_of(source_key: str, outcome: Optional[str], *, newest: Optional[int] = None,
                 since: Optional[datetime] = None) -> Select:
-    """A source's stored requests, newest first: ``outcome`` "accepted" (the raw journal; a
-    handshake with the status it was answered), "refused", or None for both; those received from
-    ``since`` on, if given.  With ``newest``, only the newest that many of each outcome, walked
-    along its source's index: all a page within them needs, where the merge of both would
-    otherwise sort the source's every request."""
+    """A source's stored requests, newest first, with who sent them: ``outcome`` "accepted" (the raw
+    journal; a handshake with the status it was answered), "refused", or None for both; those
+    received from ``since`` on, if given.  With ``newest``, only the newest that many of each
+    outcome, walked along its source's index: all a page within them needs, where the merge of
+    both would otherwise sort the source's every request."""
     def newest_of(table, *columns: str) -> Select:
-        query = partitions.received_since(select(*(table.c[name] for name in ("id", "received_at", *columns))).where(
-            table.c.source_key == source_key), since, table.c.received_at)
+        query = select(*(table.c[name] for name in ("id", "received_at", "remote_addr", *columns)))
+        query = partitions.received_since(query.where(table.c.source_key == source_key), since, table.c.received_at)
         if newest is not None:
-            query = query.order_by(table.c.received_at.desc(), table.c.id.desc()).limit(newest)
+            query = query.order_by(*newest_first(table.c)).limit(newest)
         return query.subquery(f"newest_{table.name}")
 
     raw = newest_of(RawRequest.__table__, "alert_count")
     accepted = (select(literal("accepted").label("outcome"), raw.c.id,
-                       func.coalesce(Handshake.status, 202).label("status"),
-                       null().label("code"), null().label("message"), raw.c.alert_count, raw.c.received_at)
+                       func.coalesce(Handshake.status, 202).label("status"), null().label("code"),
+                       null().label("message"), raw.c.alert_count, raw.c.received_at, raw.c.remote_addr)
                 .select_from(raw.outerjoin(Handshake.__table__, Handshake.raw_request_id == raw.c.id)))
     kept = newest_of(refused, "status", "code", "message")
     rejected = select(literal("refused").label("outcome"), kept.c.id, kept.c.status, kept.c.code,
-                      kept.c.message, literal(0).label("alert_count"), kept.c.received_at)
+                      kept.c.message, literal(0).label("alert_count"), kept.c.received_at, kept.c.remote_addr)
     chosen = {"accepted": [accepted], "refused": [rejected], None: [accepted, rejected]}[outcome]
     both = union_all(*chosen).subquery()
-    return select(both).order_by(both.c.received_at.desc(), both.c.id.desc())
+    return select(both).order_by(*newest_first(both.c))
+
+
+def counted_requests(source_key: str, outcome: Optional[str], since: Optional[datetime]) -> Select:
+    """``requests_of``'s requests in no order, to count: each outcome's part is a range of its
+    source's index already, where in order the union's every row in the span would be sorted."""
+    return requests_of(source_key, outcome, since=since).order_by(None)
 
 
 def last_day(conn: Connection, keys: list[str], cap: int) -> dict[str, dict]:

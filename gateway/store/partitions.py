@@ -74,10 +74,11 @@ that names a span, only its days."""
 
 def recent_since(conn: Connection, read: Callable[[Optional[datetime]], Select], needed: int) -> Optional[datetime]:
     """Where a newest-first read of the journal can start and still hold its first ``needed`` rows:
-    the start of the shortest of ``RECENT_SPANS`` ``read(start)`` (the read of the requests received
-    since ``start``, newest first) has that many rows in, else None (the whole journal, as always on
-    SQLite).  The span's rows are exactly the first of the whole read's, and are counted in its
-    order: unordered, PostgreSQL read the span's oldest day from its start, filtering."""
+    the start of the shortest of ``RECENT_SPANS`` ``read(start)`` (the requests received since
+    ``start``) has that many rows in, else None (the whole journal, as always on SQLite).  The span's
+    rows are exactly the first of the whole read's.  They are counted in ``read``'s own order, if it
+    has one: a read of the whole journal counted in none, PostgreSQL read the span's oldest day from
+    its start, filtering; a source's read is a range of its index in any order."""
     if not is_partitioned(conn):
         return None
     for span in RECENT_SPANS:

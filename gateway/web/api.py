@@ -205,9 +205,8 @@ def list_requests(key: str):
     """The source's webhook requests, newest first, refused ones with why (``?outcome=``)."""
     args = RequestQuery().load(request.args)
     outcome, newest = args.get("outcome"), args["page"] * args["per_page"]
-    # Counted in no order: each outcome's part is a range of its index, where the union would be sorted.
     return jsonify(paginate_journal(lambda since: refusals.requests_of(key, outcome, newest=newest, since=since), args,
-                                    _request_json, lambda since: refusals.requests_of(key, outcome, since=since).order_by(None)))
+                                    _request_json, lambda since: refusals.counted_requests(key, outcome, since)))
 
 
 def _request_json(r) -> dict:
@@ -260,7 +259,8 @@ class EventOut(Schema):
 @documented("Stored webhook requests, newest first", query=EventQuery, responses={200: page_of(EventOut)})
 def list_events():
     args = EventQuery().load(request.args)
-    query = select(*_EVENT_COLUMNS, func.length(RawRequest.body).label("size")).order_by(*refusals.NEWEST_FIRST)
+    query = select(*_EVENT_COLUMNS, func.length(RawRequest.body).label("size"))
+    query = query.order_by(*refusals.newest_first(RawRequest))
     query = where_given(query, args, {"source": RawRequest.source_key, "external_id": RawRequest.external_id})
     # By delivery id, a request or two, found through their index: no recent span would hold a page.
     return jsonify(paginate(query, args, _event_json) if "external_id" in args else

@@ -22,7 +22,7 @@ from flask_babel import Babel, format_timedelta, gettext as _, lazy_gettext
 from flask_login import current_user, login_user, logout_user
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from marshmallow import ValidationError, fields as ma_fields
-from sqlalchemy import Select, func, select
+from sqlalchemy import func, select
 from werkzeug.exceptions import HTTPException
 
 from gateway import metrics, users
@@ -31,7 +31,7 @@ from gateway.contracts import ApiError
 from gateway.pipeline import deadletters, refusals
 from gateway.store import partitions
 from gateway.store.lists import one_of
-from gateway.store.models import DeliveryRow, DeliveryAttempt, RawRequest, RefusedRequest, utcnow
+from gateway.store.models import DeliveryRow, DeliveryAttempt, RawRequest, utcnow
 from gateway.web import auth
 from gateway.web.api import all_sources, change_runtime_source, create_runtime_source, reload_everywhere
 from gateway.web.common import COUNT_CAP, reading
@@ -249,17 +249,9 @@ def source(key: str):
     found = next((s for s in all_sources() if s["key"] == key), None)
     if found is None:
         abort(404, _("No such source."))
-    def accepted_since(since) -> Select:
-        return partitions.received_since(select(RawRequest.id, RawRequest.received_at, RawRequest.alert_count,
-                                                RawRequest.remote_addr).where(RawRequest.source_key == key), since)
-
     with reading() as conn:
-        since = partitions.recent_since(conn, accepted_since, 100)
-        accepted = conn.execute(accepted_since(since).order_by(*refusals.NEWEST_FIRST).limit(100)).all()
-        refused = conn.execute(select(RefusedRequest.__table__).where(RefusedRequest.source_key == key)
-                               .order_by(RefusedRequest.received_at.desc(), RefusedRequest.id.desc()).limit(100)).all()
-    requests = sorted([("accepted", row) for row in accepted] + [("refused", row) for row in refused],
-                      key=lambda item: item[1].received_at, reverse=True)[:100]
+        since = partitions.recent_since(conn, lambda since: refusals.counted_requests(key, None, since), 100)
+        requests = conn.execute(refusals.requests_of(key, None, newest=100, since=since).limit(100)).all()
     return render_template("console/source.html", source=found, requests=requests)
 
 
