@@ -243,3 +243,40 @@ def test_a_journal_list_reads_the_newest_span_that_holds_its_page(make_app, monk
         parameters = parameters.values() if isinstance(parameters, dict) else parameters
         starts = [value.replace(tzinfo=timezone.utc) for value in parameters if isinstance(value, datetime)]
         assert starts and all(abs(start - (utcnow() - timedelta(days=span))) < timedelta(minutes=1) for start in starts)
+
+
+def test_a_stored_request_is_found_by_id_in_its_day_and_its_neighbours(pg_engine, past_days, today):
+    """``find_request`` reads the days around the one ``raw_requests_day_of`` (0023) names: a year of
+    days planned for one id costs tens of ms.  It still finds a request stored out of its day's id
+    order, and one in the default partition, by reading everywhere when the days around miss."""
+    with pg_engine.begin() as conn:
+        conn.execute(text("DELETE FROM raw_requests"))
+    partitions.ensure(pg_engine, (today - timedelta(days=12)).date(), today.date())  # days -12..-9, -5..-4 empty
+    stored = [("d8", 8), ("d7", 7), ("d6", 6), ("d3", 3), ("d2", 2), ("d0", 0), ("late", 3), ("old", 40)]
+    with pg_engine.begin() as conn:  # stored in this order: "late" gets an id past day 0's, "old" lands in default
+        ids = {name: conn.execute(insert(raw_requests).values(raw(name, today - timedelta(days=ago)))
+                                  .returning(raw_requests.c.id)).scalar_one() for name, ago in stored}
+    sent = []
+    listen = lambda conn, cursor, statement, parameters, *rest: sent.append((statement, parameters))  # noqa: E731
+    event.listen(pg_engine, "before_cursor_execute", listen)
+    with pg_engine.connect() as conn:
+        named = {name: conn.execute(text("SELECT raw_requests_day_of(:id)"), {"id": ids[name]}).scalar()
+                 for name in ids}
+        assert conn.execute(text("SELECT raw_requests_day_of(0)")).scalar() is None  # before every day's first id
+        for name, ago in stored:
+            sent.clear()
+            row = partitions.find_request(conn, RawRequest, ids[name])
+            assert (row.external_id, row.received_at) == (name, today - timedelta(days=ago))
+            reads = [(statement, parameters) for statement, parameters in sent if "FROM raw_requests" in statement]
+            if name in ("late", "old"):  # not near the day its id names: the whole journal after the days around
+                assert len(reads) == 2 and "received_at >=" not in reads[1][0]
+                continue
+            assert len(reads) == 1, reads
+            plan = "\n".join(conn.exec_driver_sql("EXPLAIN " + reads[0][0], reads[0][1]).scalars())
+            planned = {day for day in range(-partitions.AHEAD, 13)
+                       if partitions.partition_name((today - timedelta(days=day)).date()) in plan}
+            assert planned <= {ago - 1, ago, ago + 1} and ago in planned, plan
+        assert partitions.find_request(conn, RawRequest, max(ids.values()) + 1) is None
+    event.remove(pg_engine, "before_cursor_execute", listen)
+    assert named == {name: (today - timedelta(days=0 if name in ("late", "old") else ago)).date()
+                     for name, ago in stored}

@@ -93,6 +93,26 @@ def received_since(query: Select, start: Optional[datetime], received_at=RawRequ
     return query if start is None else query.where(received_at >= start)
 
 
+_DAY_OF = text("SELECT raw_requests_day_of(:id)")
+
+
+def find_request(conn: Connection, model, request_id: int, *columns):
+    """The journaled request ``request_id`` of ``model`` (``RawRequest`` or ``RefusedRequest``): its
+    ``columns`` (all by default), or None.  A stored request on PostgreSQL is read first in the day
+    that ``raw_requests_day_of`` (migration 0023) says its id belongs to and that day's neighbours,
+    so that three partitions are planned, not the year's; then, if not there, everywhere."""
+    query = select(*(columns or model.__table__.c)).where(model.id == request_id)
+    if model is RawRequest and is_partitioned(conn):
+        day = conn.execute(_DAY_OF, {"id": request_id}).scalar()
+        if day is not None:
+            near = query.where(RawRequest.received_at >= _start(day - timedelta(days=1)),
+                               RawRequest.received_at < _start(day + timedelta(days=2)))
+            row = conn.execute(near).first()
+            if row is not None:
+                return row
+    return conn.execute(query).first()
+
+
 def lock_delivery_id(conn: Connection, source_key: str, external_id: Optional[str]) -> None:
     """Take, until the transaction ends, the lock of this (source, delivery id) on PostgreSQL.
 

@@ -15,7 +15,7 @@ from gateway.pipeline import deadletters, deliveries, refusals
 from gateway.store.models import (
     AlertRow, DeliveryAttempt, DeliveryRow, ProblemDelivery, RawRequest, RefusedRequest, SourceRow,
 )
-from gateway.store.partitions import kept_raw_request_id, received_since
+from gateway.store.partitions import find_request, kept_raw_request_id, received_since
 from gateway.web.auth import needs, require_role
 from gateway.web.common import Page, Text, iso, json_object, page_of, paginate, paginate_journal, reading, where_given
 from gateway.web.openapi import Raw, documented
@@ -276,7 +276,7 @@ def raw_event(event_id: int):
 def _raw_bytes(model, row_id: int, what: str) -> Response:
     """A stored request's body as kept, with its content type."""
     with reading() as conn:
-        row = conn.execute(select(model.body, model.content_type).where(model.id == row_id)).first()
+        row = find_request(conn, model, row_id, model.body, model.content_type)
     if row is None:
         raise ApiError(404, "not_found", f"no {what} {row_id} (it may have been purged)")
     return Response(row.body, content_type=row.content_type or "application/octet-stream")

@@ -162,7 +162,7 @@ def logout():
 @bp.get("/events/<id:event_id>")
 def event(event_id: int):
     with reading() as conn:
-        row = conn.execute(select(RawRequest.__table__).where(RawRequest.id == event_id)).first()
+        row = partitions.find_request(conn, RawRequest, event_id)
     if row is None:
         abort(404, _("This request is no longer stored (see global.retention)."))
     try:
@@ -176,10 +176,10 @@ def event(event_id: int):
 def event_raw(event_id: int):
     """The exact bytes received, as text the browser shows and never interprets."""
     with reading() as conn:
-        body = conn.execute(select(RawRequest.body).where(RawRequest.id == event_id)).scalar()
-    if body is None:
+        row = partitions.find_request(conn, RawRequest, event_id, RawRequest.body)
+    if row is None:
         abort(404)
-    return Response(body, mimetype="text/plain", headers={"X-Content-Type-Options": "nosniff"})
+    return Response(row.body, mimetype="text/plain", headers={"X-Content-Type-Options": "nosniff"})
 
 
 # -- webhook sources ---------------------------------------------------------------
