@@ -251,6 +251,11 @@ route: {sinks: [itms]}
     assert "source_disabled" in browser.get("/sources/off").text
     listing = browser.get("/sources").text
     assert re.search(r'href="/sources/src" class="error">2</a>', listing)
+    two = {"alerts": [{"id": "e3", "title": "disk"}, {"id": "e4", "title": "load"}]}
+    assert hooks.post("/hooks/testsrc/src/", json=two, headers={"X-Test-Token": "right-token"}).status_code == 202
+    counts = lambda language: re.findall(r'badge ok">[^<]*</span></td><td>([^<]*)</td>', browser.get(  # noqa: E731
+        "/sources/src", headers={"Accept-Language": language}).text)
+    assert counts("en") == ["2 alerts", "1 alert"] and counts("ko") == ["알림 2건", "알림 1건"]
 
 
 def test_an_incident_page_shows_what_its_fingerprint_is_made_from(make_app):
