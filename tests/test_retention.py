@@ -7,6 +7,7 @@ import sys
 import time
 from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import testkit
 from click.testing import CliRunner
@@ -14,6 +15,7 @@ from sqlalchemy import event, func, insert, select, update
 from testkit.support import counting_write_commits, serve_environment, wait_until
 
 from gateway.cli import main
+from gateway.pipeline import retention
 from gateway.pipeline.retention import PURGE_SCHEDULE, Purged, claim, purge
 from gateway.store import partitions
 from gateway.store.db import make_engine
@@ -131,19 +133,20 @@ def test_purge_deletes_old_requests_a_batch_per_transaction(database_url):
     engine.dispose()
 
 
-def test_on_sqlite_the_purge_pauses_between_batches_as_long_as_each_took(database_url, monkeypatch):
-    """SQLite has one writer: back-to-back batches would take half the writer lock from ingest."""
+def test_on_sqlite_the_purge_pauses_between_batches_for_longer_than_each_took(database_url, monkeypatch):
+    """SQLite has one writer: back-to-back batches would take most of the writer lock from ingest."""
     engine = make_engine(database_url)
     old = utcnow() - timedelta(days=10)
     with engine.begin() as conn:
         conn.execute(insert(RawRequest), [dict(
             source_key="src", source_type="testsrc", method="POST", path="/hooks", headers={}, body=b"{}",
             received_at=old, external_id=str(n), alert_count=0) for n in range(5)])
-    pauses = []
-    monkeypatch.setattr("gateway.pipeline.retention.time.sleep", pauses.append)
+    pauses, ticks = [], iter(range(100))
+    # The module's clock: each batch takes 1, and its pauses are recorded, not slept.
+    monkeypatch.setattr(retention, "time", SimpleNamespace(monotonic=lambda: next(ticks), sleep=pauses.append))
 
     assert purge(engine, utcnow() - timedelta(days=7), batch=2).raw == 5
 
     # 2 + 2 + 1: a pause after each full batch, none after the last; on PostgreSQL none at all.
-    assert len(pauses) == (2 if engine.dialect.name == "sqlite" else 0) and all(p > 0 for p in pauses)
+    assert pauses == ([retention.PURGE_YIELD] * 2 if engine.dialect.name == "sqlite" else [])
     engine.dispose()
