@@ -58,10 +58,7 @@ BEGIN
             high := middle - 1;
         END IF;
     END LOOP;
-    IF found IS NULL THEN
-        RETURN NULL;
-    END IF;
-    RETURN to_date(right(found::text, 8), 'YYYYMMDD');
+    RETURN to_date(right(found::text, 8), 'YYYYMMDD');  -- NULL when no day begins at or before the id
 END
 $$
 """
