@@ -251,7 +251,7 @@ def test_a_stored_request_is_found_by_id_in_its_day_and_its_neighbours(pg_engine
     order, and one in the default partition, by reading everywhere when the days around miss."""
     with pg_engine.begin() as conn:
         conn.execute(text("DELETE FROM raw_requests"))
-    partitions.ensure(pg_engine, (today - timedelta(days=12)).date(), today.date())  # days -12..-9, -5..-4 empty
+    partitions.ensure(pg_engine, (today - timedelta(days=12)).date(), today.date())  # -12..-9, -5, -4, -1: empty
     stored = [("d8", 8), ("d7", 7), ("d6", 6), ("d3", 3), ("d2", 2), ("d0", 0), ("late", 3), ("old", 40)]
     with pg_engine.begin() as conn:  # stored in this order: "late" gets an id past day 0's, "old" lands in default
         ids = {name: conn.execute(insert(raw_requests).values(raw(name, today - timedelta(days=ago)))
