@@ -280,3 +280,71 @@ def test_a_stored_request_is_found_by_id_in_its_day_and_its_neighbours(pg_engine
     event.remove(pg_engine, "before_cursor_execute", listen)
     assert named == {name: (today - timedelta(days=0 if name in ("late", "old") else ago)).date()
                      for name, ago in stored}
+
+
+def prepared_plans(conn, fragment: str) -> list[tuple]:
+    """(generic plans, custom plans) of the statements prepared on this connection that hold ``fragment``."""
+    return [tuple(row) for row in conn.execute(text(
+        "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE strpos(statement, :fragment) > 0"),
+        {"fragment": fragment})]
+
+
+def test_a_read_of_every_day_is_prepared_at_once_and_planned_generically(pg_engine):
+    """Inside ``planned_once`` a statement is prepared at its first run and never planned for its
+    values (that plans every day partition each time); outside, nothing changes: psycopg still
+    prepares at the fifth run, and PostgreSQL plans as configured."""
+    outside = text("SELECT id FROM raw_requests WHERE external_id = :id ORDER BY id LIMIT 3")
+    inside = text("SELECT id FROM raw_requests WHERE external_id = :id ORDER BY received_at DESC LIMIT 3")
+    with pg_engine.connect() as conn:
+        driver = conn.connection.dbapi_connection
+        threshold = driver.prepare_threshold
+        for n in range(3):
+            conn.execute(outside, {"id": f"x{n}"})
+        with partitions.planned_once(conn):
+            assert conn.execute(text("SHOW plan_cache_mode")).scalar() == "force_generic_plan"
+            for n in range(3):
+                conn.execute(inside, {"id": f"x{n}"})
+        assert prepared_plans(conn, "ORDER BY received_at DESC") == [(3, 0)]
+        assert conn.execute(text("SHOW plan_cache_mode")).scalar() == "auto"
+        assert driver.prepare_threshold == threshold
+        conn.execute(outside, {"id": "x3"})  # its fourth run: prepared at the fifth, as before
+        assert prepared_plans(conn, "ORDER BY id LIMIT") == []
+        conn.commit()
+
+        with pytest.raises(ZeroDivisionError), partitions.planned_once(conn):
+            1 / 0
+        assert driver.prepare_threshold == threshold
+        conn.rollback()
+
+        driver.prepare_threshold = None  # preparing turned off (a pooler in transaction mode): left so
+        try:
+            with partitions.planned_once(conn):
+                assert conn.execute(text("SHOW plan_cache_mode")).scalar() == "auto"
+                conn.execute(text("SELECT id FROM raw_requests WHERE source_key = :key LIMIT 1"), {"key": "x"})
+            assert prepared_plans(conn, "WHERE source_key = $1") == []
+        finally:
+            driver.prepare_threshold = threshold
+            conn.rollback()
+
+
+@pytest.mark.parametrize("query", ["external_id=e1", "source=src"])
+def test_the_api_plans_a_read_of_every_day_once_per_connection(make_app, query):
+    """By delivery id, or by a source no recent span holds a page of, ``/api/events`` reads every day:
+    on PostgreSQL its page is prepared at the first request and planned generically from then on."""
+    app = make_app()
+    engine = app.extensions["gateway"].engine
+    if engine.dialect.name != "postgresql":
+        pytest.skip("the raw journal is partitioned on PostgreSQL only")
+    with engine.begin() as conn:
+        conn.execute(insert(raw_requests), [raw(f"e{i}", utcnow() - timedelta(days=i)) for i in range(3)])
+    client = admin_client(app)
+    for _ in range(2):
+        answer = client.get(f"/api/events?{query}")
+        assert answer.status_code == 200 and answer.json["items"], answer.json
+    idle = [engine.connect() for _ in range(engine.pool.checkedin())]  # every pooled connection a request used
+    try:
+        plans = [plan for conn in idle for plan in prepared_plans(conn, "OFFSET")]  # the page (a span's probe has none)
+    finally:
+        for conn in idle:
+            conn.close()
+    assert sum(generic for generic, _ in plans) == 2 and all(custom == 0 for _, custom in plans), plans

@@ -263,8 +263,8 @@ def list_events():
     query = query.order_by(*refusals.newest_first(RawRequest))
     query = where_given(query, args, {"source": RawRequest.source_key, "external_id": RawRequest.external_id})
     # By delivery id, a request or two, found through their index: no recent span would hold a page.
-    return jsonify(paginate(query, args, _event_json) if "external_id" in args else
-                   paginate_journal(lambda since: received_since(query, since), args, _event_json))
+    return jsonify(paginate_journal(lambda since: received_since(query, since), args, _event_json,
+                                    recent="external_id" not in args))
 
 
 @bp.get("/events/<id:event_id>/raw")

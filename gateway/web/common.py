@@ -179,17 +179,22 @@ def paginate(query: Select, args: dict, to_json: Callable, *, count: bool = True
 
 
 def paginate_journal(read: Callable[[Optional[datetime]], Select], args: dict, to_json: Callable,
-                     counted: Optional[Callable[[Optional[datetime]], Select]] = None) -> dict:
+                     counted: Optional[Callable[[Optional[datetime]], Select]] = None, *, recent: bool = True) -> dict:
     """``paginate`` for the raw journal newest first: ``read(since)`` reads the requests received since
     ``since`` (None: all), ``counted(since)`` those ``total`` counts when ``read`` holds only a page's
     (both in the journal's order).  Read over the shortest recent span that holds the page and more
     than ``COUNT_CAP``, when one does (``partitions.recent_since``; its total is then past the cap):
-    a read of every day partition costs PostgreSQL more than the page."""
+    a read of every day partition costs PostgreSQL more than the page.  ``recent=False`` skips the
+    spans, for a filter no span would hold a page of (a delivery id).  A read of every day is
+    planned once per connection (``partitions.planned_once``)."""
     counted = counted or read
     with reading() as conn:
-        since = partitions.recent_since(conn, counted, max(args["page"] * args["per_page"], COUNT_CAP + 1))
-        return _page(conn, read(since), args, to_json,
-                     (lambda: capped_count(conn, counted(None))) if since is None else None)
+        since = (partitions.recent_since(conn, counted, max(args["page"] * args["per_page"], COUNT_CAP + 1))
+                 if recent else None)
+        if since is not None:
+            return _page(conn, read(since), args, to_json, None)
+        with partitions.planned_once(conn):
+            return _page(conn, read(None), args, to_json, lambda: capped_count(conn, counted(None)))
 
 
 def _page(conn: Connection, query: Select, args: dict, to_json: Callable,
