@@ -17,7 +17,7 @@ from gateway.pipeline.retention import Purged, purge
 from gateway.store import partitions
 from gateway.store.db import make_engine, run_in_transaction, upgrade
 from gateway.store.models import AlertRow, RawRequest, utcnow
-from testkit.support import admin_client, database_at
+from testkit.support import admin_client, database_at, sign_in
 
 raw_requests = RawRequest.__table__
 
@@ -348,3 +348,24 @@ def test_the_api_plans_a_read_of_every_day_once_per_connection(make_app, query):
         for conn in idle:
             conn.close()
     assert sum(generic for generic, _ in plans) == 2 and all(custom == 0 for _, custom in plans), plans
+
+
+def test_the_sources_page_plans_its_statements_once_per_connection(make_app):
+    """The sources page's statements read each source's days of a span: on PostgreSQL they are
+    prepared at the first request and planned generically from then on (``planned_once``)."""
+    app = make_app()
+    engine = app.extensions["gateway"].engine
+    if engine.dialect.name != "postgresql":
+        pytest.skip("the raw journal is partitioned on PostgreSQL only")
+    with engine.begin() as conn:
+        conn.execute(insert(raw_requests), [raw("e1", utcnow()), raw("e2", utcnow() - timedelta(days=3))])
+    browser = sign_in(app, engine, "kim", "viewer")
+    for _ in range(2):
+        assert browser.get("/sources").status_code == 200
+    idle = [engine.connect() for _ in range(engine.pool.checkedin())]
+    try:
+        plans = [plan for conn in idle for plan in prepared_plans(conn, "AS listed")]
+    finally:
+        for conn in idle:
+            conn.close()
+    assert sum(generic for generic, _ in plans) >= 4 and all(custom == 0 for _, custom in plans), plans

@@ -96,16 +96,17 @@ _CHOSEN_PLANS = text("SET LOCAL plan_cache_mode TO DEFAULT")
 @contextmanager
 def planned_once(conn: Connection) -> Iterator[None]:
     """Inside, on PostgreSQL, a statement is prepared at its first run and planned generically: for
-    reads of the whole journal, which name no time.  Planned for its values, such a read plans
-    every day partition each time (25-30 ms over a year of days); a generic plan is made once per
-    connection and each run after it prunes at start-up (2-5 ms).  Left alone, psycopg prepares a
+    reads whose plan costs more than their run.  Planned for its values, a read that names no time
+    plans every day partition each time (25-30 ms over a year of days), and the sources page's
+    statements plan a correlated read of each span's days per source; a generic plan is made once
+    per connection and each run after it prunes at start-up.  Left alone, psycopg prepares a
     statement at its fifth run and PostgreSQL plans it for its values five times more before it
     settles on a generic plan: ten slow reads per pooled connection.
 
-    Not for a read that names a span: its generic plan, made without the span's start or the page's
-    size, read the last day's requests in 25 ms where the plan for its values read them in 4 ms.
-    A connection whose preparing was turned off (``prepare_threshold=None``, for a pooler in
-    transaction mode) is left as it is."""
+    Not for every read: the journal's page over a recent span, planned generically (without the
+    span's start or the page's size), read the last day in 22 ms where its plan for its values took
+    under 1 ms (bench/README.md, "Session 24").  A connection whose preparing was turned off
+    (``prepare_threshold=None``, for a pooler in transaction mode) is left as it is."""
     driver = conn.connection.dbapi_connection if is_partitioned(conn) else None
     threshold = getattr(driver, "prepare_threshold", None)
     if threshold is None:
