@@ -6,7 +6,7 @@ import re
 
 import pytest
 import testkit
-from testkit.support import admin_client, installed_sink_types
+from testkit.support import admin_client, installed_sink_types, sent_statements
 
 ALERT = {"id": "evt-1", "title": "disk full", "severity": "critical"}
 
@@ -131,15 +131,10 @@ def test_events_list_and_raw_bytes(api, client):
 def test_a_lists_end_gives_its_total_without_counting(app, api, client, query, counted):
     """A page with rows but fewer than asked (or an empty first page) ends the list, so its total is
     the rows before it and on it; a full page, or one past the end, still counts."""
-    from sqlalchemy import event
-
     for external_id in ("e-1", "e-2", "e-3"):
         client.post("/hooks/testsrc/src/", json={**ALERT, "id": external_id})
-    engine, sent = app.extensions["gateway"].engine, []
-    listen = lambda conn, cursor, statement, *rest: sent.append(statement)  # noqa: E731
-    event.listen(engine, "before_cursor_execute", listen)
-    answer = api.get(f"/api/events?{query}").json
-    event.remove(engine, "before_cursor_execute", listen)
+    with sent_statements(app.extensions["gateway"].engine) as sent:
+        answer = api.get(f"/api/events?{query}").json
     assert answer["total"] == {"external_id=e-2": 1, "source=other": 0}.get(query, 3)
     # (PostgreSQL's recent-span probes count too, each in a span: ``received_at >=``.)
     totals = [s for s in sent if s.startswith("SELECT count") and "received_at >=" not in s]

@@ -2,14 +2,13 @@
 the list's length (``gateway.store.lists``)."""
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import pytest
-from sqlalchemy import Integer, column, event, select, table, text
+from sqlalchemy import Integer, column, select, table, text
 
 from gateway.store.db import make_engine
 from gateway.store.lists import one_of
 from testkit.outbox import WORKER, gateway_maker
+from testkit.support import sent_statements
 
 numbers = table("numbers", column("n", Integer))
 
@@ -19,18 +18,6 @@ def engine(database_url):
     engine = make_engine(database_url, group_commit=False)
     yield engine
     engine.dispose()
-
-
-@contextmanager
-def sent_statements(engine):
-    """The set of SQL texts ``engine`` sends while the block runs (``HotStatement``'s fixed texts aside)."""
-    sent = set()
-    listener = lambda conn, cursor, sql, *rest: sent.add(sql)  # noqa: E731
-    event.listen(engine, "before_cursor_execute", listener)
-    try:
-        yield sent
-    finally:
-        event.remove(engine, "before_cursor_execute", listener)
 
 
 def test_one_of_matches_the_listed_values_and_an_empty_list_matches_nothing(engine):

@@ -289,6 +289,16 @@ def prepared_plans(conn, fragment: str) -> list[tuple]:
         {"fragment": fragment})]
 
 
+def pooled_plans(engine, fragment: str) -> list[tuple]:
+    """``prepared_plans`` on every idle pooled connection of ``engine``: those the requests used."""
+    idle = [engine.connect() for _ in range(engine.pool.checkedin())]
+    try:
+        return [plan for conn in idle for plan in prepared_plans(conn, fragment)]
+    finally:
+        for conn in idle:
+            conn.close()
+
+
 def test_a_read_of_every_day_is_prepared_at_once_and_planned_generically(pg_engine):
     """Inside ``planned_once`` a statement is prepared at its first run and never planned for its
     values (that plans every day partition each time); outside, nothing changes: psycopg still
@@ -341,12 +351,7 @@ def test_the_api_plans_a_read_of_every_day_once_per_connection(make_app, query):
     for _ in range(2):
         answer = client.get(f"/api/events?{query}")
         assert answer.status_code == 200 and answer.json["items"], answer.json
-    idle = [engine.connect() for _ in range(engine.pool.checkedin())]  # every pooled connection a request used
-    try:
-        plans = [plan for conn in idle for plan in prepared_plans(conn, "OFFSET")]  # the page (a span's probe has none)
-    finally:
-        for conn in idle:
-            conn.close()
+    plans = pooled_plans(engine, "OFFSET")  # the page (a span's probe has none)
     assert sum(generic for generic, _ in plans) == 2 and all(custom == 0 for _, custom in plans), plans
 
 
@@ -362,10 +367,5 @@ def test_the_sources_page_plans_its_statements_once_per_connection(make_app):
     browser = sign_in(app, engine, "kim", "viewer")
     for _ in range(2):
         assert browser.get("/sources").status_code == 200
-    idle = [engine.connect() for _ in range(engine.pool.checkedin())]
-    try:
-        plans = [plan for conn in idle for plan in prepared_plans(conn, "AS listed")]
-    finally:
-        for conn in idle:
-            conn.close()
+    plans = pooled_plans(engine, "AS listed")
     assert sum(generic for generic, _ in plans) >= 4 and all(custom == 0 for _, custom in plans), plans

@@ -200,7 +200,7 @@ def sources():
     types = _source_types()
     chosen = request.args.get("type") or (types[0][0] if types else None)
     sources = all_sources()
-    with reading() as conn, partitions.planned_once(conn):  # each statement plans every source's days: once
+    with reading() as conn, partitions.planned_once(conn):  # each statement reads every source's days of a span
         stats = refusals.last_day(conn, [s["key"] for s in sources], COUNT_CAP)
     return render_template("console/sources.html", sources=sources, stats=stats,
                            count_cap=COUNT_CAP, types=types,

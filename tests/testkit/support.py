@@ -68,6 +68,18 @@ def sign_in(app, engine, name: str, role: str):
 
 
 @contextmanager
+def sent_statements(engine):
+    """The set of SQL texts ``engine`` sends while the block runs (``HotStatement``'s fixed texts aside)."""
+    sent = set()
+    listener = lambda conn, cursor, sql, *rest: sent.add(sql)  # noqa: E731
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        yield sent
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+
+
+@contextmanager
 def counting_write_commits(engine):
     """The commits of transactions that wrote, as a list that grows while the block runs: a read's
     commit (``gateway.store.db.reading``) writes nothing, syncs nothing and is left out.  Asked of
