@@ -19,7 +19,7 @@ production runs them: in ``gateway serve``'s workers, or (BENCH_OUTBOX_WORKER_TH
    delivery id is below one already received for that key is a violation.
 5. **memory**: RSS of the dispatching processes after step 1 (warm), after step 2 (drained once) and at
    the end.  Warm to end covers the first deep drain, whose high-water mark (half of it the malloc
-   arenas of the sender threads, measured in bench/README.md, "Session 11") a process keeps; drained
+   arenas of the sender threads, measured in bench/HISTORY.md, "Session 11") a process keeps; drained
    once to end tells that apart from a leak: it covers the backlog drained beside ingest (step 3).
 
 On PostgreSQL, BENCH_OUTBOX_HISTORY=N adds N delivered rows before step 2 (months of deliveries kept by

@@ -117,7 +117,7 @@ class JsonEndpoint:
     settings and scans ``os.environ`` on every call, and ``Session.send`` keeps cookies, times the
     call and looks for a redirect, none of which a delivery uses.  A backlog's drain rate is
     CPU-bound: 0.32 ms of CPU a POST to a local receiver through ``Session.post``, 0.22 ms through
-    ``Session.send``, and 5 % less again through the adapter (bench/README.md, sessions 9 and 13).
+    ``Session.send``, and 5 % less again through the adapter (bench/HISTORY.md, sessions 9 and 13).
     Redirects are not followed and no cookie is sent back: each delivery stands alone."""
 
     def __init__(self, url: str, *, verify_tls: Union[bool, str] = True,

@@ -81,7 +81,7 @@ _BLOCK_WAITING_SQLITE = HotStatement(
 row ends meanwhile and none needs locking.  Marking by a list of ids instead made every pass a
 statement of its own length (up to 2,000 parameters), and the sqlite3 module keeps the last 128
 prepared per connection: SQLite's memory grew by 20 MiB while 90,000 rows queued behind an outage
-(bench/README.md, "Session 12")."""
+(bench/HISTORY.md, "Session 12")."""
 
 
 _PENDING_AMONG = (one_of(DeliveryRow.id, "ids"), DeliveryRow.status == PENDING)

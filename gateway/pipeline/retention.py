@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 PURGE_BATCH = 1000
 PURGE_YIELD = 3
 """On SQLite, how many times a batch's own time the purge pauses after it: the batches hold the one
-writer lock a quarter of the time at most, and ingest has the rest (bench/README.md, "Session 23")."""
+writer lock a quarter of the time at most, and ingest has the rest (bench/HISTORY.md, "Session 23")."""
 PURGE_SCHEDULE = "purge"
 CHECK_EVERY = 60.0
 """Seconds between looks at the schedule; a shorter purge interval is looked at as often as it runs."""
@@ -68,7 +68,7 @@ def purge(engine: Engine, cutoff: datetime, *, batch: int = PURGE_BATCH, until: 
 def _purge_table(engine: Engine, table, cutoff: datetime, batch: int, until: Optional[float]) -> int:
     """Delete a batch per transaction.  On SQLite, after each batch, pause ``PURGE_YIELD`` times as
     long as it took: each batch holds the one writer lock, so back to back they would take most of
-    it from ingest (at 5,000,000 rows ingest's p99 doubled and more; bench/README.md, "Retention at
+    it from ingest (at 5,000,000 rows ingest's p99 doubled and more; bench/HISTORY.md, "Retention at
     scale")."""
     removed = 0
     while until is None or time.monotonic() < until:

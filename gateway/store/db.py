@@ -53,7 +53,7 @@ last commits before a power loss can be lost.  ``make bench`` measures both."""
 def groups_commits(url: str, group_commit: Optional[bool] = None) -> bool:
     """Whether an engine for ``url`` commits concurrent transactions together: ``group_commit``, or
     by default on SQLite only.  There every commit syncs the WAL (``synchronous=FULL``) under the one
-    writer lock, so a batch pays one sync for many webhooks (measured ~3x the webhooks/s, bench/README.md).
+    writer lock, so a batch pays one sync for many webhooks (measured ~3x the webhooks/s, bench/HISTORY.md).
     On PostgreSQL a batch spares its webhooks their own BEGIN and COMMIT (ingest alone with 6 threads a
     worker: +8 to +29 % webhooks/s, by host), but with the dispatchers in the serve workers, delivery
     lag p50 went from ~30 ms to 0.04-5 s, for reasons not found (no long lock waits, no deadlocks:
@@ -226,7 +226,7 @@ def reading(engine: Engine) -> Iterator[Connection]:
     It ends in COMMIT, not the ROLLBACK of closing a connection: psycopg forgets every statement it
     prepared on a connection that rolls back, so the next webhooks on it planned theirs anew, five
     times custom, before PostgreSQL settled on one plan.  With the dispatcher's two reads a batch
-    rolling back, ingest planned 1 execution in 4 (bench/README.md, "Session 15").  A failed read rolls back.
+    rolling back, ingest planned 1 execution in 4 (bench/HISTORY.md, "Session 15").  A failed read rolls back.
     """
     with engine.connect() as conn:
         yield conn

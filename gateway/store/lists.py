@@ -5,7 +5,7 @@ SQLAlchemy's ``in_`` writes one placeholder per value, so each length of list is
 own text.  psycopg keeps up to 100 texts per connection, to prepare the ones run five times: the
 dispatcher's lists (a batch's ids; up to 2,000 rows in a blocking pass) filled that with statements
 of up to 2,000 placeholders, the serve workers grew by 5.5 and 6.8 MiB in a drain, and PostgreSQL
-parsed and planned each text anew (bench/README.md, "Session 15").  On PostgreSQL the list goes as
+parsed and planned each text anew (bench/HISTORY.md, "Session 15").  On PostgreSQL the list goes as
 one array (``= ANY(:name)``: one text, prepared once); elsewhere as ``IN`` with one placeholder a
 value (SQLite has no arrays).
 """

@@ -105,7 +105,7 @@ def planned_once(conn: Connection) -> Iterator[None]:
 
     Not for every read: the journal's page over a recent span, planned generically (without the
     span's start or the page's size), read the last day in 22 ms where its plan for its values took
-    under 1 ms (bench/README.md, "Session 24").  A connection whose preparing was turned off
+    under 1 ms (bench/HISTORY.md, "Session 24").  A connection whose preparing was turned off
     (``prepare_threshold=None``, for a pooler in transaction mode) is left as it is."""
     driver = conn.connection.dbapi_connection if is_partitioned(conn) else None
     threshold = getattr(driver, "prepare_threshold", None)

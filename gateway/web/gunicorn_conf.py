@@ -64,7 +64,7 @@ def default_threads(database_url: str, group_commit: Optional[bool] = None) -> i
     competes for the GIL with the thread holding the write lock, which then holds it longer
     (1,211/s with 1 thread against 1,154/s with 2); with it, the threads' webhooks wait together
     for one commit, so more of them share each sync.  PostgreSQL overlaps one thread's round
-    trips with another's work (855/s with 1 thread against 1,008/s with 2).  Measured in bench/README.md.
+    trips with another's work (855/s with 1 thread against 1,008/s with 2).  Measured in bench/HISTORY.md.
     """
     if database_url.startswith("sqlite"):
         return 6 if groups_commits(database_url, group_commit) else 1

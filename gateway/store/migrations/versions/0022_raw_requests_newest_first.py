@@ -11,11 +11,11 @@ PostgreSQL, which cannot skip through a leading column, read every day partition
 The index leads with the delivery id instead, and holds all three of ingest's duplicate check
 (source, delivery id, received since): with the received time left out, SQLite (no statistics on a
 new database) checked each webhook along (source, received_at), reading the source's whole day, and
-ingest ran at 59 % of its rate (bench/README.md, "Session 22").
+ingest ran at 59 % of its rate (bench/HISTORY.md, "Session 22").
 
 Both replace an index, so ingest keeps its index count.  Each is built over the whole journal,
 and the table takes no write meanwhile: for ten million requests, 31 s on PostgreSQL and 30 s on
-SQLite here (bench/README.md, "Session 22").
+SQLite here (bench/HISTORY.md, "Session 22").
 
 Revision ID: 0022
 Revises: 0021

@@ -3,7 +3,7 @@
 A stored request is opened by its id alone (the console's raw payload page, its raw bytes, and
 ``/api/events/<id>/raw``).  The id names no time, so PostgreSQL plans the statement over every day
 partition and probes each one's primary key: with a year's 374 days, 25-95 ms of planning and 7-10 ms
-of execution, where the same read naming its day takes under a millisecond (bench/README.md,
+of execution, where the same read naming its day takes under a millisecond (bench/HISTORY.md,
 "Session 23").
 
 Ids are handed out in the order requests are stored, and requests are stored as they are received,
