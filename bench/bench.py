@@ -82,6 +82,10 @@ SOAK_REQUESTS = env_int("BENCH_SOAK_REQUESTS", 100_000 if SOAK_ONLY else 20_000)
 SOAK_CHUNK = env_int("BENCH_SOAK_CHUNK", 20_000)
 SOAK_DBS = [d.strip() for d in (os.environ.get("BENCH_SOAK_DBS") or "sqlite").split(",") if d.strip()]
 SOAK_MAX_SECONDS = env_int("BENCH_SOAK_MAX_SECONDS", 1200)
+SOAK_DRAIN_MAX_SECONDS = env_int("BENCH_SOAK_DRAIN_MAX_SECONDS", 1800)
+"""After the last chunk, how long the dispatcher may take to deliver what is still due: its memory is then
+measured over every delivery the soak's webhooks queued, not only over those it kept up with."""
+SOAK_DRAIN_SAMPLE_SECONDS = 30
 SOAK_FLAT_MIB = 10
 """Flat: no process grew by more than this after the soak's first chunk (warm-up)."""
 OUT = os.environ.get("BENCH_OUT")
@@ -600,6 +604,41 @@ def slow_clients(wrk: str, workdir: Path, dbs: Databases, db: str) -> dict:
     return dict(result, db=db, alone_p99_ms=alone["p99_ms"], alone_accepted_per_s=alone["accepted_per_s"])
 
 
+def rss_line(rss: dict, dispatcher_pid: int) -> str:
+    return ", ".join(f"{'dispatcher' if p == dispatcher_pid else 'worker'} {p} {v / 1024:.1f} MiB" for p, v in rss.items())
+
+
+def drain_soak(url_db: str, receiver: "Receiver", dispatcher: Server, pids: list[int], sent: int, points: list) -> int:
+    """Once the soak's webhooks are in, let the dispatcher deliver every row still due (a tracking sink's
+    refreshes fall due later, on purpose), sampling RSS meanwhile; the rows still due when
+    SOAK_DRAIN_MAX_SECONDS ran out (0: all delivered)."""
+    from sqlalchemy import create_engine, func, select
+
+    from gateway.store.models import DeliveryRow, utcnow
+
+    engine = create_engine(url_db)
+    due_now = select(func.count()).where(DeliveryRow.status == "pending")
+
+    def due() -> int:
+        with engine.connect() as conn:
+            return conn.execute(due_now.where(DeliveryRow.next_attempt_at <= utcnow())).scalar_one()
+
+    try:
+        left, started = due(), time.monotonic()
+        while left and time.monotonic() - started < SOAK_DRAIN_MAX_SECONDS:
+            time.sleep(SOAK_DRAIN_SAMPLE_SECONDS)
+            left = due()
+            points.append((sent, receiver.received, rss_kib(pids)))
+            if dispatcher.proc.poll() is not None:
+                raise RuntimeError(f"the dispatcher exited with {dispatcher.proc.returncode}:\n{dispatcher.tail()}")
+            log(f"  draining: {left:,} due, {receiver.received:,} delivered: " + rss_line(points[-1][2], dispatcher.proc.pid))
+        if left:
+            log(f"  stopped draining with {left:,} rows due: BENCH_SOAK_DRAIN_MAX_SECONDS={SOAK_DRAIN_MAX_SECONDS} reached")
+        return left
+    finally:
+        engine.dispose()
+
+
 class Receiver:
     """The soak's SpaceONE: a tiny HTTP/1.1 server on 127.0.0.1 that reads each event and answers ``{}``,
     keeping only a count (a receiver that kept the events would grow, not the gateway)."""
@@ -612,6 +651,10 @@ class Receiver:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # The headers and the body go out in two writes: with Nagle's algorithm the body waited for the
+            # client's delayed ACK of the headers, 40 ms a reply, which held the dispatcher to ~25 events/s
+            # a connection (the soaks before session 25 blamed the dispatcher for it).
+            disable_nagle_algorithm = True
 
             def log_message(self, *args):
                 pass
@@ -661,7 +704,7 @@ def soak(wrk: str, workdir: Path, dbs: Databases, db: str) -> dict:
         warm = run_wrk(wrk, url, WARMUP)
         rate = max(warm["accepted_per_s"], 50.0)
         pids = server.workers() + [dispatcher.proc.pid]
-        points = [(0, rss_kib(pids))]
+        points = [(0, 0, rss_kib(pids))]
         sent, non_2xx, socket_errors, started = 0, {}, {}, time.monotonic()
         while sent < SOAK_REQUESTS:
             if time.monotonic() - started > SOAK_MAX_SECONDS:
@@ -675,20 +718,20 @@ def soak(wrk: str, workdir: Path, dbs: Databases, db: str) -> dict:
                 non_2xx[k] = non_2xx.get(k, 0) + v
             for k, v in r["socket_errors"].items():
                 socket_errors[k] = socket_errors.get(k, 0) + v
-            points.append((sent, rss_kib(pids)))
+            points.append((sent, receiver.received, rss_kib(pids)))
             if dispatcher.proc.poll() is not None:
                 raise RuntimeError(f"the dispatcher exited with {dispatcher.proc.returncode}:\n{dispatcher.tail()}")
             log(f"  {sent:>7} accepted ({r['accepted_per_s']:.0f}/s, p99 {r['p99_ms']:.1f} ms), {receiver.received} delivered: "
-                + ", ".join(f"{'dispatcher' if p == dispatcher.proc.pid else 'worker'} {p} {v / 1024:.1f} MiB"
-                            for p, v in points[-1][1].items()))
+                + rss_line(points[-1][2], dispatcher.proc.pid))
+        due = drain_soak(url_db, receiver, dispatcher, pids, sent, points)
         if server.workers() != pids[:-1]:
             log(f"  NOTE: worker pids changed during the soak: {pids[:-1]} -> {server.workers()}")
     finally:
         dispatcher.stop()
         server.stop()
         receiver.close()
-    first, last = points[0][1], points[-1][1]
-    first_chunk, after_first = points[1] if len(points) > 2 else points[0]
+    first, last = points[0][2], points[-1][2]
+    first_chunk, _, after_first = points[1] if len(points) > 2 else points[0]
     growth = {p: last.get(p, 0) - first.get(p, 0) for p in first}
     growth_after = {p: last.get(p, 0) - after_first.get(p, 0) for p in first}
     log("  growth start->end: " + ", ".join(f"pid {p} {g / 1024:+.1f} MiB" for p, g in growth.items()))
@@ -701,9 +744,10 @@ def soak(wrk: str, workdir: Path, dbs: Databases, db: str) -> dict:
         record("memory", f"{role} RSS growth after warm-up, {sent:,} webhooks", db, worst, SOAK_FLAT_MIB,
                higher_is_better=False, unit="MiB",
                detail=f"the largest of {sum(r == role for r in roles.values())} {role} process(es), from "
-                      f"{first_chunk:,} webhooks (the first chunk, warm-up) to {sent:,}; {receiver.received:,} delivered")
+                      f"{first_chunk:,} webhooks (the first chunk, warm-up) to {sent:,} and their deliveries:"
+                      f" {receiver.received:,} delivered, {due:,} still due at the end")
     return dict(db=db, sent=sent, points=points, growth_kib=growth, first_chunk=first_chunk, roles=roles,
-                delivered=receiver.received, growth_after_first_chunk_kib=growth_after, non_2xx=non_2xx,
+                delivered=receiver.received, due=due, growth_after_first_chunk_kib=growth_after, non_2xx=non_2xx,
                 socket_errors=socket_errors)
 
 
@@ -804,10 +848,11 @@ def summary(facts: dict, results: dict, soaks: list[dict], slows: list[dict]) ->
                          f"slow connections still open at the end {r['slow_unanswered']}/{SLOW_CLIENTS}")
     for s in soaks:
         pts = s["points"]
-        lines += ["", f"soak ({s['db']}): RSS MiB by accepted webhooks ({s['delivered']:,} delivered to the receiver)",
-                  "           " + "  ".join(f"{s['roles'][p]:>10}" for p in pts[0][1])]
-        for sent, rss in pts:
-            lines.append(f"  {sent:>7}: " + "  ".join(f"{v / 1024:10.1f}" for v in rss.values()))
+        lines += ["", f"soak ({s['db']}): RSS MiB by webhooks accepted and events delivered"
+                      f" ({s['delivered']:,} delivered to the receiver, {s['due']:,} still due at the end)",
+                  "  accepted  delivered " + "  ".join(f"{s['roles'][p]:>10}" for p in pts[0][2])]
+        for sent, delivered, rss in pts:
+            lines.append(f"  {sent:>8} {delivered:>10} " + "  ".join(f"{v / 1024:10.1f}" for v in rss.values()))
         g = s["growth_kib"]
         ga = s["growth_after_first_chunk_kib"]
         lines.append("  growth start->end: " + ", ".join(f"{v / 1024:+.1f}" for v in g.values())
